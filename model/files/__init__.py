@@ -1,0 +1,1 @@
+"""Model files on disk: original checkpoints, the converted bundle, GGUF checks."""

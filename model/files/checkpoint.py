@@ -1,0 +1,148 @@
+"""Reading an original Qwen2.5-Omni checkpoint directory (Hugging Face layout).
+
+What is read: `config.json`, the safetensors shards (through their index, or a
+single `model.safetensors`), `tokenizer.json` and `spk_dict.pt`. Tensors are read
+one at a time, so converting a 7B checkpoint never holds it whole in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from model.errors import ModelFileError
+
+ARCHITECTURES = ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration")
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+SPEAKERS_FILE = "spk_dict.pt"
+
+_GET_CHECKPOINT = "Point to the folder of an original Qwen2.5-Omni checkpoint (it holds config.json)"
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One voice of the speaker dictionary: cond (enc_emb_dim,), ref_mel (n_frames, mel_dim)."""
+
+    name: str
+    cond: torch.Tensor
+    ref_mel: torch.Tensor
+    bos_token: int
+
+
+def read_json(path: Path, advice: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(path, "file not found", advice) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(path, f"not readable JSON ({exc})", advice) from None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    config: dict[str, Any]
+    weight_map: dict[str, Path]  # tensor name -> shard file
+
+    @classmethod
+    def open(cls, path: Path | str) -> Checkpoint:
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelFileError(path, "not a folder", _GET_CHECKPOINT)
+        config = read_json(path / "config.json", _GET_CHECKPOINT)
+        architectures = config.get("architectures") or []
+        if not any(a in ARCHITECTURES for a in architectures):
+            raise ModelFileError(
+                path / "config.json",
+                f"architecture {architectures or 'unknown'} is not Qwen2.5-Omni",
+                _GET_CHECKPOINT,
+            )
+        return cls(path=path, config=config, weight_map=_weight_map(path))
+
+    @property
+    def thinker_config(self) -> dict[str, Any]:
+        return dict(self.config["thinker_config"])
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        return dict(self.config["thinker_config"]["text_config"])
+
+    def names(self, prefix: str) -> list[str]:
+        """Tensor names starting with `prefix`, sorted."""
+        return sorted(name for name in self.weight_map if name.startswith(prefix))
+
+    def tensors(self, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield (name, tensor) in the given order, opening each shard once per run of names."""
+        handle, handle_path = None, None
+        for name in names:
+            shard = self.weight_map.get(name)
+            if shard is None:
+                raise ModelFileError(self.path, f"tensor {name} is missing", "The checkpoint is incomplete")
+            if shard != handle_path:
+                handle, handle_path = _open_shard(shard), shard
+            assert handle is not None
+            try:
+                yield name, handle.get_tensor(name)
+            except Exception as exc:  # safetensors raises its own error types for damaged data
+                raise ModelFileError(shard, f"tensor {name} is unreadable ({exc})", "Download the shard again") from None
+
+    def voices(self) -> list[Voice]:
+        """The speaker dictionary, loaded with weights_only (nothing arbitrary is unpickled)."""
+        path = self.path / SPEAKERS_FILE
+        advice = f"Copy {SPEAKERS_FILE} from the original checkpoint again"
+        if not path.is_file():
+            raise ModelFileError(path, "file not found", advice)
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types on a bad pickle
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelFileError(path, f"unreadable speaker dictionary ({reason})", advice) from None
+        if not isinstance(raw, dict) or not raw:
+            raise ModelFileError(path, "the speaker dictionary holds no voices", advice)
+        return [_voice(path, name, entry, advice) for name, entry in raw.items()]
+
+
+def _weight_map(path: Path) -> dict[str, Path]:
+    index = path / INDEX_FILE
+    if index.is_file():
+        spec = read_json(index, "Copy the checkpoint's index file again")
+        return {name: path / shard for name, shard in spec["weight_map"].items()}
+    single = path / SINGLE_FILE
+    if single.is_file():
+        with _open_shard(single) as handle:
+            return {name: single for name in handle.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    raise ModelFileError(path, f"neither {INDEX_FILE} nor {SINGLE_FILE} found", _GET_CHECKPOINT)
+
+
+def _open_shard(path: Path) -> Any:
+    try:
+        return safe_open(str(path), framework="pt")
+    except FileNotFoundError:
+        raise ModelFileError(path, "shard not found", "The checkpoint is incomplete: download it again") from None
+    except Exception as exc:
+        raise ModelFileError(path, f"not a readable safetensors file ({exc})", "Download the shard again") from None
+
+
+def _voice(path: Path, name: Any, entry: Any, advice: str) -> Voice:
+    if not isinstance(name, str) or not isinstance(entry, dict):
+        raise ModelFileError(path, f"voice {name!r} is not a name with a dictionary", advice)
+    missing = {"cond", "ref_mel", "bos_token"} - set(entry)
+    if missing:
+        raise ModelFileError(path, f"voice {name} lacks {', '.join(sorted(missing))}", advice)
+    cond, ref_mel, bos = entry["cond"], entry["ref_mel"], entry["bos_token"]
+    if not isinstance(cond, torch.Tensor) or not isinstance(ref_mel, torch.Tensor):
+        raise ModelFileError(path, f"voice {name}: cond and ref_mel must be tensors", advice)
+    cond = cond.reshape(-1).float()
+    while ref_mel.dim() > 2 and ref_mel.shape[0] == 1:
+        ref_mel = ref_mel[0]
+    bos_token = int(bos.item() if isinstance(bos, torch.Tensor) else bos)
+    if ref_mel.dim() != 2:
+        raise ModelFileError(path, f"voice {name}: ref_mel has shape {tuple(ref_mel.shape)}, not (frames, mels)", advice)
+    return Voice(name=name, cond=cond, ref_mel=ref_mel.float().contiguous(), bos_token=bos_token)

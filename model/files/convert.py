@@ -1,0 +1,133 @@
+"""`omnidesk models convert`: an original Qwen2.5-Omni checkpoint becomes a model bundle.
+
+Every file is written under a `.part` name and renamed when complete, and the
+manifest is written last, so an interrupted conversion never looks like a bundle.
+The native parts keep the checkpoint's tensor names and dtypes (lossless).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from model.errors import ModelFileError
+from model.files.bundle import MANIFEST, Bundle, write_manifest
+from model.files.checkpoint import Checkpoint, Voice
+from model.files.thinker_gguf import DTYPES, QUANT_TYPES, quantize, write_thinker_gguf
+from model.files.tokenizer import read_tokenizer
+
+# Talker config field -> bundle token role (ids in the Thinker's vocabulary).
+_TTS_TEXT_IDS = {
+    "tts_text_start_token_id": "tts_text_bos",
+    "tts_text_end_token_id": "tts_text_eos",
+    "tts_text_pad_token_id": "tts_text_pad",
+}
+# Talker config field -> codec role (ids in the Talker's vocabulary).
+_CODEC_IDS = {
+    "tts_codec_start_token_id": "bos",
+    "tts_codec_end_token_id": "eos",
+    "tts_codec_pad_token_id": "pad",
+    "tts_codec_mask_token_id": "mask",
+}
+# Thinker config field -> tokenizer role; both must agree.
+_MEDIA_IDS = {
+    "audio_token_index": "audio",
+    "image_token_index": "image",
+    "video_token_index": "video",
+    "audio_start_token_id": "audio_bos",
+    "audio_end_token_id": "audio_eos",
+}
+
+
+def convert_checkpoint(
+    source: Path,
+    out: Path,
+    dtype: str = "f32",
+    quant: str | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> Bundle:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+    if quant is not None and quant not in QUANT_TYPES:
+        raise ValueError(f"quantization must be one of {', '.join(QUANT_TYPES)}")
+    checkpoint = Checkpoint.open(source)
+    text_config = checkpoint.text_config
+    tokenizer = read_tokenizer(source, vocab_size=int(text_config["vocab_size"]))
+    voices = checkpoint.voices()  # read first: a bad speaker dictionary fails before the long work
+    tokens, codec = _special_ids(checkpoint, tokenizer.special_ids)
+    _check_voice_ids(checkpoint.path, voices, int(text_config["vocab_size"]))
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+
+    float_gguf = out / f"thinker-{dtype}.gguf"
+    report(f"writing {float_gguf.name}")
+    _atomic(float_gguf, lambda p: write_thinker_gguf(checkpoint, tokenizer, p, dtype, name=source.name))
+    thinker = float_gguf
+    if quant is not None:
+        thinker = out / f"thinker-{quant}.gguf"
+        report(f"quantizing to {thinker.name}")
+        _atomic(thinker, lambda p: quantize(float_gguf, p, quant))
+        float_gguf.unlink()
+
+    files = {"thinker": thinker}
+    for part in ("talker", "token2wav"):
+        files[part] = out / f"{part}.safetensors"
+        report(f"writing {files[part].name}")
+        tensors = dict(checkpoint.tensors(checkpoint.names(f"{part}.")))
+        _atomic(files[part], lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
+    files["voices"] = out / "voices.safetensors"
+    _atomic(files["voices"], lambda p: save_file(_voice_tensors(voices), str(p), metadata={"format": "pt"}))
+
+    report(f"writing {MANIFEST}")
+    return write_manifest(
+        out,
+        files=files,
+        config=checkpoint.config,
+        tokens=tokens,
+        codec=codec,
+        voices={v.name: v.bos_token for v in voices},
+        thinker_dtype=quant or dtype,
+    )
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    part = path.with_name(path.name + ".part")
+    part.unlink(missing_ok=True)
+    write(part)
+    os.replace(part, path)
+
+
+def _special_ids(checkpoint: Checkpoint, tokenizer_ids: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    thinker, talker = checkpoint.thinker_config, checkpoint.config["talker_config"]
+    for field, role in _MEDIA_IDS.items():
+        if field in thinker and int(thinker[field]) != tokenizer_ids[role]:
+            raise ModelFileError(
+                checkpoint.path / "config.json",
+                f"{field} is {thinker[field]} but the tokenizer gives {tokenizer_ids[role]}",
+                "The config and tokenizer come from different checkpoints",
+            )
+    tokens = dict(tokenizer_ids) | {role: int(talker[field]) for field, role in _TTS_TEXT_IDS.items()}
+    codec = {role: int(talker[field]) for field, role in _CODEC_IDS.items()}
+    return tokens, codec
+
+
+def _check_voice_ids(path: Path, voices: list[Voice], vocab_size: int) -> None:
+    for voice in voices:
+        if not 0 <= voice.bos_token < vocab_size:
+            raise ModelFileError(
+                path, f"voice {voice.name} has text-bos id {voice.bos_token} outside the vocabulary", "Use the checkpoint's own spk_dict.pt"
+            )
+
+
+def _voice_tensors(voices: list[Voice]) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for voice in voices:
+        tensors[f"{voice.name}.cond"] = voice.cond.contiguous()
+        tensors[f"{voice.name}.ref_mel"] = voice.ref_mel.contiguous()
+        tensors[f"{voice.name}.bos_token"] = torch.tensor([voice.bos_token], dtype=torch.int64)
+    return tensors

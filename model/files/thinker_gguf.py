@@ -1,0 +1,210 @@
+"""The Thinker as GGUF: writing it from a checkpoint, and checking a file before llama.cpp loads it.
+
+Layout: llama.cpp's `qwen2vl` architecture (Qwen2 blocks with M-RoPE sections),
+the tensor names of llama.cpp's own converter, and the tokenizer as `gpt2`
+BPE with the `qwen2` pre-tokenizer. Tensors are streamed to disk one at a time.
+Quantization is llama.cpp's own (`llama_model_quantize`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+
+from model.errors import ModelFileError
+from model.files.checkpoint import Checkpoint
+from model.files.tokenizer import TokenizerSpec
+
+ARCHITECTURE = "qwen2vl"
+DTYPES = ("f32", "f16")
+QUANT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K")
+
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_LAYER_PATTERN = re.compile(r"thinker\.model\.layers\.(\d+)\.(.+)")
+_GET_THINKER = "Download the Thinker again (omnidesk models download) or convert it from the checkpoint"
+
+
+def gguf_name(checkpoint_name: str) -> str | None:
+    """The llama.cpp tensor name of a checkpoint tensor of the Thinker's language model."""
+    fixed = {
+        "thinker.model.embed_tokens.weight": "token_embd.weight",
+        "thinker.model.norm.weight": "output_norm.weight",
+        "thinker.lm_head.weight": "output.weight",
+    }
+    if checkpoint_name in fixed:
+        return fixed[checkpoint_name]
+    match = _LAYER_PATTERN.fullmatch(checkpoint_name)
+    if match and match.group(2) in _LAYER_NAMES:
+        return f"blk.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
+    return None
+
+
+def rope_settings(text_config: dict[str, Any]) -> tuple[float, list[int]]:
+    """(rope theta, M-RoPE sections) from either config style (transformers 4 or 5)."""
+    params = text_config.get("rope_parameters") or {}
+    scaling = text_config.get("rope_scaling") or {}
+    theta = params.get("rope_theta", text_config.get("rope_theta", 1e6))
+    sections = params.get("mrope_section") or scaling.get("mrope_section")
+    if not sections:
+        raise ValueError("the text config has no mrope_section")
+    return float(theta), [int(s) for s in sections]
+
+
+def write_thinker_gguf(
+    checkpoint: Checkpoint, tokenizer: TokenizerSpec, out_path: Path, dtype: str, name: str
+) -> None:
+    """Write the Thinker's language model as a float GGUF (`dtype` "f32" or "f16")."""
+    cfg = checkpoint.text_config
+    theta, sections = rope_settings(cfg)
+    writer = gguf.GGUFWriter(str(out_path), ARCHITECTURE)
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(int(cfg["max_position_embeddings"]))
+    writer.add_embedding_length(int(cfg["hidden_size"]))
+    writer.add_block_count(int(cfg["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(cfg["intermediate_size"]))
+    writer.add_head_count(int(cfg["num_attention_heads"]))
+    writer.add_head_count_kv(int(cfg["num_key_value_heads"]))
+    writer.add_rope_freq_base(theta)
+    writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    writer.add_rope_dimension_sections([*sections, 0][:4])
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokenizer.tokens)
+    writer.add_token_types(tokenizer.token_types)
+    writer.add_token_merges(tokenizer.merges)
+    writer.add_bos_token_id(tokenizer.special_ids["endoftext"])
+    writer.add_eos_token_id(tokenizer.special_ids["im_end"])
+    writer.add_pad_token_id(tokenizer.special_ids["endoftext"])
+    writer.add_add_bos_token(False)
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
+
+    names = [n for n in checkpoint.names("thinker.") if gguf_name(n) is not None]
+    if cfg.get("tie_word_embeddings"):
+        names = [n for n in names if n != "thinker.lm_head.weight"]
+
+    def convert(tensor: torch.Tensor) -> np.ndarray:
+        target = torch.float16 if dtype == "f16" and tensor.dim() > 1 else torch.float32
+        return tensor.to(target).numpy()
+
+    # Pass 1: tensor infos (shapes and types) without holding any data.
+    for ckpt_name, tensor in checkpoint.tensors(names):
+        array_dtype = np.float16 if dtype == "f16" and tensor.dim() > 1 else np.float32
+        nbytes = tensor.numel() * np.dtype(array_dtype).itemsize
+        writer.add_tensor_info(gguf_name(ckpt_name) or "", list(tensor.shape), np.dtype(array_dtype), nbytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    # Pass 2: the data, one tensor at a time.
+    for _, tensor in checkpoint.tensors(names):
+        writer.write_tensor_data(convert(tensor))
+    writer.close()
+
+
+def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = None) -> None:
+    """Quantize a float GGUF with llama.cpp's own quantizer."""
+    import llama_cpp
+
+    if quant not in QUANT_TYPES:
+        raise ValueError(f"unknown quantization {quant}; choose one of {', '.join(QUANT_TYPES)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
+    params.nthread = n_threads or os.cpu_count() or 1
+    status = llama_cpp.llama_model_quantize(
+        str(in_path).encode(), str(out_path).encode(), ctypes.byref(params)
+    )
+    if status != 0:
+        raise ModelFileError(in_path, f"llama.cpp could not quantize it to {quant} (status {status})", _GET_THINKER)
+
+
+@dataclass(frozen=True)
+class ThinkerFileInfo:
+    """What a checked Thinker GGUF holds; `reader` stays open for reading tensor data."""
+
+    path: Path
+    n_embd: int
+    n_vocab: int
+    n_ctx_train: int
+    reader: gguf.GGUFReader
+
+    def embedding_rows(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A function from token ids (n,) to their input embeddings (n, n_embd), float32."""
+        tensor = next(t for t in self.reader.tensors if t.name == "token_embd.weight")
+        data, qtype = tensor.data, tensor.tensor_type
+
+        def rows(ids: np.ndarray) -> np.ndarray:
+            raw = np.asarray(data[np.asarray(ids, dtype=np.int64)])
+            if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                return raw.astype(np.float32)
+            return gguf.quants.dequantize(raw, qtype).astype(np.float32).reshape(len(ids), self.n_embd)
+
+        return rows
+
+
+def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
+    """Check that `path` is a complete GGUF of the Qwen2.5-Omni Thinker; raise ModelFileError if not."""
+    if not path.is_file():
+        raise ModelFileError(path, "Thinker file not found", _GET_THINKER)
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(path, "not a GGUF file", _GET_THINKER)
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as exc:  # GGUFReader raises ValueError, IndexError, struct errors... on damage
+        raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", _GET_THINKER) from None
+    arch = _field_str(reader, "general.architecture")
+    if arch != ARCHITECTURE:
+        raise ModelFileError(
+            path, f"a GGUF of architecture {arch!r}, not the Qwen2.5-Omni Thinker ({ARCHITECTURE})", _GET_THINKER
+        )
+    tensors = {t.name: t for t in reader.tensors}
+    if "token_embd.weight" not in tensors:
+        raise ModelFileError(path, "the GGUF has no token embeddings", _GET_THINKER)
+    end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    if end > path.stat().st_size:
+        raise ModelFileError(path, "truncated (the file ends before its last tensor)", _GET_THINKER)
+    embd = tensors["token_embd.weight"]
+    return ThinkerFileInfo(
+        path=path,
+        n_embd=int(embd.shape[0]),
+        n_vocab=int(embd.shape[1]),
+        n_ctx_train=int(_field_int(reader, f"{ARCHITECTURE}.context_length")),
+        reader=reader,
+    )
+
+
+def _field_str(reader: gguf.GGUFReader, key: str) -> str | None:
+    field = reader.get_field(key)
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+
+
+def _field_int(reader: gguf.GGUFReader, key: str) -> int:
+    field = reader.get_field(key)
+    return int(field.parts[field.data[0]][0]) if field is not None else 0

@@ -1,0 +1,83 @@
+"""Token sampling shared by the Thinker and the Talker, with transformers' semantics.
+
+Order as in `generate`: repetition penalty, suppressed ids, then temperature,
+top-k and top-p, then a multinomial draw (or argmax when greedy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    greedy: bool = False
+    temperature: float = 0.7
+    top_k: int = 20
+    top_p: float = 0.8
+    repetition_penalty: float = 1.05
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 and not self.greedy:
+            raise ValueError("temperature must be positive (use greedy for deterministic decoding)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive")
+
+
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Divide positive (multiply negative) logits of already seen ids by `penalty`. logits: (V,)"""
+    if penalty == 1.0 or seen.numel() == 0:
+        return logits
+    scores = logits.gather(0, seen)
+    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return logits.scatter(0, seen, scores)
+
+
+def keep_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask all but the k largest logits (ties with the k-th are kept)."""
+    if k <= 0 or k >= logits.numel():
+        return logits
+    kth = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def keep_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Mask the least likely ids whose total probability is at most 1 - p (at least one id is kept)."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - p)
+    remove_sorted[-1] = False
+    remove = remove_sorted.scatter(0, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+class Sampler:
+    """Chooses the next id from logits (V,), given the ids seen so far."""
+
+    def __init__(self, options: SamplingOptions, suppress: Sequence[int] = ()) -> None:
+        self.options = options
+        self._suppress = torch.tensor(list(suppress), dtype=torch.long)
+        self._generator = torch.Generator()
+        if options.seed is not None:
+            self._generator.manual_seed(options.seed)
+        else:
+            self._generator.seed()
+
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
+        opts = self.options
+        logits = penalize_repetition(logits.float(), seen, opts.repetition_penalty)
+        if self._suppress.numel():
+            logits = logits.index_fill(0, self._suppress, float("-inf"))
+        if opts.greedy:
+            return int(torch.argmax(logits))
+        logits = keep_top_p(keep_top_k(logits / opts.temperature, opts.top_k), opts.top_p)
+        probs = logits.softmax(dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator))

@@ -1,0 +1,429 @@
+"""The Thinker: the GGUF language model, on llama-cpp-python's low-level API.
+
+Besides text it keeps, for every position in its KV cache, the final (post-norm)
+hidden state, which the Talker needs with the token's input embedding. The
+context runs with `embeddings=True` and pooling off, so one decode gives both
+logits and hidden states. Input can be token runs or embedding runs with
+explicit M-RoPE positions (media). The KV cache is reused across calls: only
+the part of a prompt after its common prefix with the cache is decoded.
+
+Threads: a Thinker is used from one thread at a time; `cancel` (a
+threading.Event) may be set from any thread and is checked between tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import torch
+
+from model.errors import ModelFileError, OmnideskError
+from model.files.thinker_gguf import check_thinker_gguf
+from model.sampling import Sampler, SamplingOptions
+
+_KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
+
+
+@dataclass(frozen=True)
+class ThinkerOptions:
+    n_ctx: int = 8192
+    n_batch: int = 512
+    n_gpu_layers: int = -1  # -1: all layers when the build can offload, else none
+    n_threads: int | None = None
+    kv_cache_type: str = "f16"  # "f16" halves the cache's memory; "f32" for exact float32 runs
+
+
+@dataclass(frozen=True)
+class TokenRun:
+    """Text tokens; positions continue from the context's next position."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EmbeddingRun:
+    """Media embeddings (n, n_embd) with explicit positions (3, n): time, height, width.
+
+    `key` identifies the content (for example a hash of the media), so a later
+    prompt holding the same run reuses its KV cache. `placeholder` is the token
+    id the reference puts at these positions (for example <|IMAGE|>).
+    """
+
+    embeddings: np.ndarray = field(repr=False)
+    positions: np.ndarray = field(repr=False)
+    key: str
+    placeholder: int
+
+
+Segment = TokenRun | EmbeddingRun
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A reply token was chosen (its text is complete UTF-8, possibly empty)."""
+
+    token_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A reply token went through the model: its final hidden state and input embedding, (n_embd,)."""
+
+    token_id: int
+    index: int  # its index in the context
+    hidden: np.ndarray = field(repr=False)
+    embedding: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "stop", "length", "cancelled" or "context_full"
+    reply_ids: tuple[int, ...]
+    prompt_decoded: int  # prompt positions decoded for this call (the rest came from the cache)
+    first_token_s: float | None  # seconds from the call to the first sampled token (perf_counter)
+    tokens_per_s: float | None  # reply tokens per second after the first
+
+
+ThinkerEvent = Sampled | Decoded | Finished
+
+
+@dataclass(frozen=True)
+class PositionStates:
+    """What the Talker reads for a range of context positions."""
+
+    token_ids: np.ndarray  # (n,) the token, or the media placeholder id
+    hidden: np.ndarray  # (n, n_embd) final hidden states after the final norm
+    embeddings: np.ndarray  # (n, n_embd) input embeddings, zero at media positions
+    positions: np.ndarray  # (3, n) M-RoPE positions
+
+
+class Thinker:
+    def __init__(self, gguf_path: Path, tokens: dict[str, int], options: ThinkerOptions = ThinkerOptions()):
+        info = check_thinker_gguf(gguf_path)
+        self.options = options
+        self.tokens = tokens
+        self.n_embd = info.n_embd
+        self.n_vocab = info.n_vocab
+        self._embedding_rows = info.embedding_rows()
+        self._stop_ids = {tokens["im_end"], tokens["endoftext"]}
+
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        gpu = llama_cpp.llama_supports_gpu_offload()
+        model_params.n_gpu_layers = (999 if gpu else 0) if options.n_gpu_layers < 0 else options.n_gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(gguf_path, "llama.cpp could not load this GGUF", "Download or convert the Thinker again")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = options.n_ctx
+        ctx_params.n_batch = options.n_batch
+        ctx_params.n_ubatch = options.n_batch
+        ctx_params.n_seq_max = 1
+        threads = options.n_threads or max(1, os.cpu_count() or 1)
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        ctx_params.type_k = ctx_params.type_v = _KV_TYPES[options.kv_cache_type]
+        if options.kv_cache_type == "f32":  # flash attention rounds to f16 on the CPU
+            ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx_params.embeddings = True
+        ctx_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise OmnideskError(f"llama.cpp could not create a context of {options.n_ctx} tokens: try a smaller one")
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+
+        # What the KV cache holds, per context index.
+        self._keys: list[object] = []  # token id, or (run key, offset) for media
+        self._token_ids = np.zeros(self.n_ctx, dtype=np.int64)
+        self._is_media = np.zeros(self.n_ctx, dtype=bool)
+        self._positions = np.zeros((3, self.n_ctx), dtype=np.int32)
+        self._hidden = np.zeros((self.n_ctx, self.n_embd), dtype=np.float32)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text`; markers like <|im_start|> are parsed only if `special`."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, capacity, False, special)
+        if n < 0:
+            raise RuntimeError(f"tokenize needed {-n} tokens, more than {capacity}")
+        return list(buffer[:n])
+
+    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buffer, 64, 0, special)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buffer, -n, 0, special)
+        return buffer.raw[:n]
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        return b"".join(self.token_bytes(i, special) for i in ids).decode("utf-8", errors="replace")
+
+    def input_embeddings(self, ids: Sequence[int]) -> np.ndarray:
+        """The token embedding rows (n, n_embd), float32, as llama.cpp reads them."""
+        return self._embedding_rows(np.asarray(ids, dtype=np.int64))
+
+    # -- context --------------------------------------------------------------------------
+
+    @property
+    def n_cached(self) -> int:
+        return len(self._keys)
+
+    @property
+    def next_position(self) -> int:
+        """The position the next text token gets: one past the largest id so far."""
+        return int(self._positions[:, : self.n_cached].max()) + 1 if self.n_cached else 0
+
+    def states(self, start: int, stop: int) -> PositionStates:
+        if not 0 <= start <= stop <= self.n_cached:
+            raise IndexError(f"positions {start}..{stop} outside the {self.n_cached} cached")
+        ids = self._token_ids[start:stop].copy()
+        media = self._is_media[start:stop]
+        embeddings = self.input_embeddings(np.where(media, 0, ids))
+        embeddings[media] = 0.0
+        return PositionStates(
+            token_ids=ids,
+            hidden=self._hidden[start:stop].copy(),
+            embeddings=embeddings,
+            positions=self._positions[:, start:stop].copy(),
+        )
+
+    def reset(self) -> None:
+        """Forget the whole KV cache."""
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        self._keys.clear()
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep only the first `n_keep` context positions (e.g. to roll back an interrupted reply)."""
+        n_keep = self._valid_cut(min(n_keep, self.n_cached))
+        if n_keep == self.n_cached:
+            return
+        if n_keep == 0:
+            self.reset()
+            return
+        first_removed = int(self._positions[0, n_keep : self.n_cached].min())
+        ok = llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, first_removed, -1)
+        if not ok:
+            self.reset()
+            return
+        del self._keys[n_keep:]
+
+    def _valid_cut(self, n_keep: int) -> int:
+        """Back off until every kept time position is below every removed one (removal is by position)."""
+        times = self._positions[0, : self.n_cached]
+        while 0 < n_keep < self.n_cached and times[:n_keep].max() >= times[n_keep:].min():
+            n_keep -= 1
+        return n_keep
+
+    def prefill(self, prompt: Sequence[Segment], all_logits: bool = False) -> tuple[int, np.ndarray]:
+        """Make the context hold exactly `prompt`, decoding only what the cache lacks.
+
+        Returns (positions decoded, logits): logits (V,) of the last position, or
+        (n_decoded, V) for every decoded position if `all_logits`.
+        """
+        keys, runs = _flatten(prompt)
+        if not keys:
+            raise OmnideskError("the prompt is empty")
+        if len(keys) > self.n_ctx:
+            raise ContextFull(len(keys), self.n_ctx)
+        common = 0
+        for cached, new in zip(self._keys, keys):
+            if cached != new:
+                break
+            common += 1
+        # Always decode the last prompt position again: its logits choose the first reply token.
+        self.truncate(min(common, len(keys) - 1))
+        start = self.n_cached
+        logits = self._decode_runs(runs, start, all_logits)
+        return len(keys) - start, logits
+
+    def _decode_runs(self, runs: list[tuple[int, Segment]], start: int, all_logits: bool) -> np.ndarray:
+        collected: list[np.ndarray] = []
+        for run_start, segment in runs:
+            length = len(segment.ids) if isinstance(segment, TokenRun) else len(segment.embeddings)
+            run_end = run_start + length
+            begin = max(start, run_start)
+            for chunk in range(begin, run_end, self.options.n_batch):
+                chunk_end = min(chunk + self.options.n_batch, run_end)
+                logits = self._decode(segment, chunk - run_start, chunk_end - run_start)
+                if all_logits:
+                    collected.append(logits)
+                else:
+                    collected = [logits[-1:]]
+        if not collected:
+            raise RuntimeError("nothing was decoded")
+        return np.concatenate(collected) if all_logits else collected[-1][0]
+
+    def _decode(self, segment: Segment, lo: int, hi: int) -> np.ndarray:
+        """Decode items lo..hi of one segment at the end of the context; return their logits."""
+        n = hi - lo
+        index = self.n_cached
+        if index + n > self.n_ctx:
+            raise ContextFull(index + n, self.n_ctx)
+        if isinstance(segment, TokenRun):
+            ids = np.asarray(segment.ids[lo:hi], dtype=np.int64)
+            first = self.next_position
+            positions = np.broadcast_to(np.arange(first, first + n, dtype=np.int32), (3, n))
+            batch = _Batch.tokens(ids.astype(np.int32), positions[0].copy())
+            keys: list[object] = [int(i) for i in ids]
+            media = False
+        else:
+            ids = np.full(n, segment.placeholder, dtype=np.int64)
+            positions = np.asarray(segment.positions[:, lo:hi], dtype=np.int32)
+            pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
+            embeddings = np.ascontiguousarray(segment.embeddings[lo:hi], dtype=np.float32)
+            if embeddings.shape[1] != self.n_embd:
+                raise OmnideskError(
+                    f"media embeddings have width {embeddings.shape[1]}, the Thinker needs {self.n_embd}: "
+                    "the vision/audio encoder does not match this Thinker"
+                )
+            batch = _Batch.embeddings(embeddings, pos4)
+            keys = [(segment.key, lo + i) for i in range(n)]
+            media = True
+        status = llama_cpp.llama_decode(self._ctx, batch.struct)
+        if status != 0:
+            raise OmnideskError(f"llama.cpp failed to decode a batch (status {status})")
+        self._token_ids[index : index + n] = ids
+        self._is_media[index : index + n] = media
+        self._positions[:, index : index + n] = positions
+        hidden = llama_cpp.llama_get_embeddings(self._ctx)
+        self._hidden[index : index + n] = np.ctypeslib.as_array(hidden, shape=(n * self.n_embd,)).reshape(n, -1)
+        self._keys.extend(keys)
+        logits = llama_cpp.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(logits, shape=(n * self.n_vocab,)).reshape(n, -1).copy()
+
+    # -- generation ----------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Sequence[Segment],
+        sampling: SamplingOptions = SamplingOptions(),
+        max_tokens: int = 1024,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[ThinkerEvent]:
+        """Decode a reply to `prompt`; the stop token itself is sampled but not decoded (as the reference)."""
+        started = time.perf_counter()
+        try:
+            prompt_decoded, logits = self.prefill(prompt)
+        except ContextFull:
+            yield Finished("context_full", (), 0, None, None)
+            return
+        sampler = Sampler(sampling)
+        prompt_len = self.n_cached
+        seen = torch.from_numpy(self._token_ids[:prompt_len][~self._is_media[:prompt_len]].copy())
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        reply: list[int] = []
+        first_at: float | None = None
+        reason = "length"
+        while len(reply) < max_tokens:
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            token = sampler(torch.from_numpy(logits), seen)
+            first_at = first_at or time.perf_counter()
+            reply.append(token)
+            seen = torch.cat([seen, torch.tensor([token], dtype=seen.dtype)])
+            stop = token in self._stop_ids
+            yield Sampled(token, "" if stop else decoder.decode(self.token_bytes(token)))
+            if stop:
+                reason = "stop"
+                break
+            if len(reply) == max_tokens:
+                break
+            if self.n_cached >= self.n_ctx:
+                reason = "context_full"
+                break
+            logits = self._decode(TokenRun((token,)), 0, 1)[0]
+            index = self.n_cached - 1
+            yield Decoded(token, index, self._hidden[index].copy(), self.input_embeddings([token])[0])
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield Sampled(-1, tail)
+        elapsed = time.perf_counter() - (first_at or started)
+        rate = (len(reply) - 1) / elapsed if first_at and len(reply) > 1 and elapsed > 0 else None
+        yield Finished(reason, tuple(reply), prompt_decoded, (first_at - started) if first_at else None, rate)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Thinker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ContextFull(OmnideskError):
+    def __init__(self, needed: int, n_ctx: int) -> None:
+        super().__init__(f"the conversation needs {needed} tokens but the context holds {n_ctx}")
+
+
+def _flatten(prompt: Sequence[Segment]) -> tuple[list[object], list[tuple[int, Segment]]]:
+    """Per-position keys of a prompt, and each segment with its start index."""
+    keys: list[object] = []
+    runs: list[tuple[int, Segment]] = []
+    for segment in prompt:
+        runs.append((len(keys), segment))
+        if isinstance(segment, TokenRun):
+            keys.extend(int(i) for i in segment.ids)
+        else:
+            keys.extend((segment.key, i) for i in range(len(segment.embeddings)))
+    return keys, runs
+
+
+class _Batch:
+    """A llama_batch over numpy buffers it keeps alive; every position outputs logits and hidden state."""
+
+    def __init__(self, n: int, token: np.ndarray | None, embd: np.ndarray | None, pos: np.ndarray) -> None:
+        self._arrays = [a for a in (token, embd, pos) if a is not None]
+        self._seq0 = (ctypes.c_int32 * 1)(0)
+        self._seq_ids = (ctypes.POINTER(ctypes.c_int32) * n)(*([ctypes.cast(self._seq0, ctypes.POINTER(ctypes.c_int32))] * n))
+        self._n_seq = np.ones(n, dtype=np.int32)
+        self._logits = np.ones(n, dtype=np.int8)
+        self.struct = llama_cpp.llama_batch(
+            n_tokens=n,
+            token=_pointer(token, ctypes.c_int32),
+            embd=_pointer(embd, ctypes.c_float),
+            pos=_pointer(pos, ctypes.c_int32),
+            n_seq_id=_pointer(self._n_seq, ctypes.c_int32),
+            seq_id=self._seq_ids,
+            logits=_pointer(self._logits, ctypes.c_int8),
+        )
+
+    @classmethod
+    def tokens(cls, ids: np.ndarray, pos: np.ndarray) -> _Batch:
+        return cls(len(ids), np.ascontiguousarray(ids, dtype=np.int32), None, np.ascontiguousarray(pos, dtype=np.int32))
+
+    @classmethod
+    def embeddings(cls, embd: np.ndarray, pos4: np.ndarray) -> _Batch:
+        return cls(len(embd), None, np.ascontiguousarray(embd, dtype=np.float32), np.ascontiguousarray(pos4, dtype=np.int32))
+
+
+def _pointer(array: np.ndarray | None, ctype: type) -> object:
+    if array is None:
+        return None
+    return array.ctypes.data_as(ctypes.POINTER(ctype))
