@@ -1,0 +1,1 @@
+"""The Omnidesk desktop program and command line. The only package that imports Qt."""
