@@ -28,6 +28,7 @@ import torch
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
+from model.llama_logs import route_llama_logs
 from model.sampling import Sampler, SamplingOptions
 
 _KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
@@ -117,13 +118,16 @@ class Thinker:
         self._embedding_rows = info.embedding_rows()
         self._stop_ids = {tokens["im_end"], tokens["endoftext"]}
 
+        route_llama_logs()
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         gpu = llama_cpp.llama_supports_gpu_offload()
         model_params.n_gpu_layers = (999 if gpu else 0) if options.n_gpu_layers < 0 else options.n_gpu_layers
         self._model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), model_params)
         if not self._model:
-            raise ModelFileError(gguf_path, "llama.cpp could not load this GGUF", "Download or convert the Thinker again")
+            raise ModelFileError(
+                gguf_path, "llama.cpp could not load this GGUF", "Download or convert the Thinker again"
+            )
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
         ctx_params = llama_cpp.llama_context_default_params()
@@ -142,8 +146,11 @@ class Thinker:
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
-            raise OmnideskError(f"llama.cpp could not create a context of {options.n_ctx} tokens: try a smaller one")
+            raise OmnideskError(
+                f"llama.cpp could not create a context of {options.n_ctx} tokens: try a smaller one"
+            )
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp clamps it to the context
 
         # What the KV cache holds, per context index.
         self._keys: list[object] = []  # token id, or (run key, offset) for media
@@ -175,7 +182,7 @@ class Thinker:
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         return b"".join(self.token_bytes(i, special) for i in ids).decode("utf-8", errors="replace")
 
-    def input_embeddings(self, ids: Sequence[int]) -> np.ndarray:
+    def input_embeddings(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The token embedding rows (n, n_embd), float32, as llama.cpp reads them."""
         return self._embedding_rows(np.asarray(ids, dtype=np.int64))
 
@@ -243,7 +250,7 @@ class Thinker:
         if len(keys) > self.n_ctx:
             raise ContextFull(len(keys), self.n_ctx)
         common = 0
-        for cached, new in zip(self._keys, keys):
+        for cached, new in zip(self._keys, keys, strict=False):
             if cached != new:
                 break
             common += 1
@@ -259,8 +266,8 @@ class Thinker:
             length = len(segment.ids) if isinstance(segment, TokenRun) else len(segment.embeddings)
             run_end = run_start + length
             begin = max(start, run_start)
-            for chunk in range(begin, run_end, self.options.n_batch):
-                chunk_end = min(chunk + self.options.n_batch, run_end)
+            for chunk in range(begin, run_end, self.n_batch):
+                chunk_end = min(chunk + self.n_batch, run_end)
                 logits = self._decode(segment, chunk - run_start, chunk_end - run_start)
                 if all_logits:
                     collected.append(logits)
@@ -303,7 +310,9 @@ class Thinker:
         self._is_media[index : index + n] = media
         self._positions[:, index : index + n] = positions
         hidden = llama_cpp.llama_get_embeddings(self._ctx)
-        self._hidden[index : index + n] = np.ctypeslib.as_array(hidden, shape=(n * self.n_embd,)).reshape(n, -1)
+        self._hidden[index : index + n] = np.ctypeslib.as_array(hidden, shape=(n * self.n_embd,)).reshape(
+            n, -1
+        )
         self._keys.extend(keys)
         logits = llama_cpp.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(logits, shape=(n * self.n_vocab,)).reshape(n, -1).copy()
@@ -401,7 +410,9 @@ class _Batch:
     def __init__(self, n: int, token: np.ndarray | None, embd: np.ndarray | None, pos: np.ndarray) -> None:
         self._arrays = [a for a in (token, embd, pos) if a is not None]
         self._seq0 = (ctypes.c_int32 * 1)(0)
-        self._seq_ids = (ctypes.POINTER(ctypes.c_int32) * n)(*([ctypes.cast(self._seq0, ctypes.POINTER(ctypes.c_int32))] * n))
+        self._seq_ids = (ctypes.POINTER(ctypes.c_int32) * n)(
+            *([ctypes.cast(self._seq0, ctypes.POINTER(ctypes.c_int32))] * n)
+        )
         self._n_seq = np.ones(n, dtype=np.int32)
         self._logits = np.ones(n, dtype=np.int8)
         self.struct = llama_cpp.llama_batch(
@@ -416,11 +427,21 @@ class _Batch:
 
     @classmethod
     def tokens(cls, ids: np.ndarray, pos: np.ndarray) -> _Batch:
-        return cls(len(ids), np.ascontiguousarray(ids, dtype=np.int32), None, np.ascontiguousarray(pos, dtype=np.int32))
+        return cls(
+            len(ids),
+            np.ascontiguousarray(ids, dtype=np.int32),
+            None,
+            np.ascontiguousarray(pos, dtype=np.int32),
+        )
 
     @classmethod
     def embeddings(cls, embd: np.ndarray, pos4: np.ndarray) -> _Batch:
-        return cls(len(embd), None, np.ascontiguousarray(embd, dtype=np.float32), np.ascontiguousarray(pos4, dtype=np.int32))
+        return cls(
+            len(embd),
+            None,
+            np.ascontiguousarray(embd, dtype=np.float32),
+            np.ascontiguousarray(pos4, dtype=np.int32),
+        )
 
 
 def _pointer(array: np.ndarray | None, ctype: type) -> object:

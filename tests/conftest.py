@@ -13,7 +13,7 @@ from tests.fixtures.tiny_checkpoint import TinyCheckpoint, build_tiny_checkpoint
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_llama_cpp() -> None:
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    logging.getLogger("llama.cpp").setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="session")

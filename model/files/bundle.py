@@ -88,7 +88,9 @@ class Bundle:
                 raise ModelFileError(path, "file of the bundle is missing", _REBUILD) from None
             if stat.st_size != entry.size:
                 raise ModelFileError(
-                    path, f"size {stat.st_size} bytes, the manifest says {entry.size} (incomplete or damaged)", _REBUILD
+                    path,
+                    f"size {stat.st_size} bytes, the manifest says {entry.size} (incomplete or damaged)",
+                    _REBUILD,
                 )
             if not verify:
                 continue
@@ -97,7 +99,9 @@ class Bundle:
                 continue
             digest = sha256_file(path)
             if digest != entry.sha256:
-                raise ModelFileError(path, "sha256 does not match the manifest (the file is damaged)", _REBUILD)
+                raise ModelFileError(
+                    path, "sha256 does not match the manifest (the file is damaged)", _REBUILD
+                )
             stamps[entry.path] = stamp
             changed = True
         if changed:

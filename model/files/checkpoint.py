@@ -8,6 +8,7 @@ one at a time, so converting a 7B checkpoint never holds it whole in memory.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,9 @@ class Checkpoint:
             try:
                 yield name, handle.get_tensor(name)
             except Exception as exc:  # safetensors raises its own error types for damaged data
-                raise ModelFileError(shard, f"tensor {name} is unreadable ({exc})", "Download the shard again") from None
+                raise ModelFileError(
+                    shard, f"tensor {name} is unreadable ({exc})", "Download the shard again"
+                ) from None
 
     def voices(self) -> list[Voice]:
         """The speaker dictionary, loaded with weights_only (nothing arbitrary is unpickled)."""
@@ -100,10 +103,13 @@ class Checkpoint:
         if not path.is_file():
             raise ModelFileError(path, "file not found", advice)
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch.load raises many types on a bad pickle
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelFileError(path, f"unreadable speaker dictionary ({reason})", advice) from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing
+                raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types on a damaged or unsafe pickle
+            raise ModelFileError(
+                path, f"unreadable speaker dictionary ({type(exc).__name__})", advice
+            ) from None
         if not isinstance(raw, dict) or not raw:
             raise ModelFileError(path, "the speaker dictionary holds no voices", advice)
         return [_voice(path, name, entry, advice) for name, entry in raw.items()]
@@ -125,9 +131,13 @@ def _open_shard(path: Path) -> Any:
     try:
         return safe_open(str(path), framework="pt")
     except FileNotFoundError:
-        raise ModelFileError(path, "shard not found", "The checkpoint is incomplete: download it again") from None
+        raise ModelFileError(
+            path, "shard not found", "The checkpoint is incomplete: download it again"
+        ) from None
     except Exception as exc:
-        raise ModelFileError(path, f"not a readable safetensors file ({exc})", "Download the shard again") from None
+        raise ModelFileError(
+            path, f"not a readable safetensors file ({exc})", "Download the shard again"
+        ) from None
 
 
 def _voice(path: Path, name: Any, entry: Any, advice: str) -> Voice:
@@ -144,5 +154,7 @@ def _voice(path: Path, name: Any, entry: Any, advice: str) -> Voice:
         ref_mel = ref_mel[0]
     bos_token = int(bos.item() if isinstance(bos, torch.Tensor) else bos)
     if ref_mel.dim() != 2:
-        raise ModelFileError(path, f"voice {name}: ref_mel has shape {tuple(ref_mel.shape)}, not (frames, mels)", advice)
+        raise ModelFileError(
+            path, f"voice {name}: ref_mel has shape {tuple(ref_mel.shape)}, not (frames, mels)", advice
+        )
     return Voice(name=name, cond=cond, ref_mel=ref_mel.float().contiguous(), bos_token=bos_token)

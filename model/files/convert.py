@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,9 +80,9 @@ def convert_checkpoint(
         files[part] = out / f"{part}.safetensors"
         report(f"writing {files[part].name}")
         tensors = dict(checkpoint.tensors(checkpoint.names(f"{part}.")))
-        _atomic(files[part], lambda p, t=tensors: save_file(t, str(p), metadata={"format": "pt"}))
+        _atomic(files[part], partial(_save_safetensors, tensors))
     files["voices"] = out / "voices.safetensors"
-    _atomic(files["voices"], lambda p: save_file(_voice_tensors(voices), str(p), metadata={"format": "pt"}))
+    _atomic(files["voices"], partial(_save_safetensors, _voice_tensors(voices)))
 
     report(f"writing {MANIFEST}")
     return write_manifest(
@@ -95,6 +96,10 @@ def convert_checkpoint(
     )
 
 
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     part = path.with_name(path.name + ".part")
     part.unlink(missing_ok=True)
@@ -102,7 +107,9 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(part, path)
 
 
-def _special_ids(checkpoint: Checkpoint, tokenizer_ids: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+def _special_ids(
+    checkpoint: Checkpoint, tokenizer_ids: dict[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
     thinker, talker = checkpoint.thinker_config, checkpoint.config["talker_config"]
     for field, role in _MEDIA_IDS.items():
         if field in thinker and int(thinker[field]) != tokenizer_ids[role]:
@@ -120,7 +127,9 @@ def _check_voice_ids(path: Path, voices: list[Voice], vocab_size: int) -> None:
     for voice in voices:
         if not 0 <= voice.bos_token < vocab_size:
             raise ModelFileError(
-                path, f"voice {voice.name} has text-bos id {voice.bos_token} outside the vocabulary", "Use the checkpoint's own spk_dict.pt"
+                path,
+                f"voice {voice.name} has text-bos id {voice.bos_token} outside the vocabulary",
+                "Use the checkpoint's own spk_dict.pt",
             )
 
 

@@ -129,8 +129,11 @@ def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = 
     """Quantize a float GGUF with llama.cpp's own quantizer."""
     import llama_cpp
 
+    from model.llama_logs import route_llama_logs
+
     if quant not in QUANT_TYPES:
         raise ValueError(f"unknown quantization {quant}; choose one of {', '.join(QUANT_TYPES)}")
+    route_llama_logs()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
     params.nthread = n_threads or os.cpu_count() or 1
@@ -138,7 +141,9 @@ def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = 
         str(in_path).encode(), str(out_path).encode(), ctypes.byref(params)
     )
     if status != 0:
-        raise ModelFileError(in_path, f"llama.cpp could not quantize it to {quant} (status {status})", _GET_THINKER)
+        raise ModelFileError(
+            in_path, f"llama.cpp could not quantize it to {quant} (status {status})", _GET_THINKER
+        )
 
 
 @dataclass(frozen=True)
@@ -176,11 +181,15 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     try:
         reader = gguf.GGUFReader(str(path), "r")
     except Exception as exc:  # GGUFReader raises ValueError, IndexError, struct errors... on damage
-        raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", _GET_THINKER) from None
+        raise ModelFileError(
+            path, f"damaged or truncated GGUF ({type(exc).__name__})", _GET_THINKER
+        ) from None
     arch = _field_str(reader, "general.architecture")
     if arch != ARCHITECTURE:
         raise ModelFileError(
-            path, f"a GGUF of architecture {arch!r}, not the Qwen2.5-Omni Thinker ({ARCHITECTURE})", _GET_THINKER
+            path,
+            f"a GGUF of architecture {arch!r}, not the Qwen2.5-Omni Thinker ({ARCHITECTURE})",
+            _GET_THINKER,
         )
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:

@@ -31,7 +31,8 @@ SPECIAL_TOKENS = {
 
 # Qwen2's split pattern: llama.cpp's "qwen2" pre-tokenizer implements it.
 QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -54,17 +55,19 @@ def read_tokenizer(checkpoint_dir: Path, vocab_size: int) -> TokenizerSpec:
     if QWEN2_SPLIT_PATTERN not in _split_patterns(spec.get("pre_tokenizer") or {}):
         raise ModelFileError(path, "its pre-tokenizer is not Qwen2's", advice)
 
-    by_id: dict[int, tuple[str, int]] = {i: (t, TokenType.NORMAL) for t, i in model["vocab"].items()}
+    by_id: dict[int, tuple[str, int]] = {i: (t, int(TokenType.NORMAL)) for t, i in model["vocab"].items()}
     for added in spec.get("added_tokens", []):
-        kind = TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED
+        kind = int(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
         by_id[int(added["id"])] = (added["content"], kind)
     if max(by_id) >= vocab_size:
-        raise ModelFileError(path, f"token id {max(by_id)} exceeds the model's {vocab_size} embeddings", advice)
+        raise ModelFileError(
+            path, f"token id {max(by_id)} exceeds the model's {vocab_size} embeddings", advice
+        )
     tokens, types = [], []
     for i in range(vocab_size):
-        token, kind = by_id.get(i, (f"[PAD{i}]", TokenType.UNUSED))
+        token, kind = by_id.get(i, (f"[PAD{i}]", int(TokenType.UNUSED)))
         tokens.append(token)
-        types.append(int(kind))
+        types.append(kind)
 
     ids = {content: i for i, (content, _) in by_id.items()}
     missing = [t for t in SPECIAL_TOKENS.values() if t not in ids]

@@ -1,0 +1,162 @@
+"""The `omnidesk` command line.
+
+    omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed to stdout
+    omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
+    omnidesk bench NAME [options]                        a benchmark of model/bench/NAME.py
+
+Expected problems (a missing or damaged model file, a bad option) end with one
+line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pkgutil
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.errors import OmnideskError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.run(args))
+    except OmnideskError as exc:
+        print(f"omnidesk: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omnidesk", description="A local assistant that sees, hears and speaks."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details, including llama.cpp's")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="ask one question and stream the reply")
+    ask.add_argument("question")
+    ask.add_argument("--models", type=Path, required=True, help="model bundle folder")
+    ask.add_argument("--system", help="system prompt (default: the model's own)")
+    ask.add_argument("--max-tokens", type=int, default=1024)
+    ask.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    ask.add_argument("--seed", type=int, help="seed for sampling")
+    ask.add_argument("--text-only", action="store_true", help="reply in text only, without speech")
+    ask.add_argument("--json", action="store_true", help="end with one line of JSON: ids, text, timings")
+    ask.add_argument(
+        "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that the build can)"
+    )
+    ask.add_argument("--context", type=int, default=8192, help="context window in tokens")
+    ask.set_defaults(run=_ask)
+
+    models = commands.add_parser("models", help="model files")
+    model_commands = models.add_subparsers(title="model commands", required=True, metavar="ACTION")
+    convert = model_commands.add_parser(
+        "convert", help="build a bundle from an original Qwen2.5-Omni checkpoint"
+    )
+    convert.add_argument("--from-hf", type=Path, required=True, dest="source", help="checkpoint folder")
+    convert.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    convert.add_argument(
+        "--dtype", choices=("f32", "f16"), default="f16", help="float type of the Thinker GGUF"
+    )
+    convert.add_argument("--quant", help="llama.cpp quantization of the Thinker, e.g. Q4_K_M or Q8_0")
+    convert.set_defaults(run=_convert)
+
+    bench = commands.add_parser("bench", help="benchmarks against the reference implementation")
+    bench.add_argument("name", choices=_benchmarks())
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # llama.cpp warns about ordinary Qwen tokenizer details on every load: show its errors only.
+    logging.getLogger("llama.cpp").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
+    from model.files.bundle import Bundle
+    from model.sampling import SamplingOptions
+    from model.thinker import Finished, Sampled, Thinker, ThinkerOptions, TokenRun
+
+    if args.max_tokens < 1:
+        raise OmnideskError("--max-tokens must be at least 1")
+    bundle = Bundle.open(args.models)
+    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers)
+    with Thinker(bundle.file("thinker"), bundle.tokens, options) as thinker:
+        chat = ChatFormat(thinker.tokenize, bundle.tokens)
+        prompt = chat.prompt(args.system or SPEECH_SYSTEM_PROMPT, args.question)
+        sampling = SamplingOptions(greedy=args.greedy, seed=args.seed)
+        cancel = threading.Event()
+        text: list[str] = []
+        finished: Finished | None = None
+        try:
+            for event in thinker.generate([TokenRun(tuple(prompt))], sampling, args.max_tokens, cancel):
+                if isinstance(event, Sampled):
+                    text.append(event.text)
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, Finished):
+                    finished = event
+        finally:
+            sys.stdout.write("\n")
+    assert finished is not None
+    if finished.reason == "context_full":
+        raise OmnideskError(f"the question does not fit in the {options.n_ctx}-token context: use --context")
+    if args.json:
+        record = {
+            "prompt_ids": prompt,
+            "reply_ids": list(finished.reply_ids),
+            "text": "".join(text),
+            "finish_reason": finished.reason,
+            "prompt_tokens_decoded": finished.prompt_decoded,
+            "first_token_s": finished.first_token_s,
+            "tokens_per_s": finished.tokens_per_s,
+        }
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from model.files.convert import convert_checkpoint
+    from model.files.thinker_gguf import QUANT_TYPES
+
+    if args.quant is not None and args.quant not in QUANT_TYPES:
+        raise OmnideskError(f"unknown quantization {args.quant}: choose one of {', '.join(QUANT_TYPES)}")
+    bundle = convert_checkpoint(
+        args.source, args.out, dtype=args.dtype, quant=args.quant, report=lambda m: print(m, file=sys.stderr)
+    )
+    print(bundle.root)
+    return 0
+
+
+def _benchmarks() -> list[str]:
+    import model.bench
+
+    return sorted(m.name for m in pkgutil.iter_modules(model.bench.__path__))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"model.bench.{args.name}")
+    return int(module.main(list(args.options)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""`omnidesk` commands run as a user runs them: a separate process, output read back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from model.files.bundle import Bundle, write_manifest
+from model.sampling import SamplingOptions
+from model.thinker import Finished, Thinker, TokenRun
+
+
+def omnidesk(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    print(result.stderr)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in result.stderr + result.stdout
+    for text in expected:
+        assert text in lines[0]
+
+
+def copy_bundle(bundle: Bundle, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle.root, tmp_path / "bundle"))
+
+
+def rewrite_manifest(root: Path, bundle: Bundle, thinker: Path) -> None:
+    """A bundle whose manifest vouches for `thinker`: the GGUF checks themselves must catch it."""
+    files = {part: root / entry.path for part, entry in bundle.files.items()} | {"thinker": thinker}
+    write_manifest(
+        root, files, bundle.config, bundle.tokens, bundle.codec, bundle.voices, bundle.thinker_dtype
+    )
+
+
+class TestAsk:
+    def test_json_reply_equals_the_thinker_greedy_reply(self, tiny_bundle: Bundle):
+        result = omnidesk(
+            "ask", "--models", tiny_bundle.root, "--greedy", "--json", "--max-tokens", "12", "What is this?"
+        )
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout.strip().splitlines()[-1])
+        assert set(record) >= {"prompt_ids", "reply_ids", "text", "first_token_s", "tokens_per_s"}
+        with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens) as thinker:
+            events = list(
+                thinker.generate(
+                    [TokenRun(tuple(record["prompt_ids"]))], SamplingOptions(greedy=True), max_tokens=12
+                )
+            )
+        finished = events[-1]
+        assert isinstance(finished, Finished)
+        assert record["reply_ids"] == list(finished.reply_ids)
+        assert record["text"] in result.stdout
+        assert record["first_token_s"] > 0
+
+    def test_text_only_and_seed_are_accepted(self, tiny_bundle: Bundle):
+        runs = [
+            omnidesk(
+                "ask",
+                "--models",
+                tiny_bundle.root,
+                "--text-only",
+                "--seed",
+                "3",
+                "--json",
+                "--max-tokens",
+                "6",
+                "Hi",
+            )
+            for _ in range(2)
+        ]
+        replies = [json.loads(r.stdout.strip().splitlines()[-1])["reply_ids"] for r in runs]
+        assert replies[0] == replies[1]
+
+
+class TestBadInput:
+    def test_missing_bundle(self, tmp_path: Path):
+        assert_one_line_error(omnidesk("ask", "--models", tmp_path / "nowhere", "hi"), "nowhere", "not found")
+
+    def test_missing_thinker_file(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        (root / tiny_bundle.files["thinker"].path).unlink()
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "thinker-f32.gguf", "missing")
+
+    def test_truncated_thinker_file(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        thinker = root / tiny_bundle.files["thinker"].path
+        thinker.write_bytes(thinker.read_bytes()[: thinker.stat().st_size // 2])
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "thinker-f32.gguf", "incomplete")
+        rewrite_manifest(root, tiny_bundle, thinker)
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "thinker-f32.gguf", "truncated")
+
+    def test_not_a_gguf_file(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        fake = root / "thinker.gguf"
+        fake.write_text("<html>404 Not Found</html>")
+        rewrite_manifest(root, tiny_bundle, fake)
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "thinker.gguf", "not a GGUF")
+
+    def test_gguf_of_another_architecture(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        other = root / "llama.gguf"
+        writer = gguf.GGUFWriter(str(other), "llama")
+        writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        rewrite_manifest(root, tiny_bundle, other)
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "llama.gguf", "'llama'")
+
+    def test_missing_bundle_file(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        (root / "voices.safetensors").unlink()
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "voices.safetensors", "missing")
+
+    def test_wrong_sha256(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        talker = root / "talker.safetensors"
+        data = bytearray(talker.read_bytes())
+        data[-1] ^= 0xFF
+        talker.write_bytes(bytes(data))
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "talker.safetensors", "sha256")
+
+    def test_damaged_manifest(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        (root / "omnidesk.json").write_text("{ not json")
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "omnidesk.json", "manifest")
+
+    def test_unreadable_speaker_dictionary(self, tiny_checkpoint, tmp_path: Path):
+        source = Path(shutil.copytree(tiny_checkpoint.path, tmp_path / "checkpoint"))
+        (source / "spk_dict.pt").write_bytes(b"\x80\x04not a pickle at all")
+        result = omnidesk("models", "convert", "--from-hf", source, "--out", tmp_path / "out")
+        assert_one_line_error(result, "spk_dict.pt", "speaker dictionary")
+        assert not (tmp_path / "out" / "omnidesk.json").exists()
+
+    def test_not_a_checkpoint(self, tmp_path: Path):
+        result = omnidesk("models", "convert", "--from-hf", tmp_path, "--out", tmp_path / "out")
+        assert_one_line_error(result, "config.json", "not found")
+
+    @pytest.mark.parametrize("option", [["--max-tokens", "0"], ["--gpu-layers", "x"]])
+    def test_bad_options(self, tiny_bundle: Bundle, option: list[str]):
+        result = omnidesk("ask", "--models", tiny_bundle.root, *option, "hi")
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+
+
+class TestVerification:
+    def test_a_verified_bundle_is_not_hashed_again(self, tiny_bundle: Bundle, tmp_path: Path, monkeypatch):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        Bundle.open(root)
+        calls: list[Path] = []
+        monkeypatch.setattr("model.files.bundle.sha256_file", lambda p: calls.append(p) or "")
+        Bundle.open(root)
+        assert calls == []

@@ -1,0 +1,109 @@
+"""`models convert`: the bundle written from an original checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from model.files.bundle import MANIFEST, Bundle, sha256_file
+from model.files.convert import convert_checkpoint
+from model.files.thinker_gguf import check_thinker_gguf
+from model.thinker import Thinker, TokenRun
+
+
+def test_manifest_lists_every_file_with_size_and_hash(tiny_bundle: Bundle):
+    assert set(tiny_bundle.files) == {"thinker", "talker", "token2wav", "voices"}
+    for entry in tiny_bundle.files.values():
+        path = tiny_bundle.root / entry.path
+        assert path.stat().st_size == entry.size
+        assert sha256_file(path) == entry.sha256
+    assert tiny_bundle.thinker_dtype == "f32"
+
+
+def test_special_ids_come_from_the_checkpoint(tiny_bundle: Bundle, tiny_checkpoint):
+    talker = tiny_bundle.config["talker_config"]
+    assert tiny_bundle.tokens["tts_text_pad"] == talker["tts_text_pad_token_id"]
+    assert tiny_bundle.tokens["tts_text_eos"] == talker["tts_text_end_token_id"]
+    assert tiny_bundle.codec == {"bos": 101, "eos": 102, "pad": 100, "mask": 103}
+    assert tiny_bundle.voices == tiny_checkpoint.voices
+    assert tiny_bundle.tokens["im_end"] == tiny_checkpoint.token_ids["<|im_end|>"]
+
+
+def test_native_parts_keep_the_checkpoint_names_and_values(tiny_bundle: Bundle, reference_model):
+    state = {k: v for k, v in reference_model.state_dict().items() if k.startswith(("talker.", "token2wav."))}
+    for part in ("talker", "token2wav"):
+        with safe_open(str(tiny_bundle.file(part)), framework="pt") as f:
+            names = set(f.keys())  # noqa: SIM118
+            expected = {k for k in state if k.startswith(f"{part}.")}
+            assert names == expected
+            for name in sorted(names)[:20]:
+                assert torch.equal(f.get_tensor(name), state[name])
+
+
+def test_voices_come_from_the_speaker_dictionary(tiny_bundle: Bundle, tiny_checkpoint):
+    speakers = torch.load(tiny_checkpoint.path / "spk_dict.pt", weights_only=True)
+    with safe_open(str(tiny_bundle.file("voices")), framework="pt") as f:
+        for name, entry in speakers.items():
+            assert torch.equal(f.get_tensor(f"{name}.cond"), entry["cond"].reshape(-1))
+            assert torch.equal(f.get_tensor(f"{name}.ref_mel"), entry["ref_mel"][0])
+            assert int(f.get_tensor(f"{name}.bos_token")) == entry["bos_token"]
+
+
+def test_thinker_gguf_is_a_qwen2vl_model_with_mrope_sections(tiny_bundle: Bundle, tiny_checkpoint):
+    info = check_thinker_gguf(tiny_bundle.file("thinker"))
+    reader = info.reader
+    sections = reader.get_field("qwen2vl.rope.dimension_sections")
+    assert [int(sections.parts[i][0]) for i in sections.data] == [2, 3, 3, 0]
+    assert info.n_embd == 64 and info.n_vocab == 768
+    assert {t.name for t in reader.tensors} >= {"token_embd.weight", "output.weight", "blk.1.ffn_down.weight"}
+
+
+def test_conversion_is_deterministic(tiny_checkpoint, tiny_bundle: Bundle, tmp_path):
+    again = convert_checkpoint(tiny_checkpoint.path, tmp_path / "again", dtype="f32")
+    assert {p: e.sha256 for p, e in again.files.items()} == {
+        p: e.sha256 for p, e in tiny_bundle.files.items()
+    }
+
+
+def test_quantized_thinker_loads_and_embeds_close_to_float(tiny_checkpoint, tiny_bundle: Bundle, tmp_path):
+    quantized = convert_checkpoint(tiny_checkpoint.path, tmp_path / "q8", dtype="f16", quant="Q8_0")
+    assert quantized.thinker_dtype == "Q8_0"
+    assert quantized.file("thinker").name == "thinker-Q8_0.gguf"
+    assert not (quantized.root / "thinker-f16.gguf").exists(), "the float intermediate is removed"
+    reader = gguf.GGUFReader(str(quantized.file("thinker")))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.Q8_0
+    ids = list(range(0, 700, 7))
+    with (
+        Thinker(quantized.file("thinker"), quantized.tokens) as q,
+        Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens) as f,
+    ):
+        exact, approx = f.input_embeddings(ids), q.input_embeddings(ids)
+        relative = np.abs(approx - exact).max() / np.abs(exact).max()
+        print(f"Q8_0 embedding rows: max relative error {relative:.2e}")
+        assert relative < 1e-2
+        events = list(q.generate([TokenRun(tuple(ids[:20]))], max_tokens=5))
+        assert events[-1].reply_ids
+
+
+def test_an_interrupted_conversion_leaves_no_manifest(tiny_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "interrupted"
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("model.files.convert.save_file", fail)
+    with pytest.raises(KeyboardInterrupt):
+        convert_checkpoint(tiny_checkpoint.path, out, dtype="f32")
+    assert not (out / MANIFEST).exists()
+    assert not list(out.glob("*.safetensors")), "only .part files may remain"
+
+
+def test_manifest_records_the_checkpoint_config(tiny_bundle: Bundle, tiny_checkpoint):
+    config = json.loads((tiny_checkpoint.path / "config.json").read_text())
+    assert tiny_bundle.config == config
