@@ -1,5 +1,6 @@
 """The `omnidesk` command line.
 
+    omnidesk [--models BUNDLE]                           the desktop window
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed to stdout
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk bench NAME [options]                        a benchmark of model/bench/NAME.py
@@ -45,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="omnidesk", description="A local assistant that sees, hears and speaks."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details, including llama.cpp's")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--models", type=Path, help="model bundle folder for the window (default: the last one)"
+    )
+    parser.set_defaults(run=_window)
+    commands = parser.add_subparsers(title="commands (none: open the window)", metavar="COMMAND")
 
     ask = commands.add_parser("ask", help="ask one question and stream the reply")
     ask.add_argument("question")
@@ -88,6 +93,12 @@ def _configure_logging(verbose: bool) -> None:
     )
     # llama.cpp warns about ordinary Qwen tokenizer details on every load: show its errors only.
     logging.getLogger("llama.cpp").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _window(args: argparse.Namespace) -> int:
+    from app.gui import run
+
+    return run(args.models)
 
 
 def _ask(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ class ChatFormat:
         self._tokenize = tokenize
         self._im_start = tokens["im_start"]
         self._im_end = tokens["im_end"]
+        self._stops = {tokens["im_end"], tokens["endoftext"]}
         self._newline = tokenize("\n")
 
     def message(self, role: str, text: str) -> list[int]:
@@ -34,10 +35,14 @@ class ChatFormat:
         """What precedes the assistant's reply: <|im_start|>assistant\\n"""
         return [self._im_start, *self._tokenize("assistant\n")]
 
-    def reply_end(self, reply_ids: list[int]) -> list[int]:
-        """What follows a reply in the history: its <|im_end|> (if it was cut short) and a newline."""
-        end = [] if reply_ids and reply_ids[-1] == self._im_end else [self._im_end]
-        return [*end, *self._newline]
+    def closed_reply(self, reply_ids: list[int]) -> list[int]:
+        """A reply as the history keeps it: ended by <|im_end|> and a newline, whatever stopped it.
+
+        A reply stopped by <|endoftext|> or cut short gets <|im_end|> in place: the
+        template's layout, and a stop token other than <|im_end|> is never fed back.
+        """
+        body = reply_ids[:-1] if reply_ids and reply_ids[-1] in self._stops else reply_ids
+        return [*body, self._im_end, *self._newline]
 
     def prompt(self, system: str, user: str) -> list[int]:
         """A one-question prompt ending where the reply starts."""

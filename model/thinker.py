@@ -386,6 +386,15 @@ class Thinker:
         self.close()
 
 
+def llama_backend() -> str:
+    """The accelerator this llama.cpp build offloads to: "CUDA", "Metal", "Vulkan" or "CPU"."""
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").upper()
+    for name in ("CUDA", "Metal", "Vulkan"):
+        if f"{name.upper()} :" in info or f"{name.upper()} =" in info:
+            return name
+    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
+
+
 class ContextFull(OmnideskError):
     def __init__(self, needed: int, n_ctx: int) -> None:
         super().__init__(f"the conversation needs {needed} tokens but the context holds {n_ctx}")

@@ -65,7 +65,7 @@ def three_turn_prompts(chat: ChatFormat, replies: list[list[int]]) -> list[list[
     prompts, history = [], chat.message("system", SPEECH_SYSTEM_PROMPT)
     for i, question in enumerate(QUESTIONS):
         if i:
-            history = history + chat.reply_header() + replies[i - 1] + chat.reply_end(replies[i - 1])
+            history = history + chat.reply_header() + chat.closed_reply(replies[i - 1])
         history = history + chat.message("user", question)
         prompts.append(history + chat.reply_header())
     return prompts

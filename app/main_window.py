@@ -1,0 +1,266 @@
+"""The main window: a chat that streams the reply, an input row, a status bar.
+
+The window never waits on the model: questions and bundle choices go to the
+`ThinkerWorker` (on its own thread) as signals, and its signals come back here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QKeyEvent, QTextCursor
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.worker import ThinkerWorker
+
+MODELS_FOLDER_KEY = "models/folder"
+RENDER_INTERVAL_MS = 50  # a streaming reply is re-rendered at most this often
+
+
+@dataclass
+class _Message:
+    role: str  # "user" or "assistant"
+    text: str
+    note: str = ""  # e.g. "stopped"
+
+
+class _QuestionBox(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line."""
+
+    submitted = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt override)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+            event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        ):
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class MainWindow(QMainWindow):
+    """Signals (all emitted on the GUI thread):
+    load_requested(str): a bundle folder to load (to the worker).
+    question_asked(str): a question to answer (to the worker).
+    model_ready(str): a bundle is loaded; its description.
+    model_unavailable(str): loading failed, or a turn could not run; the message shown.
+    reply_progressed(str): a piece of the reply was received.
+    reply_completed(str): the reply ended, with the reason.
+    """
+
+    load_requested = Signal(str)
+    question_asked = Signal(str)
+    model_ready = Signal(str)
+    model_unavailable = Signal(str)
+    reply_progressed = Signal(str)
+    reply_completed = Signal(str)
+
+    def __init__(self, settings: QSettings, worker: ThinkerWorker | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Omnidesk")
+        self.resize(900, 700)
+        self._settings = settings
+        self._messages: list[_Message] = []
+        self._busy = False
+        self._render_pending = False
+        self._loading_folder = ""
+
+        self._thread = QThread(self)
+        self._thread.setObjectName("thinker")
+        self.worker = worker or ThinkerWorker()
+        self.worker.moveToThread(self._thread)
+        self.load_requested.connect(self.worker.load)
+        self.question_asked.connect(self.worker.ask)
+        self.worker.model_loaded.connect(self._on_model_loaded)
+        self.worker.model_failed.connect(self._on_model_failed)
+        self.worker.text_received.connect(self._on_text_received)
+        self.worker.reply_finished.connect(self._on_reply_finished)
+        self.worker.turn_failed.connect(self._on_turn_failed)
+        self._thread.start()
+
+        self._build()
+        folder = settings.value(MODELS_FOLDER_KEY, "", type=str)
+        if folder:
+            self.load_bundle(folder)
+        else:
+            self._show_notice(
+                "No model yet. Choose a model bundle folder (made with `omnidesk models convert`)."
+            )
+
+    # -- layout ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setObjectName("notice")
+        self.choose_button = QPushButton("Choose model folder…")
+        self.choose_button.clicked.connect(self._choose_folder)
+        notice_row = QHBoxLayout()
+        notice_row.addWidget(self.notice, 1)
+        notice_row.addWidget(self.choose_button)
+
+        self.chat_view = QTextBrowser()
+        self.chat_view.setOpenExternalLinks(True)
+
+        self.question_box = _QuestionBox()
+        self.question_box.setPlaceholderText("Ask anything (Enter sends, Shift+Enter for a new line)")
+        self.question_box.setFixedHeight(70)
+        self.question_box.submitted.connect(self._send)
+        self.send_button = QPushButton("Send")
+        self.send_button.clicked.connect(self._send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self._stop)
+        input_row = QHBoxLayout()
+        input_row.addWidget(self.question_box, 1)
+        input_row.addWidget(self.send_button)
+        input_row.addWidget(self.stop_button)
+
+        layout = QVBoxLayout()
+        layout.addLayout(notice_row)
+        layout.addWidget(self.chat_view, 1)
+        layout.addLayout(input_row)
+        central = QWidget()
+        central.setLayout(layout)
+        self.setCentralWidget(central)
+
+        self.model_status = QLabel("No model")
+        self.speed_status = QLabel("")
+        self.statusBar().addWidget(self.model_status, 1)
+        self.statusBar().addPermanentWidget(self.speed_status)
+        self._update_controls()
+
+    def _show_notice(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+
+    def _update_controls(self) -> None:
+        self.send_button.setEnabled(not self._busy)
+        self.stop_button.setEnabled(self._busy)
+
+    # -- actions -----------------------------------------------------------------------
+
+    def load_bundle(self, folder: str) -> None:
+        self._loading_folder = folder
+        self.model_status.setText(f"Loading {folder}…")
+        self.load_requested.emit(folder)
+
+    @Slot()
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model bundle folder")
+        if folder:
+            self.load_bundle(folder)
+
+    @Slot()
+    def _send(self) -> None:
+        text = self.question_box.toPlainText().strip()
+        if not text or self._busy:
+            return
+        self.question_box.clear()
+        self._messages += [_Message("user", text), _Message("assistant", "")]
+        self._busy = True
+        self._update_controls()
+        self._render()
+        self.question_asked.emit(text)
+
+    @Slot()
+    def _stop(self) -> None:
+        self.worker.cancel()
+
+    # -- worker signals ------------------------------------------------------------------
+
+    @Slot(str)
+    def _on_model_loaded(self, description: str) -> None:
+        self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
+        self.model_status.setText(f"Model: {description}")
+        self._show_notice("")
+        self.model_ready.emit(description)
+
+    @Slot(str)
+    def _on_model_failed(self, message: str) -> None:
+        self.model_status.setText("No model")
+        self._show_notice(message)
+        self.model_unavailable.emit(message)
+
+    @Slot(str)
+    def _on_text_received(self, text: str) -> None:
+        if self._messages and self._messages[-1].role == "assistant":
+            self._messages[-1].text += text
+        if not self._render_pending:
+            self._render_pending = True
+            QTimer.singleShot(RENDER_INTERVAL_MS, self._render)
+        self.reply_progressed.emit(text)
+
+    @Slot(str, float, float)
+    def _on_reply_finished(self, reason: str, first_token_s: float, tokens_per_s: float) -> None:
+        self._busy = False
+        if self._messages and reason in ("cancelled", "context_full"):
+            self._messages[-1].note = "stopped" if reason == "cancelled" else "the conversation is too long"
+        if not math.isnan(tokens_per_s):
+            self.speed_status.setText(
+                f"first token {first_token_s * 1000:.0f} ms · {tokens_per_s:.1f} tokens/s"
+            )
+        self._update_controls()
+        self._render()
+        self.reply_completed.emit(reason)
+
+    @Slot(str)
+    def _on_turn_failed(self, message: str) -> None:
+        if self._messages and self._messages[-1].role == "assistant" and not self._messages[-1].text:
+            self._messages.pop()
+        self._busy = False
+        self._update_controls()
+        self._render()
+        self._show_notice(message)
+        self.model_unavailable.emit(message)
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def transcript(self) -> str:
+        """The conversation as plain text (what the chat view shows, without formatting)."""
+        return "\n\n".join(f"{m.role}: {m.text}" for m in self._messages)
+
+    @Slot()
+    def _render(self) -> None:
+        self._render_pending = False
+        parts = []
+        for message in self._messages:
+            if message.role == "user":
+                parts.append(f"<p><b>You</b></p><p>{html.escape(message.text).replace(chr(10), '<br>')}</p>")
+            else:
+                parts.append(
+                    f"<p><b>Omnidesk</b>{' <i>(' + message.note + ')</i>' if message.note else ''}</p>"
+                )
+                parts.append(_markdown_html(message.text or "…"))
+        self.chat_view.setHtml("".join(parts))
+        self.chat_view.moveCursor(QTextCursor.MoveOperation.End)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.worker.cancel()
+        self._thread.quit()
+        self._thread.wait(5000)
+        self.worker.close()
+        super().closeEvent(event)
+
+
+def _markdown_html(text: str) -> str:
+    """A reply's Markdown (code blocks, lists, emphasis) as HTML for the chat view."""
+    from PySide6.QtGui import QTextDocument
+
+    document = QTextDocument()
+    document.setMarkdown(text)
+    body = document.toHtml()
+    start, end = body.find("<body"), body.rfind("</body>")
+    return body[body.find(">", start) + 1 : end] if start >= 0 else body

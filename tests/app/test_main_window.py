@@ -1,0 +1,92 @@
+"""The window on the tiny bundle: streaming, stopping, no model, a bad model."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.main_window import MODELS_FOLDER_KEY, MainWindow
+from app.worker import ThinkerWorker
+from model.files.bundle import Bundle
+
+TIMEOUT_MS = 60_000
+MAX_TOKENS = 48  # the random tiny model rarely stops by itself
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS))
+    qtbot.addWidget(win)
+    yield win
+    win.close()
+
+
+def load(qtbot, window: MainWindow, bundle: Bundle) -> None:
+    with qtbot.waitSignal(window.model_ready, timeout=TIMEOUT_MS):
+        window.load_bundle(str(bundle.root))
+
+
+def ask(qtbot, window: MainWindow, question: str) -> str:
+    """Send a question; return the reason the reply ended."""
+    window.question_box.setPlainText(question)
+    with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as blocker:
+        window.send_button.click()
+    assert window.send_button.isEnabled()
+    return blocker.args[0]
+
+
+class TestWithoutModel:
+    def test_first_start_says_there_is_no_model_and_offers_a_folder(self, window: MainWindow):
+        assert window.notice.isVisible() or not window.isVisible()
+        assert "No model yet" in window.notice.text()
+        assert window.choose_button.isEnabled()
+
+    def test_a_bad_bundle_is_explained_in_the_window(self, qtbot, window: MainWindow, tmp_path):
+        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS) as blocker:
+            window.load_bundle(str(tmp_path / "missing"))
+        assert "missing" in blocker.args[0]
+        assert "missing" in window.notice.text()
+        assert window.model_status.text() == "No model"
+
+    def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
+        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):
+            window.question_box.setPlainText("hello?")
+            window.send_button.click()
+        assert "No model" in window.notice.text()
+
+
+class TestConversation:
+    def test_reply_streams_into_the_chat_view(self, qtbot, window: MainWindow, tiny_bundle: Bundle, settings):
+        load(qtbot, window, tiny_bundle)
+        assert "CPU" in window.model_status.text()
+        pieces: list[str] = []
+        window.reply_progressed.connect(pieces.append)
+        reason = ask(qtbot, window, "What am I looking at?")
+        assert reason in ("stop", "length")
+        assert len(pieces) > 1, "the reply arrives in pieces"
+        assert "".join(pieces) in window.transcript()
+        assert "What am I looking at?" in window.chat_view.toPlainText()
+        assert "tokens/s" in window.speed_status.text()
+        assert settings.value(MODELS_FOLDER_KEY) == str(tiny_bundle.root)
+
+    def test_second_turn_sees_the_first(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
+        load(qtbot, window, tiny_bundle)
+        ask(qtbot, window, "First question")
+        ask(qtbot, window, "Second question")
+        text = window.transcript()
+        assert text.index("First question") < text.index("Second question")
+
+    def test_stop_ends_the_reply_and_marks_it(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
+        load(qtbot, window, tiny_bundle)
+        window.reply_progressed.connect(lambda _: window.stop_button.click())
+        reason = ask(qtbot, window, "Tell me a long story")
+        assert reason == "cancelled"
+        assert "(stopped)" in window.chat_view.toPlainText()
+        assert window.send_button.isEnabled() and not window.stop_button.isEnabled()
+
+    def test_the_last_bundle_is_loaded_at_the_next_start(self, qtbot, tiny_bundle: Bundle, settings):
+        settings.setValue(MODELS_FOLDER_KEY, str(tiny_bundle.root))
+        win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS))
+        qtbot.addWidget(win)
+        qtbot.waitUntil(lambda: win.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        assert not win.notice.text()
+        win.close()
