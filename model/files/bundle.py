@@ -21,7 +21,6 @@ from model.errors import ModelFileError
 MANIFEST = "omnidesk.json"
 VERIFIED_STAMP = ".verified.json"
 FORMAT_VERSION = 1
-PARTS = ("thinker", "talker", "token2wav", "voices")
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,12 @@ from model.files.checkpoint import Checkpoint, Voice
 from model.files.thinker_gguf import DTYPES, QUANT_TYPES, quantize, write_thinker_gguf
 from model.files.tokenizer import read_tokenizer
 
+# Bundle part -> the checkpoint tensors it holds, under their original names.
+NATIVE_PARTS = {
+    "audio_encoder": "thinker.audio_tower.",
+    "talker": "talker.",
+    "token2wav": "token2wav.",
+}
 # Talker config field -> bundle token role (ids in the Thinker's vocabulary).
 _TTS_TEXT_IDS = {
     "tts_text_start_token_id": "tts_text_bos",
@@ -76,10 +82,10 @@ def convert_checkpoint(
         float_gguf.unlink()
 
     files = {"thinker": thinker}
-    for part in ("talker", "token2wav"):
+    for part, prefix in NATIVE_PARTS.items():
         files[part] = out / f"{part}.safetensors"
         report(f"writing {files[part].name}")
-        tensors = dict(checkpoint.tensors(checkpoint.names(f"{part}.")))
+        tensors = dict(checkpoint.tensors(checkpoint.names(prefix)))
         _atomic(files[part], partial(_save_safetensors, tensors))
     files["voices"] = out / "voices.safetensors"
     _atomic(files["voices"], partial(_save_safetensors, _voice_tensors(voices)))
