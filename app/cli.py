@@ -3,6 +3,7 @@
     omnidesk [--models BUNDLE]                           the desktop window
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed to stdout
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
+    omnidesk doctor                                      hardware, backends, which model fits
     omnidesk bench NAME [options]                        a benchmark of model/bench/NAME.py
 
 Expected problems (a missing or damaged model file, a bad option) end with one
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--quant", help="llama.cpp quantization of the Thinker, e.g. Q4_K_M or Q8_0")
     convert.set_defaults(run=_convert)
 
+    doctor = commands.add_parser("doctor", help="show the hardware and which model size fits it")
+    doctor.set_defaults(run=_doctor)
+
     bench = commands.add_parser("bench", help="benchmarks against the reference implementation")
     bench.add_argument("name", choices=_benchmarks())
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
@@ -155,6 +159,14 @@ def _convert(args: argparse.Namespace) -> int:
         args.source, args.out, dtype=args.dtype, quant=args.quant, report=lambda m: print(m, file=sys.stderr)
     )
     print(bundle.root)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from app.doctor import report
+    from model.hardware import probe
+
+    print(report(probe()))
     return 0
 
 

@@ -1,0 +1,38 @@
+"""`omnidesk doctor`: the hardware, what can use it, and which model to choose."""
+
+from __future__ import annotations
+
+from model.hardware import GIB, Hardware
+from model.sizing import CONTEXT_TOKENS, options, recommend
+
+
+def report(hardware: Hardware) -> str:
+    lines = [
+        f"System:        {hardware.system}, {hardware.cpu_count} CPU threads",
+        f"Memory:        {hardware.ram_total_bytes / GIB:.1f} GiB, "
+        f"{hardware.ram_available_bytes / GIB:.1f} GiB free",
+    ]
+    if hardware.gpus:
+        for gpu in hardware.gpus:
+            lines.append(f"GPU:           {gpu.name} ({gpu.api}, {gpu.memory_bytes / GIB:.1f} GiB)")
+    else:
+        lines.append("GPU:           none found")
+    lines += [
+        f"llama.cpp:     built for {hardware.llama_backend}",
+        f"torch:         {hardware.torch_version}, computing on {hardware.torch_device}",
+    ]
+    lines += [f"Note:          {note}" for note in hardware.notes]
+    lines += [
+        "",
+        f"Estimated memory ({CONTEXT_TOKENS}-token context):",
+        "  size  quant    GGUF      on GPU    on CPU",
+    ]
+    for option in options(hardware):
+        gpu = f"{option.gpu_bytes / GIB:5.1f} GiB{'*' if option.fits_gpu else ' '}"
+        cpu = f"{option.cpu_bytes / GIB:5.1f} GiB{'*' if option.fits_ram else ' '}"
+        lines.append(f"  {option.size:4}  {option.quant:7}  {option.gguf_bytes / GIB:4.1f} GiB  {gpu}  {cpu}")
+    lines.append("  (* fits)")
+    advice = recommend(hardware)
+    choice = f"{advice.option.size.upper()} {advice.option.quant}" if advice.option else "none"
+    lines += ["", f"Recommended:   {choice}", f"Why:           {advice.reason}"]
+    return "\n".join(lines)

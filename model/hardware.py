@@ -1,0 +1,133 @@
+"""What this machine offers the model: memory, GPUs, and what llama.cpp and torch can use.
+
+Probing never raises: a missing tool (nvidia-smi) or an unreadable file leaves
+the corresponding field empty, and the reason is kept for `omnidesk doctor`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_bytes: int
+    api: str  # "CUDA" or "Metal"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    system: str  # e.g. "Linux x86_64"
+    cpu_count: int
+    ram_total_bytes: int
+    ram_available_bytes: int
+    gpus: tuple[Gpu, ...]
+    llama_backend: str  # what llama.cpp was built to offload to ("CUDA", "Metal", ..., or "CPU")
+    torch_device: str  # "cuda", "mps" or "cpu"
+    torch_version: str
+    notes: tuple[str, ...] = field(default=())  # why something is missing
+
+    @property
+    def unified_memory(self) -> bool:
+        """Apple silicon: the GPU uses system memory."""
+        return any(g.api == "Metal" for g in self.gpus)
+
+    @property
+    def gpu_memory_bytes(self) -> int:
+        return max((g.memory_bytes for g in self.gpus), default=0)
+
+
+def probe() -> Hardware:
+    from model.thinker import llama_backend
+
+    notes: list[str] = []
+    total, available = _memory(notes)
+    gpus = _nvidia_gpus(notes) + _apple_gpu(total)
+    torch_device, torch_version = _torch_device(notes, gpus)
+    backend = llama_backend()
+    if gpus and backend == "CPU":
+        notes.append(
+            "llama-cpp-python was built for the CPU only: "
+            "run packaging/install.sh --rebuild-llama to use the GPU"
+        )
+    return Hardware(
+        system=f"{platform.system()} {platform.machine()}",
+        cpu_count=os.cpu_count() or 1,
+        ram_total_bytes=total,
+        ram_available_bytes=available,
+        gpus=tuple(gpus),
+        llama_backend=backend,
+        torch_device=torch_device,
+        torch_version=torch_version,
+        notes=tuple(notes),
+    )
+
+
+def _memory(notes: list[str]) -> tuple[int, int]:
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        fields = {}
+        for line in meminfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            parts = value.split()
+            if parts:
+                fields[name] = int(parts[0]) * 1024
+        return fields.get("MemTotal", 0), fields.get("MemAvailable", fields.get("MemFree", 0))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return total, total // 2
+    except (ValueError, OSError, AttributeError):
+        notes.append("the amount of memory could not be read")
+        return 0, 0
+
+
+def _nvidia_gpus(notes: list[str]) -> list[Gpu]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        notes.append(f"nvidia-smi is installed but did not answer ({type(exc).__name__}): check the driver")
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        if name and mib.strip().isdigit():
+            gpus.append(Gpu(name=name.strip(), memory_bytes=int(mib) * 1024**2, api="CUDA"))
+    return gpus
+
+
+def _apple_gpu(ram_total: int) -> list[Gpu]:
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return [Gpu(name="Apple silicon GPU", memory_bytes=ram_total, api="Metal")]
+    return []
+
+
+def _torch_device(notes: list[str], gpus: list[Gpu]) -> tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.__version__
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps", torch.__version__
+    if any(g.api == "CUDA" for g in gpus):
+        notes.append(
+            f"torch {torch.__version__} cannot use the NVIDIA GPU (a CPU build?): "
+            "run packaging/install.sh again, or install a CUDA build of torch"
+        )
+    return "cpu", torch.__version__
