@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="ask one question and stream the reply")
     ask.add_argument("question")
-    ask.add_argument("--models", type=Path, required=True, help="model bundle folder")
+    ask.add_argument(
+        "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
+    )
     ask.add_argument("--system", help="system prompt (default: the model's own)")
     ask.add_argument("--max-tokens", type=int, default=1024)
     ask.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -80,6 +82,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--quant", help="llama.cpp quantization of the Thinker, e.g. Q4_K_M or Q8_0")
     convert.set_defaults(run=_convert)
+    listing = model_commands.add_parser("list", help="the bundles in the models folder")
+    listing.set_defaults(run=_models_list)
+    verify = model_commands.add_parser("verify", help="hash every file of a bundle again")
+    verify.add_argument("bundle", help="a bundle's name or folder")
+    verify.set_defaults(run=_models_verify)
+    where = model_commands.add_parser("path", help="print the models folder, or a bundle's folder")
+    where.add_argument("bundle", nargs="?", help="a bundle's name")
+    where.set_defaults(run=_models_path)
+    importing = model_commands.add_parser("import", help="make a bundle from files you already have")
+    importing.add_argument(
+        "files", nargs="+", type=Path, help="an original checkpoint folder, and a Thinker .gguf"
+    )
+    importing.add_argument("--name", help="the bundle's name (default: the checkpoint folder's)")
+    importing.set_defaults(run=_models_import)
+    remove = model_commands.add_parser("remove", help="delete a bundle")
+    remove.add_argument("bundle", help="a bundle's name or folder")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    remove.set_defaults(run=_models_remove)
 
     doctor = commands.add_parser("doctor", help="show the hardware and which model size fits it")
     doctor.set_defaults(run=_doctor)
@@ -108,12 +128,13 @@ def _window(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
     from model.files.bundle import Bundle
+    from model.files.store import resolve
     from model.sampling import SamplingOptions
     from model.thinker import Finished, Sampled, Thinker, ThinkerOptions, TokenRun
 
     if args.max_tokens < 1:
         raise OmnideskError("--max-tokens must be at least 1")
-    bundle = Bundle.open(args.models)
+    bundle = Bundle.open(resolve(args.models))
     options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers)
     with Thinker(bundle.file("thinker"), bundle.tokens, options) as thinker:
         chat = ChatFormat(thinker.tokenize, bundle.tokens)
@@ -159,6 +180,76 @@ def _convert(args: argparse.Namespace) -> int:
         args.source, args.out, dtype=args.dtype, quant=args.quant, report=lambda m: print(m, file=sys.stderr)
     )
     print(bundle.root)
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from model.files.store import list_bundles, models_dir
+
+    bundles = list_bundles()
+    if not bundles:
+        print(f"No bundles in {models_dir()} (omnidesk models import, or models convert --out there)")
+    for bundle in bundles:
+        state = f"damaged: {bundle.problem}" if bundle.problem else "ok"
+        print(f"{bundle.name:24} {bundle.thinker_dtype:8} {bundle.size_bytes / 1e9:7.2f} GB  {state}")
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from model.files.bundle import Bundle
+    from model.files.store import resolve
+
+    bundle = Bundle.open(resolve(args.bundle), verify=True, trust_stamps=False)
+    for part, entry in bundle.files.items():
+        print(f"ok  {part:14} {entry.path}  sha256 {entry.sha256[:16]}…")
+    return 0
+
+
+def _models_path(args: argparse.Namespace) -> int:
+    from model.files.store import models_dir, resolve
+
+    print(resolve(args.bundle) if args.bundle else models_dir())
+    return 0
+
+
+def _models_import(args: argparse.Namespace) -> int:
+    from model.files.convert import convert_checkpoint
+    from model.files.store import models_dir
+
+    checkpoints = [f for f in args.files if f.is_dir()]
+    ggufs = [f for f in args.files if f.suffix == ".gguf"]
+    unknown = [f for f in args.files if f not in checkpoints and f not in ggufs]
+    if len(checkpoints) != 1 or len(ggufs) > 1 or unknown:
+        raise OmnideskError(
+            "import takes one original checkpoint folder and at most one Thinker .gguf "
+            f"(got {', '.join(map(str, args.files))})"
+        )
+    out = models_dir() / (args.name or checkpoints[0].name)
+    if out.exists() and any(out.iterdir()):
+        raise OmnideskError(f"{out} already exists: choose another --name or remove it first")
+    bundle = convert_checkpoint(
+        checkpoints[0],
+        out,
+        dtype="f16",
+        thinker_gguf=ggufs[0] if ggufs else None,
+        report=lambda m: print(m, file=sys.stderr),
+    )
+    print(bundle.root)
+    return 0
+
+
+def _models_remove(args: argparse.Namespace) -> int:
+    from model.files.store import remove, resolve
+
+    path = resolve(args.bundle)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise OmnideskError(f"removing {path} needs confirmation: add --yes")
+        if input(f"Remove {path} and all its files? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("Nothing removed.")
+            return 0
+    remove(path)
+    print(f"Removed {path}")
     return 0
 
 

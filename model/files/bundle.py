@@ -50,8 +50,9 @@ class Bundle:
         return self.root / self.files[part].path
 
     @classmethod
-    def open(cls, root: Path | str, verify: bool = True) -> Bundle:
-        """Read the manifest and check every file's presence and size (and sha256 if `verify`)."""
+    def open(cls, root: Path | str, verify: bool = True, trust_stamps: bool = True) -> Bundle:
+        """Read the manifest and check every file's presence and size, and sha256 if `verify`
+        (skipping files unchanged since their last verification, unless not `trust_stamps`)."""
         root = Path(root)
         manifest_path = root / MANIFEST
         if not root.is_dir():
@@ -73,11 +74,11 @@ class Bundle:
             raise ModelFileError(manifest_path, "bundle manifest not found", _REBUILD) from None
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelFileError(manifest_path, f"unreadable bundle manifest ({exc})", _REBUILD) from None
-        bundle.check_files(verify)
+        bundle.check_files(verify, trust_stamps)
         return bundle
 
-    def check_files(self, verify: bool) -> None:
-        stamps = _read_stamps(self.root)
+    def check_files(self, verify: bool, trust_stamps: bool = True) -> None:
+        stamps = _read_stamps(self.root) if trust_stamps else {}
         changed = False
         for entry in self.files.values():
             path = self.root / entry.path

@@ -8,6 +8,7 @@ The native parts keep the checkpoint's tensor names and dtypes (lossless).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,8 +19,16 @@ from safetensors.torch import save_file
 from model.errors import ModelFileError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
 from model.files.checkpoint import Checkpoint, Voice
-from model.files.thinker_gguf import DTYPES, QUANT_TYPES, quantize, write_thinker_gguf
-from model.files.tokenizer import read_tokenizer
+from model.files.thinker_gguf import (
+    DTYPES,
+    QUANT_TYPES,
+    check_gguf_matches,
+    check_thinker_gguf,
+    gguf_file_type,
+    quantize,
+    write_thinker_gguf,
+)
+from model.files.tokenizer import TokenizerSpec, read_tokenizer
 
 # Bundle part -> the checkpoint tensors it holds, under their original names.
 NATIVE_PARTS = {
@@ -56,7 +65,10 @@ def convert_checkpoint(
     dtype: str = "f32",
     quant: str | None = None,
     report: Callable[[str], None] = lambda _: None,
+    thinker_gguf: Path | None = None,
 ) -> Bundle:
+    """Write a bundle into `out`. With `thinker_gguf` (e.g. ggml-org's), that file is checked
+    against the checkpoint and copied as the Thinker instead of converting one."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quant is not None and quant not in QUANT_TYPES:
@@ -71,15 +83,14 @@ def convert_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
 
-    float_gguf = out / f"thinker-{dtype}.gguf"
-    report(f"writing {float_gguf.name}")
-    _atomic(float_gguf, lambda p: write_thinker_gguf(checkpoint, tokenizer, p, dtype, name=source.name))
-    thinker = float_gguf
-    if quant is not None:
-        thinker = out / f"thinker-{quant}.gguf"
-        report(f"quantizing to {thinker.name}")
-        _atomic(thinker, lambda p: quantize(float_gguf, p, quant))
-        float_gguf.unlink()
+    if thinker_gguf is None:
+        thinker, thinker_dtype = _convert_thinker(checkpoint, tokenizer, out, dtype, quant, report)
+    else:
+        info = check_thinker_gguf(thinker_gguf)
+        check_gguf_matches(info, tokenizer, text_config)
+        thinker, thinker_dtype = out / thinker_gguf.name, gguf_file_type(info)
+        report(f"copying {thinker_gguf.name}")
+        _atomic(thinker, partial(shutil.copyfile, thinker_gguf))
 
     files = {"thinker": thinker}
     for part, prefix in NATIVE_PARTS.items():
@@ -98,8 +109,30 @@ def convert_checkpoint(
         tokens=tokens,
         codec=codec,
         voices={v.name: v.bos_token for v in voices},
-        thinker_dtype=quant or dtype,
+        thinker_dtype=thinker_dtype,
     )
+
+
+def _convert_thinker(
+    checkpoint: Checkpoint,
+    tokenizer: TokenizerSpec,
+    out: Path,
+    dtype: str,
+    quant: str | None,
+    report: Callable[[str], None],
+) -> tuple[Path, str]:
+    float_gguf = out / f"thinker-{dtype}.gguf"
+    report(f"writing {float_gguf.name}")
+    _atomic(
+        float_gguf, lambda p: write_thinker_gguf(checkpoint, tokenizer, p, dtype, name=checkpoint.path.name)
+    )
+    if quant is None:
+        return float_gguf, dtype
+    quantized = out / f"thinker-{quant}.gguf"
+    report(f"quantizing to {quantized.name}")
+    _atomic(quantized, lambda p: quantize(float_gguf, p, quant))
+    float_gguf.unlink()
+    return quantized, quant
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

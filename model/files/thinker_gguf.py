@@ -207,6 +207,39 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     )
 
 
+def check_gguf_matches(info: ThinkerFileInfo, tokenizer: TokenizerSpec, text_config: dict[str, Any]) -> None:
+    """Check that a Thinker GGUF made elsewhere fits the checkpoint: width, vocabulary, special tokens."""
+    advice = "Use the GGUF of the same Qwen2.5-Omni size as the checkpoint"
+    if info.n_embd != int(text_config["hidden_size"]) or info.n_vocab != len(tokenizer.tokens):
+        raise ModelFileError(
+            info.path,
+            f"width {info.n_embd} and vocabulary {info.n_vocab} do not match the checkpoint's "
+            f"{text_config['hidden_size']} and {len(tokenizer.tokens)}",
+            advice,
+        )
+    field = info.reader.get_field("tokenizer.ggml.tokens")
+    if field is None:
+        raise ModelFileError(info.path, "the GGUF has no tokenizer", advice)
+    for role, token_id in tokenizer.special_ids.items():
+        token = bytes(field.parts[field.data[token_id]]).decode("utf-8", errors="replace")
+        if token != tokenizer.tokens[token_id]:
+            raise ModelFileError(
+                info.path, f"token {token_id} is {token!r}, the checkpoint's {role} is not", advice
+            )
+
+
+def gguf_file_type(info: ThinkerFileInfo) -> str:
+    """The GGUF's quantization as llama.cpp names it (e.g. "Q4_K_M"), or "unknown"."""
+    value = _field_int(info.reader, "general.file_type")
+    try:
+        name = gguf.LlamaFileType(value).name
+    except ValueError:
+        return "unknown"
+    return {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16"}.get(
+        name, name.removeprefix("MOSTLY_")
+    )
+
+
 def _field_str(reader: gguf.GGUFReader, key: str) -> str | None:
     field = reader.get_field(key)
     if field is None:

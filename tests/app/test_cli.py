@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,13 +14,24 @@ import numpy as np
 import pytest
 
 from model.files.bundle import Bundle, write_manifest
+from model.files.store import MODELS_DIR_VARIABLE
 from model.sampling import SamplingOptions
 from model.thinker import Finished, Thinker, TokenRun
 
 
-def omnidesk(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def omnidesk(
+    *args: str | Path, models_dir: Path | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if models_dir is not None:
+        env[MODELS_DIR_VARIABLE] = str(models_dir)
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "app.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        input=stdin,
     )
 
 
@@ -87,7 +99,8 @@ class TestAsk:
 
 class TestBadInput:
     def test_missing_bundle(self, tmp_path: Path):
-        assert_one_line_error(omnidesk("ask", "--models", tmp_path / "nowhere", "hi"), "nowhere", "not found")
+        result = omnidesk("ask", "--models", tmp_path / "nowhere", "hi", models_dir=tmp_path)
+        assert_one_line_error(result, "nowhere", "no bundle named")
 
     def test_missing_thinker_file(self, tiny_bundle: Bundle, tmp_path: Path):
         root = copy_bundle(tiny_bundle, tmp_path)
@@ -165,3 +178,48 @@ class TestVerification:
         monkeypatch.setattr("model.files.bundle.sha256_file", lambda p: calls.append(p) or "")
         Bundle.open(root)
         assert calls == []
+
+
+class TestModels:
+    def test_import_list_verify_path_remove(self, tiny_checkpoint, tiny_bundle: Bundle, tmp_path: Path):
+        store = tmp_path / "models"
+        assert "No bundles" in omnidesk("models", "list", models_dir=store).stdout
+        gguf_file = tiny_bundle.file("thinker")
+        imported = omnidesk(
+            "models", "import", tiny_checkpoint.path, gguf_file, "--name", "tiny", models_dir=store
+        )
+        assert imported.returncode == 0, imported.stderr
+        bundle = Bundle.open(store / "tiny")
+        assert bundle.files["thinker"].sha256 == tiny_bundle.files["thinker"].sha256, (
+            "the GGUF is used as it is"
+        )
+        assert bundle.thinker_dtype == "f32"
+        assert "tiny" in omnidesk("models", "list", models_dir=store).stdout
+        assert omnidesk("models", "path", "tiny", models_dir=store).stdout.strip() == str(store / "tiny")
+        asked = omnidesk("ask", "--models", "tiny", "--max-tokens", "3", "--json", "hi", models_dir=store)
+        assert asked.returncode == 0, asked.stderr
+
+        talker = store / "tiny" / "talker.safetensors"
+        data = bytearray(talker.read_bytes())
+        data[-1] ^= 0xFF
+        talker.write_bytes(bytes(data))
+        assert_one_line_error(
+            omnidesk("models", "verify", "tiny", models_dir=store), "talker.safetensors", "sha256"
+        )
+
+        refused = omnidesk("models", "remove", "tiny", models_dir=store, stdin="n\n")
+        assert (store / "tiny").exists(), refused.stdout
+        removed = omnidesk("models", "remove", "tiny", "--yes", models_dir=store)
+        assert removed.returncode == 0 and not (store / "tiny").exists()
+
+    def test_import_refuses_a_gguf_of_another_model(self, tiny_checkpoint, tmp_path: Path):
+        other = tmp_path / "other.gguf"
+        writer = gguf.GGUFWriter(str(other), "qwen2vl")
+        writer.add_tensor("token_embd.weight", np.zeros((768, 32), dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        result = omnidesk("models", "import", tiny_checkpoint.path, other, models_dir=tmp_path / "models")
+        assert_one_line_error(result, "other.gguf", "do not match")
+        assert not (tmp_path / "models" / tiny_checkpoint.path.name / "omnidesk.json").exists()
