@@ -19,6 +19,7 @@ import logging
 import pkgutil
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--quant", help="llama.cpp quantization of the Thinker, e.g. Q4_K_M or Q8_0")
     convert.set_defaults(run=_convert)
+    download = model_commands.add_parser("download", help="download a bundle (resumes an interrupted one)")
+    download.add_argument(
+        "size", nargs="?", choices=("3b", "7b"), help="model size (default: what doctor recommends)"
+    )
+    download.add_argument("--quant", help="Thinker quantization (default: Q4_K_M)")
+    download.add_argument("--name", help="the bundle's name (default: qwen2.5-omni-SIZE-QUANT)")
+    download.set_defaults(run=_models_download)
     listing = model_commands.add_parser("list", help="the bundles in the models folder")
     listing.set_defaults(run=_models_list)
     verify = model_commands.add_parser("verify", help="hash every file of a bundle again")
@@ -181,6 +189,60 @@ def _convert(args: argparse.Namespace) -> int:
     )
     print(bundle.root)
     return 0
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    from model.files.download import download_bundle
+    from model.files.store import models_dir
+    from model.hardware import probe
+    from model.sizing import PREFERRED_QUANT, recommend
+
+    size = args.size
+    if size is None:
+        advice = recommend(probe())
+        if advice.option is None:
+            raise OmnideskError(f"no model size fits this machine: {advice.reason}")
+        size = advice.option.size
+        print(f"Recommended for this machine: {size} ({advice.reason})", file=sys.stderr)
+    quant = args.quant or PREFERRED_QUANT
+    out = models_dir() / (args.name or f"qwen2.5-omni-{size}-{quant}".lower())
+    if (out / "omnidesk.json").exists():
+        raise OmnideskError(f"{out} is already downloaded (omnidesk models verify {out.name} checks it)")
+    meter = _ProgressLine()
+    bundle = download_bundle(size, quant, out, report=meter.message, progress=meter.update)
+    meter.message(f"done: {bundle.root}")
+    print(bundle.root)
+    return 0
+
+
+class _ProgressLine:
+    """One self-updating line on stderr: what is being fetched and how far along."""
+
+    INTERVAL_S = 0.2  # time.monotonic() seconds between redraws
+
+    def __init__(self) -> None:
+        self._shown = ""
+        self._drawn_at = 0.0
+
+    def message(self, text: str) -> None:
+        self._end_line()
+        print(text, file=sys.stderr)
+
+    def update(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._drawn_at < self.INTERVAL_S and done < total:
+            return
+        self._drawn_at = now
+        self._shown = (
+            f"  {what}: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({100 * done / max(total, 1):.0f}%)"
+        )
+        sys.stderr.write("\r" + self._shown)
+        sys.stderr.flush()
+
+    def _end_line(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            self._shown = ""
 
 
 def _models_list(args: argparse.Namespace) -> int:

@@ -66,9 +66,10 @@ def convert_checkpoint(
     quant: str | None = None,
     report: Callable[[str], None] = lambda _: None,
     thinker_gguf: Path | None = None,
+    link_thinker: bool = False,
 ) -> Bundle:
     """Write a bundle into `out`. With `thinker_gguf` (e.g. ggml-org's), that file is checked
-    against the checkpoint and copied as the Thinker instead of converting one."""
+    against the checkpoint and copied (hard-linked if `link_thinker`) as the Thinker."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quant is not None and quant not in QUANT_TYPES:
@@ -88,9 +89,10 @@ def convert_checkpoint(
     else:
         info = check_thinker_gguf(thinker_gguf)
         check_gguf_matches(info, tokenizer, text_config)
-        thinker, thinker_dtype = out / thinker_gguf.name, gguf_file_type(info)
+        thinker_dtype = gguf_file_type(info)
+        thinker = out / f"thinker-{thinker_dtype}.gguf"
         report(f"copying {thinker_gguf.name}")
-        _atomic(thinker, partial(shutil.copyfile, thinker_gguf))
+        _atomic(thinker, partial(_link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
 
     files = {"thinker": thinker}
     for part, prefix in NATIVE_PARTS.items():
@@ -133,6 +135,13 @@ def _convert_thinker(
     _atomic(quantized, lambda p: quantize(float_gguf, p, quant))
     float_gguf.unlink()
     return quantized, quant
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

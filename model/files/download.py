@@ -1,0 +1,363 @@
+"""`omnidesk models download`: a bundle from the Hugging Face Hub, resumable and verified.
+
+What is fetched, for size S (3b or 7b) and quantization Q:
+- from ggml-org/Qwen2.5-Omni-S-GGUF: the Thinker GGUF of quantization Q, whole;
+- from Qwen/Qwen2.5-Omni-S: config.json, tokenizer.json, tokenizer_config.json,
+  spk_dict.pt and the safetensors index whole, and from the shards only the byte
+  ranges of the tensors the bundle needs (thinker.audio_tower.*, talker.*, token2wav.*).
+
+File lists come from huggingface_hub's API; transfers are ranged GETs through its
+HTTP session and URLs (HF_ENDPOINT and HF_TOKEN honoured), appended to `.part` files
+so that a killed run continues where it stopped. Whole files are checked against the
+Hub's sha256 (LFS files) or git blob id (small files). Tensor
+ranges cannot be checked against a shard's sha256 without fetching the whole shard:
+they are checked against the shard's own header (names, dtypes, shapes, lengths).
+Everything lands in "<bundle>.download/" first; an interrupted run resumes from it
+and no bundle manifest exists until the end, so a partial download never looks complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from model.errors import OmnideskError
+from model.files.bundle import Bundle, sha256_file
+from model.files.convert import NATIVE_PARTS, convert_checkpoint
+
+CHECKPOINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spk_dict.pt")
+INDEX_FILE = "model.safetensors.index.json"
+DISK_MARGIN = 1.05
+RETRIES = 3
+_TRANSIENT = (ConnectionError, TimeoutError, OSError, httpx2.TransportError)
+
+Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class Repos:
+    gguf: str
+    checkpoint: str
+
+
+def repos_for(size: str) -> Repos:
+    if size not in ("3b", "7b"):
+        raise OmnideskError(f"unknown model size {size!r}: choose 3b or 7b")
+    name = f"Qwen2.5-Omni-{size.upper()}"
+    return Repos(gguf=f"ggml-org/{name}-GGUF", checkpoint=f"Qwen/{name}")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    repo: str
+    path: str
+    size: int
+    sha256: str | None  # LFS files
+    blob_id: str | None  # git files
+
+    def check(self, local: Path) -> None:
+        if local.stat().st_size != self.size:
+            raise _corrupt(self, f"has {local.stat().st_size} bytes, the Hub says {self.size}")
+        data_hash = sha256_file(local) if self.sha256 else _git_blob_id(local)
+        if data_hash != (self.sha256 or self.blob_id):
+            raise _corrupt(self, "does not match the Hub's checksum")
+
+
+@dataclass(frozen=True)
+class TensorSpan:
+    local: int  # offset in the extracted file's data section
+    remote: int  # absolute offset in the shard
+    length: int
+
+
+@dataclass(frozen=True)
+class Extract:
+    """Some tensors of one shard, written as a safetensors file of their own."""
+
+    shard: RemoteFile
+    header: bytes  # the extracted file's 8-byte length + JSON header
+    spans: tuple[TensorSpan, ...]
+    names: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + sum(s.length for s in self.spans)
+
+
+class Hub:
+    """The Hub's API for one endpoint and token (HF_ENDPOINT and HF_TOKEN when not given)."""
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+        from huggingface_hub import HfApi
+
+        self.endpoint = endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        self.token = token or os.environ.get("HF_TOKEN") or None
+        self._api = HfApi(endpoint=self.endpoint, token=self.token)
+
+    def files(self, repo: str) -> tuple[str, dict[str, RemoteFile]]:
+        """The repository's commit and its files."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            info = self._api.model_info(repo, files_metadata=True)
+        except HfHubHTTPError as exc:
+            raise OmnideskError(f"{repo} on {self.endpoint}: {_http_reason(exc)}") from None
+        except OSError as exc:
+            raise OmnideskError(
+                f"cannot reach {self.endpoint} ({exc}): check the network or HF_ENDPOINT"
+            ) from None
+        files = {}
+        for sibling in info.siblings or []:
+            lfs = sibling.lfs
+            files[sibling.rfilename] = RemoteFile(
+                repo=repo,
+                path=sibling.rfilename,
+                size=int(sibling.size or 0),
+                sha256=lfs["sha256"] if lfs else None,
+                blob_id=sibling.blob_id,
+            )
+        return str(info.sha), files
+
+    def download(self, remote: RemoteFile, revision: str, folder: Path, progress: Progress) -> Path:
+        """Fetch a whole file into `folder`, continuing an earlier run's `.part`, and check it.
+
+        (huggingface_hub's own downloader starts over in every process, which a killed
+        multi-GB download cannot afford.)
+        """
+        local = folder / remote.path
+        if local.is_file():
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(local.name + ".part")
+        for attempt in range(RETRIES):
+            have = part.stat().st_size if part.exists() else 0
+            try:
+                with part.open("ab") as f:
+                    for piece in self.read_range(remote, revision, have, remote.size):
+                        f.write(piece)
+                        have += len(piece)
+                        progress(remote.path, have, remote.size)
+                break
+            except _TRANSIENT as exc:
+                _raise_if_disk_full(exc, folder)
+                if attempt == RETRIES - 1:
+                    raise OmnideskError(f"{remote.repo}/{remote.path}: {exc}; run again to resume") from None
+        try:
+            remote.check(part)
+        except OmnideskError:
+            part.unlink()
+            raise
+        os.replace(part, local)
+        return local
+
+    def read_range(self, remote: RemoteFile, revision: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes start..end-1 of a remote file, in pieces."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session
+
+        url = hf_hub_url(remote.repo, remote.path, revision=revision, endpoint=self.endpoint)
+        headers = build_hf_headers(token=self.token) | {"Range": f"bytes={start}-{end - 1}"}
+        if start >= end:
+            return
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=60) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise ConnectionError(f"the server answered HTTP {response.status_code}")
+            if response.status_code == 401:
+                raise OmnideskError(
+                    f"{remote.repo}: access denied (set HF_TOKEN to a token that may read it)"
+                )
+            if response.status_code not in (200, 206):
+                raise OmnideskError(f"{remote.repo}/{remote.path}: HTTP {response.status_code}")
+            skip = start if response.status_code == 200 else 0  # a server that ignores ranges
+            received = 0
+            for piece in response.iter_bytes():
+                if skip:
+                    cut = min(skip, len(piece))
+                    piece, skip = piece[cut:], skip - cut
+                piece = piece[: end - start - received]
+                if piece:
+                    received += len(piece)
+                    yield piece
+                if received >= end - start:
+                    return
+        if received < end - start:
+            raise ConnectionError(f"the connection closed after {received} of {end - start} bytes")
+
+
+def download_bundle(
+    size: str,
+    quant: str,
+    out: Path,
+    hub: Hub | None = None,
+    report: Callable[[str], None] = lambda _: None,
+    progress: Progress = lambda *_: None,
+) -> Bundle:
+    hub = hub or Hub()
+    repos = repos_for(size)
+    staging = out.with_name(out.name + ".download")
+    gguf_commit, gguf_files = hub.files(repos.gguf)
+    ckpt_commit, ckpt_files = hub.files(repos.checkpoint)
+    thinker = _thinker_file(gguf_files, quant, repos.gguf)
+    missing = [name for name in (*CHECKPOINT_FILES, INDEX_FILE) if name not in ckpt_files]
+    if missing:
+        raise OmnideskError(
+            f"{repos.checkpoint} lacks {', '.join(missing)}: is it a Qwen2.5-Omni checkpoint?"
+        )
+
+    staging.mkdir(parents=True, exist_ok=True)
+    index_path = hub.download(ckpt_files[INDEX_FILE], ckpt_commit, staging / "checkpoint", progress)
+    extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()))
+    whole = [thinker] + [ckpt_files[name] for name in CHECKPOINT_FILES]
+    _check_disk_space(staging, out, whole, extracts)
+
+    report(f"fetching {thinker.path} from {repos.gguf}")
+    gguf_path = hub.download(thinker, gguf_commit, staging / "gguf", progress)
+    for name in CHECKPOINT_FILES:
+        report(f"fetching {name} from {repos.checkpoint}")
+        hub.download(ckpt_files[name], ckpt_commit, staging / "checkpoint", progress)
+    weight_map: dict[str, str] = {}
+    for number, extract in enumerate(extracts):
+        target = staging / "checkpoint" / f"extract-{number:05d}.safetensors"
+        report(f"fetching {len(extract.names)} tensors from {extract.shard.path}")
+        _fetch_extract(hub, ckpt_commit, extract, target, progress)
+        weight_map |= {name: target.name for name in extract.names}
+    (staging / "checkpoint" / INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+    report("writing the bundle")
+    bundle = convert_checkpoint(
+        staging / "checkpoint", out, thinker_gguf=gguf_path, report=report, link_thinker=True
+    )
+    shutil.rmtree(staging)
+    return bundle
+
+
+def _thinker_file(files: dict[str, RemoteFile], quant: str, repo: str) -> RemoteFile:
+    suffix = f"-{quant}.gguf".lower()
+    matches = [
+        f for f in files.values() if f.path.lower().endswith(suffix) and not f.path.startswith("mmproj")
+    ]
+    if len(matches) != 1:
+        available = sorted(
+            f.path.rsplit("-", 1)[-1].removesuffix(".gguf")
+            for f in files.values()
+            if f.path.endswith(".gguf") and not f.path.startswith("mmproj")
+        )
+        raise OmnideskError(
+            f"{repo} has no single {quant} Thinker; available: {', '.join(available) or 'none'}"
+        )
+    return matches[0]
+
+
+def _plan_extracts(hub: Hub, commit: str, files: dict[str, RemoteFile], index: dict) -> list[Extract]:
+    prefixes = tuple(NATIVE_PARTS.values())
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in index["weight_map"].items():
+        if name.startswith(prefixes):
+            by_shard.setdefault(shard, []).append(name)
+    extracts = []
+    for shard_name in sorted(by_shard):
+        shard = files[shard_name]
+        (length,) = struct.unpack("<Q", b"".join(hub.read_range(shard, commit, 0, 8)))
+        header = json.loads(b"".join(hub.read_range(shard, commit, 8, 8 + length)))
+        extracts.append(_extract(shard, 8 + length, header, set(by_shard[shard_name])))
+    return extracts
+
+
+def _extract(shard: RemoteFile, data_start: int, header: dict, wanted: set[str]) -> Extract:
+    entries = sorted((header[name]["data_offsets"][0], name) for name in wanted)
+    new_header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    spans: list[TensorSpan] = []
+    local = 0
+    for _, name in entries:
+        begin, end = header[name]["data_offsets"]
+        new_header[name] = {"dtype": header[name]["dtype"], "shape": header[name]["shape"]}
+        new_header[name]["data_offsets"] = [local, local + end - begin]
+        last = spans[-1] if spans else None
+        if last and last.remote + last.length == data_start + begin:
+            spans[-1] = TensorSpan(last.local, last.remote, last.length + end - begin)
+        else:
+            spans.append(TensorSpan(local, data_start + begin, end - begin))
+        local += end - begin
+    raw = json.dumps(new_header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return Extract(shard, struct.pack("<Q", len(raw)) + raw, tuple(spans), tuple(n for _, n in entries))
+
+
+def _fetch_extract(hub: Hub, commit: str, extract: Extract, target: Path, progress: Progress) -> None:
+    if target.is_file() and target.stat().st_size == extract.size:
+        return
+    part = target.with_name(target.name + ".part")
+    if not part.exists() or part.stat().st_size < len(extract.header):
+        part.write_bytes(extract.header)
+    for attempt in range(RETRIES):
+        try:
+            _continue_extract(hub, commit, extract, part, progress)
+            break
+        except _TRANSIENT as exc:
+            _raise_if_disk_full(exc, part.parent)
+            if attempt == RETRIES - 1:
+                raise OmnideskError(f"{extract.shard.path}: {exc}; run again to resume") from None
+    os.replace(part, target)
+
+
+def _continue_extract(hub: Hub, commit: str, extract: Extract, part: Path, progress: Progress) -> None:
+    with part.open("r+b") as f:
+        done = part.stat().st_size - len(extract.header)
+        f.seek(0, os.SEEK_END)
+        total = extract.size - len(extract.header)
+        for span in extract.spans:
+            if done >= span.local + span.length:
+                continue
+            skip = done - span.local
+            for piece in hub.read_range(extract.shard, commit, span.remote + skip, span.remote + span.length):
+                f.write(piece)
+                done += len(piece)
+                progress(extract.shard.path, done, total)
+            f.flush()
+
+
+def _check_disk_space(staging: Path, out: Path, whole: list[RemoteFile], extracts: list[Extract]) -> None:
+    present = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+    needed = sum(f.size for f in whole) + 2 * sum(e.size for e in extracts) - present
+    free = shutil.disk_usage(staging).free
+    if needed * DISK_MARGIN > free:
+        raise OmnideskError(
+            f"the download needs {needed * DISK_MARGIN / 1e9:.1f} GB free in {out.parent}, "
+            f"which has {free / 1e9:.1f} GB: free some space or choose another folder"
+        )
+
+
+def _raise_if_disk_full(exc: BaseException, folder: Path) -> None:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        raise OmnideskError(
+            f"the disk holding {folder} is full: free some space and run again to resume"
+        ) from None
+
+
+def _http_reason(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status == 401:
+        return "access denied (set HF_TOKEN to a token that may read it)"
+    if status == 404:
+        return "not found"
+    return f"HTTP {status}" if status else str(exc).splitlines()[0]
+
+
+def _corrupt(remote: RemoteFile, problem: str) -> OmnideskError:
+    return OmnideskError(f"{remote.repo}/{remote.path} {problem}: it was deleted; run the download again")
+
+
+def _git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
