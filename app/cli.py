@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that the build can)"
     )
     ask.add_argument("--context", type=int, default=8192, help="context window in tokens")
+    ask.add_argument("--threads", type=int, help="Thinker CPU threads (default: half the logical CPUs)")
     ask.set_defaults(run=_ask)
 
     models = commands.add_parser("models", help="model files")
@@ -143,7 +144,7 @@ def _ask(args: argparse.Namespace) -> int:
     if args.max_tokens < 1:
         raise OmnideskError("--max-tokens must be at least 1")
     bundle = Bundle.open(resolve(args.models))
-    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers)
+    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
     with Thinker(bundle.file("thinker"), bundle.tokens, options) as thinker:
         chat = ChatFormat(thinker.tokenize, bundle.tokens)
         prompt = chat.prompt(args.system or SPEECH_SYSTEM_PROMPT, args.question)

@@ -1,0 +1,138 @@
+"""A Thinker GGUF at a real Qwen2.5-Omni shape with random weights, for benchmarks on any machine.
+
+The tensors, metadata and tokenizer layout are those of a converted checkpoint;
+the vocabulary is synthetic (byte tokens, filler tokens, then the special tokens),
+since benchmarks feed token ids. It is written as f16 tensor by tensor, then
+quantized by llama.cpp, and cached by shape and quantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from model.files.thinker_gguf import ARCHITECTURE, quantize
+
+SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+@dataclass(frozen=True)
+class ThinkerShape:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int
+    tied: bool
+    mrope_sections: tuple[int, int, int] = (16, 24, 24)
+
+
+SHAPES = {
+    "3b": ThinkerShape("3b", 2048, 36, 16, 2, 11008, 151936, tied=True),
+    "7b": ThinkerShape("7b", 3584, 28, 28, 4, 18944, 152064, tied=False),
+}
+
+
+def special_tokens() -> dict[str, int]:
+    """Token roles -> ids in the synthetic vocabulary (the Qwen ids, which fit both vocabularies)."""
+    return {"endoftext": 151643, "im_start": 151644, "im_end": 151645}
+
+
+def byte_level_alphabet() -> list[str]:
+    """GPT-2's printable stand-in for each byte, indexed by byte value (llama.cpp looks them up)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+def random_thinker(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) -> Path:
+    """The path of the GGUF, built on first use (several minutes and ~2x its f16 size on disk)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"random-thinker-{shape.name}-{quant}.gguf"
+    if target.is_file():
+        return target
+    f16 = cache / f"random-thinker-{shape.name}-f16.gguf.part"
+    _write_f16(shape, f16, seed)
+    part = target.with_name(target.name + ".part")
+    quantize(f16, part, quant)
+    f16.unlink()
+    part.rename(target)
+    return target
+
+
+def _tensors(shape: ThinkerShape) -> list[tuple[str, tuple[int, ...]]]:
+    head_dim = shape.hidden // shape.heads
+    kv = shape.kv_heads * head_dim
+    names: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (shape.vocab, shape.hidden))]
+    for i in range(shape.layers):
+        names += [
+            (f"blk.{i}.attn_norm.weight", (shape.hidden,)),
+            (f"blk.{i}.attn_q.weight", (shape.hidden, shape.hidden)),
+            (f"blk.{i}.attn_q.bias", (shape.hidden,)),
+            (f"blk.{i}.attn_k.weight", (kv, shape.hidden)),
+            (f"blk.{i}.attn_k.bias", (kv,)),
+            (f"blk.{i}.attn_v.weight", (kv, shape.hidden)),
+            (f"blk.{i}.attn_v.bias", (kv,)),
+            (f"blk.{i}.attn_output.weight", (shape.hidden, shape.hidden)),
+            (f"blk.{i}.ffn_norm.weight", (shape.hidden,)),
+            (f"blk.{i}.ffn_gate.weight", (shape.ffn, shape.hidden)),
+            (f"blk.{i}.ffn_up.weight", (shape.ffn, shape.hidden)),
+            (f"blk.{i}.ffn_down.weight", (shape.hidden, shape.ffn)),
+        ]
+    names.append(("output_norm.weight", (shape.hidden,)))
+    if not shape.tied:
+        names.append(("output.weight", (shape.vocab, shape.hidden)))
+    return names
+
+
+def _write_f16(shape: ThinkerShape, path: Path, seed: int) -> None:
+    writer = gguf.GGUFWriter(str(path), ARCHITECTURE)
+    writer.add_name(f"random Qwen2.5-Omni-{shape.name.upper()} Thinker")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(32768)
+    writer.add_embedding_length(shape.hidden)
+    writer.add_block_count(shape.layers)
+    writer.add_feed_forward_length(shape.ffn)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
+    writer.add_rope_freq_base(1e6)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_dimension_sections([*shape.mrope_sections, 0])
+    ids = special_tokens()
+    by_id = {i: t for t, i in zip(SPECIAL, ids.values(), strict=True)}
+    byte_tokens = byte_level_alphabet()
+    merged = byte_tokens[ord(" ")] + "t"  # llama.cpp needs at least one merge
+    tokens = [by_id.get(i, byte_tokens[i] if i < 256 else f"t{i}") for i in range(shape.vocab)]
+    tokens[256] = merged
+    types = [gguf.TokenType.CONTROL if i in by_id else gguf.TokenType.NORMAL for i in range(shape.vocab)]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges([f"{byte_tokens[ord(' ')]} t"])
+    writer.add_bos_token_id(ids["endoftext"])
+    writer.add_eos_token_id(ids["im_end"])
+    writer.add_add_bos_token(False)
+
+    tensors = _tensors(shape)
+    for name, dims in tensors:
+        dtype = np.float16 if len(dims) > 1 else np.float32
+        writer.add_tensor_info(
+            name, list(dims), np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    for name, dims in tensors:
+        if len(dims) == 1:
+            data = np.ones(dims, np.float32) if name.endswith("norm.weight") else np.zeros(dims, np.float32)
+        else:
+            data = (rng.standard_normal(dims, dtype=np.float32) * 0.02).astype(np.float16)
+        writer.write_tensor_data(data)
+    writer.close()
