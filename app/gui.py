@@ -1,4 +1,4 @@
-"""Starting the desktop window."""
+"""Starting the desktop window: logging, crash reports, settings, the window."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
+from app.crash import CrashReporter
+from app.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
 
 
@@ -15,7 +17,10 @@ def run(models: Path | None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Omnidesk")
     app.setOrganizationName("Omnidesk")
+    log_file = setup_file_logging()
     window = MainWindow(QSettings())
+    reporter = CrashReporter(window)
+    install_exception_hooks(reporter.report, log_file)
     if models is not None:
         window.load_bundle(str(models))
     window.show()

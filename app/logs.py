@@ -1,0 +1,69 @@
+"""Logging to a rotating file in the user log folder, and a record of every unexpected exception.
+
+The file is <user log dir>/omnidesk.log (for example ~/.local/state/Omnidesk/log on
+Linux), rotated at 2 MB with 5 old files kept. `install_exception_hooks` routes
+uncaught exceptions of any thread to the log and to a callback (the crash dialog).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from types import TracebackType
+
+import platformdirs
+
+LOG_FILE = "omnidesk.log"
+MAX_BYTES = 2 * 1024 * 1024
+BACKUPS = 5
+FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
+
+log = logging.getLogger("omnidesk")
+
+CrashReport = Callable[[str, Path | None], None]  # (the traceback, the log file)
+
+
+def log_dir() -> Path:
+    return Path(platformdirs.user_log_dir("Omnidesk", appauthor=False))
+
+
+def setup_file_logging(folder: Path | None = None, level: int = logging.INFO) -> Path | None:
+    """Log to a rotating file; returns its path, or None if the folder cannot be written."""
+    folder = folder or log_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            folder / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot write logs in %s: %s", folder, exc)
+        return None
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or level, level))
+    return folder / LOG_FILE
+
+
+def install_exception_hooks(report: CrashReport, log_file: Path | None) -> None:
+    """Log every uncaught exception (main thread and others) and hand it to `report`."""
+
+    def on_exception(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        text = "".join(traceback.format_exception(kind, value, tb))
+        log.critical("unexpected error\n%s", text)
+        report(text, log_file)
+
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            on_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
