@@ -19,11 +19,14 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPlainTextEdit,
     QPushButton,
+    QSplitter,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
+from app.conversation_list import ConversationList
+from app.history import History
 from app.worker import ThinkerWorker
 
 MODELS_FOLDER_KEY = "models/folder"
@@ -55,6 +58,7 @@ class MainWindow(QMainWindow):
     """Signals (all emitted on the GUI thread):
     load_requested(str): a bundle folder to load (to the worker).
     question_asked(str): a question to answer (to the worker).
+    conversation_restored(object): the (question, reply) texts of a reopened conversation (to the worker).
     model_ready(str): a bundle is loaded; its description.
     model_unavailable(str): loading failed, or a turn could not run; the message shown.
     reply_progressed(str): a piece of the reply was received.
@@ -63,16 +67,22 @@ class MainWindow(QMainWindow):
 
     load_requested = Signal(str)
     question_asked = Signal(str)
+    conversation_restored = Signal(object)
     model_ready = Signal(str)
     model_unavailable = Signal(str)
     reply_progressed = Signal(str)
     reply_completed = Signal(str)
 
-    def __init__(self, settings: QSettings, worker: ThinkerWorker | None = None) -> None:
+    def __init__(
+        self, settings: QSettings, worker: ThinkerWorker | None = None, history: History | None = None
+    ) -> None:
         super().__init__()
         self.setWindowTitle("Omnidesk")
-        self.resize(900, 700)
+        self.resize(1100, 720)
         self._settings = settings
+        self.history = history or History()
+        self._conversation: int | None = None
+        self._reply_id: int | None = None
         self._messages: list[_Message] = []
         self._busy = False
         self._render_pending = False
@@ -84,6 +94,7 @@ class MainWindow(QMainWindow):
         self.worker.moveToThread(self._thread)
         self.load_requested.connect(self.worker.load)
         self.question_asked.connect(self.worker.ask)
+        self.conversation_restored.connect(self.worker.restore)
         self.worker.model_loaded.connect(self._on_model_loaded)
         self.worker.model_failed.connect(self._on_model_failed)
         self.worker.text_received.connect(self._on_text_received)
@@ -132,9 +143,18 @@ class MainWindow(QMainWindow):
         layout.addLayout(notice_row)
         layout.addWidget(self.chat_view, 1)
         layout.addLayout(input_row)
-        central = QWidget()
-        central.setLayout(layout)
-        self.setCentralWidget(central)
+        chat = QWidget()
+        chat.setLayout(layout)
+        self.conversations = ConversationList(self.history)
+        self.conversations.conversation_chosen.connect(self._on_conversation_chosen)
+        self.conversations.new_requested.connect(self._on_new_requested)
+        self.conversations.conversation_deleted.connect(self._on_conversation_deleted)
+        splitter = QSplitter()
+        splitter.addWidget(self.conversations)
+        splitter.addWidget(chat)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([240, 860])
+        self.setCentralWidget(splitter)
 
         self.model_status = QLabel("No model")
         self.speed_status = QLabel("")
@@ -149,6 +169,7 @@ class MainWindow(QMainWindow):
     def _update_controls(self) -> None:
         self.send_button.setEnabled(not self._busy)
         self.stop_button.setEnabled(self._busy)
+        self.conversations.setEnabled(not self._busy)
 
     # -- actions -----------------------------------------------------------------------
 
@@ -169,6 +190,12 @@ class MainWindow(QMainWindow):
         if not text or self._busy:
             return
         self.question_box.clear()
+        if self._conversation is None:
+            self._conversation = self.history.new_conversation()
+        self.history.add_message(self._conversation, "user", text)
+        self._reply_id = self.history.add_message(self._conversation, "assistant", "")
+        self.conversations.refresh()
+        self.conversations.select(self._conversation)
         self._messages += [_Message("user", text), _Message("assistant", "")]
         self._busy = True
         self._update_controls()
@@ -214,12 +241,16 @@ class MainWindow(QMainWindow):
             )
         self._update_controls()
         self._render()
+        self._save_reply()
         self.reply_completed.emit(reason)
 
     @Slot(str)
     def _on_turn_failed(self, message: str) -> None:
         if self._messages and self._messages[-1].role == "assistant" and not self._messages[-1].text:
             self._messages.pop()
+            if self._reply_id is not None:
+                self.history.update_message(self._reply_id, "", note=f"not answered: {message}")
+                self._reply_id = None
         self._busy = False
         self._update_controls()
         self._render()
@@ -232,9 +263,41 @@ class MainWindow(QMainWindow):
         """The conversation as plain text (what the chat view shows, without formatting)."""
         return "\n\n".join(f"{m.role}: {m.text}" for m in self._messages)
 
+    def _save_reply(self) -> None:
+        if self._reply_id is not None and self._messages and self._messages[-1].role == "assistant":
+            self.history.update_message(self._reply_id, self._messages[-1].text, self._messages[-1].note)
+
+    @Slot(int)
+    def _on_conversation_chosen(self, conversation: int) -> None:
+        if self._busy or conversation == self._conversation:
+            return
+        stored = self.history.messages(conversation)
+        self._conversation, self._reply_id = conversation, None
+        self._messages = [_Message(m.role, m.text, m.note) for m in stored]
+        questions = [m.text for m in stored if m.role == "user"]
+        replies = [m.text for m in stored if m.role == "assistant"]
+        self.conversation_restored.emit(list(zip(questions, replies, strict=False)))
+        self._render()
+
+    @Slot()
+    def _on_new_requested(self) -> None:
+        if self._busy:
+            return
+        self._conversation, self._reply_id, self._messages = None, None, []
+        self.conversation_restored.emit([])
+        self.conversations.select(None)
+        self._render()
+
+    @Slot(int)
+    def _on_conversation_deleted(self, conversation: int) -> None:
+        if conversation == self._conversation:
+            self._on_new_requested()
+
     @Slot()
     def _render(self) -> None:
         self._render_pending = False
+        if self._busy:
+            self._save_reply()
         parts = []
         for message in self._messages:
             if message.role == "user":
@@ -252,6 +315,7 @@ class MainWindow(QMainWindow):
         self._thread.quit()
         self._thread.wait(5000)
         self.worker.close()
+        self._save_reply()
         super().closeEvent(event)
 
 

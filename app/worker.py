@@ -68,8 +68,16 @@ class ThinkerWorker(QObject):
             return
         self._chat = ChatFormat(self._thinker.tokenize, bundle.tokens)
         self._system = self._chat.message("system", SPEECH_SYSTEM_PROMPT)
-        self._turns = []
         self.model_loaded.emit(f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}")
+
+    @Slot(object)
+    def restore(self, exchanges: list[tuple[str, str]]) -> None:
+        """Continue a saved conversation: (question, reply) texts, oldest first."""
+        self._turns = []
+        if self._chat is None or self._thinker is None:
+            return
+        for question, reply in exchanges:
+            self._turns.append(_Turn(self._chat.message("user", question), self._thinker.tokenize(reply)))
 
     @Slot(str)
     def ask(self, text: str) -> None:

@@ -16,3 +16,12 @@ def settings(tmp_path):
     from PySide6.QtCore import QSettings
 
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def history_store(tmp_path):
+    from app.history import History
+
+    store = History(tmp_path / "history.sqlite3")
+    yield store
+    store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.history import History
 from app.main_window import MODELS_FOLDER_KEY, MainWindow
 from app.worker import ThinkerWorker
 from model.files.bundle import Bundle
@@ -13,8 +14,8 @@ MAX_TOKENS = 48  # the random tiny model rarely stops by itself
 
 
 @pytest.fixture
-def window(qtbot, settings):
-    win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS))
+def window(qtbot, settings, history_store):
+    win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), history_store)
     qtbot.addWidget(win)
     yield win
     win.close()
@@ -83,10 +84,51 @@ class TestConversation:
         assert "(stopped)" in window.chat_view.toPlainText()
         assert window.send_button.isEnabled() and not window.stop_button.isEnabled()
 
-    def test_the_last_bundle_is_loaded_at_the_next_start(self, qtbot, tiny_bundle: Bundle, settings):
+    def test_the_last_bundle_is_loaded_at_the_next_start(
+        self, qtbot, tiny_bundle: Bundle, settings, history_store
+    ):
         settings.setValue(MODELS_FOLDER_KEY, str(tiny_bundle.root))
-        win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS))
+        win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), history_store)
         qtbot.addWidget(win)
         qtbot.waitUntil(lambda: win.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert not win.notice.text()
         win.close()
+
+
+class TestHistory:
+    def test_the_conversation_survives_a_restart_of_the_window(
+        self, qtbot, tiny_bundle: Bundle, settings, tmp_path
+    ):
+        path = tmp_path / "kept.sqlite3"
+        first = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), History(path))
+        qtbot.addWidget(first)
+        load(qtbot, first, tiny_bundle)
+        ask(qtbot, first, "Remember this question")
+        said = first.transcript()
+        first.close()
+        first.history.close()
+
+        second = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), History(path))
+        qtbot.addWidget(second)
+        assert second.conversations.items.count() == 1
+        assert second.conversations.items.item(0).text() == "Remember this question"
+        second.conversations.conversation_chosen.emit(second.conversations.items.item(0).data(256))
+        assert second.transcript() == said
+        second.close()
+        second.history.close()
+
+    def test_new_chat_and_reopening_an_old_one(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
+        load(qtbot, window, tiny_bundle)
+        ask(qtbot, window, "Old question")
+        old = window.transcript()
+        window.conversations.new_button.click()
+        assert window.transcript() == ""
+        ask(qtbot, window, "New question")
+        assert "Old question" not in window.transcript()
+        assert window.conversations.items.count() == 2
+        old_id = next(c.id for c in window.history.conversations() if c.title == "Old question")
+        window.conversations.conversation_chosen.emit(old_id)
+        assert window.transcript() == old
+        ask(qtbot, window, "Follow-up")
+        stored = [m.text for m in window.history.messages(old_id) if m.role == "user"]
+        assert stored == ["Old question", "Follow-up"]
