@@ -43,6 +43,8 @@ class ConversationList(QWidget):
         self.items = QListWidget()
         self.items.itemActivated.connect(self._on_item_activated)
         self.items.itemClicked.connect(self._on_item_activated)
+        self.items.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.items.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.items.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.items.customContextMenuRequested.connect(self._on_menu_requested)
         layout = QVBoxLayout(self)
