@@ -13,8 +13,7 @@ def report(hardware: Hardware) -> str:
         f"{hardware.ram_available_bytes / GIB:.1f} GiB free",
     ]
     if hardware.gpus:
-        for gpu in hardware.gpus:
-            lines.append(f"GPU:           {gpu.name} ({gpu.api}, {gpu.memory_bytes / GIB:.1f} GiB)")
+        lines += [f"GPU:           {g.name} ({g.api}, {g.memory_bytes / GIB:.1f} GiB)" for g in hardware.gpus]
     else:
         lines.append("GPU:           none found")
     lines += [

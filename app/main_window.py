@@ -103,7 +103,7 @@ class MainWindow(QMainWindow):
         self._thread.start()
 
         self._build()
-        folder = settings.value(MODELS_FOLDER_KEY, "", type=str)
+        folder = str(settings.value(MODELS_FOLDER_KEY, "", type=str))
         if folder:
             self.load_bundle(folder)
         else:
