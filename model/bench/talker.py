@@ -1,0 +1,382 @@
+"""`omnidesk bench talker`: our Talker against transformers' at the Qwen2.5-Omni-7B size, random weights.
+
+Both run in this process on the same weights (ours aliases the reference's tensors where dtype and
+device allow): a prompt of `--prompt` positions, then `--steps` decode steps, greedy. It prints ms
+per code, the ratio, peak memory, this machine's weight-streaming bound (GB/s of a float32
+matrix-vector product) with our decode step as a fraction of it, and the weight-only int8 and
+bfloat16 variants with their logit error against the float32 run.
+
+Times are wall-clock, `time.perf_counter`, after a device synchronisation. Peak memory is the peak
+resident set (sampled every 5 ms from /proc/self/statm, Linux) above the level before each run, or
+on CUDA the peak allocated by torch during it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.sampling import SamplingOptions
+from model.talker import (
+    SpeechIds,
+    SpeechOptions,
+    Talker,
+    TalkerConfig,
+    TalkerModel,
+    quantize_int8,
+    talker_from_tensors,
+)
+from model.thinker import Decoded, PositionStates
+
+# Qwen2.5-Omni-7B's talker_config (the released config.json overrides the package's thinker-sized defaults).
+TALKER_7B = {
+    "embedding_size": 3584,
+    "hidden_size": 896,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "vocab_size": 8448,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+}
+CODEC = {"bos": 8293, "eos": 8294, "pad": 8292, "mask": 8296}
+TEXT_EOS, TEXT_PAD, VOICE_BOS = 151861, 151859, 151872  # Thinker-vocabulary ids (Chelsie's text-bos)
+DIT_EMBEDDABLE = 8194  # the DiT's num_embeds + 1
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.05)
+
+
+@dataclass(frozen=True)
+class Run:
+    prefill_s: float
+    decode_s: float  # per code
+    codes: int
+    peak_bytes: int
+    logits: torch.Tensor  # (codes + 1, vocab) float32, ours only; empty for the reference
+    code_ids: tuple[int, ...]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="omnidesk bench talker", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--prompt", type=int, default=200, help="prompt positions (default: 200)")
+    parser.add_argument("--steps", type=int, default=100, help="decode steps measured (default: 100)")
+    parser.add_argument(
+        "--variant-steps", type=int, default=30, help="decode steps of int8/bf16 (default: 30)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="compile our decode step (CUDA graphs on CUDA)"
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip transformers' Talker")
+    parser.add_argument("--no-int8", action="store_true", help="skip the weight-only int8 variant")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 variant")
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+
+    print(
+        f"Talker at the Qwen2.5-Omni-7B size, random weights; device {_device_name(device)}, {args.dtype}, "
+        f"{torch.get_num_threads()} threads; prompt {args.prompt}, {args.steps} decode steps, greedy"
+    )
+    started = time.perf_counter()
+    reference = _reference_talker(device, dtype)
+    print(f"built the reference in {time.perf_counter() - started:.1f} s")
+    config = TalkerConfig.from_checkpoint(TALKER_7B)
+    tensors = {f"talker.{name}": t for name, t in reference.state_dict().items()}
+    ours = talker_from_tensors(tensors, config, device, dtype)
+    weight_bytes = _streamed_bytes(ours)
+    parameters = sum(t.numel() for t in tensors.values())
+    print(f"parameters {parameters / 1e9:.3f} B; weights read per decode step {weight_bytes / 1e9:.2f} GB")
+
+    bandwidths = [_matvec_bandwidth()] if device.type == "cpu" else []
+    rows = _thinker_rows(config.embedding_size, args.prompt + args.steps + 2)
+    states = _states(rows, args.prompt)
+    max_positions = args.prompt + args.steps + 8
+    talker = _talker(ours, rows, max_positions, args.compile)
+    warm_up = _states(rows, 8)[:4]
+    _run_ours(talker, warm_up, 3 if args.compile else 1, device)  # and compilation
+    mine = _run_ours(talker, states, args.steps, device)
+    _report("ours", mine)
+    if not args.no_reference:
+        _run_reference(reference, rows, warm_up, 1, device)
+        theirs = _run_reference(reference, rows, states, args.steps, device)
+        _report("transformers", theirs)
+        print(
+            f"transformers/ours: prefill {theirs.prefill_s / mine.prefill_s:.2f}x, "
+            f"decode {theirs.decode_s / mine.decode_s:.2f}x (above 1: ours is faster)"
+        )
+    del reference
+    if bandwidths:
+        bandwidths.append(_matvec_bandwidth())
+        best = max(bandwidths)
+        bound_s = weight_bytes / best
+        measured = " and ".join(f"{b / 1e9:.1f}" for b in bandwidths)
+        print(
+            f"weight streaming: a float32 matrix-vector product moves {measured} GB/s here (before, after); "
+            f"at the best, {weight_bytes / 1e9:.2f} GB of weights bound a {args.dtype} step at "
+            f"{bound_s * 1e3:.0f} ms: our decode step reaches {bound_s / mine.decode_s:.0%} of that bound"
+        )
+
+    if not args.no_int8:
+        int8 = quantize_int8(talker_from_tensors(tensors, config, device, dtype))
+        variant = _talker(int8, rows, max_positions, False)
+        _variant("weight-only int8", variant, states, args.variant_steps, device, mine)
+    if not args.no_bf16 and dtype != torch.bfloat16:
+        bf16 = talker_from_tensors(tensors, config, device, torch.bfloat16)
+        variant = _talker(bf16, rows, max_positions, False)
+        _variant("bfloat16", variant, states, args.variant_steps, device, mine)
+    return 0
+
+
+def _reference_talker(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from transformers import Qwen2_5OmniTalkerConfig, Qwen2_5OmniTalkerForConditionalGeneration
+
+    settings: dict[str, Any] = dict(TALKER_7B)
+    config = Qwen2_5OmniTalkerConfig(
+        **settings,
+        tts_codec_start_token_id=CODEC["bos"],
+        tts_codec_end_token_id=CODEC["eos"],
+        tts_codec_pad_token_id=CODEC["pad"],
+        tts_codec_mask_token_id=CODEC["mask"],
+        tts_text_end_token_id=TEXT_EOS,
+        tts_text_pad_token_id=TEXT_PAD,
+    )
+    model: torch.nn.Module = Qwen2_5OmniTalkerForConditionalGeneration(config)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _talker(model: TalkerModel, rows: dict[int, np.ndarray], max_positions: int, compile: bool) -> Talker:
+    ids = SpeechIds(
+        codec_bos=CODEC["bos"],
+        codec_eos=CODEC["eos"],
+        codec_pad=CODEC["pad"],
+        codec_mask=CODEC["mask"],
+        text_eos=TEXT_EOS,
+        text_pad=TEXT_PAD,
+        voices={"Chelsie": VOICE_BOS},
+        embeddable=DIT_EMBEDDABLE,
+    )
+    return Talker(
+        model, ids, lambda token_ids: np.stack([rows[i] for i in token_ids]), max_positions, compile
+    )
+
+
+def _thinker_rows(width: int, n: int) -> dict[int, np.ndarray]:
+    """Random Thinker hidden+embedding rows: positions 0..n-1, and the special text ids' embeddings."""
+    rng = np.random.default_rng(0)
+    rows = {i: rng.standard_normal(width).astype(np.float32) for i in range(n)}
+    rows |= {i: rng.standard_normal(width).astype(np.float32) for i in (TEXT_EOS, TEXT_PAD, VOICE_BOS)}
+    return rows
+
+
+def _states(rows: dict[int, np.ndarray], prompt: int) -> list[PositionStates | Decoded]:
+    """A text prompt of `prompt` positions and a reply long enough for every step (embeddings zero)."""
+    n = len(rows) - 3
+    hidden = np.stack([rows[i] for i in range(n)])
+    zeros = np.zeros_like(hidden)
+    head = PositionStates(
+        np.zeros(prompt, dtype=np.int64), hidden[:prompt], zeros[:prompt], np.tile(np.arange(prompt), (3, 1))
+    )
+    return [head, *(Decoded(0, i, hidden[i], zeros[i]) for i in range(prompt, n))]
+
+
+def _run_ours(
+    talker: Talker, states: list[PositionStates | Decoded], steps: int, device: torch.device
+) -> Run:
+    options = SpeechOptions(voice="Chelsie", sampling=GREEDY, max_codes=steps + 1)
+    logits, codes = [], []
+    with _peak_memory(device) as peak:
+        started = time.perf_counter()
+        iterator = talker.steps(states, options)
+        first = next(iterator)
+        _sync(device)
+        prefilled = time.perf_counter()
+        for step in [first, *iterator]:
+            logits.append(step.logits)
+            codes.append(step.code)
+        _sync(device)
+        ended = time.perf_counter()
+    decoded = max(len(codes) - 1, 1)
+    return Run(
+        prefilled - started,
+        (ended - prefilled) / decoded,
+        decoded,
+        peak[0],
+        torch.stack(logits),
+        tuple(codes),
+    )
+
+
+def _run_reference(
+    reference: torch.nn.Module,
+    rows: dict[int, np.ndarray],
+    states: list[PositionStates | Decoded],
+    steps: int,
+    device: torch.device,
+) -> Run:
+    """transformers' talker.generate fed as Qwen2_5OmniForConditionalGeneration.generate feeds it."""
+    prompt = states[0]
+    assert isinstance(prompt, PositionStates)
+    n = len(prompt.token_ids)
+    dtype = next(reference.parameters()).dtype
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array, dtype=np.float32)).to(device, dtype)
+
+    inputs = tensor(np.stack([*prompt.hidden, rows[VOICE_BOS], rows[n]]))[None]
+    reply = tensor(
+        np.stack([rows[i] for i in range(n + 1, n + steps + 1)] + [rows[TEXT_EOS], rows[TEXT_PAD]])
+    )[None]
+    input_ids = torch.tensor([[CODEC["mask"]] * n + [CODEC["pad"], CODEC["bos"]]], device=device)
+
+    clock = _TokenClock()
+    with _peak_memory(device) as peak, torch.no_grad():
+        started = time.perf_counter()
+        reference.generate(  # type: ignore[operator]
+            input_ids=input_ids,
+            input_text_ids=input_ids,
+            thinker_reply_part=reply,
+            inputs_embeds=inputs,
+            attention_mask=torch.ones_like(input_ids),
+            suppress_tokens=[CODEC["bos"]],
+            eos_token_id=[CODEC["pad"], CODEC["eos"]],
+            pad_token_id=CODEC["pad"],
+            do_sample=False,
+            repetition_penalty=1.05,
+            max_new_tokens=steps + 1,
+            min_new_tokens=steps + 1,
+            streamer=clock,
+        )
+    codes = clock.times[1:]  # the first call hands over the prompt
+    if len(codes) != steps + 1:
+        raise RuntimeError(f"the reference made {len(codes)} codes, not {steps + 1}")
+    return Run(codes[0] - started, (codes[-1] - codes[0]) / steps, steps, peak[0], torch.empty(0), ())
+
+
+class _TokenClock:
+    """A transformers streamer that notes when generate hands over each token (time.perf_counter)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _variant(
+    name: str,
+    talker: Talker,
+    states: list[PositionStates | Decoded],
+    steps: int,
+    device: torch.device,
+    base: Run,
+) -> None:
+    run = _run_ours(talker, states, steps, device)
+    same = 0
+    while same < min(len(run.code_ids), len(base.code_ids)) and run.code_ids[same] == base.code_ids[same]:
+        same += 1
+    compared = min(same + 1, len(run.logits), len(base.logits))
+    error = (run.logits[:compared] - base.logits[:compared]).abs().amax(dim=1)
+    scale = base.logits.abs().max()
+    print(
+        f"{name}: prefill {run.prefill_s * 1e3:.0f} ms, decode {run.decode_s * 1e3:.1f} ms/code "
+        f"({base.decode_s / run.decode_s:.2f}x our float32), peak +{run.peak_bytes / 2**30:.2f} GiB; "
+        f"logits vs float32 over the first {compared} steps (while the codes agree): "
+        f"max abs error {error.max():.2e} ({error.max() / scale:.1%} of the largest logit), "
+        f"prefill step {error[0]:.2e}; "
+        f"{same}/{len(base.code_ids)} greedy codes agree"
+    )
+
+
+def _report(name: str, run: Run) -> None:
+    print(
+        f"{name}: prefill {run.prefill_s * 1e3:.0f} ms, "
+        f"decode {run.decode_s * 1e3:.1f} ms/code over {run.codes} codes ({1 / run.decode_s:.1f} codes/s), "
+        f"peak +{run.peak_bytes / 2**30:.2f} GiB above the weights and our KV cache"
+    )
+
+
+def _streamed_bytes(model: TalkerModel) -> int:
+    """Bytes a decode step reads: every weight but the codec embedding table (one row of it)."""
+    return sum(
+        t.numel() * t.element_size() for name, t in model.state_dict().items() if not name.startswith("embed")
+    )
+
+
+def _matvec_bandwidth(rows: int = 8192, columns: int = 16384, repeats: int = 15) -> float:
+    """Bytes per second a float32 matrix-vector product streams (a 512 MiB matrix; median of `repeats`)."""
+    matrix = torch.randn(rows, columns)
+    vector = torch.randn(columns)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mv(matrix, vector)
+        times.append(time.perf_counter() - started)
+    return matrix.numel() * 4 / statistics.median(times[2:])
+
+
+@contextmanager
+def _peak_memory(device: torch.device) -> Iterator[list[int]]:
+    """Yields a one-item list that holds, on exit, the peak memory above the level at entry (bytes)."""
+    result = [0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        result[0] = torch.cuda.max_memory_allocated(device) - base
+        return
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result[0] = max(peak[0], _rss()) - base
+
+
+def _rss() -> int:
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        return 0
+    import resource
+
+    return int(statm.read_text().split()[1]) * resource.getpagesize()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
