@@ -1,0 +1,251 @@
+"""Audio files to the 128-bin log-mel spectrogram of Whisper-large-v3, as Qwen2.5-Omni's processor makes it.
+
+This module knows nothing of the network: it decodes, resamples and computes features.
+
+What the reference processor (transformers' `Qwen2_5OmniProcessor` with `WhisperFeatureExtractor(
+feature_size=128)`) feeds the audio tower, and what `log_mel` reproduces:
+- the waveform is truncated to `MAX_SECONDS` (30 s) and zero-padded to 30 s ("max_length" padding);
+- the log-mel of the padded 30 s is computed (`torch.stft`, centred with reflect padding, last frame
+  dropped), its floor set to (largest value over the 30 s) - `DYNAMIC_RANGE`, then scaled by (x + 4) / 4;
+- the attention mask keeps `ceil(n_samples / HOP_LENGTH)` frames and the model drops the rest, so the
+  audio tower sees exactly `mel_frame_count(n_samples)` frames, never the silent padding.
+Zero-padding only changes frames that reach past the end of the recording, so padding to
+n_samples + N_FFT instead of 30 s gives the same kept frames and the same largest value (padded
+silence sits at the floor 1e-10 -> -10, the lowest a frame can have).
+
+Loading: WAV (integer PCM) with the standard library; FLAC, OGG/Vorbis, AIFF, float WAV and the other
+formats of Debian's `sox` through that program when it is on PATH. MP3 and the audio track of a video
+need a decoder that is not installed here (soundfile >= 0.12 with libsndfile >= 1.1 for MP3; PyAV for
+video containers).
+
+Resampling: a windowed-sinc polyphase resampler in torch (the algorithm of torchaudio's
+`sinc_interp_kaiser`, with the "kaiser_best" settings of resampy/librosa: 64 zero crossings, roll-off
+0.9476, Kaiser beta 14.77). Chosen because nothing suitable is installed (no scipy, soxr or torchaudio)
+and it is exact to write: one conv1d with a stride, float64 filter design, passband ripple far below
+what the features can see.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+
+from model.errors import OmnideskError
+
+SAMPLE_RATE = 16_000  # Hz, the audio tower's input rate
+N_FFT = 400  # samples: the 25 ms analysis window
+HOP_LENGTH = 160  # samples: 10 ms between frames
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+N_MELS = 128  # Whisper-large-v3's mel bins
+N_FREQS = N_FFT // 2 + 1  # 201 STFT bins, 0 .. SAMPLE_RATE / 2
+MEL_FMIN, MEL_FMAX = 0.0, SAMPLE_RATE / 2  # Hz, range of the mel filters
+MAX_SECONDS = (
+    30  # the reference processor truncates (and pads) every recording to this (Whisper's chunk_length)
+)
+MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
+LOG_FLOOR = 1e-10  # mel power floor before log10
+DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
+
+# Resampler: "kaiser_best" (resampy / librosa / torchaudio's documented equivalent).
+RESAMPLE_ZERO_CROSSINGS = 64
+RESAMPLE_ROLLOFF = 0.9475937167399596
+RESAMPLE_KAISER_BETA = 14.769656459379492
+
+_WAV_SUFFIXES = frozenset({".wav", ".wave"})
+_SOX_SUFFIXES = _WAV_SUFFIXES | {
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".au",
+    ".snd",
+    ".caf",
+    ".w64",
+}
+_OTHER_DECODERS = MappingProxyType(
+    {
+        ".mp3": "soundfile >= 0.12 (libsndfile >= 1.1) or PyAV",
+        ".m4a": "PyAV",
+        ".aac": "PyAV",
+        ".opus": "soundfile >= 0.12 or PyAV",
+        ".mp4": "PyAV",
+        ".mkv": "PyAV",
+        ".webm": "PyAV",
+        ".mov": "PyAV",
+    }
+)
+
+
+def mel_frame_count(n_samples: int) -> int:
+    """Mel frames the reference feeds the audio tower for a recording of `n_samples` at SAMPLE_RATE."""
+    return math.ceil(min(n_samples, MAX_SAMPLES) / HOP_LENGTH)
+
+
+def load_audio(path: Path | str) -> np.ndarray:
+    """Decode an audio file, mix it to mono, resample it: float32 samples (n,) at SAMPLE_RATE in [-1, 1]."""
+    path = Path(path)
+    samples, rate = decode_audio(path)
+    if samples.shape[1] == 0:
+        raise OmnideskError(f"{path}: the recording is empty (no samples). Record or choose another file.")
+    mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
+    return resample(mono, rate, SAMPLE_RATE).numpy()
+
+
+def decode_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Samples (channels, n) float32 in [-1, 1] and the file's sample rate in Hz."""
+    if not path.is_file():
+        raise OmnideskError(f"{path}: audio file not found.")
+    if path.stat().st_size == 0:
+        raise OmnideskError(f"{path}: the audio file is empty (0 bytes). Choose another file.")
+    suffix = path.suffix.lower()
+    if suffix in _WAV_SUFFIXES:
+        try:
+            return _decode_pcm_wav(path)
+        except (wave.Error, EOFError, ValueError) as exc:
+            if shutil.which("sox") is None:
+                raise OmnideskError(f"{path}: not a readable PCM WAV file ({exc}).") from None
+    if suffix in _SOX_SUFFIXES:
+        return _decode_with_sox(path)
+    if suffix in _OTHER_DECODERS:
+        raise OmnideskError(
+            f"{path}: {suffix} audio needs {_OTHER_DECODERS[suffix]}, which is not installed. "
+            "Convert it to WAV or FLAC, or install that package."
+        )
+    raise OmnideskError(
+        f"{path}: unsupported audio format {suffix or '(no extension)'}. Use WAV, FLAC or OGG."
+    )
+
+
+def _decode_pcm_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as f:
+        channels, width, rate, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
+        raw = f.readframes(n)
+    if width == 1:  # unsigned 8-bit
+        ints = np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0
+    elif width == 3:  # little-endian 24-bit: widen to 32-bit by putting the bytes in the top three
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        wide = b[:, 0].astype(np.int32) << 8 | b[:, 1].astype(np.int32) << 16 | b[:, 2].astype(np.int32) << 24
+        ints = wide.astype(np.float32) / 256.0
+    elif width in (2, 4):
+        ints = np.frombuffer(raw, np.dtype(f"<i{width}")).astype(np.float32)
+    else:
+        raise ValueError(f"{8 * width}-bit samples")
+    full_scale = float(2 ** (8 * width - 1))
+    usable = len(ints) // channels * channels
+    return (ints[:usable] / full_scale).reshape(-1, channels).T.copy(), rate
+
+
+def _decode_with_sox(path: Path) -> tuple[np.ndarray, int]:
+    if shutil.which("sox") is None:
+        raise OmnideskError(
+            f"{path}: {path.suffix} audio needs the `sox` program or the soundfile package. Convert it to WAV"
+        )
+    try:
+        channels = int(_sox(["sox", "--info", "-c", str(path)]))
+        rate = round(float(_sox(["sox", "--info", "-r", str(path)])))
+        raw = _sox(["sox", "-V1", str(path), "-t", "raw", "-e", "floating-point", "-b", "32", "-L", "-"])
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        detail = (
+            exc.stderr.decode(errors="replace").strip()
+            if isinstance(exc, subprocess.CalledProcessError)
+            else exc
+        )
+        raise OmnideskError(f"{path}: not a readable audio file ({detail or 'sox failed'}).") from None
+    samples = np.frombuffer(raw, "<f4")
+    usable = len(samples) // channels * channels
+    return samples[:usable].reshape(-1, channels).T.copy(), rate
+
+
+def _sox(command: list[str]) -> bytes:
+    return subprocess.run(command, capture_output=True, check=True, timeout=120).stdout
+
+
+def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Windowed-sinc polyphase resampling of audio (..., n) -> (..., ceil(n * new_rate / orig_rate))."""
+    if orig_rate == new_rate:
+        return audio
+    gcd = math.gcd(orig_rate, new_rate)
+    up, down = new_rate // gcd, orig_rate // gcd
+    kernel, width = _sinc_kernel(down, up)
+    shape = audio.shape
+    flat = audio.reshape(-1, 1, shape[-1])
+    padded = torch.nn.functional.pad(flat, (width, width + down))
+    out = torch.nn.functional.conv1d(padded, kernel.to(audio.dtype), stride=down)  # (b, up, frames)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)
+    target = math.ceil(up * shape[-1] / down)
+    return out[:, :target].reshape(*shape[:-1], target)
+
+
+def _sinc_kernel(down: int, up: int) -> tuple[torch.Tensor, int]:
+    """Kaiser-windowed sinc filters, one per output phase: ((up, 1, 2 * width + down), width)."""
+    cutoff = min(down, up) * RESAMPLE_ROLLOFF  # in units of the reduced rates
+    width = math.ceil(RESAMPLE_ZERO_CROSSINGS * down / cutoff)
+    taps = torch.arange(-width, width + down, dtype=torch.float64)[None, :] / down
+    t = (torch.arange(0, -up, -1, dtype=torch.float64)[:, None] / up + taps) * cutoff
+    t = t.clamp(-RESAMPLE_ZERO_CROSSINGS, RESAMPLE_ZERO_CROSSINGS)
+    beta = torch.tensor(RESAMPLE_KAISER_BETA, dtype=torch.float64)
+    window = torch.i0(beta * torch.sqrt(1 - (t / RESAMPLE_ZERO_CROSSINGS) ** 2)) / torch.i0(beta)
+    kernel = torch.special.sinc(t) * window * (cutoff / down)
+    return kernel[:, None, :].float(), width
+
+
+def mel_filters(n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised triangular filters (N_FREQS, n_mels), float64, as transformers'."""
+    mels = np.linspace(_hz_to_mel(MEL_FMIN), _hz_to_mel(MEL_FMAX), n_mels + 2)
+    edges = _mel_to_hz(mels)  # (n_mels + 2,) Hz
+    fft_freqs = np.linspace(0, SAMPLE_RATE // 2, N_FREQS)
+    slopes = edges[None, :] - fft_freqs[:, None]
+    spacing = np.diff(edges)
+    down, up = -slopes[:, :-2] / spacing[:-1], slopes[:, 2:] / spacing[1:]
+    filters = np.maximum(0.0, np.minimum(down, up))
+    return filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+
+
+_SLANEY_HZ_PER_MEL = 200.0 / 3  # linear below 1 kHz
+_SLANEY_LOG_HZ = 1000.0
+_SLANEY_LOG_MEL = _SLANEY_LOG_HZ / _SLANEY_HZ_PER_MEL  # 15 mel
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # natural-log Hz per mel above 1 kHz
+
+
+def _hz_to_mel(hz: float) -> float:
+    if hz < _SLANEY_LOG_HZ:
+        return hz / _SLANEY_HZ_PER_MEL
+    return _SLANEY_LOG_MEL + math.log(hz / _SLANEY_LOG_HZ) / _SLANEY_LOG_STEP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    linear = _SLANEY_HZ_PER_MEL * mels
+    logarithmic = _SLANEY_LOG_HZ * np.exp(_SLANEY_LOG_STEP * (mels - _SLANEY_LOG_MEL))
+    return np.where(mels >= _SLANEY_LOG_MEL, logarithmic, linear)
+
+
+def log_mel(audio: np.ndarray | torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
+    """The reference's features of a 16 kHz recording (n,): mel (n_mels, mel_frame_count(n)) float32."""
+    samples = torch.as_tensor(audio, dtype=torch.float32).flatten()[:MAX_SAMPLES]
+    if samples.numel() == 0:
+        raise OmnideskError("The recording is empty (zero length): nothing to hear.")
+    n_frames = mel_frame_count(samples.numel())
+    padded = torch.nn.functional.pad(samples, (0, min(N_FFT, MAX_SAMPLES - samples.numel())))
+    power = _power_spectrum(padded)
+    if padded.numel() == MAX_SAMPLES:
+        power = power[:, : MAX_SAMPLES // HOP_LENGTH]  # the reference drops the frame past 30 s
+    mel = torch.from_numpy(mel_filters(n_mels)).float().T @ power
+    log_spec = torch.clamp(mel, min=LOG_FLOOR).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
+    return ((log_spec + 4.0) / 4.0)[:, :n_frames]
+
+
+def _power_spectrum(samples: torch.Tensor) -> torch.Tensor:
+    """|STFT|^2 of samples (n,): (N_FREQS, 1 + n // HOP_LENGTH), centred frames, reflect padding."""
+    window = torch.hann_window(N_FFT)
+    stft = torch.stft(samples, N_FFT, HOP_LENGTH, window=window, return_complex=True)
+    return stft.abs() ** 2

@@ -1,0 +1,197 @@
+"""Audio loading, resampling and log-mel features against transformers' WhisperFeatureExtractor."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.audio_features import (
+    HOP_LENGTH,
+    MAX_SAMPLES,
+    N_MELS,
+    SAMPLE_RATE,
+    load_audio,
+    log_mel,
+    mel_filters,
+    mel_frame_count,
+    resample,
+)
+from model.errors import OmnideskError
+from tests.helpers import max_abs_error
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (FLAC/OGG decoding)")
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=N_MELS)
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    """Real speech from espeak-ng (22.05 kHz, 16-bit mono WAV)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed: no real speech to test with")
+    path = tmp_path_factory.mktemp("speech") / "question.wav"
+    text = "What is the weather like in Paris today? Please answer briefly."
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def _reference_features(extractor, audio: np.ndarray) -> np.ndarray:
+    """What Qwen2.5-Omni's processor gives the audio tower: padded 30 s features, masked frames kept."""
+    out = extractor(audio, sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True)
+    return out["input_features"][0][:, out["attention_mask"][0].astype(bool)]
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int, width: int = 2) -> Path:
+    """samples (channels, n) in [-1, 1] -> PCM WAV of `width` bytes per sample."""
+    scale = 2 ** (8 * width - 1) - 1
+    ints = np.round(samples.T * scale).astype(np.int64)
+    if width == 1:
+        raw = (ints + 128).astype(np.uint8).tobytes()
+    elif width == 3:
+        raw = np.ascontiguousarray(ints.astype("<i4")).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    else:
+        raw = ints.astype(f"<i{width}").tobytes()
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(samples.shape[0])
+        f.setsampwidth(width)
+        f.setframerate(rate)
+        f.writeframes(raw)
+    return path
+
+
+class TestFeatures:
+    def test_mel_filters_equal_transformers(self, extractor):
+        assert max_abs_error("mel filters", mel_filters(), extractor.mel_filters) < 1e-12
+
+    @needs_espeak
+    def test_speech_matches_whisper_extractor(self, extractor, speech_wav):
+        audio = load_audio(speech_wav)
+        ours = log_mel(audio).numpy()
+        reference = _reference_features(extractor, audio)
+        assert ours.shape == (N_MELS, mel_frame_count(len(audio)))
+        assert max_abs_error("log-mel, espeak-ng speech", ours, reference) < 1e-4
+
+    @pytest.mark.parametrize("n_samples", [1, 159, 160, 161, 48_000, 100_003])
+    def test_noise_matches_whisper_extractor(self, extractor, n_samples):
+        audio = (0.1 * np.random.default_rng(n_samples).standard_normal(n_samples)).astype(np.float32)
+        ours = log_mel(audio).numpy()
+        assert (
+            max_abs_error(f"log-mel, noise {n_samples}", ours, _reference_features(extractor, audio)) < 1e-4
+        )
+
+    @pytest.mark.parametrize("n_samples", [MAX_SAMPLES - 100, MAX_SAMPLES, MAX_SAMPLES + 16_000])
+    def test_thirty_second_limit_as_reference(self, extractor, n_samples):
+        """The processor truncates to 30 s and its last frames see its own reflect padding."""
+        audio = (0.1 * np.random.default_rng(3).standard_normal(n_samples)).astype(np.float32)
+        ours = log_mel(audio).numpy()
+        assert ours.shape[1] == 3000
+        assert (
+            max_abs_error(f"log-mel, {n_samples} samples", ours, _reference_features(extractor, audio)) < 1e-4
+        )
+
+    def test_click_after_the_last_kept_frame_sets_the_range(self, extractor):
+        """The reference's dynamic range uses frames past the recording's end too."""
+        audio = np.full(16_000, 1e-4, np.float32)
+        audio[-3:] = 1.0
+        assert (
+            max_abs_error("log-mel, end click", log_mel(audio).numpy(), _reference_features(extractor, audio))
+            < 1e-4
+        )
+
+    def test_frame_count(self, extractor):
+        assert mel_frame_count(3 * SAMPLE_RATE) == 300
+        for n in (1, 159, 160, 161, 47_999):
+            mask = extractor(np.zeros(n, np.float32), sampling_rate=SAMPLE_RATE, return_attention_mask=True)
+            assert mel_frame_count(n) == int(mask["attention_mask"].sum()) == -(-n // HOP_LENGTH)
+
+
+class TestResample:
+    @pytest.mark.parametrize("orig_rate", [22_050, 44_100, 48_000, 8_000])
+    def test_sine_stays_a_sine(self, orig_rate):
+        n = orig_rate  # 1 s
+        tone = np.sin(2 * np.pi * 1000 * np.arange(n) / orig_rate).astype(np.float32)
+        out = resample(torch.from_numpy(tone), orig_rate, SAMPLE_RATE).numpy()
+        expected = np.sin(2 * np.pi * 1000 * np.arange(len(out)) / SAMPLE_RATE)
+        assert len(out) == SAMPLE_RATE
+        edge = 400  # the filter's reach at the ends, where the signal was cut
+        assert (
+            max_abs_error(f"1 kHz sine {orig_rate} Hz -> 16 kHz", out[edge:-edge], expected[edge:-edge])
+            < 1e-3
+        )
+
+    def test_removes_what_16k_cannot_hold(self):
+        tone = np.sin(2 * np.pi * 10_000 * np.arange(48_000) / 48_000).astype(np.float32)  # above 8 kHz
+        out = resample(torch.from_numpy(tone), 48_000, SAMPLE_RATE).numpy()
+        assert np.abs(out[400:-400]).max() < 1e-3
+
+    def test_same_rate_is_identity(self):
+        x = torch.randn(100)
+        assert resample(x, SAMPLE_RATE, SAMPLE_RATE) is x
+
+
+class TestLoading:
+    def test_pcm_wav_widths_and_stereo(self, tmp_path):
+        tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16_000) / SAMPLE_RATE)
+        stereo = np.stack([tone, -0.5 * tone])
+        for width, tolerance in ((1, 1e-2), (2, 1e-4), (3, 1e-6), (4, 1e-7)):
+            path = _write_wav(tmp_path / f"tone{width}.wav", stereo, SAMPLE_RATE, width)
+            loaded = load_audio(path)
+            assert loaded.dtype == np.float32
+            assert max_abs_error(f"{8 * width}-bit stereo WAV", loaded, 0.25 * tone) < tolerance
+
+    @needs_sox
+    @pytest.mark.parametrize("suffix", [".flac", ".ogg"])
+    def test_flac_and_ogg(self, tmp_path, suffix):
+        tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(44_100) / 44_100)
+        wav = _write_wav(tmp_path / "tone.wav", tone[None], 44_100)
+        other = tmp_path / f"tone{suffix}"
+        subprocess.run(["sox", str(wav), str(other)], check=True, capture_output=True)
+        loaded = load_audio(other)
+        assert len(loaded) == SAMPLE_RATE
+        tolerance = 1e-3 if suffix == ".flac" else 0.05  # Vorbis is lossy
+        assert max_abs_error(f"{suffix} vs WAV", loaded[400:-400], load_audio(wav)[400:-400]) < tolerance
+
+
+class TestBadInput:
+    def test_empty_file(self, tmp_path):
+        path = tmp_path / "empty.wav"
+        path.write_bytes(b"")
+        with pytest.raises(OmnideskError, match="empty"):
+            load_audio(path)
+
+    @pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+    def test_corrupt_file(self, tmp_path, suffix):
+        path = tmp_path / f"corrupt{suffix}"
+        path.write_bytes(b"RIFF\x00\x01junk" + bytes(range(256)) * 4)
+        with pytest.raises(OmnideskError, match="not a readable"):
+            load_audio(path)
+
+    def test_zero_length_recording(self, tmp_path):
+        path = _write_wav(tmp_path / "silence.wav", np.zeros((1, 0)), SAMPLE_RATE)
+        with pytest.raises(OmnideskError, match="empty"):
+            load_audio(path)
+        with pytest.raises(OmnideskError, match="empty"):
+            log_mel(np.zeros(0, np.float32))
+
+    @pytest.mark.parametrize("name", ["notes.txt", "song.mp3", "noextension"])
+    def test_unsupported_format(self, tmp_path, name):
+        path = tmp_path / name
+        path.write_bytes(b"ID3\x03\x00" + bytes(512))
+        with pytest.raises(OmnideskError, match="unsupported|needs"):
+            load_audio(path)
+
+    def test_missing_file(self, tmp_path):
+        with pytest.raises(OmnideskError, match="not found"):
+            load_audio(tmp_path / "nothing.wav")
