@@ -1,0 +1,164 @@
+"""Streaming Token2Wav: codes go in as the Talker makes them, audio chunks come out.
+
+Rates: 1 code = 2 mel frames = 480 samples = 20 ms; a DiT block is 24 frames = 12 codes = 240 ms.
+
+DiT (`MelStream`). Mel is made block-aligned, chunk by chunk. The first chunk is
+`first_chunk_blocks` (default 2 blocks: 24 codes, 480 ms) and every later chunk
+`chunk_blocks` (default 3 blocks: 36 codes, 720 ms). A chunk is sampled on a window that adds
+`past_blocks` (2) before and `future_blocks` (1) after it: one block ahead is what the block
+attention needs (one look-ahead layer), two behind is the network's look-back. So a chunk can
+start once the codes of its last block and of one more block are in: the first chunk needs
+36 codes (720 ms of speech), each later chunk 36 more. At the end of the utterance the last
+chunks take whatever codes there are. Each window integrates the whole ODE on its own, with
+the absolute RoPE positions and block indices of the utterance and the matching slice of the
+utterance's noise (`NoiseStream`, seeded as the whole-utterance mode). The result differs
+slightly from the whole-utterance mel (the ODE's evaluations reach further than one window);
+tests/model/test_token2wav.py measures by how much.
+
+Vocoder (`ChunkedVocoder`). BigVGAN is symmetric: an output sample reads up to
+`receptive_field_frames` mel frames on each side (34 for the released layout, 340 ms). Each call
+vocodes the new frames with that many frames of final mel before and after them and keeps only
+the new frames' audio, so the joined chunks equal one BigVGAN run over the whole mel, and the
+last 34 frames of mel wait for the next DiT chunk (or the end). Hence the first audio chunk:
+after the first DiT chunk (36 codes in), 48 - 34 = 14 frames = 140 ms of audio; then about
+72 frames (720 ms) per DiT chunk. That is as early as the DiT's look-ahead plus an exact
+vocoder allow. A smaller context trades exactness for latency: in the listening check (tiny
+random vocoder) 16 frames left seams below one 16-bit step (-110 dB) and 8 frames did not
+(-45 dB); with `vocoder_context_frames=16, first_chunk_blocks=1` the first 80 ms of audio come
+with the 24th code. That margin belongs to those weights, so the default stays exact.
+
+No threads here: `push` and `finish` compute on the caller's thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from model.errors import OmnideskError
+from model.token2wav.bigvgan import BigVGAN, receptive_field_frames
+from model.token2wav.sampler import REFERENCE, SamplerOptions
+from model.token2wav.synthesizer import NoiseStream, Token2Wav
+from model.voices import Voice
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Chunk sizes in DiT blocks (12 codes, 24 mel frames, 240 ms each).
+    vocoder_context_frames: mel frames either side of a vocoder chunk; None: the receptive field."""
+
+    first_chunk_blocks: int = 2
+    chunk_blocks: int = 3
+    past_blocks: int = 2
+    future_blocks: int = 1
+    vocoder_context_frames: int | None = None
+    sampler: SamplerOptions = field(default=REFERENCE)
+
+
+class ChunkedVocoder:
+    """Final mel frames in, waveform out. push/finish return (samples,) float32 tensors."""
+
+    def __init__(self, vocoder: BigVGAN, context_frames: int) -> None:
+        self._vocoder = vocoder
+        self._context = context_frames
+        self._hop = vocoder.cfg.hop
+        self._mel = torch.empty(vocoder.cfg.mel_dim, 0)  # frames from self._first onwards
+        self._first = 0  # absolute index of self._mel[:, 0]
+        self._emitted = 0  # frames whose audio is out
+
+    def push(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel: (mel_dim, frames) following the frames pushed before."""
+        self._mel = torch.cat([self._mel, mel.float().cpu()], dim=1)
+        return self._emit(self._first + self._mel.shape[1] - self._context)
+
+    def finish(self) -> torch.Tensor:
+        return self._emit(self._first + self._mel.shape[1])
+
+    def _emit(self, end: int) -> torch.Tensor:
+        if end <= self._emitted:
+            return torch.zeros(0)
+        start = max(self._first, self._emitted - self._context)
+        weight = self._vocoder.conv_pre.weight
+        window = self._mel[:, start - self._first :].to(weight.device, weight.dtype)
+        with torch.inference_mode():
+            wave = self._vocoder(window.unsqueeze(0))[0].float().cpu()
+        audio = wave[(self._emitted - start) * self._hop : (end - start) * self._hop]
+        self._emitted = end
+        keep_from = max(self._first, end - self._context)
+        self._mel = self._mel[:, keep_from - self._first :]
+        self._first = keep_from
+        return audio
+
+
+class MelStream:
+    """Codes in, final mel chunks out: push/finish return (mel_dim, frames), possibly 0 frames."""
+
+    def __init__(self, t2w: Token2Wav, voice: Voice, seed: int | None, options: StreamOptions) -> None:
+        self._t2w = t2w
+        self._features = t2w.voice_features(voice)
+        self._options = options
+        self._noise = NoiseStream(seed, t2w.dit.cfg.mel_dim)
+        self._codes = torch.empty(0, dtype=torch.int64, device=t2w.device)
+        self._next_block = 0  # first block not yet made
+
+    def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
+        self._codes = torch.cat([self._codes, self._t2w.check_codes(codes)])
+        return self._run(finished=False)
+
+    def finish(self) -> torch.Tensor:
+        if self._codes.numel() == 0:
+            raise OmnideskError("no speech codes to turn into sound")
+        return self._run(finished=True)
+
+    def _run(self, finished: bool) -> torch.Tensor:
+        opts, per_block = self._options, self._t2w.block_codes
+        n_codes = self._codes.numel()
+        total_blocks = -(-n_codes // per_block)
+        chunks = []
+        while self._next_block < total_blocks:
+            first = self._next_block
+            last = first + (opts.first_chunk_blocks if first == 0 else opts.chunk_blocks)
+            if not finished and (last + opts.future_blocks) * per_block > n_codes:
+                break
+            chunks.append(self._chunk(first, min(last, total_blocks)))
+            self._next_block = last
+        if not chunks:
+            return torch.empty(self._t2w.dit.cfg.mel_dim, 0)
+        return torch.cat(chunks, dim=1)
+
+    def _chunk(self, first: int, last: int) -> torch.Tensor:
+        """Mel of blocks [first, last): (mel_dim, frames)."""
+        opts, per_block, repeats = self._options, self._t2w.block_codes, self._t2w.dit.cfg.repeats
+        n_codes = self._codes.numel()
+        start = max(0, first - opts.past_blocks) * per_block
+        end = min((last + opts.future_blocks) * per_block, n_codes)
+        noise = self._noise.frames(start * repeats, end * repeats)
+        mel = self._t2w.mel_window(
+            self._codes[start:end], self._features, noise, start * repeats, opts.sampler
+        )
+        keep_from = (first * per_block - start) * repeats
+        keep_to = (min(last * per_block, n_codes) - start) * repeats
+        return mel[keep_from:keep_to].T.float().cpu()
+
+
+class StreamingSynthesizer:
+    """Codes in, 24 kHz audio chunks out: push/finish return (samples,) float32 tensors."""
+
+    def __init__(
+        self, t2w: Token2Wav, voice: Voice, seed: int | None = None, options: StreamOptions | None = None
+    ) -> None:
+        options = options or StreamOptions()
+        self._mel = MelStream(t2w, voice, seed, options)
+        context = options.vocoder_context_frames
+        if context is None:
+            context = receptive_field_frames(t2w.vocoder.cfg)
+        self._vocoder = ChunkedVocoder(t2w.vocoder, context)
+
+    def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
+        mel = self._mel.push(codes)
+        return self._vocoder.push(mel) if mel.shape[1] else torch.zeros(0)
+
+    def finish(self) -> torch.Tensor:
+        tail = self._vocoder.push(self._mel.finish())
+        return torch.cat([tail, self._vocoder.finish()])

@@ -1,0 +1,158 @@
+"""Whole-utterance Token2Wav, equal to transformers' `Qwen2_5OmniToken2WavModel` for the same seed.
+
+codes (n_codes,) at 50 codes/s -> mel (mel_dim, 2 n_codes) at 100 frames/s -> waveform
+(480 n_codes,) at 24 kHz. The initial noise for seed S is what `torch.manual_seed(S)` followed
+by the reference's `torch.randn([1, 2 n_codes, mel_dim])` gives, drawn on the CPU in float32:
+`NoiseStream` draws the same numbers in pieces, frame by frame (a frame is 80 floats, a
+multiple of the 16 that the CPU generator transforms at a time, so pieces join exactly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model.errors import OmnideskError
+from model.files.bundle import Bundle
+from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
+from model.token2wav.dit import DiT, DiTConfig
+from model.token2wav.sampler import REFERENCE, SamplerOptions, guided_velocity, integrate
+from model.token2wav.speaker_encoder import SpeakerEncoder
+from model.token2wav.weights import load_token2wav
+from model.voices import Voice
+
+CODE_RATE = 50  # codes per second of speech
+
+
+@dataclass(frozen=True)
+class VoiceFeatures:
+    """speaker: (2, enc_dim) encoder output for the voice's reference mel and for a zero mel (the
+    unconditional row); cond: (enc_emb_dim,) the voice's speaker vector."""
+
+    speaker: torch.Tensor
+    cond: torch.Tensor
+
+
+class NoiseStream:
+    """The initial noise of one utterance, drawn on demand: frames(a, b) is (b - a, mel_dim)."""
+
+    def __init__(self, seed: int | None, mel_dim: int) -> None:
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        self._noise = torch.empty(0, mel_dim)
+
+    def frames(self, start: int, end: int) -> torch.Tensor:
+        drawn, mel_dim = self._noise.shape
+        if end > drawn:
+            more = torch.randn([1, end - drawn, mel_dim], generator=self._generator)[0]
+            self._noise = torch.cat([self._noise, more])
+        return self._noise[start:end]
+
+
+class Token2Wav:
+    """The DiT, its speaker encoder and the vocoder on one device and dtype."""
+
+    def __init__(self, dit: DiT, speaker_encoder: SpeakerEncoder, vocoder: BigVGAN) -> None:
+        self.dit, self.speaker_encoder, self.vocoder = dit, speaker_encoder, vocoder
+        self._features: dict[str, VoiceFeatures] = {}
+
+    @classmethod
+    def load(cls, bundle: Bundle, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Token2Wav:
+        config = bundle.config["token2wav_config"]
+        dit_cfg = DiTConfig.from_dict(config.get("dit_config") or {})
+        vocoder_cfg = BigVGANConfig.from_dict(config.get("bigvgan_config") or {})
+        dit, speaker, vocoder = load_token2wav(bundle.file("token2wav"), dit_cfg, vocoder_cfg)
+        return cls(dit.to(device, dtype), speaker.to(device, dtype), vocoder.to(device, dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.proj_out.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dit.proj_out.weight.dtype
+
+    @property
+    def block_codes(self) -> int:
+        """Codes per DiT attention block (12 codes = 24 mel frames = 240 ms)."""
+        return self.dit.cfg.block_size // self.dit.cfg.repeats
+
+    def voice_features(self, voice: Voice) -> VoiceFeatures:
+        """Speaker encoder outputs for `voice`, computed on first use and kept."""
+        if voice.name not in self._features:
+            ref_mel = voice.ref_mel.to(self.device, self.dtype).unsqueeze(0)
+            with torch.inference_mode():
+                speaker = self.speaker_encoder(torch.cat([ref_mel, torch.zeros_like(ref_mel)]))
+            self._features[voice.name] = VoiceFeatures(speaker, voice.cond.to(self.device, self.dtype))
+        return self._features[voice.name]
+
+    def check_codes(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
+        """codes as a (n_codes,) int64 tensor on the device, or an OmnideskError saying what is wrong."""
+        codes = torch.as_tensor(codes)
+        if codes.numel() == 0:
+            codes = codes.to(torch.int64)
+        if codes.ndim != 1 or codes.is_floating_point():
+            raise OmnideskError(
+                f"speech codes must be a 1-D integer sequence, got shape {tuple(codes.shape)}"
+            )
+        highest = self.dit.cfg.num_embeds
+        bad = (codes < 0) | (codes > highest)
+        if bool(bad.any()):
+            raise OmnideskError(
+                f"speech code {int(codes[bad][0])} is out of range: the DiT knows codes 0..{highest}"
+            )
+        limit = self.dit.cfg.max_position_embeddings // self.dit.cfg.repeats
+        if codes.numel() > limit:
+            raise OmnideskError(
+                f"{codes.numel()} speech codes are too many: at most {limit} in one utterance"
+            )
+        return codes.to(self.device, torch.int64)
+
+    def mel_window(
+        self,
+        codes: torch.Tensor,
+        features: VoiceFeatures,
+        noise: torch.Tensor,
+        first_frame: int,
+        options: SamplerOptions,
+    ) -> torch.Tensor:
+        """codes: (n_codes,) starting at absolute frame `first_frame`; noise: (2 n_codes, mel_dim)
+        float32 -> mel (2 n_codes, mel_dim)."""
+        with torch.inference_mode():
+            cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame)
+            velocity = guided_velocity(self.dit, cond, options.guidance)
+            return integrate(velocity, noise.to(self.device, self.dtype), options)
+
+    def mel(
+        self,
+        codes: torch.Tensor | list[int],
+        voice: Voice,
+        seed: int | None,
+        options: SamplerOptions = REFERENCE,
+    ) -> torch.Tensor:
+        """The whole utterance at once, as the reference: mel (mel_dim, 2 n_codes)."""
+        codes = self.check_codes(codes)
+        if codes.numel() == 0:
+            raise OmnideskError("no speech codes to turn into sound")
+        frames = codes.numel() * self.dit.cfg.repeats
+        noise = NoiseStream(seed, self.dit.cfg.mel_dim).frames(0, frames)
+        return self.mel_window(codes, self.voice_features(voice), noise, 0, options).T
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel: (mel_dim, frames) -> waveform (frames * 240,) float32 in [-1, 1] at 24 kHz."""
+        with torch.inference_mode():
+            return self.vocoder(mel.to(self.device, self.dtype).unsqueeze(0))[0].float()
+
+    def synthesize(
+        self,
+        codes: torch.Tensor | list[int],
+        voice: Voice,
+        seed: int | None,
+        options: SamplerOptions = REFERENCE,
+    ) -> torch.Tensor:
+        """Whole-utterance mode: waveform (480 n_codes,) at 24 kHz."""
+        return self.vocode(self.mel(codes, voice, seed, options))

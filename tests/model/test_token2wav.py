@@ -1,0 +1,280 @@
+"""Token2Wav against transformers' Qwen2_5OmniToken2WavModel, and our streaming.
+
+The tiny checkpoint's token2wav weights are at fan-in scale (tests/fixtures/tiny_checkpoint.py),
+so velocity, mel and waveform are of order 0.1-1 and the parity errors below mean something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.errors import OmnideskError
+from model.token2wav.bigvgan import SAMPLE_RATE, receptive_field_frames
+from model.token2wav.sampler import FAST, REFERENCE
+from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
+from model.token2wav.synthesizer import NoiseStream, Token2Wav
+from model.voices import Voice, load_voices, pick_voice
+
+SEED = 1234
+N_CODES = 24  # 480 ms: short, as the reference takes ~0.3 s per DiT evaluation even when tiny
+VOICE = "Chelsie"
+
+
+def _report(what: str, ours: torch.Tensor, ref: torch.Tensor) -> float:
+    err = (ours.float() - ref.float()).abs().max().item()
+    scale = ref.float().abs().max().item()
+    print(f"{what}: max abs error {err:.3g}, relative to max |ref| {scale:.3g}: {err / scale:.3g}")
+    return err
+
+
+@pytest.fixture(scope="module")
+def t2w(tiny_bundle) -> Token2Wav:
+    return Token2Wav.load(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def voice(tiny_bundle) -> Voice:
+    return pick_voice(load_voices(tiny_bundle), VOICE)
+
+
+@pytest.fixture(scope="module")
+def codes() -> torch.Tensor:
+    return torch.randint(0, 100, (N_CODES,), generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture(scope="module")
+def reference_run(reference_model, codes):
+    """The reference's mel (1, mel_dim, frames) from DiT.sample and its waveform from the full forward."""
+    speaker = reference_model.speaker_map[VOICE]
+    cond, ref_mel = speaker["cond"].float(), speaker["ref_mel"].float()
+    token2wav = reference_model.token2wav
+    with torch.no_grad():
+        torch.manual_seed(SEED)
+        mel = token2wav.code2wav_dit_model.sample(cond, ref_mel, codes[None])
+        torch.manual_seed(SEED)
+        waveform = token2wav(codes[None], cond, ref_mel)
+    return mel, waveform
+
+
+class TestVoices:
+    def test_voices_are_those_of_the_speaker_dictionary(self, tiny_bundle, tiny_checkpoint):
+        voices = load_voices(tiny_bundle)
+        speakers = torch.load(tiny_checkpoint.path / "spk_dict.pt", weights_only=True)
+        assert set(voices) == set(speakers) == {"Chelsie", "Ethan"}
+        for name, voice in voices.items():
+            assert torch.equal(voice.cond, speakers[name]["cond"].reshape(-1))
+            assert torch.equal(voice.ref_mel, speakers[name]["ref_mel"][0])
+            assert voice.bos_token == speakers[name]["bos_token"] == tiny_checkpoint.voices[name]
+
+    def test_unknown_voice_lists_the_available_ones(self, tiny_bundle):
+        with pytest.raises(OmnideskError, match="unknown voice 'Nobody'.*Chelsie, Ethan"):
+            pick_voice(load_voices(tiny_bundle), "Nobody")
+
+
+class TestParity:
+    def test_velocity_at_one_step(self, t2w, voice, reference_model, codes):
+        dit = reference_model.token2wav.code2wav_dit_model
+        speaker = reference_model.speaker_map[VOICE]
+        frames = 2 * N_CODES
+        x = torch.randn(frames, 80, generator=torch.Generator().manual_seed(1))
+        t = torch.tensor(0.3)
+        with torch.no_grad():
+            out = dit(
+                hidden_states=x[None],
+                quantized_code=codes[None],
+                speaker_embedding=speaker["cond"].float().unsqueeze(1).repeat(1, frames, 1),
+                condition_vector=speaker["ref_mel"].float(),
+                time_step=t,
+                apply_cfg=True,
+            )
+        features = t2w.voice_features(voice)
+        with torch.inference_mode():
+            ours = t2w.dit(x, t, t2w.dit.conditioning(codes, features.speaker, features.cond, 0))
+        assert out.abs().max() > 0.1
+        assert _report("DiT velocity (cond and uncond rows)", ours, out) < 1e-4
+
+    def test_full_mel(self, t2w, voice, codes, reference_run):
+        ref_mel, _ = reference_run
+        ours = t2w.mel(codes, voice, seed=SEED)
+        assert ref_mel.abs().max() > 0.1
+        assert _report("full mel (RK4, 10 steps)", ours, ref_mel[0]) < 1e-3
+
+    def test_bigvgan_from_the_same_mel(self, t2w, reference_model, reference_run):
+        ref_mel, _ = reference_run
+        with torch.no_grad():
+            ref_wave = reference_model.token2wav.code2wav_bigvgan_model(ref_mel)
+        assert 0.05 < ref_wave.abs().max() < 1.0  # audible, not clipped
+        assert _report("BigVGAN waveform from the reference mel", t2w.vocode(ref_mel[0]), ref_wave) < 1e-4
+
+    def test_full_utterance_waveform(self, t2w, voice, codes, reference_run):
+        _, ref_wave = reference_run
+        ours = t2w.synthesize(codes, voice, seed=SEED)
+        assert ours.shape == ref_wave.shape == (N_CODES * 480,)
+        assert _report("full-utterance waveform", ours, ref_wave) < 1e-3
+
+    def test_noise_drawn_in_pieces_is_the_reference_draw(self):
+        torch.manual_seed(SEED)
+        expected = torch.randn([1, 200, 80])[0]
+        stream = NoiseStream(SEED, 80)
+        pieces = [stream.frames(a, b) for a, b in ((0, 48), (24, 120), (96, 200))]
+        assert torch.equal(torch.cat([pieces[0], pieces[1][24:], pieces[2][24:]]), expected)
+
+    def test_fast_preset_cost(self, t2w, voice, codes):
+        reference = t2w.mel(codes, voice, seed=SEED)
+        fast = t2w.mel(codes, voice, seed=SEED, options=FAST)
+        distance = (fast - reference).abs().mean().item()
+        level = reference.abs().mean().item()
+        print(
+            f"FAST ({FAST.evaluations} evaluations) vs REFERENCE ({REFERENCE.evaluations}): "
+            f"mel L1 {distance:.4f} (mean |mel| {level:.3f})"
+        )
+        assert 0 < distance < 0.2 * level
+
+
+def _stream(t2w, voice, codes, options, piece=5):
+    synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=options)
+    chunks = [synth.push(codes[i : i + piece]) for i in range(0, codes.numel(), piece)]
+    return [*chunks, synth.finish()]
+
+
+def _streamed_mel(t2w, voice, codes, options):
+    stream = MelStream(t2w, voice, SEED, options)
+    return torch.cat([stream.push(codes), stream.finish()], dim=1)
+
+
+@pytest.fixture(scope="module")
+def streamed(t2w, voice) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """100 codes (2 s, 3 DiT chunks) streamed 5 at a time: (audio chunks, the same codes' streamed mel
+    made from all codes at once)."""
+    codes = torch.randint(0, 100, (100,), generator=torch.Generator().manual_seed(3))
+    options = StreamOptions(sampler=FAST)
+    return _stream(t2w, voice, codes, options), _streamed_mel(t2w, voice, codes, options)
+
+
+class TestStreaming:
+    def test_chunks_join_to_the_unchunked_evaluation(self, t2w, streamed):
+        chunks, mel = streamed
+        whole = t2w.vocode(mel)
+        assert whole.abs().max() > 0.05
+        assert sum(c.numel() > 0 for c in chunks) >= 3
+        joined = torch.cat(chunks)
+        assert _report("streamed chunks joined vs one BigVGAN run on the streamed mel", joined, whole) < 1e-5
+
+    def test_joins_are_continuous(self, streamed):
+        chunks = [c for c in streamed[0] if c.numel()]
+        joined = torch.cat(chunks)
+        steps = joined.diff().abs()
+        seams = np.cumsum([c.numel() for c in chunks])[:-1]
+        seam_steps = steps[torch.as_tensor(seams - 1)]
+        print(
+            f"{len(seams)} seams: largest step {seam_steps.max():.4g}, "
+            f"signal's largest step {steps.max():.4g}"
+        )
+        assert seam_steps.max() <= steps.max()
+
+    def test_first_chunk_comes_with_the_36th_code(self, t2w, voice):
+        synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=StreamOptions(sampler=FAST))
+        codes = torch.randint(0, 100, (36,), generator=torch.Generator().manual_seed(5))
+        sizes = [synth.push(codes[i : i + 1]).numel() for i in range(36)]
+        first_frames = 2 * 24 - receptive_field_frames(t2w.vocoder.cfg)  # 2 blocks minus the vocoder context
+        assert sizes == [0] * 35 + [first_frames * 240]
+
+    def test_ten_seconds_streamed_vs_whole(self, t2w, voice):
+        codes = torch.randint(0, 100, (500,), generator=torch.Generator().manual_seed(6))
+        options = StreamOptions(sampler=FAST)
+        whole = t2w.mel(codes, voice, seed=SEED, options=FAST)
+        streamed = _streamed_mel(t2w, voice, codes, options)
+        distance = (streamed - whole).abs().mean().item()
+        print(
+            f"10 s, FAST sampler: streamed vs whole-utterance mel L1 {distance:.3g} (mean |mel| "
+            f"{whole.abs().mean():.3g})"
+        )
+        assert streamed.shape == whole.shape
+        assert distance < 1e-2 * whole.abs().mean().item()
+
+    def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w):
+        field = receptive_field_frames(t2w.vocoder.cfg)
+        mel = torch.randn(80, 2 * field + 5, generator=torch.Generator().manual_seed(8)) - 4
+        moved = mel.clone()
+        moved[:, field + 2] += 1.0
+        changed = (t2w.vocode(mel) - t2w.vocode(moved)).reshape(-1, 240).abs().amax(dim=1) > 0
+        frames = changed.nonzero().squeeze(1)
+        assert frames.min() >= 2 and frames.max() <= 2 * field + 2
+
+
+def _speech_mel(path: Path) -> torch.Tensor:
+    """A 16-bit mono wav -> log-amplitude 80-bin mel at 24 kHz, 100 frames/s (mel_dim, frames)."""
+    with wave.open(str(path)) as f:
+        rate = f.getframerate()
+        audio = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    spectrum = torch.fft.rfft(torch.from_numpy(audio))
+    length = round(audio.size * SAMPLE_RATE / rate)
+    audio_24k = torch.fft.irfft(spectrum, n=length) * (length / audio.size)
+    n_fft, hop, n_mels = 1024, 240, 80
+    power = torch.stft(audio_24k, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    hz = torch.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1)
+    mel_points = torch.linspace(0, 2595 * np.log10(1 + 12000 / 700), n_mels + 2)
+    edges = 700 * (10 ** (mel_points / 2595) - 1)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    bank = torch.clamp(torch.minimum((hz - lower) / (centre - lower), (upper - hz) / (upper - centre)), min=0)
+    return torch.log(torch.clamp(bank @ power, min=1e-5))
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt install espeak-ng)"
+)
+def test_listening_check_chunked_vocoding_is_inaudible(t2w, tmp_path):
+    """Criterion: the chunked-minus-whole difference stays under one 16-bit step (1/32768), so the
+    two files are the same at CD resolution; its level relative to the signal is printed too."""
+    path = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "The quick brown fox jumps."], check=True)
+    mel = _speech_mel(path)
+    whole = t2w.vocode(mel)
+    assert whole.abs().max() > 0.05
+    for context in (16, receptive_field_frames(t2w.vocoder.cfg)):
+        vocoder = ChunkedVocoder(t2w.vocoder, context)
+        chunks = [vocoder.push(mel[:, i : i + 72]) for i in range(0, mel.shape[1], 72)]
+        chunked = torch.cat([*chunks, vocoder.finish()])
+        diff = chunked - whole
+        level = 20 * torch.log10(diff.pow(2).mean().sqrt() / whole.pow(2).mean().sqrt()).item()
+        print(
+            f"listening check, {mel.shape[1] / 100:.2f} s of espeak-ng speech, context {context} frames: "
+            f"max |diff| {diff.abs().max():.3g} (16-bit step {1 / 32768:.3g}), "
+            f"diff level {level:.1f} dB re signal"
+        )
+        if context >= receptive_field_frames(t2w.vocoder.cfg):  # the default; smaller ones shown for contrast
+            assert diff.abs().max() < 1 / 32768
+
+
+class TestBadInput:
+    def test_empty_codes(self, t2w, voice):
+        with pytest.raises(OmnideskError, match="no speech codes"):
+            t2w.synthesize([], voice, seed=0)
+        with pytest.raises(OmnideskError, match="no speech codes"):
+            StreamingSynthesizer(t2w, voice).finish()
+
+    @pytest.mark.parametrize("bad", [-1, 100, 8296])
+    def test_out_of_range_codes(self, t2w, voice, bad):
+        with pytest.raises(
+            OmnideskError, match=f"speech code {bad} is out of range: the DiT knows codes 0..99"
+        ):
+            t2w.synthesize([1, 2, bad], voice, seed=0)
+        with pytest.raises(OmnideskError, match="out of range"):
+            StreamingSynthesizer(t2w, voice).push([bad])
+
+    def test_codes_of_the_wrong_shape(self, t2w, voice):
+        with pytest.raises(OmnideskError, match="1-D integer"):
+            t2w.synthesize(torch.zeros(2, 3, dtype=torch.int64), voice, seed=0)
+
+
+def test_options_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        StreamOptions().chunk_blocks = 2  # type: ignore[misc]
