@@ -27,11 +27,13 @@ random vocoder) 16 frames left seams below one 16-bit step (-110 dB) and 8 frame
 (-45 dB); with `vocoder_context_frames=16, first_chunk_blocks=1` the first 80 ms of audio come
 with the 24th code. That margin belongs to those weights, so the default stays exact.
 
-No threads here: `push` and `finish` compute on the caller's thread.
+No threads here: `push` and `finish` compute on the caller's thread; a `cancel` event set from
+another thread stops them between DiT evaluations.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -94,8 +96,16 @@ class ChunkedVocoder:
 class MelStream:
     """Codes in, final mel chunks out: push/finish return (mel_dim, frames), possibly 0 frames."""
 
-    def __init__(self, t2w: Token2Wav, voice: Voice, seed: int | None, options: StreamOptions) -> None:
+    def __init__(
+        self,
+        t2w: Token2Wav,
+        voice: Voice,
+        seed: int | None,
+        options: StreamOptions,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self._t2w = t2w
+        self._cancel = cancel
         self._features = t2w.voice_features(voice)
         self._options = options
         self._noise = NoiseStream(seed, t2w.dit.cfg.mel_dim)
@@ -135,7 +145,7 @@ class MelStream:
         end = min((last + opts.future_blocks) * per_block, n_codes)
         noise = self._noise.frames(start * repeats, end * repeats)
         mel = self._t2w.mel_window(
-            self._codes[start:end], self._features, noise, start * repeats, opts.sampler
+            self._codes[start:end], self._features, noise, start * repeats, opts.sampler, self._cancel
         )
         keep_from = (first * per_block - start) * repeats
         keep_to = (min(last * per_block, n_codes) - start) * repeats
@@ -146,10 +156,16 @@ class StreamingSynthesizer:
     """Codes in, 24 kHz audio chunks out: push/finish return (samples,) float32 tensors."""
 
     def __init__(
-        self, t2w: Token2Wav, voice: Voice, seed: int | None = None, options: StreamOptions | None = None
+        self,
+        t2w: Token2Wav,
+        voice: Voice,
+        seed: int | None = None,
+        options: StreamOptions | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
+        """With `cancel`, push/finish raise synthesizer.Cancelled soon after it is set."""
         options = options or StreamOptions()
-        self._mel = MelStream(t2w, voice, seed, options)
+        self._mel = MelStream(t2w, voice, seed, options, cancel)
         context = options.vocoder_context_frames
         if context is None:
             context = receptive_field_frames(t2w.vocoder.cfg)

@@ -9,6 +9,7 @@ multiple of the 16 that the CPU generator transforms at a time, so pieces join e
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
-from model.token2wav.sampler import REFERENCE, SamplerOptions, guided_velocity, integrate
+from model.token2wav.sampler import REFERENCE, SamplerOptions, Velocity, guided_velocity, integrate
 from model.token2wav.speaker_encoder import SpeakerEncoder
 from model.token2wav.weights import load_token2wav
 from model.voices import Voice
@@ -51,6 +52,19 @@ class NoiseStream:
             more = torch.randn([1, end - drawn, mel_dim], generator=self._generator)[0]
             self._noise = torch.cat([self._noise, more])
         return self._noise[start:end]
+
+
+class Cancelled(Exception):
+    """The synthesis was stopped from another thread."""
+
+
+def _cancellable(velocity: Velocity, cancel: threading.Event) -> Velocity:
+    def checked(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if cancel.is_set():
+            raise Cancelled
+        return velocity(t, x)
+
+    return checked
 
 
 class Token2Wav:
@@ -119,12 +133,15 @@ class Token2Wav:
         noise: torch.Tensor,
         first_frame: int,
         options: SamplerOptions,
+        cancel: threading.Event | None = None,
     ) -> torch.Tensor:
         """codes: (n_codes,) starting at absolute frame `first_frame`; noise: (2 n_codes, mel_dim)
-        float32 -> mel (2 n_codes, mel_dim)."""
+        float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set."""
         with torch.inference_mode():
             cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame)
             velocity = guided_velocity(self.dit, cond, options.guidance)
+            if cancel is not None:
+                velocity = _cancellable(velocity, cancel)
             return integrate(velocity, noise.to(self.device, self.dtype), options)
 
     def mel(

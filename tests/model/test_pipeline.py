@@ -1,0 +1,240 @@
+"""The streaming pipeline on the tiny bundle: order of events, streaming, interruption, context."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from model.files.bundle import Bundle
+from model.pipeline import (
+    AudioChunk,
+    ContextTrimmed,
+    Conversation,
+    Mark,
+    TextDelta,
+    TurnFinished,
+    TurnOptions,
+)
+from model.sampling import SamplingOptions
+from model.talker import SpeechOptions
+from model.thinker import ThinkerOptions, TokenRun
+from model.token2wav.streaming import StreamingSynthesizer
+from tests.helpers import max_abs_error
+
+GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
+SPOKEN = TurnOptions(
+    max_tokens=48,
+    sampling=GREEDY,
+    speech=SpeechOptions(sampling=SamplingOptions(greedy=True), max_codes=150),
+    seed=3,
+)
+
+
+@pytest.fixture(scope="module")
+def conversation(tiny_bundle: Bundle):
+    return Conversation(tiny_bundle, ThinkerOptions(n_ctx=4096, kv_cache_type="f32"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_history(conversation: Conversation):
+    conversation.history.clear()
+    conversation.thinker.reset()
+
+
+def run(conversation: Conversation, text: str, options: TurnOptions) -> list:
+    events = list(conversation.turn(text, options))
+    assert isinstance(events[-1], TurnFinished)
+    return events
+
+
+def marks(events: list) -> dict[str, float]:
+    return {e.name: e.seconds for e in events if isinstance(e, Mark)}
+
+
+def audio(events: list) -> np.ndarray:
+    chunks = [e.samples for e in events if isinstance(e, AudioChunk)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+class TestTextOnly:
+    def test_streams_text_and_never_loads_speech(self, tiny_bundle: Bundle):
+        fresh = Conversation(tiny_bundle, ThinkerOptions(n_ctx=2048))
+        events = run(fresh, "What am I looking at?", TurnOptions(speak=False, max_tokens=20, sampling=GREEDY))
+        finished = events[-1]
+        assert finished.reason == "length" and len(finished.reply_ids) == 20
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == finished.text
+        assert not any(isinstance(e, AudioChunk) for e in events) and finished.codes == ()
+        assert fresh._talker is None and fresh._token2wav is None, "speech parts are not even loaded"
+        assert list(marks(events)) == ["input_ready", "first_text", "thinker_done", "done"]
+
+
+class TestSpeech:
+    def test_streamed_audio_equals_the_streaming_synthesis_of_the_same_codes(self, conversation):
+        events = run(conversation, "Tell me about the picture.", SPOKEN)
+        finished = events[-1]
+        assert finished.reason in ("end", "length") and len(finished.codes) > 36
+        talker, t2w = conversation._speech_parts()
+        offline = StreamingSynthesizer(
+            t2w, conversation.voices[SPOKEN.speech.voice], SPOKEN.seed, SPOKEN.stream
+        )
+        expected = torch.cat([offline.push(list(finished.codes)), offline.finish()]).numpy()
+        streamed = audio(events)
+        assert len(streamed) == 480 * len(finished.codes)
+        assert max_abs_error("streamed vs offline streaming synthesis", streamed, expected) < 1e-5
+
+    def test_the_first_audio_comes_before_the_thinker_finishes(self, conversation):
+        options = TurnOptions(max_tokens=1500, sampling=GREEDY, speech=SpeechOptions(max_codes=60), seed=3)
+        events = run(conversation, "Please answer at length.", options)
+        times = marks(events)
+        print({k: round(v, 3) for k, v in times.items()})
+        assert len(events[-1].reply_ids) == 1500, "a long reply"
+        assert times["first_text"] < times["first_code"] < times["first_audio"] < times["thinker_done"]
+
+    def test_full_utterance_speaks_the_same_codes_at_once(self, conversation):
+        events = run(conversation, "Tell me about the picture.", SPOKEN)
+        conversation.history.clear()
+        whole = run(
+            conversation,
+            "Tell me about the picture.",
+            TurnOptions(**{**vars(SPOKEN), "full_utterance": True}),
+        )
+        assert whole[-1].codes == events[-1].codes
+        assert len([e for e in whole if isinstance(e, AudioChunk)]) == 1
+        assert len(audio(whole)) == len(audio(events))
+
+
+class TestInterruption:
+    def test_cancel_stops_every_stage_quickly_and_keeps_the_partial_reply(self, conversation, tiny_bundle):
+        options = TurnOptions(max_tokens=2000, sampling=GREEDY, speech=SpeechOptions(max_codes=4000), seed=3)
+        threads_before = threading.active_count()
+        stopped_at = None
+        events = []
+        for event in conversation.turn("Talk for a long time.", options):
+            events.append(event)
+            if isinstance(event, AudioChunk) and stopped_at is None:
+                stopped_at = time.perf_counter()
+                conversation.cancel()
+        ended = time.perf_counter() - stopped_at
+        finished = events[-1]
+        print(f"all stages stopped {ended * 1000:.0f} ms after the cancel")
+        assert finished.reason == "cancelled" and ended < 0.2
+        assert threading.active_count() == threads_before
+        exchange = conversation.history[-1]
+        assert exchange.interrupted and exchange.reply_ids == finished.reply_ids
+
+        # The next turn's prompt holds the interrupted reply, and its KV cache equals a fresh prefill.
+        following = run(conversation, "And then?", TurnOptions(speak=False, max_tokens=4, sampling=GREEDY))[
+            -1
+        ]
+        prompt = list(following.prompt_ids)
+        reply = list(finished.reply_ids)
+        assert any(prompt[i : i + len(reply)] == reply for i in range(len(prompt) - len(reply) + 1))
+        thinker = conversation.thinker
+        _, cached = thinker.prefill([TokenRun(tuple(prompt))], all_logits=False)
+        thinker.reset()
+        _, fresh = thinker.prefill([TokenRun(tuple(prompt))], all_logits=False)
+        assert max_abs_error("logits, cached vs fresh prefill", cached, fresh) < 1e-5
+
+
+class TestConversation:
+    def test_each_turn_decodes_only_its_new_tokens(self, conversation):
+        options = TurnOptions(speak=False, max_tokens=16, sampling=GREEDY)
+        decoded, prompts, replies = [], [], []
+        for question in ["First question", "Second one", "Third"]:
+            finished = run(conversation, question, options)[-1]
+            decoded.append(finished.prompt_decoded)
+            prompts.append(len(finished.prompt_ids))
+            replies.append(len(finished.reply_ids))
+        print("prompt tokens decoded per turn:", decoded, "prompt lengths:", prompts)
+        assert decoded[0] == prompts[0]
+        # The cache holds the previous prompt and its reply but its last token (never fed back).
+        for turn in (1, 2):
+            assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
+
+    def test_a_full_context_drops_the_oldest_turns_and_says_so(self, tiny_bundle: Bundle):
+        small = Conversation(tiny_bundle, ThinkerOptions(n_ctx=256))
+        options = TurnOptions(speak=False, max_tokens=40, sampling=GREEDY)
+        trimmed = []
+        for i in range(8):
+            events = run(small, f"Question number {i} with some words in it", options)
+            trimmed += [e for e in events if isinstance(e, ContextTrimmed)]
+            assert events[-1].reason in ("end", "length")
+            assert events[-1].prompt_ids[: len(small._system)] == tuple(small._system), (
+                "the system prompt stays"
+            )
+        assert trimmed and all(t.dropped >= 1 for t in trimmed)
+        assert len(small.history) < 8
+
+    def test_the_persona_goes_into_the_first_question(self, tiny_bundle: Bundle):
+        personal = Conversation(tiny_bundle, ThinkerOptions(n_ctx=2048), persona="You are a pirate.")
+        first = run(personal, "Hello", TurnOptions(speak=False, max_tokens=4, sampling=GREEDY))[-1]
+        text = personal.thinker.detokenize(list(first.prompt_ids), special=True)
+        assert "<|im_start|>user\nYou are a pirate.\n\nHello<|im_end|>" in text
+        assert "You are Qwen" in text, "the model's own system prompt stays, for speech"
+
+
+class TestBadInput:
+    def test_an_empty_question(self, conversation):
+        finished = run(conversation, "   ", SPOKEN)[-1]
+        assert finished.reason == "error" and "empty" in finished.error
+
+    def test_an_unknown_voice(self, conversation):
+        finished = run(conversation, "Hi", TurnOptions(speech=SpeechOptions(voice="Nobody")))[-1]
+        assert finished.reason == "error" and "Nobody" in finished.error and "Chelsie" in finished.error
+
+    @pytest.mark.parametrize("stage", ["talker", "token2wav"])
+    def test_a_failing_stage_ends_the_turn_and_the_conversation_goes_on(
+        self, conversation, monkeypatch, stage
+    ):
+        talker, t2w = conversation._speech_parts()
+
+        def broken(*args, **kwargs):
+            raise RuntimeError(f"injected {stage} failure")
+
+        if stage == "talker":
+            monkeypatch.setattr(talker, "speak", broken)
+        else:
+            monkeypatch.setattr("model.pipeline.StreamingSynthesizer.push", broken)
+        threads_before = threading.active_count()
+        finished = run(conversation, "Hi", SPOKEN)[-1]
+        assert finished.reason == "error" and f"injected {stage} failure" in finished.error
+        assert threading.active_count() == threads_before
+        monkeypatch.undo()
+        assert run(conversation, "Hi again", SPOKEN)[-1].reason in ("end", "length")
+
+
+class TestEndToEnd:
+    def test_full_utterance_equals_reference_generate(self, conversation, reference_model):
+        """Greedy Thinker and Talker, seeded noise: reply ids, codes and waveform equal transformers'."""
+        seed, max_text, max_codes = 11, 12, 60
+        speech = SpeechOptions(
+            sampling=SamplingOptions(greedy=True),
+            max_codes=max_codes,
+            embeddable_only=False,
+            prompt_codec_embeddings=False,  # transformers 5's generate, see SpeechOptions
+        )
+        options = TurnOptions(
+            max_tokens=max_text, sampling=GREEDY, speech=speech, seed=seed, full_utterance=True
+        )
+        events = run(conversation, "Say hello to me.", options)
+        ours = events[-1]
+        assert ours.reason in ("end", "length"), ours.error
+
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            sequences, waveform = reference_model.generate(
+                input_ids=torch.tensor([list(ours.prompt_ids)]),
+                speaker="Chelsie",
+                thinker_max_new_tokens=max_text,
+                thinker_do_sample=False,
+                talker_max_new_tokens=max_codes,
+                talker_do_sample=False,
+            )
+        assert sequences[0, len(ours.prompt_ids) :].tolist() == list(ours.reply_ids)
+        expected = waveform.reshape(-1).numpy()
+        assert len(expected) == 480 * len(ours.codes)
+        assert max_abs_error("end-to-end waveform", audio(events), expected) < 1e-3
