@@ -1,7 +1,8 @@
 """The `omnidesk` command line.
 
     omnidesk [--models BUNDLE]                           the desktop window
-    omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed to stdout
+    omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed as text and speech
+    omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk doctor                                      hardware, backends, which model fits
     omnidesk bench NAME [options]                        a benchmark of model/bench/NAME.py
@@ -14,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import pkgutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,23 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(run=_window)
     commands = parser.add_subparsers(title="commands (none: open the window)", metavar="COMMAND")
 
-    ask = commands.add_parser("ask", help="ask one question and stream the reply")
+    ask = commands.add_parser("ask", help="ask one question; the reply streams as text and speech")
     ask.add_argument("question")
+    add_turn_options(ask)
+    ask.add_argument("--out", type=wav_path, help="write the speech to this WAV file as it comes")
     ask.add_argument(
-        "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
+        "--json", action="store_true", help="end with one line of JSON: ids, text, codes, timings"
     )
-    ask.add_argument("--system", help="system prompt (default: the model's own)")
-    ask.add_argument("--max-tokens", type=int, default=1024)
-    ask.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    ask.add_argument("--seed", type=int, help="seed for sampling")
-    ask.add_argument("--text-only", action="store_true", help="reply in text only, without speech")
-    ask.add_argument("--json", action="store_true", help="end with one line of JSON: ids, text, timings")
-    ask.add_argument(
-        "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that the build can)"
-    )
-    ask.add_argument("--context", type=int, default=8192, help="context window in tokens")
-    ask.add_argument("--threads", type=int, help="Thinker CPU threads (default: half the logical CPUs)")
     ask.set_defaults(run=_ask)
+
+    chat = commands.add_parser("chat", help="a spoken conversation in the terminal")
+    add_turn_options(chat)
+    chat.set_defaults(run=_chat)
 
     models = commands.add_parser("models", help="model files")
     model_commands = models.add_subparsers(title="model commands", required=True, metavar="ACTION")
@@ -134,49 +128,47 @@ def _window(args: argparse.Namespace) -> int:
     return run(args.models)
 
 
-def _ask(args: argparse.Namespace) -> int:
-    from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
-    from model.files.bundle import Bundle
-    from model.files.store import resolve
-    from model.sampling import SamplingOptions
-    from model.thinker import Finished, Sampled, Thinker, ThinkerOptions, TokenRun
+def add_turn_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
+    )
+    parser.add_argument("--system", help="your instructions (a persona); see the README on speech")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--max-codes", type=int, default=4096, help="a cap on the speech codes (50 per second)"
+    )
+    parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    parser.add_argument("--seed", type=int, help="seed for sampling and for the speech noise")
+    parser.add_argument("--text-only", action="store_true", help="reply in text only, without speech")
+    parser.add_argument("--voice", default="Chelsie", help="the voice (Chelsie, Ethan, or any in the bundle)")
+    parser.add_argument("--play", action="store_true", help="play the speech on the speakers as it comes")
+    parser.add_argument(
+        "--full-utterance", action="store_true", help="the reference's path: speak after all codes"
+    )
+    parser.add_argument(
+        "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that the build can)"
+    )
+    parser.add_argument("--context", type=int, default=8192, help="context window in tokens")
+    parser.add_argument("--threads", type=int, help="Thinker CPU threads (default: half the logical CPUs)")
 
-    if args.max_tokens < 1:
-        raise OmnideskError("--max-tokens must be at least 1")
-    bundle = Bundle.open(resolve(args.models))
-    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
-    with Thinker(bundle.file("thinker"), bundle.tokens, options) as thinker:
-        chat = ChatFormat(thinker.tokenize, bundle.tokens)
-        prompt = chat.prompt(args.system or SPEECH_SYSTEM_PROMPT, args.question)
-        sampling = SamplingOptions(greedy=args.greedy, seed=args.seed)
-        cancel = threading.Event()
-        text: list[str] = []
-        finished: Finished | None = None
-        try:
-            for event in thinker.generate([TokenRun(tuple(prompt))], sampling, args.max_tokens, cancel):
-                if isinstance(event, Sampled):
-                    text.append(event.text)
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-                elif isinstance(event, Finished):
-                    finished = event
-        finally:
-            sys.stdout.write("\n")
-    assert finished is not None
-    if finished.reason == "context_full":
-        raise OmnideskError(f"the question does not fit in the {options.n_ctx}-token context: use --context")
-    if args.json:
-        record = {
-            "prompt_ids": prompt,
-            "reply_ids": list(finished.reply_ids),
-            "text": "".join(text),
-            "finish_reason": finished.reason,
-            "prompt_tokens_decoded": finished.prompt_decoded,
-            "first_token_s": finished.first_token_s,
-            "tokens_per_s": finished.tokens_per_s,
-        }
-        print(json.dumps(record, ensure_ascii=False))
-    return 0
+
+def wav_path(value: str) -> Path:
+    path = Path(value)
+    if path.suffix.lower() != ".wav":
+        raise argparse.ArgumentTypeError("--out must name a .wav file")
+    return path
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from app.talk import run_ask
+
+    return run_ask(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from app.talk import run_chat
+
+    return run_chat(args)
 
 
 def _convert(args: argparse.Namespace) -> int:

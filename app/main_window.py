@@ -1,7 +1,7 @@
 """The main window: a chat that streams the reply, an input row, a status bar.
 
 The window never waits on the model: questions and bundle choices go to the
-`ThinkerWorker` (on its own thread) as signals, and its signals come back here.
+`ConversationWorker` (on its own thread) as signals, and its signals come back here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -27,9 +29,11 @@ from PySide6.QtWidgets import (
 
 from app.conversation_list import ConversationList
 from app.history import History
-from app.worker import ThinkerWorker
+from app.worker import ConversationWorker
 
 MODELS_FOLDER_KEY = "models/folder"
+VOICE_KEY = "speech/voice"
+SPEECH_KEY = "speech/enabled"
 RENDER_INTERVAL_MS = 50  # a streaming reply is re-rendered at most this often
 
 
@@ -57,7 +61,7 @@ class _QuestionBox(QPlainTextEdit):
 class MainWindow(QMainWindow):
     """Signals (all emitted on the GUI thread):
     load_requested(str): a bundle folder to load (to the worker).
-    question_asked(str): a question to answer (to the worker).
+    question_asked(str, str, bool): a question, the voice and whether to speak (to the worker).
     conversation_restored(object): the (question, reply) texts of a reopened conversation (to the worker).
     model_ready(str): a bundle is loaded; its description.
     model_unavailable(str): loading failed, or a turn could not run; the message shown.
@@ -66,7 +70,7 @@ class MainWindow(QMainWindow):
     """
 
     load_requested = Signal(str)
-    question_asked = Signal(str)
+    question_asked = Signal(str, str, bool)
     conversation_restored = Signal(object)
     model_ready = Signal(str)
     model_unavailable = Signal(str)
@@ -74,7 +78,7 @@ class MainWindow(QMainWindow):
     reply_completed = Signal(str)
 
     def __init__(
-        self, settings: QSettings, worker: ThinkerWorker | None = None, history: History | None = None
+        self, settings: QSettings, worker: ConversationWorker | None = None, history: History | None = None
     ) -> None:
         super().__init__()
         self.setWindowTitle("Omnidesk")
@@ -90,7 +94,7 @@ class MainWindow(QMainWindow):
 
         self._thread = QThread(self)
         self._thread.setObjectName("thinker")
-        self.worker = worker or ThinkerWorker()
+        self.worker = worker or ConversationWorker()
         self.worker.moveToThread(self._thread)
         self.load_requested.connect(self.worker.load)
         self.question_asked.connect(self.worker.ask)
@@ -100,6 +104,8 @@ class MainWindow(QMainWindow):
         self.worker.text_received.connect(self._on_text_received)
         self.worker.reply_finished.connect(self._on_reply_finished)
         self.worker.turn_failed.connect(self._on_turn_failed)
+        self.worker.speech_unavailable.connect(self._on_speech_unavailable)
+        self.worker.voices_known.connect(self._on_voices_known)
         self._thread.start()
 
         self._build()
@@ -134,8 +140,18 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self._send)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self._stop)
+        self.voice_box = QComboBox()
+        self.voice_box.setToolTip("The voice that speaks the replies")
+        self.voice_box.currentTextChanged.connect(lambda voice: self._settings.setValue(VOICE_KEY, voice))
+        self.speech_toggle = QCheckBox("Speak")
+        self.speech_toggle.setChecked(str(self._settings.value(SPEECH_KEY, "true")) == "true")
+        self.speech_toggle.toggled.connect(
+            lambda on: self._settings.setValue(SPEECH_KEY, "true" if on else "false")
+        )
         input_row = QHBoxLayout()
         input_row.addWidget(self.question_box, 1)
+        input_row.addWidget(self.voice_box)
+        input_row.addWidget(self.speech_toggle)
         input_row.addWidget(self.send_button)
         input_row.addWidget(self.stop_button)
 
@@ -200,7 +216,7 @@ class MainWindow(QMainWindow):
         self._busy = True
         self._update_controls()
         self._render()
-        self.question_asked.emit(text)
+        self.question_asked.emit(text, self.voice_box.currentText(), self.speech_toggle.isChecked())
 
     @Slot()
     def _stop(self) -> None:
@@ -230,19 +246,43 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(RENDER_INTERVAL_MS, self._render)
         self.reply_progressed.emit(text)
 
-    @Slot(str, float, float)
-    def _on_reply_finished(self, reason: str, first_token_s: float, tokens_per_s: float) -> None:
+    @Slot(str, float, float, float)
+    def _on_reply_finished(
+        self, reason: str, first_text_s: float, first_audio_s: float, tokens_per_s: float
+    ) -> None:
         self._busy = False
         if self._messages and reason in ("cancelled", "context_full"):
-            self._messages[-1].note = "stopped" if reason == "cancelled" else "the conversation is too long"
-        if not math.isnan(tokens_per_s):
-            self.speed_status.setText(
-                f"first token {first_token_s * 1000:.0f} ms · {tokens_per_s:.1f} tokens/s"
+            self._messages[-1].note = (
+                "interrupted" if reason == "cancelled" else "the conversation is too long"
             )
+        parts = []
+        if not math.isnan(first_audio_s):
+            parts.append(f"first audio {first_audio_s * 1000:.0f} ms")
+        if not math.isnan(first_text_s):
+            parts.append(f"first token {first_text_s * 1000:.0f} ms")
+        if not math.isnan(tokens_per_s):
+            parts.append(f"{tokens_per_s:.1f} tokens/s")
+        self.speed_status.setText(" · ".join(parts))
         self._update_controls()
         self._render()
         self._save_reply()
         self.reply_completed.emit(reason)
+
+    @Slot(str)
+    def _on_speech_unavailable(self, message: str) -> None:
+        self.speech_toggle.setChecked(False)
+        self._show_notice(message)
+
+    @Slot(object)
+    def _on_voices_known(self, voices: list[str]) -> None:
+        remembered = str(self._settings.value(VOICE_KEY, ""))
+        self.voice_box.blockSignals(True)
+        self.voice_box.clear()
+        self.voice_box.addItems(voices)
+        self.voice_box.blockSignals(False)
+        preferred = remembered if remembered in voices else ("Chelsie" if "Chelsie" in voices else "")
+        if preferred:
+            self.voice_box.setCurrentText(preferred)
 
     @Slot(str)
     def _on_turn_failed(self, message: str) -> None:
@@ -311,11 +351,12 @@ class MainWindow(QMainWindow):
         self.chat_view.moveCursor(QTextCursor.MoveOperation.End)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
-        self.worker.cancel()
-        self._thread.quit()
-        self._thread.wait(5000)
-        self.worker.close()
-        self._save_reply()
+        if self._thread.isRunning():
+            self.worker.cancel()
+            self._thread.quit()
+            self._thread.wait(5000)
+            self._save_reply()
+            self.worker.close()
         super().closeEvent(event)
 
 

@@ -41,12 +41,18 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from app.history import History
 from app.main_window import MainWindow
-from app.worker import ThinkerWorker
+from app.worker import ConversationWorker
+
+class Sink:
+    def write(self, samples): pass
+    def finish(self): pass
+    def stop(self): pass
 
 app = QApplication([])
 folder = Path(tempfile.mkdtemp())
-window = MainWindow(QSettings(str(folder / "s.ini"), QSettings.Format.IniFormat), ThinkerWorker(max_tokens=8),
-                    History(folder / "h.sqlite3"))
+settings = QSettings(str(folder / "s.ini"), QSettings.Format.IniFormat)
+worker = ConversationWorker(max_tokens=8, max_codes=30, sink_factory=lambda rate: Sink())
+window = MainWindow(settings, worker, History(folder / "h.sqlite3"))
 def ask():
     window.question_box.setPlainText("Is anyone listening?")
     window.send_button.click()

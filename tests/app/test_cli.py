@@ -223,3 +223,55 @@ class TestModels:
         result = omnidesk("models", "import", tiny_checkpoint.path, other, models_dir=tmp_path / "models")
         assert_one_line_error(result, "other.gguf", "do not match")
         assert not (tmp_path / "models" / tiny_checkpoint.path.name / "omnidesk.json").exists()
+
+
+class TestSpeech:
+    def test_ask_writes_the_speech_and_reports_codes_and_marks(self, tiny_bundle: Bundle, tmp_path: Path):
+        out = tmp_path / "reply.wav"
+        result = omnidesk(
+            "ask", "--models", tiny_bundle.root, "--greedy", "--seed", "1", "--max-tokens", "20",
+            "--max-codes", "80", "--out", out, "--json", "Say hello",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout.strip().splitlines()[-1])
+        assert record["codes"] and {"first_text", "first_code", "first_audio", "done"} <= set(record["marks"])
+        import wave
+
+        with wave.open(str(out)) as wav:
+            assert wav.getframerate() == 24_000
+            assert wav.getnframes() == 480 * len(record["codes"])
+
+    def test_text_only_speaks_nothing(self, tiny_bundle: Bundle, tmp_path: Path):
+        out = tmp_path / "none.wav"
+        result = omnidesk(
+            "ask",
+            "--models",
+            tiny_bundle.root,
+            "--text-only",
+            "--max-tokens",
+            "5",
+            "--out",
+            out,
+            "--json",
+            "Hi",
+        )
+        record = json.loads(result.stdout.strip().splitlines()[-1])
+        assert record["codes"] == [] and not out.exists()
+
+    def test_play_without_a_sound_card_still_answers(self, tiny_bundle: Bundle):
+        result = omnidesk(
+            "ask", "--models", tiny_bundle.root, "--play", "--max-tokens", "5", "--max-codes", "20", "Hi"
+        )
+        assert result.returncode == 0, result.stderr
+        assert "replying without playing" in result.stderr or "Traceback" not in result.stderr
+
+    def test_an_unknown_voice_is_one_line(self, tiny_bundle: Bundle):
+        result = omnidesk("ask", "--models", tiny_bundle.root, "--voice", "Nobody", "Hi")
+        assert_one_line_error(result, "Nobody", "Chelsie")
+
+    def test_chat_keeps_the_conversation_until_eof(self, tiny_bundle: Bundle):
+        result = omnidesk(
+            "chat", "--models", tiny_bundle.root, "--text-only", "--max-tokens", "5", stdin="First\nSecond\n"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("omnidesk> ") == 2

@@ -6,16 +6,40 @@ import pytest
 
 from app.history import History
 from app.main_window import MODELS_FOLDER_KEY, MainWindow
-from app.worker import ThinkerWorker
+from app.worker import ConversationWorker
+from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.pipeline import Conversation
 
 TIMEOUT_MS = 60_000
-MAX_TOKENS = 48  # the random tiny model rarely stops by itself
+MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
+
+
+class RecordingSink:
+    """Stands in for the speakers: keeps what it was given (written from the worker's thread)."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+        self.stopped = 0
+
+    def write(self, samples) -> None:
+        self.chunks.append(samples)
+
+    def finish(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def worker(sink: RecordingSink | None = None) -> ConversationWorker:
+    sink = sink or RecordingSink()
+    return ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=lambda rate: sink)
 
 
 @pytest.fixture
 def window(qtbot, settings, history_store):
-    win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), history_store)
+    win = MainWindow(settings, worker(), history_store)
     qtbot.addWidget(win)
     yield win
     win.close()
@@ -81,14 +105,14 @@ class TestConversation:
         window.reply_progressed.connect(lambda _: window.stop_button.click())
         reason = ask(qtbot, window, "Tell me a long story")
         assert reason == "cancelled"
-        assert "(stopped)" in window.chat_view.toPlainText()
+        assert "(interrupted)" in window.chat_view.toPlainText()
         assert window.send_button.isEnabled() and not window.stop_button.isEnabled()
 
     def test_the_last_bundle_is_loaded_at_the_next_start(
         self, qtbot, tiny_bundle: Bundle, settings, history_store
     ):
         settings.setValue(MODELS_FOLDER_KEY, str(tiny_bundle.root))
-        win = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), history_store)
+        win = MainWindow(settings, worker(), history_store)
         qtbot.addWidget(win)
         qtbot.waitUntil(lambda: win.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert not win.notice.text()
@@ -100,7 +124,7 @@ class TestHistory:
         self, qtbot, tiny_bundle: Bundle, settings, tmp_path
     ):
         path = tmp_path / "kept.sqlite3"
-        first = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), History(path))
+        first = MainWindow(settings, worker(), History(path))
         qtbot.addWidget(first)
         load(qtbot, first, tiny_bundle)
         ask(qtbot, first, "Remember this question")
@@ -108,7 +132,7 @@ class TestHistory:
         first.close()
         first.history.close()
 
-        second = MainWindow(settings, ThinkerWorker(max_tokens=MAX_TOKENS), History(path))
+        second = MainWindow(settings, worker(), History(path))
         qtbot.addWidget(second)
         assert second.conversations.items.count() == 1
         assert second.conversations.items.item(0).text() == "Remember this question"
@@ -132,3 +156,56 @@ class TestHistory:
         ask(qtbot, window, "Follow-up")
         stored = [m.text for m in window.history.messages(old_id) if m.role == "user"]
         assert stored == ["Old question", "Follow-up"]
+
+
+class TestSpeech:
+    @pytest.fixture
+    def spoken(self, qtbot, settings, history_store, tiny_bundle: Bundle):
+        sink = RecordingSink()
+        win = MainWindow(settings, worker(sink), history_store)
+        qtbot.addWidget(win)
+        load(qtbot, win, tiny_bundle)
+        yield win, sink
+        win.close()
+
+    def test_a_spoken_turn_reaches_the_speakers(self, qtbot, spoken):
+        window, sink = spoken
+        assert window.speech_toggle.isChecked()
+        assert [window.voice_box.itemText(i) for i in range(window.voice_box.count())] == ["Chelsie", "Ethan"]
+        assert ask(qtbot, window, "Read this aloud") in ("end", "length")
+        assert sum(len(c) for c in sink.chunks) > 0
+        assert "first audio" in window.speed_status.text()
+
+    def test_switching_the_voice_between_turns(self, qtbot, spoken, monkeypatch):
+        window, _ = spoken
+        voices: list[str] = []
+        turn = Conversation.turn
+
+        def spy(self, text, options):
+            voices.append(options.speech.voice)
+            return turn(self, text, options)
+
+        monkeypatch.setattr(Conversation, "turn", spy)
+        ask(qtbot, window, "First")
+        window.voice_box.setCurrentText("Ethan")
+        ask(qtbot, window, "Second")
+        assert voices == ["Chelsie", "Ethan"]
+
+    def test_interrupting_speech_silences_the_speakers(self, qtbot, spoken):
+        window, sink = spoken
+        window.reply_progressed.connect(lambda _: window.stop_button.click())
+        assert ask(qtbot, window, "Talk a lot") == "cancelled"
+        assert sink.stopped >= 1
+
+    def test_without_a_sound_output_replies_stay_in_text(self, qtbot, settings, history_store, tiny_bundle):
+        def no_speakers(rate: int):
+            raise OmnideskError("cannot open the sound output (no device)")
+
+        quiet = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=no_speakers)
+        win = MainWindow(settings, quiet, history_store)
+        qtbot.addWidget(win)
+        load(qtbot, win, tiny_bundle)
+        assert ask(qtbot, win, "Can you hear me?") in ("end", "length")
+        assert "Replies are in text only" in win.notice.text() and not win.speech_toggle.isChecked()
+        assert "Can you hear me?" in win.transcript()
+        win.close()

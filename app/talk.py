@@ -1,0 +1,160 @@
+"""`omnidesk ask` and `omnidesk chat`: turns of the streaming pipeline in a terminal.
+
+Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
+every moment) and/or to the speakers. Ctrl-C during a reply stops the reply, not
+the program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app.playback import Playback
+from model.chat import SPEECH_SYSTEM_PROMPT
+from model.errors import OmnideskError
+from model.files.bundle import Bundle
+from model.files.store import resolve
+from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TextDelta, TurnFinished, TurnOptions
+from model.sampling import SamplingOptions
+from model.talker import SpeechOptions
+from model.thinker import ThinkerOptions
+from model.wav_writer import WavWriter
+
+
+def open_conversation(args: argparse.Namespace) -> Conversation:
+    if args.max_tokens < 1 or args.max_codes < 1:
+        raise OmnideskError("--max-tokens and --max-codes must be at least 1")
+    bundle = Bundle.open(resolve(args.models))
+    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+    persona = args.system or ""
+    if args.text_only and persona:  # no speech: the user's prompt may be the system prompt itself
+        return Conversation(bundle, options, system=persona)
+    return Conversation(bundle, options, persona=persona, system=SPEECH_SYSTEM_PROMPT)
+
+
+def turn_options(args: argparse.Namespace) -> TurnOptions:
+    return TurnOptions(
+        speak=not args.text_only,
+        max_tokens=args.max_tokens,
+        sampling=SamplingOptions(greedy=args.greedy, seed=args.seed),
+        speech=SpeechOptions(voice=args.voice, max_codes=args.max_codes),
+        seed=args.seed,
+        full_utterance=args.full_utterance,
+    )
+
+
+def open_speakers(args: argparse.Namespace) -> Playback | None:
+    if not args.play or args.text_only:
+        return None
+    try:
+        return Playback(SAMPLE_RATE)
+    except OmnideskError as exc:
+        print(f"omnidesk: {exc}; replying without playing", file=sys.stderr)
+        return None
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    conversation = open_conversation(args)
+    speakers = open_speakers(args)
+    out = WavWriter(args.out, SAMPLE_RATE) if args.out and not args.text_only else None
+    try:
+        finished, marks = speak_turn(conversation, args.question, turn_options(args), speakers, out)
+    finally:
+        if out is not None:
+            out.close()
+        if speakers is not None:
+            speakers.finish()
+            speakers.wait(600)
+            speakers.close()
+    if finished.reason == "error":
+        raise OmnideskError(finished.error)
+    if finished.reason == "context_full":
+        raise OmnideskError(f"the question does not fit in the {args.context}-token context: use --context")
+    if args.json:
+        record = {
+            "prompt_ids": list(finished.prompt_ids),
+            "reply_ids": list(finished.reply_ids),
+            "text": finished.text,
+            "codes": list(finished.codes),
+            "finish_reason": finished.reason,
+            "prompt_tokens_decoded": finished.prompt_decoded,
+            "first_token_s": marks.get("first_text"),
+            "tokens_per_s": finished.tokens_per_s,
+            "marks": marks,
+        }
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    conversation = open_conversation(args)
+    speakers = open_speakers(args)
+    print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
+    while True:
+        try:
+            question = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            break
+        if question.strip() in ("/quit", "/exit"):
+            break
+        if not question.strip():
+            continue
+        print("omnidesk> ", end="", flush=True)
+        finished, _ = speak_turn(conversation, question, turn_options(args), speakers, None)
+        if finished.reason == "cancelled":
+            if speakers is not None:
+                speakers.stop()
+            print(" [stopped]", file=sys.stderr)
+        elif finished.reason in ("error", "context_full"):
+            print(
+                f"omnidesk: {finished.error or 'the conversation is too long for the context'}",
+                file=sys.stderr,
+            )
+    if speakers is not None:
+        speakers.close()
+    return 0
+
+
+def speak_turn(
+    conversation: Conversation,
+    question: str,
+    options: TurnOptions,
+    speakers: Playback | None,
+    out: WavWriter | None,
+) -> tuple[TurnFinished, dict[str, float]]:
+    """Run one turn: text to stdout, audio to the sinks; Ctrl-C cancels the turn."""
+    marks: dict[str, float] = {}
+    finished: TurnFinished | None = None
+    with _interrupt_cancels(conversation):
+        for event in conversation.turn(question, options):
+            if isinstance(event, TextDelta):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, AudioChunk):
+                if out is not None:
+                    out.write(event.samples)
+                if speakers is not None:
+                    speakers.write(event.samples)
+            elif isinstance(event, Mark):
+                marks[event.name] = round(event.seconds, 4)
+            elif isinstance(event, TurnFinished):
+                finished = event
+    sys.stdout.write("\n")
+    assert finished is not None
+    return finished, marks
+
+
+@contextmanager
+def _interrupt_cancels(conversation: Conversation) -> Iterator[None]:
+    """While a turn runs, Ctrl-C (SIGINT) cancels the turn instead of raising KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, lambda *_: conversation.cancel())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
