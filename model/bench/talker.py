@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.bench.measure import peak_memory, sync
 from model.sampling import SamplingOptions
 from model.talker import (
     SpeechIds,
@@ -198,16 +195,16 @@ def _run_ours(
 ) -> Run:
     options = SpeechOptions(voice="Chelsie", sampling=GREEDY, max_codes=steps + 1)
     logits, codes = [], []
-    with _peak_memory(device) as peak:
+    with peak_memory(device) as peak:
         started = time.perf_counter()
         iterator = talker.steps(states, options)
         first = next(iterator)
-        _sync(device)
+        sync(device)
         prefilled = time.perf_counter()
         for step in [first, *iterator]:
             logits.append(step.logits)
             codes.append(step.code)
-        _sync(device)
+        sync(device)
         ended = time.perf_counter()
     decoded = max(len(codes) - 1, 1)
     return Run(
@@ -243,7 +240,7 @@ def _run_reference(
     input_ids = torch.tensor([[CODEC["mask"]] * n + [CODEC["pad"], CODEC["bos"]]], device=device)
 
     clock = _TokenClock()
-    with _peak_memory(device) as peak, torch.no_grad():
+    with peak_memory(device) as peak, torch.no_grad():
         started = time.perf_counter()
         reference.generate(  # type: ignore[operator]
             input_ids=input_ids,
@@ -329,51 +326,6 @@ def _matvec_bandwidth(rows: int = 8192, columns: int = 16384, repeats: int = 15)
         torch.mv(matrix, vector)
         times.append(time.perf_counter() - started)
     return matrix.numel() * 4 / statistics.median(times[2:])
-
-
-@contextmanager
-def _peak_memory(device: torch.device) -> Iterator[list[int]]:
-    """Yields a one-item list that holds, on exit, the peak memory above the level at entry (bytes)."""
-    result = [0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        yield result
-        result[0] = torch.cuda.max_memory_allocated(device) - base
-        return
-    base = _rss()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], _rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield result
-    finally:
-        done.set()
-        sampler.join()
-        result[0] = max(peak[0], _rss()) - base
-
-
-def _rss() -> int:
-    statm = Path("/proc/self/statm")
-    if not statm.exists():
-        return 0
-    import resource
-
-    return int(statm.read_text().split()[1]) * resource.getpagesize()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _device_name(device: torch.device) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from model.bench.talker import _peak_memory
+from model.bench.measure import peak_memory, sync
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.sampler import FAST, REFERENCE, SamplerOptions
@@ -41,18 +41,13 @@ REF_MEL_FRAMES = 300  # the bench voice's reference mel (3 s)
 SEED = 0
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(device: torch.device, run: Callable[[], object]) -> tuple[float, int]:
     """(seconds, peak bytes) of one call."""
-    with _peak_memory(device) as peak:
-        _sync(device)
+    with peak_memory(device) as peak:
+        sync(device)
         start = time.perf_counter()
         run()
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
     return seconds, peak[0]
 
@@ -128,10 +123,10 @@ def main(argv: list[str]) -> int:
         rows.append(
             (f"ours, whole utterance, {name} ({sampler.evaluations} evals)", secs, float("nan"), peak)
         )
-        with _peak_memory(device) as peaks:
+        with peak_memory(device) as peaks:
             start = time.perf_counter()
             first = _stream(t2w, voice, codes, sampler)
-            _sync(device)
+            sync(device)
             secs = time.perf_counter() - start
         rows.append((f"ours, streaming, {name} ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)

@@ -45,6 +45,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: s
         assert text in lines[0]
 
 
+def write_gguf(path: Path, architecture: str, n_vocab: int, n_embd: int) -> Path:
+    """A minimal GGUF: an architecture and a token embedding table, nothing else."""
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_tensor("token_embd.weight", np.zeros((n_vocab, n_embd), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def copy_bundle(bundle: Bundle, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle.root, tmp_path / "bundle"))
 
@@ -124,13 +135,7 @@ class TestBadInput:
 
     def test_gguf_of_another_architecture(self, tiny_bundle: Bundle, tmp_path: Path):
         root = copy_bundle(tiny_bundle, tmp_path)
-        other = root / "llama.gguf"
-        writer = gguf.GGUFWriter(str(other), "llama")
-        writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        other = write_gguf(root / "llama.gguf", "llama", n_vocab=8, n_embd=4)
         rewrite_manifest(root, tiny_bundle, other)
         assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "llama.gguf", "'llama'")
 
@@ -213,13 +218,7 @@ class TestModels:
         assert removed.returncode == 0 and not (store / "tiny").exists()
 
     def test_import_refuses_a_gguf_of_another_model(self, tiny_checkpoint, tmp_path: Path):
-        other = tmp_path / "other.gguf"
-        writer = gguf.GGUFWriter(str(other), "qwen2vl")
-        writer.add_tensor("token_embd.weight", np.zeros((768, 32), dtype=np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        other = write_gguf(tmp_path / "other.gguf", "qwen2vl", n_vocab=768, n_embd=32)
         result = omnidesk("models", "import", tiny_checkpoint.path, other, models_dir=tmp_path / "models")
         assert_one_line_error(result, "other.gguf", "do not match")
         assert not (tmp_path / "models" / tiny_checkpoint.path.name / "omnidesk.json").exists()

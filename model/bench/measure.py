@@ -1,0 +1,60 @@
+"""What benchmarks measure besides time: peak memory, and waiting for the device.
+
+Peak memory is the peak resident set above the level at entry, sampled every
+5 ms from /proc/self/statm (Linux; 0 elsewhere), or on CUDA the peak that torch
+allocated during the block.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[list[int]]:
+    """Yields a one-item list that holds, on exit, the peak memory above the level at entry (bytes)."""
+    result = [0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        result[0] = torch.cuda.max_memory_allocated(device) - base
+        return
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result[0] = max(peak[0], rss()) - base
+
+
+def rss() -> int:
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        return 0
+    import resource
+
+    return int(statm.read_text().split()[1]) * resource.getpagesize()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
