@@ -18,7 +18,6 @@ import importlib
 import logging
 import pkgutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,6 +184,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _models_download(args: argparse.Namespace) -> int:
+    from app.progress_line import ProgressLine
     from model.files.download import download_bundle
     from model.files.store import models_dir
     from model.hardware import probe
@@ -201,41 +201,11 @@ def _models_download(args: argparse.Namespace) -> int:
     out = models_dir() / (args.name or f"qwen2.5-omni-{size}-{quant}".lower())
     if (out / "omnidesk.json").exists():
         raise OmnideskError(f"{out} is already downloaded (omnidesk models verify {out.name} checks it)")
-    meter = _ProgressLine()
-    bundle = download_bundle(size, quant, out, report=meter.message, progress=meter.update)
+    meter = ProgressLine()
+    bundle = download_bundle(size, quant, out, listener=meter)
     meter.message(f"done: {bundle.root}")
     print(bundle.root)
     return 0
-
-
-class _ProgressLine:
-    """One self-updating line on stderr: what is being fetched and how far along."""
-
-    INTERVAL_S = 0.2  # time.monotonic() seconds between redraws
-
-    def __init__(self) -> None:
-        self._shown = ""
-        self._drawn_at = 0.0
-
-    def message(self, text: str) -> None:
-        self._end_line()
-        print(text, file=sys.stderr)
-
-    def update(self, what: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._drawn_at < self.INTERVAL_S and done < total:
-            return
-        self._drawn_at = now
-        self._shown = (
-            f"  {what}: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({100 * done / max(total, 1):.0f}%)"
-        )
-        sys.stderr.write("\r" + self._shown)
-        sys.stderr.flush()
-
-    def _end_line(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
-            self._shown = ""
 
 
 def _models_list(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -113,9 +112,7 @@ class MainWindow(QMainWindow):
         if folder:
             self.load_bundle(folder)
         else:
-            self._show_notice(
-                "No model yet. Choose a model bundle folder (made with `omnidesk models convert`)."
-            )
+            self._show_notice("No model yet: set one up (download it, or use files you already have).")
 
     # -- layout ------------------------------------------------------------------------
 
@@ -123,8 +120,8 @@ class MainWindow(QMainWindow):
         self.notice = QLabel()
         self.notice.setWordWrap(True)
         self.notice.setObjectName("notice")
-        self.choose_button = QPushButton("Choose model folder…")
-        self.choose_button.clicked.connect(self._choose_folder)
+        self.choose_button = QPushButton("Set up a model…")
+        self.choose_button.clicked.connect(self._open_setup)
         notice_row = QHBoxLayout()
         notice_row.addWidget(self.notice, 1)
         notice_row.addWidget(self.choose_button)
@@ -195,10 +192,14 @@ class MainWindow(QMainWindow):
         self.load_requested.emit(folder)
 
     @Slot()
-    def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model bundle folder")
-        if folder:
-            self.load_bundle(folder)
+    def _open_setup(self) -> None:
+        from app.setup_dialog import SetupDialog
+        from model.hardware import probe
+
+        dialog = SetupDialog(probe(), parent=self)
+        dialog.bundle_ready.connect(self.load_bundle)
+        dialog.bundle_ready.connect(lambda _: dialog.accept())
+        dialog.exec()
 
     @Slot()
     def _send(self) -> None:

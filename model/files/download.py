@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,23 @@ RETRIES = 3
 _TRANSIENT = (ConnectionError, TimeoutError, OSError, httpx2.TransportError)
 
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
+
+
+class Listener:
+    """What a download tells its watcher (all calls come from the downloading thread)."""
+
+    def planned(self, transfers: list[tuple[str, int]]) -> None:
+        """Every transfer still to come, with its size in bytes (known before the first byte)."""
+
+    def message(self, text: str) -> None:
+        """A step begins."""
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        """Bytes of one transfer so far."""
+
+
+class DownloadStopped(OmnideskError):
+    """The user paused or cancelled; everything fetched so far is kept for the next run."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +115,15 @@ class Extract:
 class Hub:
     """The Hub's API for one endpoint and token (HF_ENDPOINT and HF_TOKEN when not given)."""
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, endpoint: str | None = None, token: str | None = None, stop: threading.Event | None = None
+    ) -> None:
+        """`stop`, set from any thread, ends transfers with DownloadStopped between pieces."""
         from huggingface_hub import HfApi
 
         self.endpoint = endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         self.token = token or os.environ.get("HF_TOKEN") or None
+        self.stop = stop or threading.Event()
         self._api = HfApi(endpoint=self.endpoint, token=self.token)
 
     def files(self, repo: str) -> tuple[str, dict[str, RemoteFile]]:
@@ -187,9 +209,11 @@ class Hub:
                 piece = piece[: end - start - received]
                 if piece:
                     received += len(piece)
-                    yield piece
+                    yield piece  # the caller keeps it before a stop is noticed
                 if received >= end - start:
                     return
+                if self.stop.is_set():
+                    raise DownloadStopped("the download was stopped; run it again to resume")
         if received < end - start:
             raise ConnectionError(f"the connection closed after {received} of {end - start} bytes")
 
@@ -199,10 +223,11 @@ def download_bundle(
     quant: str,
     out: Path,
     hub: Hub | None = None,
-    report: Callable[[str], None] = lambda _: None,
-    progress: Progress = lambda *_: None,
+    listener: Listener | None = None,
 ) -> Bundle:
     hub = hub or Hub()
+    listener = listener or Listener()
+    report, progress = listener.message, listener.progress
     repos = repos_for(size)
     staging = out.with_name(out.name + ".download")
     gguf_commit, gguf_files = hub.files(repos.gguf)
@@ -219,6 +244,7 @@ def download_bundle(
     extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()))
     whole = [thinker] + [ckpt_files[name] for name in CHECKPOINT_FILES]
     _check_disk_space(staging, out, whole, extracts)
+    listener.planned([(f.path, f.size) for f in whole] + [(e.shard.path, e.size) for e in extracts])
 
     report(f"fetching {thinker.path} from {repos.gguf}")
     gguf_path = hub.download(thinker, gguf_commit, staging / "gguf", progress)

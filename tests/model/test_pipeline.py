@@ -21,7 +21,7 @@ from model.pipeline import (
 )
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions, TokenRun
+from model.thinker import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
 from tests.helpers import max_abs_error
 
@@ -86,12 +86,23 @@ class TestSpeech:
         assert len(streamed) == 480 * len(finished.codes)
         assert max_abs_error("streamed vs offline streaming synthesis", streamed, expected) < 1e-5
 
-    def test_the_first_audio_comes_before_the_thinker_finishes(self, conversation):
-        options = TurnOptions(max_tokens=1500, sampling=GREEDY, speech=SpeechOptions(max_codes=60), seed=3)
+    def test_the_first_audio_comes_before_the_thinker_finishes(self, conversation, monkeypatch):
+        """The tiny Thinker writes ~1500 tokens/s; paced to 200 tokens/s (a real 7B on a GPU writes
+        fewer), a 600-token reply lasts 3 s, and the first audio must come within it."""
+        generate = conversation.thinker.generate
+
+        def paced(*args, **kwargs):
+            for event in generate(*args, **kwargs):
+                if isinstance(event, Decoded):
+                    time.sleep(1 / 200)
+                yield event
+
+        monkeypatch.setattr(conversation.thinker, "generate", paced)
+        options = TurnOptions(max_tokens=600, sampling=GREEDY, speech=SpeechOptions(max_codes=60), seed=3)
         events = run(conversation, "Please answer at length.", options)
         times = marks(events)
         print({k: round(v, 3) for k, v in times.items()})
-        assert len(events[-1].reply_ids) == 1500, "a long reply"
+        assert len(events[-1].reply_ids) == 600, "a long reply"
         assert times["first_text"] < times["first_code"] < times["first_audio"] < times["thinker_done"]
 
     def test_full_utterance_speaks_the_same_codes_at_once(self, conversation):
