@@ -160,8 +160,11 @@ class SetupDialog(QDialog):
         self.pause_button.setEnabled(False)
         self.existing_button = QPushButton("Use files I already have…")
         self.existing_button.clicked.connect(self._use_existing)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop and close; what was fetched is kept for a later download")
+        self.cancel_button.clicked.connect(self.reject)
         buttons = QHBoxLayout()
-        for button in (self.download_button, self.pause_button, self.existing_button):
+        for button in (self.download_button, self.pause_button, self.existing_button, self.cancel_button):
             buttons.addWidget(button)
 
         self.installed = QListWidget()

@@ -116,3 +116,16 @@ def test_a_failure_is_shown_and_download_can_be_tried_again(qtbot, dialog: Setup
     dialog.download_button.click()
     qtbot.waitUntil(lambda: "available: F32" in dialog.status.text(), timeout=TIMEOUT_MS)
     assert dialog.download_button.isEnabled()
+
+
+def test_cancel_stops_the_download_and_closes(qtbot, dialog: SetupDialog, hub: FakeHub):
+    key = f"{GGUF_REPO}/{THINKER}"
+    hub.faults.delay_per_chunk_s[key] = 0.1
+    dialog.show()
+    dialog.download_button.click()
+    qtbot.waitUntil(lambda: hub.bytes_served[key] > 0, timeout=TIMEOUT_MS)
+    dialog.cancel_button.click()
+    assert not dialog.isVisible()
+    assert not (dialog.target() / MANIFEST).exists()
+    part = dialog.target().with_name(dialog.target().name + ".download") / "gguf" / f"{THINKER}.part"
+    assert part.stat().st_size > 0, "what was fetched is kept"
