@@ -212,11 +212,11 @@ class Conversation:
         except OmnideskError as exc:
             yield TurnFinished("error", "", (), (), str(exc))
             return
-        user_ids = self.chat.message("user", self._with_persona(text))
-        trimmed = self._fit(user_ids, options.max_tokens)
-        if trimmed is None:
+        fitted = self._fit(text, options.max_tokens)
+        if fitted is None:
             yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")
             return
+        user_ids, trimmed = fitted
         if trimmed:
             yield ContextTrimmed(dropped=trimmed, kept=len(self.history))
         started = time.perf_counter()
@@ -233,15 +233,28 @@ class Conversation:
                 Exchange(text, tuple(user_ids), finished.reply_ids, finished.text, interrupted)
             )
 
-    def _fit(self, user_ids: list[int], max_tokens: int) -> int | None:
-        """Drop the oldest exchanges until the prompt and a full reply fit; how many were dropped."""
+    def _fit(self, text: str, max_tokens: int) -> tuple[list[int], int] | None:
+        """Drop the oldest exchanges until the prompt and a full reply fit.
+
+        Returns the question's ids (with the persona if it is now first) and how many
+        exchanges were dropped, or None if even the question alone does not fit.
+        """
         dropped = 0
-        while len(self.prompt_ids(user_ids)) + max_tokens > self.thinker.n_ctx:
+        while True:
+            user_ids = self.chat.message("user", self._with_persona(text))
+            length = len(self.prompt_ids(user_ids))
+            if length + max_tokens <= self.thinker.n_ctx or (
+                not self.history and length < self.thinker.n_ctx
+            ):
+                return user_ids, dropped
             if not self.history:
-                return None if len(self.prompt_ids(user_ids)) >= self.thinker.n_ctx else dropped
+                return None
             self.history.pop(0)
             dropped += 1
-        return dropped
+            if self.history and self.persona:  # the persona moves to the new first question
+                first = self.history[0]
+                persona_ids = tuple(self.chat.message("user", f"{self.persona}\n\n{first.question}"))
+                self.history[0] = replace(first, user_ids=persona_ids)
 
 
 _END = object()

@@ -180,6 +180,15 @@ class TestConversation:
         assert trimmed and all(t.dropped >= 1 for t in trimmed)
         assert len(small.history) < 8
 
+    def test_the_persona_survives_trimming(self, tiny_bundle: Bundle):
+        small = Conversation(tiny_bundle, ThinkerOptions(n_ctx=256), persona="Be brief.")
+        options = TurnOptions(speak=False, max_tokens=40, sampling=GREEDY)
+        for i in range(6):
+            finished = run(small, f"Question {i} with a few more words", options)[-1]
+        text = small.thinker.detokenize(list(finished.prompt_ids), special=True)
+        assert len(small.history) < 6 and "Question 0" not in text
+        assert text.count("Be brief.") == 1
+
     def test_the_persona_goes_into_the_first_question(self, tiny_bundle: Bundle):
         personal = Conversation(tiny_bundle, ThinkerOptions(n_ctx=2048), persona="You are a pirate.")
         first = run(personal, "Hello", TurnOptions(speak=False, max_tokens=4, sampling=GREEDY))[-1]
