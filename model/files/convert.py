@@ -23,6 +23,7 @@ from model.files.thinker_gguf import (
     DTYPES,
     QUANT_TYPES,
     check_gguf_matches,
+    check_mmproj_gguf,
     check_thinker_gguf,
     gguf_file_type,
     quantize,
@@ -67,9 +68,11 @@ def convert_checkpoint(
     report: Callable[[str], None] = lambda _: None,
     thinker_gguf: Path | None = None,
     link_thinker: bool = False,
+    mmproj: Path | None = None,
 ) -> Bundle:
     """Write a bundle into `out`. With `thinker_gguf` (e.g. ggml-org's), that file is checked
-    against the checkpoint and copied (hard-linked if `link_thinker`) as the Thinker."""
+    against the checkpoint and copied (hard-linked if `link_thinker`) as the Thinker; `mmproj`
+    (llama.cpp's vision projector GGUF) is checked and copied (or linked) the same way."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quant is not None and quant not in QUANT_TYPES:
@@ -95,6 +98,11 @@ def convert_checkpoint(
         _atomic(thinker, partial(_link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
 
     files = {"thinker": thinker}
+    if mmproj is not None:
+        check_mmproj_gguf(mmproj)
+        files["mmproj"] = out / "mmproj.gguf"
+        report(f"copying {mmproj.name}")
+        _atomic(files["mmproj"], partial(_link_or_copy if link_thinker else shutil.copyfile, mmproj))
     for part, prefix in NATIVE_PARTS.items():
         files[part] = out / f"{part}.safetensors"
         report(f"writing {files[part].name}")

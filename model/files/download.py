@@ -1,7 +1,8 @@
 """`omnidesk models download`: a bundle from the Hugging Face Hub, resumable and verified.
 
 What is fetched, for size S (3b or 7b) and quantization Q:
-- from ggml-org/Qwen2.5-Omni-S-GGUF: the Thinker GGUF of quantization Q, whole;
+- from ggml-org/Qwen2.5-Omni-S-GGUF: the Thinker GGUF of quantization Q and the vision
+  projector (mmproj, Q8_0 when there is one), whole;
 - from Qwen/Qwen2.5-Omni-S: config.json, tokenizer.json, tokenizer_config.json,
   spk_dict.pt and the safetensors index whole, and from the shards only the byte
   ranges of the tensors the bundle needs (thinker.audio_tower.*, talker.*, token2wav.*).
@@ -233,6 +234,7 @@ def download_bundle(
     gguf_commit, gguf_files = hub.files(repos.gguf)
     ckpt_commit, ckpt_files = hub.files(repos.checkpoint)
     thinker = _thinker_file(gguf_files, quant, repos.gguf)
+    mmproj = _mmproj_file(gguf_files)
     missing = [name for name in (*CHECKPOINT_FILES, INDEX_FILE) if name not in ckpt_files]
     if missing:
         raise OmnideskError(
@@ -242,12 +244,18 @@ def download_bundle(
     staging.mkdir(parents=True, exist_ok=True)
     index_path = hub.download(ckpt_files[INDEX_FILE], ckpt_commit, staging / "checkpoint", progress)
     extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()))
-    whole = [thinker] + [ckpt_files[name] for name in CHECKPOINT_FILES]
+    whole = [thinker, *([mmproj] if mmproj else []), *(ckpt_files[name] for name in CHECKPOINT_FILES)]
     _check_disk_space(staging, out, whole, extracts)
     listener.planned([(f.path, f.size) for f in whole] + [(e.shard.path, e.size) for e in extracts])
 
     report(f"fetching {thinker.path} from {repos.gguf}")
     gguf_path = hub.download(thinker, gguf_commit, staging / "gguf", progress)
+    mmproj_path = None
+    if mmproj is not None:
+        report(f"fetching {mmproj.path} from {repos.gguf}")
+        mmproj_path = hub.download(mmproj, gguf_commit, staging / "gguf", progress)
+    else:
+        report(f"{repos.gguf} has no mmproj GGUF: images and video will not be available")
     for name in CHECKPOINT_FILES:
         report(f"fetching {name} from {repos.checkpoint}")
         hub.download(ckpt_files[name], ckpt_commit, staging / "checkpoint", progress)
@@ -261,7 +269,12 @@ def download_bundle(
 
     report("writing the bundle")
     bundle = convert_checkpoint(
-        staging / "checkpoint", out, thinker_gguf=gguf_path, report=report, link_thinker=True
+        staging / "checkpoint",
+        out,
+        thinker_gguf=gguf_path,
+        report=report,
+        link_thinker=True,
+        mmproj=mmproj_path,
     )
     shutil.rmtree(staging)
     return bundle
@@ -282,6 +295,18 @@ def _thinker_file(files: dict[str, RemoteFile], quant: str, repo: str) -> Remote
             f"{repo} has no single {quant} Thinker; available: {', '.join(available) or 'none'}"
         )
     return matches[0]
+
+
+def _mmproj_file(files: dict[str, RemoteFile]) -> RemoteFile | None:
+    """The vision projector GGUF, preferring Q8_0, then f16, then any."""
+    candidates = sorted(
+        f.path for f in files.values() if f.path.startswith("mmproj") and f.path.endswith(".gguf")
+    )
+    for preference in ("q8_0", "f16", ""):
+        for path in candidates:
+            if preference in path.lower():
+                return files[path]
+    return None
 
 
 def _plan_extracts(hub: Hub, commit: str, files: dict[str, RemoteFile], index: dict) -> list[Extract]:

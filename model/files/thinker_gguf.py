@@ -207,6 +207,21 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     )
 
 
+def check_mmproj_gguf(path: Path) -> None:
+    """Check that `path` is a llama.cpp multimodal projector GGUF (architecture "clip")."""
+    advice = "Download the mmproj GGUF of the same Qwen2.5-Omni size again"
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelFileError(path, "not a GGUF file", advice)
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as exc:  # GGUFReader raises several types on damage
+        raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", advice) from None
+    arch = _field_str(reader, "general.architecture")
+    if arch != "clip":
+        raise ModelFileError(path, f"a GGUF of architecture {arch!r}, not a vision projector (clip)", advice)
+
+
 def check_gguf_matches(info: ThinkerFileInfo, tokenizer: TokenizerSpec, text_config: dict[str, Any]) -> None:
     """Check that a Thinker GGUF made elsewhere fits the checkpoint: width, vocabulary, special tokens."""
     advice = "Use the GGUF of the same Qwen2.5-Omni size as the checkpoint"

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 
 from model.errors import OmnideskError
@@ -25,7 +27,6 @@ def hub(tiny_checkpoint, tiny_bundle: Bundle):
     ggufs = {
         THINKER: tiny_bundle.file("thinker").read_bytes(),
         "Qwen2.5-Omni-3B-Q4_K_M.gguf": b"GGUF not this one",
-        "mmproj-Qwen2.5-Omni-3B-Q8_0.gguf": b"GGUF not this one either",
     }
     with FakeHub({GGUF_REPO: ggufs, CHECKPOINT_REPO: checkpoint}) as server:
         yield server
@@ -146,3 +147,31 @@ def test_the_command_honours_hf_endpoint_and_hf_token(hub: FakeHub, tiny_bundle:
     )
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "tiny" / MANIFEST).read_bytes() == (tiny_bundle.root / MANIFEST).read_bytes()
+
+
+def clip_gguf(path: Path) -> bytes:
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_tensor("v.patch_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def test_the_vision_projector_comes_along(hub: FakeHub, tmp_path):
+    projector = clip_gguf(tmp_path / "clip.gguf")
+    hub.repos[GGUF_REPO] |= {
+        "mmproj-Qwen2.5-Omni-3B-f16.gguf": b"GGUF?",
+        "mmproj-Qwen2.5-Omni-3B-Q8_0.gguf": projector,
+    }
+    bundle = download(hub, tmp_path / "tiny")
+    assert bundle.file("mmproj").read_bytes() == projector, "the Q8_0 projector is preferred"
+    Bundle.open(bundle.root, trust_stamps=False)
+
+
+def test_a_damaged_vision_projector_is_named(hub: FakeHub, tmp_path):
+    hub.repos[GGUF_REPO]["mmproj-Qwen2.5-Omni-3B-Q8_0.gguf"] = b"<html>oops</html>"
+    with pytest.raises(OmnideskError, match="mmproj-Qwen2.5-Omni-3B-Q8_0.gguf.*not a GGUF"):
+        download(hub, tmp_path / "tiny")
+    assert not (tmp_path / "tiny" / MANIFEST).exists()
