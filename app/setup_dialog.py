@@ -125,10 +125,11 @@ class SetupDialog(QDialog):
 
     def _build(self) -> None:
         advice = recommend(self._hardware)
-        self.advice = QLabel(
-            (f"Recommended: {advice.option.size.upper()} {advice.option.quant}. " if advice.option else "")
-            + advice.reason
+        reason = advice.reason[:1].upper() + advice.reason[1:]
+        choice_text = (
+            f"Recommended: {advice.option.size.upper()} {advice.option.quant}. " if advice.option else ""
         )
+        self.advice = QLabel(choice_text + reason)
         self.advice.setWordWrap(True)
         self.size_box = QComboBox()
         self.size_box.addItems(["3b", "7b"])
