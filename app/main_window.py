@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QKeyEvent, QTextCursor
+from PySide6.QtGui import QActionGroup, QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
@@ -28,9 +29,11 @@ from PySide6.QtWidgets import (
 
 from app.conversation_list import ConversationList
 from app.history import History
+from app.theme import THEMES, apply_theme
 from app.worker import ConversationWorker
 
 MODELS_FOLDER_KEY = "models/folder"
+THEME_KEY = "appearance/theme"
 VOICE_KEY = "speech/voice"
 SPEECH_KEY = "speech/enabled"
 RENDER_INTERVAL_MS = 50  # a streaming reply is re-rendered at most this often
@@ -169,11 +172,33 @@ class MainWindow(QMainWindow):
         splitter.setSizes([240, 860])
         self.setCentralWidget(splitter)
 
+        self._build_menu()
         self.model_status = QLabel("No model")
         self.speed_status = QLabel("")
         self.statusBar().addWidget(self.model_status, 1)
         self.statusBar().addPermanentWidget(self.speed_status)
         self._update_controls()
+
+    def _build_menu(self) -> None:
+        view = self.menuBar().addMenu("&View")
+        themes = view.addMenu("Theme")
+        group = QActionGroup(self)
+        current = str(self._settings.value(THEME_KEY, "system"))
+        labels = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
+        for theme in THEMES:
+            action = themes.addAction(labels[theme])
+            action.setCheckable(True)
+            action.setChecked(theme == current)
+            action.triggered.connect(lambda _=False, t=theme: self.set_theme(t))
+            group.addAction(action)
+        self.set_theme(current)
+
+    def set_theme(self, theme: str) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, theme)
+        self._settings.setValue(THEME_KEY, theme)
+        self._render()
 
     def _show_notice(self, text: str) -> None:
         self.notice.setText(text)

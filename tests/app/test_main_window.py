@@ -209,3 +209,17 @@ class TestSpeech:
         assert "Replies are in text only" in win.notice.text() and not win.speech_toggle.isChecked()
         assert "Can you hear me?" in win.transcript()
         win.close()
+
+
+class TestTheme:
+    def test_dark_light_and_remembered(self, qtbot, window: MainWindow, settings):
+        from PySide6.QtGui import QPalette
+        from PySide6.QtWidgets import QApplication
+
+        window.set_theme("dark")
+        dark = QApplication.instance().palette().color(QPalette.ColorRole.Window)
+        window.set_theme("light")
+        light = QApplication.instance().palette().color(QPalette.ColorRole.Window)
+        assert dark.lightness() < 80 < light.lightness()
+        assert settings.value("appearance/theme") == "light"
+        window.set_theme("system")
