@@ -187,7 +187,10 @@ class Conversation:
 
     def _with_persona(self, question: str) -> str:
         """The persona goes into the conversation's first question."""
-        return question if self.history or not self.persona else f"{self.persona}\n\n{question}"
+        return question if self.history or not self.persona else self._persona_question(question)
+
+    def _persona_question(self, question: str) -> str:
+        return f"{self.persona}\n\n{question}"
 
     def prompt_ids(self, question_ids: list[int]) -> list[int]:
         """System prompt, the kept history, the new question and the reply header."""
@@ -253,7 +256,7 @@ class Conversation:
             dropped += 1
             if self.history and self.persona:  # the persona moves to the new first question
                 first = self.history[0]
-                persona_ids = tuple(self.chat.message("user", f"{self.persona}\n\n{first.question}"))
+                persona_ids = tuple(self.chat.message("user", self._persona_question(first.question)))
                 self.history[0] = replace(first, user_ids=persona_ids)
 
 

@@ -174,16 +174,7 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     """Check that `path` is a complete GGUF of the Qwen2.5-Omni Thinker; raise ModelFileError if not."""
     if not path.is_file():
         raise ModelFileError(path, "Thinker file not found", _GET_THINKER)
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelFileError(path, "not a GGUF file", _GET_THINKER)
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # GGUFReader raises ValueError, IndexError, struct errors... on damage
-        raise ModelFileError(
-            path, f"damaged or truncated GGUF ({type(exc).__name__})", _GET_THINKER
-        ) from None
+    reader = _read_gguf(path, _GET_THINKER)
     arch = _field_str(reader, "general.architecture")
     if arch != ARCHITECTURE:
         raise ModelFileError(
@@ -210,14 +201,7 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
 def check_mmproj_gguf(path: Path) -> None:
     """Check that `path` is a llama.cpp multimodal projector GGUF (architecture "clip")."""
     advice = "Download the mmproj GGUF of the same Qwen2.5-Omni size again"
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ModelFileError(path, "not a GGUF file", advice)
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # GGUFReader raises several types on damage
-        raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", advice) from None
-    arch = _field_str(reader, "general.architecture")
+    arch = _field_str(_read_gguf(path, advice), "general.architecture")
     if arch != "clip":
         raise ModelFileError(path, f"a GGUF of architecture {arch!r}, not a vision projector (clip)", advice)
 
@@ -253,6 +237,17 @@ def gguf_file_type(info: ThinkerFileInfo) -> str:
     return {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16"}.get(
         name, name.removeprefix("MOSTLY_")
     )
+
+
+def _read_gguf(path: Path, advice: str) -> gguf.GGUFReader:
+    """The file's GGUF reader, or a ModelFileError if it is not a readable GGUF."""
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelFileError(path, "not a GGUF file", advice)
+    try:
+        return gguf.GGUFReader(str(path), "r")
+    except Exception as exc:  # GGUFReader raises ValueError, IndexError, struct errors... on damage
+        raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", advice) from None
 
 
 def _field_str(reader: gguf.GGUFReader, key: str) -> str | None:
