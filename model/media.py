@@ -1,0 +1,71 @@
+"""What a user's question carries besides text: images, recordings and videos, already decoded.
+
+These are plain values: the app's devices (microphone, webcam, screen) and the file loaders make
+them, `Conversation.turn` takes them. Pixels are RGB uint8, height x width x 3; audio is float32
+mono at 16 kHz (the audio tower's rate); video frames carry the time (seconds from the start of the
+video) at which each was shown, so variable frame rates keep true time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+AUDIO_RATE = 16_000  # Hz
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    pixels: np.ndarray  # (height, width, 3) uint8 RGB
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if p.ndim != 3 or p.shape[2] != 3 or p.dtype != np.uint8:
+            raise ValueError(f"an image is (height, width, 3) uint8 RGB, not {p.shape} {p.dtype}")
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    samples: np.ndarray  # (n,) float32 at AUDIO_RATE
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 1 or self.samples.dtype != np.float32:
+            raise ValueError(f"audio is (n,) float32 mono, not {self.samples.shape} {self.samples.dtype}")
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / AUDIO_RATE
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    frames: np.ndarray  # (n, height, width, 3) uint8 RGB
+    timestamps: np.ndarray  # (n,) float64 seconds, increasing
+    audio: Audio | None = None  # the sound track, when the file has one
+
+    def __post_init__(self) -> None:
+        f, t = self.frames, self.timestamps
+        if f.ndim != 4 or f.shape[3] != 3 or f.dtype != np.uint8:
+            raise ValueError(f"video frames are (n, height, width, 3) uint8 RGB, not {f.shape} {f.dtype}")
+        if t.shape != (len(f),) or (len(t) > 1 and not np.all(np.diff(t) > 0)):
+            raise ValueError("video timestamps are one increasing time per frame")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One user turn. The prompt lists its parts in one fixed order: videos, images, audio, text."""
+
+    text: str = ""
+    images: tuple[Image, ...] = ()
+    audios: tuple[Audio, ...] = ()
+    videos: tuple[Video, ...] = ()
+    use_audio_in_video: bool = False  # interleave each video's own sound with its frames
+
+    @property
+    def has_media(self) -> bool:
+        return bool(self.images or self.audios or self.videos)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text.strip() and not self.has_media
