@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('image', 'audio')),
+    path TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_by_message ON attachments(message, id);
 """
 TITLE_CHARS = 60
 
@@ -48,11 +55,18 @@ class ConversationSummary:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    kind: str  # "image" or "audio"
+    path: Path  # a file in the conversation's media folder
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     role: str
     text: str
     note: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 class History:
@@ -93,6 +107,13 @@ class History:
                 )
         return int(cursor.lastrowid or 0)
 
+    def attach(self, message: int, kind: str, path: Path) -> None:
+        """Record a file (already written in the conversation's media folder) as part of a message."""
+        relative = path.relative_to(self.path.parent).as_posix()
+        self._db.execute(
+            "INSERT INTO attachments (message, kind, path) VALUES (?, ?, ?)", (message, kind, relative)
+        )
+
     def update_message(self, message: int, text: str, note: str = "") -> None:
         with self._db:
             self._db.execute("UPDATE messages SET text = ?, note = ? WHERE id = ?", (text, note, message))
@@ -116,7 +137,15 @@ class History:
         rows = self._db.execute(
             "SELECT id, role, text, note FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
         ).fetchall()
-        return [StoredMessage(*row) for row in rows]
+        files = self._db.execute(
+            """SELECT a.message, a.kind, a.path FROM attachments a JOIN messages m ON m.id = a.message
+               WHERE m.conversation = ? ORDER BY a.id""",
+            (conversation,),
+        ).fetchall()
+        attached: dict[int, list[Attachment]] = {}
+        for message, kind, path in files:
+            attached.setdefault(message, []).append(Attachment(kind, self.path.parent / path))
+        return [StoredMessage(*row, tuple(attached.get(row[0], ()))) for row in rows]
 
     def rename(self, conversation: int, title: str) -> None:
         self._db.execute(
@@ -137,7 +166,12 @@ class History:
         for message in self.messages(conversation):
             who = "You" if message.role == "user" else "Omnidesk"
             note = f" *({message.note})*" if message.note else ""
-            lines += [f"**{who}**{note}", "", message.text, ""]
+            lines += [f"**{who}**{note}", ""]
+            lines += [
+                f"![image](media/{a.path.name})" if a.kind == "image" else f"[recording](media/{a.path.name})"
+                for a in message.attachments
+            ]
+            lines += [message.text, ""]
         media = self.media_dir(conversation)
         if media.is_dir():
             shutil.copytree(media, folder / "media", dirs_exist_ok=True)

@@ -25,3 +25,15 @@ def history_store(tmp_path):
     store = History(tmp_path / "history.sqlite3")
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def spoken_samples(tmp_path_factory):
+    """A question spoken by espeak-ng, as float32 samples at 16 kHz."""
+    import subprocess
+
+    from model.audio_features import load_audio
+
+    path = tmp_path_factory.mktemp("speech") / "question.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "What is on my screen right now?"], check=True)
+    return load_audio(path)

@@ -48,17 +48,36 @@ def test_search_rename_delete(history: History):
 
 def test_export_writes_markdown_and_media(history: History, tmp_path):
     chat = history.new_conversation()
-    history.add_message(chat, "user", "Describe this photo")
+    question = history.add_message(chat, "user", "Describe this photo")
     history.add_message(
         chat, "assistant", "A **red** bicycle.\n\n```python\nprint('hi')\n```", note="interrupted"
     )
     history.media_dir(chat).mkdir(parents=True)
     (history.media_dir(chat) / "photo.png").write_bytes(b"png")
+    history.attach(question, "image", history.media_dir(chat) / "photo.png")
     exported = history.export_markdown(chat, tmp_path / "export")
     text = exported.read_text()
     assert text.startswith("# Describe this photo")
+    assert "![image](media/photo.png)" in text
     assert "**Omnidesk** *(interrupted)*" in text and "print('hi')" in text
     assert (tmp_path / "export" / "media" / "photo.png").read_bytes() == b"png"
+
+
+def test_attachments_belong_to_their_message_and_go_with_it(history: History):
+    chat = history.new_conversation()
+    question = history.add_message(chat, "user", "")
+    history.add_message(chat, "assistant", "Hello")
+    folder = history.media_dir(chat)
+    history.attach(question, "audio", folder / "recording-1.wav")
+    history.attach(question, "image", folder / "screen-1.png")
+    asked, answered = history.messages(chat)
+    assert [(a.kind, a.path) for a in asked.attachments] == [
+        ("audio", folder / "recording-1.wav"),
+        ("image", folder / "screen-1.png"),
+    ]
+    assert answered.attachments == ()
+    history.delete(chat)
+    assert history._db.execute("SELECT COUNT(*) FROM attachments").fetchone()[0] == 0
 
 
 def test_what_was_written_survives_a_killed_process(tmp_path):

@@ -1,0 +1,56 @@
+"""Files a user attaches (images and recordings) and the media kept with the history.
+
+Images are read with OpenCV (and given as RGB), audio with `model.audio_features`.
+What a question carried is saved beside the history database: images as PNG,
+recordings as 16-bit WAV at 16 kHz.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.audio_features import load_audio
+from model.errors import OmnideskError
+from model.media import AUDIO_RATE, Audio, Image
+from model.wav_writer import WavWriter
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"})
+FILE_FILTER = "Images and audio ({})".format(
+    " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES | AUDIO_SUFFIXES))
+)
+
+
+def load_attachment(path: Path) -> Image | Audio:
+    """An image or a recording from a file; OmnideskError says why one cannot be used."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        import cv2
+
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if pixels is None:
+            raise OmnideskError(f"{path}: not a readable image")
+        return Image(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
+    if suffix in AUDIO_SUFFIXES:
+        return Audio(load_audio(path))
+    raise OmnideskError(
+        f"{path.name}: attach an image or a recording (not {suffix or 'a file without extension'})"
+    )
+
+
+def save_media(media: Image | Audio, folder: Path, stem: str) -> Path:
+    """Write an image as PNG or a recording as WAV in `folder`; returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(media, Image):
+        import cv2
+
+        path = folder / f"{stem}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(media.pixels, cv2.COLOR_RGB2BGR)):
+            raise OmnideskError(f"cannot write {path}")
+        return path
+    path = folder / f"{stem}.wav"
+    with WavWriter(path, AUDIO_RATE) as out:
+        out.write(np.asarray(media.samples))
+    return path
