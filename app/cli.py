@@ -1,6 +1,7 @@
 """The `omnidesk` command line.
 
     omnidesk [--models BUNDLE]                           the desktop window
+    omnidesk --selftest [--models BUNDLE]                check the installation headless, one text turn
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed as text and speech
     omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details, including llama.cpp's")
     parser.add_argument(
         "--models", type=Path, help="model bundle folder for the window (default: the last one)"
+    )
+    parser.add_argument(
+        "--selftest",
+        action="store_const",
+        const=_selftest,
+        dest="run",
+        help="check this installation headless (Qt, the model bundle, one text turn) and exit",
     )
     parser.set_defaults(run=_window)
     commands = parser.add_subparsers(title="commands (none: open the window)", metavar="COMMAND")
@@ -123,6 +131,12 @@ def _configure_logging(verbose: bool) -> None:
 
 def _window(args: argparse.Namespace) -> int:
     from app.gui import run
+
+    return run(args.models)
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from app.selftest import run
 
     return run(args.models)
 
