@@ -29,3 +29,11 @@ def _forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 def route_llama_logs() -> None:
     """Send llama.cpp's (and ggml's) log output through `log` from now on."""
     llama_cpp.llama_log_set(_forward, ctypes.c_void_p(0))
+
+
+def route_mtmd_logs() -> None:
+    """The same for the multimodal library (mtmd and its clip encoder), which logs on its own."""
+    from llama_cpp import mtmd_cpp
+
+    mtmd_cpp.mtmd_log_set(_forward, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(_forward, ctypes.c_void_p(0))

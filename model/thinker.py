@@ -196,6 +196,11 @@ class Thinker:
         return len(self._keys)
 
     @property
+    def llama_model(self) -> ctypes.c_void_p:
+        """llama.cpp's loaded model (what the vision encoder binds to)."""
+        return self._model
+
+    @property
     def next_position(self) -> int:
         """The position the next text token gets: one past the largest id so far."""
         return int(self._positions[:, : self.n_cached].max()) + 1 if self.n_cached else 0

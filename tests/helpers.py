@@ -14,3 +14,21 @@ def max_abs_error(name: str, ours: np.ndarray, reference: np.ndarray) -> float:
     relative = error / max(scale, 1e-30)
     print(f"{name}: max abs error {error:.3e} (reference max |x| {scale:.3e}, relative {relative:.3e})")
     return error
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like RGB picture (height, width, 3) uint8: a sky-to-ground gradient, a sun, a house and
+    sensor noise, drawn with OpenCV (smooth regions, sharp edges and texture, like a real photo)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    sky, ground = np.array([235, 180, 90], np.float32), np.array([40, 120, 60], np.float32)
+    image = np.broadcast_to(sky * (1 - rows) + ground * rows, (height, width, 3)).copy()
+    scale = min(height, width)
+    cv2.circle(image, (int(width * 0.75), int(height * 0.25)), max(1, scale // 8), (255, 230, 120), -1)
+    top, left = int(height * 0.45), int(width * 0.2)
+    corner = (left + max(1, width // 4), top + max(1, height // 3))
+    cv2.rectangle(image, (left, top), corner, (200, 60, 50), -1)
+    image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)

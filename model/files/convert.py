@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from model.errors import ModelFileError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
 from model.files.checkpoint import Checkpoint, Voice
+from model.files.mmproj_gguf import write_mmproj_gguf
 from model.files.thinker_gguf import (
     DTYPES,
     QUANT_TYPES,
@@ -72,7 +73,8 @@ def convert_checkpoint(
 ) -> Bundle:
     """Write a bundle into `out`. With `thinker_gguf` (e.g. ggml-org's), that file is checked
     against the checkpoint and copied (hard-linked if `link_thinker`) as the Thinker; `mmproj`
-    (llama.cpp's vision projector GGUF) is checked and copied (or linked) the same way."""
+    (llama.cpp's vision projector GGUF) is checked and copied (or linked) the same way, and
+    without it the checkpoint's vision tower is written as one (in `dtype`)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     if quant is not None and quant not in QUANT_TYPES:
@@ -97,12 +99,14 @@ def convert_checkpoint(
         report(f"copying {thinker_gguf.name}")
         _atomic(thinker, partial(_link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
 
-    files = {"thinker": thinker}
+    files = {"thinker": thinker, "mmproj": out / "mmproj.gguf"}
     if mmproj is not None:
         check_mmproj_gguf(mmproj)
-        files["mmproj"] = out / "mmproj.gguf"
         report(f"copying {mmproj.name}")
         _atomic(files["mmproj"], partial(_link_or_copy if link_thinker else shutil.copyfile, mmproj))
+    else:
+        report(f"writing {files['mmproj'].name}")
+        _atomic(files["mmproj"], lambda p: write_mmproj_gguf(checkpoint, p, dtype))
     for part, prefix in NATIVE_PARTS.items():
         files[part] = out / f"{part}.safetensors"
         report(f"writing {files[part].name}")

@@ -36,6 +36,7 @@ import httpx2
 from model.errors import OmnideskError
 from model.files.bundle import Bundle, sha256_file
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
+from model.files.mmproj_gguf import VISION_PREFIX
 
 CHECKPOINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spk_dict.pt")
 INDEX_FILE = "model.safetensors.index.json"
@@ -243,7 +244,9 @@ def download_bundle(
 
     staging.mkdir(parents=True, exist_ok=True)
     index_path = hub.download(ckpt_files[INDEX_FILE], ckpt_commit, staging / "checkpoint", progress)
-    extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()))
+    # Without an mmproj in the GGUF repository, the vision projector is made from the checkpoint.
+    prefixes = (*NATIVE_PARTS.values(), *(() if mmproj else (VISION_PREFIX,)))
+    extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()), prefixes)
     whole = [thinker, *([mmproj] if mmproj else []), *(ckpt_files[name] for name in CHECKPOINT_FILES)]
     _check_disk_space(staging, out, whole, extracts)
     listener.planned([(f.path, f.size) for f in whole] + [(e.shard.path, e.size) for e in extracts])
@@ -255,7 +258,7 @@ def download_bundle(
         report(f"fetching {mmproj.path} from {repos.gguf}")
         mmproj_path = hub.download(mmproj, gguf_commit, staging / "gguf", progress)
     else:
-        report(f"{repos.gguf} has no mmproj GGUF: images and video will not be available")
+        report(f"{repos.gguf} has no mmproj GGUF: the vision projector will be made from the checkpoint")
     for name in CHECKPOINT_FILES:
         report(f"fetching {name} from {repos.checkpoint}")
         hub.download(ckpt_files[name], ckpt_commit, staging / "checkpoint", progress)
@@ -275,6 +278,7 @@ def download_bundle(
         report=report,
         link_thinker=True,
         mmproj=mmproj_path,
+        dtype="f16",  # only the vision projector, when it is made here
     )
     shutil.rmtree(staging)
     return bundle
@@ -309,8 +313,9 @@ def _mmproj_file(files: dict[str, RemoteFile]) -> RemoteFile | None:
     return None
 
 
-def _plan_extracts(hub: Hub, commit: str, files: dict[str, RemoteFile], index: dict) -> list[Extract]:
-    prefixes = tuple(NATIVE_PARTS.values())
+def _plan_extracts(
+    hub: Hub, commit: str, files: dict[str, RemoteFile], index: dict, prefixes: tuple[str, ...]
+) -> list[Extract]:
     by_shard: dict[str, list[str]] = {}
     for name, shard in index["weight_map"].items():
         if name.startswith(prefixes):

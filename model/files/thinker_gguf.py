@@ -206,6 +206,11 @@ def check_mmproj_gguf(path: Path) -> None:
         raise ModelFileError(path, f"a GGUF of architecture {arch!r}, not a vision projector (clip)", advice)
 
 
+def mmproj_projection_dim(path: Path) -> int:
+    """The width of the embeddings a checked mmproj gives (the Thinker's width it was made for)."""
+    return _field_int(_read_gguf(path, "Download the mmproj GGUF again"), "clip.vision.projection_dim")
+
+
 def check_gguf_matches(info: ThinkerFileInfo, tokenizer: TokenizerSpec, text_config: dict[str, Any]) -> None:
     """Check that a Thinker GGUF made elsewhere fits the checkpoint: width, vocabulary, special tokens."""
     advice = "Use the GGUF of the same Qwen2.5-Omni size as the checkpoint"

@@ -18,7 +18,7 @@ from model.thinker import Thinker, TokenRun
 
 
 def test_manifest_lists_every_file_with_size_and_hash(tiny_bundle: Bundle):
-    assert set(tiny_bundle.files) == {"thinker", "audio_encoder", "talker", "token2wav", "voices"}
+    assert set(tiny_bundle.files) == {"thinker", "mmproj", "audio_encoder", "talker", "token2wav", "voices"}
     for entry in tiny_bundle.files.values():
         path = tiny_bundle.root / entry.path
         assert path.stat().st_size == entry.size

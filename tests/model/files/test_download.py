@@ -27,6 +27,7 @@ def hub(tiny_checkpoint, tiny_bundle: Bundle):
     ggufs = {
         THINKER: tiny_bundle.file("thinker").read_bytes(),
         "Qwen2.5-Omni-3B-Q4_K_M.gguf": b"GGUF not this one",
+        "mmproj-Qwen2.5-Omni-3B-F32.gguf": tiny_bundle.file("mmproj").read_bytes(),
     }
     with FakeHub({GGUF_REPO: ggufs, CHECKPOINT_REPO: checkpoint}) as server:
         yield server
@@ -168,6 +169,16 @@ def test_the_vision_projector_comes_along(hub: FakeHub, tmp_path):
     bundle = download(hub, tmp_path / "tiny")
     assert bundle.file("mmproj").read_bytes() == projector, "the Q8_0 projector is preferred"
     Bundle.open(bundle.root, trust_stamps=False)
+
+
+def test_without_a_projector_in_the_repository_one_is_made_from_the_checkpoint(hub: FakeHub, tmp_path):
+    del hub.repos[GGUF_REPO]["mmproj-Qwen2.5-Omni-3B-F32.gguf"]
+    bundle = download(hub, tmp_path / "tiny")
+    reader = gguf.GGUFReader(str(bundle.file("mmproj")))
+    assert bytes(reader.get_field("general.architecture").parts[-1]).decode() == "clip"
+    file_type = reader.get_field("general.file_type")
+    assert int(file_type.parts[-1][0]) == gguf.LlamaFileType.MOSTLY_F16, "made in float16, not float32"
+    assert {t.name for t in reader.tensors} >= {"v.patch_embd.weight", "v.patch_embd.weight.1", "mm.2.weight"}
 
 
 def test_a_damaged_vision_projector_is_named(hub: FakeHub, tmp_path):

@@ -1,0 +1,96 @@
+"""The vision tower as llama.cpp's multimodal projector GGUF (an "mmproj"), written from a checkpoint.
+
+Layout: what llama.cpp's own converter writes for Qwen2.5-Omni's vision part (architecture "clip",
+projector type "qwen2.5o", which clip.cpp runs as Qwen2.5-VL's ViT: window attention every
+`n_wa_pattern` blocks but the last of each group, SiLU-gated MLPs, RMSNorm, 2x2 merge). The
+checkpoint's 3-D patch convolution (2 frames x 14 x 14) becomes two 2-D kernels, one per frame.
+The audio tower is not written: Omnidesk runs the model's own audio encoder natively.
+
+Preprocessing constants are the reference processor's (OpenAI CLIP mean and std).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+from model.files.checkpoint import Checkpoint
+
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_IMAGE_SIZE = 560  # what llama.cpp's converter writes when the config has none (warm-up size)
+VISION_NORM_EPS = 1e-6  # the vision tower's RMSNorm epsilon (fixed in the reference)
+VISION_PREFIX = "thinker.visual."  # the checkpoint's vision tower and merger
+_PATCH = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH]
+
+
+def window_pattern(fullatt_block_indexes: list[int]) -> int:
+    """clip.cpp's `n_wa_pattern`: full attention on every n-th block (the last of each group)."""
+    if not fullatt_block_indexes:
+        raise ValueError("the vision config has no fullatt_block_indexes")
+    pattern = fullatt_block_indexes[0] + 1
+    steps = np.diff(fullatt_block_indexes)
+    if np.any(steps != pattern):
+        raise ValueError(f"full-attention blocks {fullatt_block_indexes} are not every {pattern}th block")
+    return pattern
+
+
+def mmproj_tensors(checkpoint: Checkpoint) -> list[tuple[str, str, int | None]]:
+    """(GGUF name, checkpoint name, frame of the patch kernel or None) for every vision tensor."""
+    depth = int(checkpoint.thinker_config["vision_config"]["depth"])
+    # The merger's layers are named like blocks (mm.0, mm.2): the map must reach index 2 too.
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, max(depth, 3))
+    plan: list[tuple[str, str, int | None]] = []
+    for name in checkpoint.names(VISION_PREFIX):
+        if name.endswith("patch_embed.proj.weight"):
+            plan += [(f"{_PATCH}.weight", name, 0), (f"{_PATCH}.weight.1", name, 1)]
+            continue
+        mapped = names.get_name(name.removeprefix("thinker."), try_suffixes=(".weight", ".bias"))
+        if mapped is None:
+            raise ValueError(f"no llama.cpp name for the vision tensor {name}")
+        plan.append((mapped, name, None))
+    return plan
+
+
+def write_mmproj_gguf(checkpoint: Checkpoint, out_path: Path, dtype: str) -> None:
+    """Write the vision tower and merger as an mmproj GGUF; matrices in `dtype` ("f32" or "f16")."""
+    vision = checkpoint.thinker_config["vision_config"]
+    writer = gguf.GGUFWriter(str(out_path), "clip")
+    writer.add_type(gguf.GGUFType.MMPROJ)
+    writer.add_name(f"{checkpoint.path.name} vision")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type(gguf.VisionProjectorType.QWEN25O)
+    writer.add_vision_projection_dim(int(checkpoint.text_config["hidden_size"]))
+    writer.add_vision_image_size(int(vision.get("image_size", DEFAULT_IMAGE_SIZE)))
+    writer.add_vision_patch_size(int(vision["patch_size"]))
+    writer.add_vision_embedding_length(int(vision["hidden_size"]))
+    writer.add_vision_feed_forward_length(int(vision["intermediate_size"]))
+    writer.add_vision_block_count(int(vision["depth"]))
+    writer.add_vision_head_count(int(vision["num_heads"]))
+    writer.add_vision_image_mean(list(IMAGE_MEAN))
+    writer.add_vision_image_std(list(IMAGE_STD))
+    writer.add_vision_use_silu(True)
+    writer.add_vision_n_wa_pattern(window_pattern(list(vision["fullatt_block_indexes"])))
+    writer.add_vision_attention_layernorm_eps(VISION_NORM_EPS)
+
+    plan = mmproj_tensors(checkpoint)
+    tensors = dict(checkpoint.tensors(sorted({name for _, name, _ in plan})))
+
+    def array(name: str, frame: int | None) -> np.ndarray:
+        tensor = tensors[name]
+        if frame is not None:
+            tensor = tensor[:, :, frame]
+        # Norms and biases stay float32, as llama.cpp's converter keeps 1-D tensors.
+        target = torch.float16 if dtype == "f16" and tensor.dim() > 1 else torch.float32
+        return tensor.to(target).contiguous().numpy()
+
+    for gguf_name, name, frame in plan:
+        writer.add_tensor(gguf_name, array(name, frame))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
