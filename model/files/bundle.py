@@ -61,9 +61,11 @@ class Bundle:
             spec = json.loads(manifest_path.read_text(encoding="utf-8"))
             if spec.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {spec.get('format')!r}, expected {FORMAT_VERSION}")
+            if not isinstance(spec["config"], dict):
+                raise ValueError(f"config is {type(spec['config']).__name__}, not an object")
             bundle = cls(
                 root=root,
-                files={part: FileEntry(**entry) for part, entry in spec["files"].items()},
+                files={part: _file_entry(entry) for part, entry in spec["files"].items()},
                 config=spec["config"],
                 tokens={k: int(v) for k, v in spec["tokens"].items()},
                 codec={k: int(v) for k, v in spec["codec"].items()},
@@ -72,7 +74,16 @@ class Bundle:
             )
         except FileNotFoundError:
             raise ModelFileError(manifest_path, "bundle manifest not found", _REBUILD) from None
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (
+            OSError,
+            UnicodeDecodeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,  # an integer written as 1e400
+            RecursionError,  # JSON nested thousands deep
+        ) as exc:
             raise ModelFileError(manifest_path, f"unreadable bundle manifest ({exc})", _REBUILD) from None
         bundle.check_files(verify, trust_stamps)
         return bundle
@@ -106,6 +117,16 @@ class Bundle:
             changed = True
         if changed:
             _write_stamps(self.root, stamps)
+
+
+def _file_entry(entry: dict[str, Any]) -> FileEntry:
+    """A manifest's file entry; its path names a file in the bundle folder itself."""
+    file = FileEntry(**entry)
+    if not (isinstance(file.size, int) and isinstance(file.sha256, str) and isinstance(file.path, str)):
+        raise ValueError(f"file entry {entry} is not a name, a size and a sha256")
+    if file.path in ("", ".", "..") or Path(file.path).name != file.path or "\0" in file.path:
+        raise ValueError(f"file entry {file.path!r} is not a file name in the bundle folder")
+    return file
 
 
 def write_manifest(
