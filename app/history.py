@@ -101,7 +101,7 @@ class History:
                 (conversation, role, text, note, now),
             )
             self._touch(conversation, now)
-            if role == "user" and self._count(conversation) == 1:
+            if role == "user" and text.strip() and self._count(conversation) == 1:
                 self._db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ?", (_title(text), conversation)
                 )

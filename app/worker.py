@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -18,9 +19,18 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.media import Question
 from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions, llama_backend
+from model.token2wav.sampler import FAST
+from model.token2wav.streaming import StreamOptions
+
+# Speech quality presets: Token2Wav's ODE solver (the reference's RK4, or Euler at a quarter of the work).
+SPEECH_PRESETS = {
+    "reference": StreamOptions(),
+    "fast": StreamOptions(sampler=FAST),
+}
 
 
 class AudioSink(Protocol):
@@ -32,10 +42,23 @@ class AudioSink(Protocol):
 SinkFactory = Callable[[int], AudioSink]  # sample rate -> sink; raises OmnideskError if none
 
 
-def speakers(sample_rate: int) -> AudioSink:
-    from app.playback import Playback
+@dataclass(frozen=True)
+class ModelChoice:
+    """What to load: a bundle folder, the Thinker's GPU layers (-1: as many as fit), the persona."""
 
-    return Playback(sample_rate)
+    folder: str
+    gpu_layers: int = -1
+    persona: str = ""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One question for the worker, with how to answer it."""
+
+    question: Question
+    voice: str
+    speak: bool
+    preset: str = "reference"  # a SPEECH_PRESETS key
 
 
 class ConversationWorker(QObject):
@@ -48,6 +71,7 @@ class ConversationWorker(QObject):
         Thinker's tokens per second (nan when unknown).
     turn_failed(str): a turn ended in an error; the conversation stays usable.
     speech_unavailable(str): there is no sound output; replies continue in text.
+    speakers_changed(str): the chosen sound output is missing; the system default plays instead.
     voices_known(object): the bundle's voice names (a list of str).
     """
 
@@ -57,20 +81,23 @@ class ConversationWorker(QObject):
     reply_finished = Signal(str, float, float, float)
     turn_failed = Signal(str)
     speech_unavailable = Signal(str)
+    speakers_changed = Signal(str)
     voices_known = Signal(object)
 
     def __init__(
         self,
         options: ThinkerOptions = ThinkerOptions(),
         max_tokens: int = 1024,
-        sink_factory: SinkFactory = speakers,
+        sink_factory: SinkFactory | None = None,
         max_codes: int = 4096,
     ) -> None:
+        """`sink_factory`: where speech goes; by default the speakers chosen with `set_output_device`."""
         super().__init__()
         self._options = options
         self._max_tokens = max_tokens
         self._max_codes = max_codes
-        self._sink_factory = sink_factory
+        self._sink_factory = sink_factory or self._speakers
+        self._output_device: str | None = None
         self._sink: AudioSink | None = None
         self._sink_failed = False
         self._conversation: Conversation | None = None
@@ -82,12 +109,13 @@ class ConversationWorker(QObject):
         if self._sink is not None:
             self._sink.stop()
 
-    @Slot(str)
-    def load(self, folder: str) -> None:
+    @Slot(object)
+    def load(self, choice: ModelChoice) -> None:
         self.close()
         try:
-            bundle = Bundle.open(folder)
-            self._conversation = Conversation(bundle, self._options)
+            bundle = Bundle.open(choice.folder)
+            options = replace(self._options, n_gpu_layers=choice.gpu_layers)
+            self._conversation = Conversation(bundle, options, persona=choice.persona)
         except OmnideskError as exc:
             self.model_failed.emit(str(exc))
             return
@@ -100,18 +128,36 @@ class ConversationWorker(QObject):
         if self._conversation is not None:
             self._conversation.restore(exchanges)
 
-    @Slot(str, str, bool)
-    def ask(self, text: str, voice: str, speak: bool) -> None:
+    @Slot(str)
+    def set_output_device(self, device: str) -> None:
+        """Speak through `device` ("" for the system default) from the next turn on."""
+        self._output_device = device or None
+        self._sink_failed = False
+        if self._sink is not None:
+            close = getattr(self._sink, "close", None)
+            if close is not None:
+                close()
+            self._sink = None
+
+    @Slot(object)
+    def ask(self, request: Ask) -> None:
         conversation = self._conversation
         if conversation is None:
             self.turn_failed.emit("No model is loaded yet: choose a model bundle first.")
             return
-        sink = self._open_sink() if speak else None
-        speech = SpeechOptions(voice=voice, max_codes=self._max_codes)
-        options = TurnOptions(speak=sink is not None, max_tokens=self._max_tokens, speech=speech)
+        sink = self._open_sink() if request.speak else None
+        speech = SpeechOptions(voice=request.voice, max_codes=self._max_codes)
+        options = TurnOptions(
+            speak=sink is not None,
+            max_tokens=self._max_tokens,
+            speech=speech,
+            stream=SPEECH_PRESETS.get(request.preset, StreamOptions()),
+        )
         marks: dict[str, float] = {}
         finished: TurnFinished | None = None
-        for event in conversation.turn(text, options):
+        question = request.question
+        # TODO(model): pass the Question itself once Conversation.turn takes one (text-only goes as str).
+        for event in conversation.turn(question if question.has_media else question.text, options):
             if isinstance(event, TextDelta):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:
@@ -131,6 +177,20 @@ class ConversationWorker(QObject):
             marks.get("first_audio", math.nan),
             math.nan if finished.tokens_per_s is None else finished.tokens_per_s,
         )
+
+    def _speakers(self, sample_rate: int) -> AudioSink:
+        from app.playback import Playback
+
+        if self._output_device is None:
+            return Playback(sample_rate)
+        try:
+            return Playback(sample_rate, device=self._output_device)
+        except OmnideskError:
+            playback = Playback(sample_rate)
+            missing = self._output_device
+            self.speakers_changed.emit(f"The sound output “{missing}” is missing: the system default plays.")
+            self._output_device = None
+            return playback
 
     def _open_sink(self) -> AudioSink | None:
         if self._sink is None and not self._sink_failed:

@@ -1,0 +1,81 @@
+"""The user's choices, kept in QSettings: what `SettingsDialog` edits and the window applies.
+
+Values are stored as strings (QSettings' INI files return strings whatever was stored).
+Empty device names mean the system default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSettings
+
+MODELS_FOLDER_KEY = "models/folder"
+GPU_LAYERS_KEY = "models/gpu_layers"  # -1: as many as fit
+THEME_KEY = "appearance/theme"
+VOICE_KEY = "speech/voice"
+SPEECH_KEY = "speech/enabled"
+PRESET_KEY = "speech/preset"
+PERSONA_KEY = "speech/persona"
+TALK_KEY = "input/push_to_talk_key"  # a QKeySequence in its portable text form
+INPUT_DEVICE_KEY = "devices/input"
+OUTPUT_DEVICE_KEY = "devices/output"
+CAMERA_KEY = "devices/camera"  # OpenCV's camera number, or empty for the default camera
+
+
+@dataclass(frozen=True)
+class Preferences:
+    models_folder: str = ""
+    gpu_layers: int = -1
+    theme: str = "system"
+    voice: str = ""
+    speak: bool = True
+    preset: str = "reference"
+    persona: str = ""
+    talk_key: str = "Space"
+    input_device: str = ""
+    output_device: str = ""
+    camera: str = ""
+
+    @classmethod
+    def load(cls, settings: QSettings) -> Preferences:
+        default = cls()
+
+        def text(key: str, fallback: str) -> str:
+            return str(settings.value(key, fallback, type=str))
+
+        layers = text(GPU_LAYERS_KEY, str(default.gpu_layers))
+        return cls(
+            models_folder=text(MODELS_FOLDER_KEY, default.models_folder),
+            gpu_layers=int(layers) if layers.lstrip("-").isdigit() else default.gpu_layers,
+            theme=text(THEME_KEY, default.theme),
+            voice=text(VOICE_KEY, default.voice),
+            speak=text(SPEECH_KEY, "true") == "true",
+            preset=text(PRESET_KEY, default.preset),
+            persona=text(PERSONA_KEY, default.persona),
+            talk_key=text(TALK_KEY, default.talk_key) or default.talk_key,
+            input_device=text(INPUT_DEVICE_KEY, default.input_device),
+            output_device=text(OUTPUT_DEVICE_KEY, default.output_device),
+            camera=text(CAMERA_KEY, default.camera),
+        )
+
+    def save(self, settings: QSettings) -> None:
+        values = {
+            MODELS_FOLDER_KEY: self.models_folder,
+            GPU_LAYERS_KEY: str(self.gpu_layers),
+            THEME_KEY: self.theme,
+            VOICE_KEY: self.voice,
+            SPEECH_KEY: "true" if self.speak else "false",
+            PRESET_KEY: self.preset,
+            PERSONA_KEY: self.persona,
+            TALK_KEY: self.talk_key,
+            INPUT_DEVICE_KEY: self.input_device,
+            OUTPUT_DEVICE_KEY: self.output_device,
+            CAMERA_KEY: self.camera,
+        }
+        for key, value in values.items():
+            settings.setValue(key, value)
+
+    @property
+    def camera_index(self) -> int:
+        return int(self.camera) if self.camera.isdigit() else 0

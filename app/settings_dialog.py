@@ -1,0 +1,135 @@
+"""The settings dialog: model, speech, appearance, push-to-talk key and devices."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Slot
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QKeySequenceEdit,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.preferences import Preferences
+
+PRESETS = {"reference": "Reference quality", "fast": "Fast (Euler solver, a quarter of the work)"}
+THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
+DEFAULT_DEVICE = "System default"
+
+
+def _combo(items: list[tuple[str, str]], current: str, missing: str = "{} (not connected)") -> QComboBox:
+    """A combo box of (value, label) items with `current` selected (added, labelled `missing`, if absent)."""
+    box = QComboBox()
+    for value, label in items:
+        box.addItem(label, value)
+    if box.findData(current) < 0:
+        box.addItem(missing.format(current), current)
+    box.setCurrentIndex(box.findData(current))
+    return box
+
+
+class SettingsDialog(QDialog):
+    def __init__(
+        self,
+        preferences: Preferences,
+        voices: list[str],
+        inputs: list[str],
+        outputs: list[str],
+        cameras: list[tuple[int, str]],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._preferences = preferences
+
+        self.models_folder = QLineEdit(preferences.models_folder)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse_clicked)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.models_folder, 1)
+        folder_row.addWidget(browse)
+        self.gpu_layers = QSpinBox()
+        self.gpu_layers.setRange(-1, 999)
+        self.gpu_layers.setSpecialValueText("Auto (as many as fit)")
+        self.gpu_layers.setValue(preferences.gpu_layers)
+        model = QFormLayout()
+        model.addRow("Model folder", folder_row)
+        model.addRow("GPU layers", self.gpu_layers)
+
+        self.preset = _combo(list(PRESETS.items()), preferences.preset)
+        voice = preferences.voice or (voices[0] if voices else "")
+        self.voice = _combo([(v, v) for v in voices], voice, "{}") if voice else None
+        self.persona = QPlainTextEdit(preferences.persona)
+        self.persona.setPlaceholderText("Your instructions to the assistant (optional)")
+        self.persona.setFixedHeight(70)
+        speech = QFormLayout()
+        speech.addRow("Speech quality", self.preset)
+        if self.voice is not None:
+            speech.addRow("Voice", self.voice)
+        speech.addRow("Persona", self.persona)
+
+        self.theme = _combo(list(THEME_LABELS.items()), preferences.theme)
+        self.talk_key = QKeySequenceEdit(QKeySequence(preferences.talk_key))
+        self.talk_key.setMaximumSequenceLength(1)
+        self.talk_key.setToolTip("Hold it to talk while the question box does not have the focus")
+        self.microphone = _combo([("", DEFAULT_DEVICE), *((d, d) for d in inputs)], preferences.input_device)
+        self.speakers = _combo([("", DEFAULT_DEVICE), *((d, d) for d in outputs)], preferences.output_device)
+        self.camera = _combo([("", DEFAULT_DEVICE), *((str(i), n) for i, n in cameras)], preferences.camera)
+        devices = QFormLayout()
+        devices.addRow("Push-to-talk key", self.talk_key)
+        devices.addRow("Microphone", self.microphone)
+        devices.addRow("Speakers", self.speakers)
+        devices.addRow("Camera", self.camera)
+
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        for title, form in [("Model", model), ("Speech", speech), ("Input and devices", devices)]:
+            group = QGroupBox(title)
+            group.setLayout(form)
+            layout.addWidget(group)
+        appearance = QFormLayout()
+        appearance.addRow("Theme", self.theme)
+        group = QGroupBox("Appearance")
+        group.setLayout(appearance)
+        layout.addWidget(group)
+        layout.addWidget(buttons)
+
+    @Slot()
+    def _on_browse_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder", self.models_folder.text())
+        if folder:
+            self.models_folder.setText(folder)
+
+    def preferences(self) -> Preferences:
+        """The preferences as edited (the ones given, where the dialog shows nothing)."""
+        key = self.talk_key.keySequence().toString(QKeySequence.SequenceFormat.PortableText)
+        return replace(
+            self._preferences,
+            models_folder=self.models_folder.text().strip(),
+            gpu_layers=self.gpu_layers.value(),
+            preset=str(self.preset.currentData()),
+            voice=str(self.voice.currentData()) if self.voice is not None else self._preferences.voice,
+            persona=self.persona.toPlainText().strip(),
+            theme=str(self.theme.currentData()),
+            talk_key=key or self._preferences.talk_key,
+            input_device=str(self.microphone.currentData()),
+            output_device=str(self.speakers.currentData()),
+            camera=str(self.camera.currentData()),
+        )

@@ -1,0 +1,240 @@
+"""The window's devices on the tiny bundle: push-to-talk, camera, screen, files, device loss."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QToolButton
+
+from app.main_window import Devices, MainWindow
+from app.microphone import BLOCK
+from app.preferences import CAMERA_KEY, INPUT_DEVICE_KEY
+from model.files.bundle import Bundle
+from model.media import Question
+from model.pipeline import Conversation
+from tests.app.fakes import FakeCapture, MicrophoneFactory
+from tests.app.test_main_window import TIMEOUT_MS, RecordingSink, load, worker
+
+
+@pytest.fixture
+def questions(monkeypatch) -> list[Question]:
+    """The questions that reach the pipeline. Until it answers media, they are answered as text."""
+    asked: list[Question] = []
+    turn = Conversation.turn
+
+    def spy(self, question, options):
+        asked.append(question if isinstance(question, Question) else Question(question))
+        return turn(self, asked[-1].text or "What did you hear?", options)
+
+    monkeypatch.setattr(Conversation, "turn", spy)
+    return asked
+
+
+def open_window(qtbot, settings, history_store, devices: Devices, sink: RecordingSink | None = None):
+    window = MainWindow(settings, worker(sink), history_store, devices)
+    qtbot.addWidget(window)
+    return window
+
+
+def kept_recordings(window: MainWindow) -> list[float]:
+    """Seconds of each recording the history keeps, oldest first."""
+    from model.audio_features import load_audio
+
+    return [
+        len(load_audio(a.path)) / 16_000
+        for chat in window.history.conversations()
+        for message in window.history.messages(chat.id)
+        for a in message.attachments
+        if a.kind == "audio"
+    ]
+
+
+def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
+    """Hold the button until the fake microphone has said everything, then let go."""
+    qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
+    assert window.microphone is not None and window.in_use.text() == "● Microphone on"
+    factory = window._devices.microphone_stream
+    qtbot.waitUntil(lambda: factory.streams[stream_index].fed.is_set(), timeout=TIMEOUT_MS)
+    qtbot.wait(100)  # a few polls of the queue
+    qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+
+
+class TestPushToTalk:
+    def test_a_full_spoken_turn(
+        self, qtbot, settings, history_store, tiny_bundle: Bundle, spoken_samples, questions
+    ):
+        sink = RecordingSink()
+        devices = Devices(microphone_stream=MicrophoneFactory(spoken_samples))
+        window = open_window(qtbot, settings, history_store, devices, sink)
+        load(qtbot, window, tiny_bundle)
+        levels: list[int] = []
+        window.level_meter.valueChanged.connect(levels.append)
+        pieces: list[str] = []
+        window.reply_progressed.connect(pieces.append)
+        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS):
+            talk(qtbot, window)
+        assert max(levels) > 50, "the meter moved while the question was spoken"
+        assert not window.in_use.isVisibleTo(window) and window.microphone is None
+        (question,) = questions
+        (recording,) = question.audios
+        assert np.array_equal(recording.samples, spoken_samples)
+        assert pieces and "".join(pieces) in window.transcript()
+        assert sum(len(c) for c in sink.chunks) > 0, "the reply was spoken"
+        (chat,) = window.history.conversations()
+        (kept,) = window.history.messages(chat.id)[0].attachments
+        assert (
+            kept.kind == "audio"
+            and kept.path.is_file()
+            and kept.path.parent == window.history.media_dir(chat.id)
+        )
+        assert "Play the recording" in window.chat_view.toPlainText()
+        window.close()
+
+    def test_a_slip_of_the_finger_is_not_sent(self, qtbot, settings, history_store):
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
+        with qtbot.assertNotEmitted(window.question_asked):
+            qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
+            qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+        assert "too short (0.0 s)" in window.notice.text()
+        assert window.attachments.media == [] and not window.in_use.isVisibleTo(window)
+        window.close()
+
+    def test_without_a_microphone_the_window_says_so(self, qtbot, settings, history_store):
+        window = open_window(
+            qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory(unplugged={None}))
+        )
+        qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+        assert (
+            "cannot open the microphone" in window.notice.text()
+            and "Type your question" in window.notice.text()
+        )
+        assert window.microphone is None and not window.in_use.isVisibleTo(window)
+        window.close()
+
+    def test_the_key_talks_unless_the_question_box_has_the_focus(self, qtbot, settings, history_store):
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
+        window.show()
+        window.chat_view.setFocus()
+        qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
+        assert window.microphone is not None
+        qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
+        assert window.microphone is None and "too short" in window.notice.text()
+        window.question_box.setFocus()
+        qtbot.keyClick(window.question_box, Qt.Key.Key_Space)
+        assert window.microphone is None and window.question_box.toPlainText() == " "
+        window.close()
+
+    def test_talking_over_a_reply_interrupts_it_and_asks_next(
+        self, qtbot, settings, history_store, tiny_bundle: Bundle, spoken_samples, questions
+    ):
+        devices = Devices(microphone_stream=MicrophoneFactory(spoken_samples))
+        window = open_window(qtbot, settings, history_store, devices)
+        load(qtbot, window, tiny_bundle)
+        reasons: list[str] = []
+        window.reply_completed.connect(reasons.append)
+        window.reply_progressed.connect(
+            lambda _: window._busy and not window._talking and talk(qtbot, window)
+        )
+        window.question_box.setPlainText("Tell me a long story")
+        window.send_button.click()
+        qtbot.waitUntil(lambda: len(reasons) == 2, timeout=TIMEOUT_MS)
+        assert reasons[0] == "cancelled" and "(interrupted)" in window.chat_view.toPlainText()
+        assert [q.text for q in questions] == ["Tell me a long story", ""] and len(questions[1].audios) == 1
+        window.close()
+
+
+class TestDeviceLoss:
+    def test_the_microphone_unplugged_mid_recording_falls_back_to_the_default(
+        self, qtbot, settings, history_store, spoken_samples
+    ):
+        settings.setValue(INPUT_DEVICE_KEY, "USB mic")
+        factory = MicrophoneFactory(spoken_samples, unplug_after=20)
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
+        qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "went away" in window.notice.text(), timeout=TIMEOUT_MS)
+        assert "“USB mic” went away: recording goes on with the system default" in window.notice.text()
+        assert factory.streams[1].settings["device"] is None and window.in_use.isVisibleTo(window)
+        factory.streams[1].push(np.full(10 * BLOCK, 0.25, np.float32))  # the default microphone hears more
+        with qtbot.waitSignal(window.recording_finished, timeout=TIMEOUT_MS) as finished:
+            qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+        assert finished.args[0] == pytest.approx(30 * BLOCK / 16_000)
+        assert kept_recordings(window) == [pytest.approx(finished.args[0], abs=1e-4)]
+        window.close()
+
+    def test_losing_every_microphone_keeps_the_recording(
+        self, qtbot, settings, history_store, spoken_samples
+    ):
+        settings.setValue(INPUT_DEVICE_KEY, "USB mic")
+        factory = MicrophoneFactory(spoken_samples, unplug_after=20, unplugged={None})
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
+        talk(qtbot, window)
+        assert "what was recorded is kept" in window.notice.text()
+        assert not window.in_use.isVisibleTo(window)
+        qtbot.waitUntil(lambda: "No model" in window.notice.text(), timeout=TIMEOUT_MS)
+        assert kept_recordings(window) == [pytest.approx(20 * BLOCK / 16_000, abs=1e-4)]
+        window.close()
+
+    def test_a_camera_unplugged_while_previewing_falls_back_to_the_default(
+        self, qtbot, settings, history_store
+    ):
+        settings.setValue(CAMERA_KEY, "2")
+        opened: list[int] = []
+
+        def cameras(index: int) -> FakeCapture:
+            opened.append(index)
+            return FakeCapture(fail_after=3 if index == 2 else None)
+
+        window = open_window(qtbot, settings, history_store, Devices(camera_source=cameras))
+        window.camera_button.click()
+        qtbot.waitUntil(lambda: "showing the default camera" in window.notice.text(), timeout=TIMEOUT_MS)
+        assert opened == [2, 0] and window.camera is not None and window.in_use.text() == "● Camera on"
+        window.camera_button.click()
+        assert window.camera is None and not window.in_use.isVisibleTo(window)
+        window.close()
+
+
+class TestSeeing:
+    def test_ask_about_the_camera_frame(self, qtbot, settings, history_store, tiny_bundle: Bundle, questions):
+        window = open_window(
+            qtbot, settings, history_store, Devices(camera_source=lambda index: FakeCapture())
+        )
+        load(qtbot, window, tiny_bundle)
+        assert not window.snapshot_button.isEnabled()
+        window.camera_button.click()
+        assert window.camera_preview.isVisibleTo(window) and window.in_use.text() == "● Camera on"
+        qtbot.waitUntil(lambda: not window.camera_preview.pixmap().isNull(), timeout=TIMEOUT_MS)
+        window.snapshot_button.click()
+        assert window.attachments.labels() == ["Camera"]
+        window.question_box.setPlainText("What am I holding?")
+        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS):
+            window.send_button.click()
+        (image,) = questions[0].images
+        assert image.pixels.shape == (240, 320, 3) and tuple(image.pixels[200, 300]) == (200, 20, 40)
+        assert window.attachments.media == []
+        assert "<img" in window.chat_view.toHtml()
+        window.close()
+        assert window.camera is None
+
+    def test_a_screen_shot_is_shown_before_sending(self, qtbot, settings, history_store):
+        window = open_window(qtbot, settings, history_store, Devices())
+        window.screen_button.click()
+        assert window.attachments.labels() == ["Screen"]
+        (shot,) = window.attachments.media
+        size = window.screen().size()
+        assert shot.pixels.shape == (size.height(), size.width(), 3)
+        window.attachments.findChild(QToolButton).click()  # the thumbnail removes it
+        assert window.attachments.media == [] and not window.attachments.isVisibleTo(window)
+        window.close()
+
+    def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):
+        window = open_window(qtbot, settings, history_store, Devices())
+        cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((30, 40, 3), 128, np.uint8))
+        window.attach_file(tmp_path / "photo.jpg")
+        (tmp_path / "notes.txt").write_text("hello")
+        window.attach_file(tmp_path / "notes.txt")
+        assert "attach an image or a recording" in window.notice.text()
+        assert window.attachments.labels() == ["photo.jpg"]
+        window.close()
