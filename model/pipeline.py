@@ -21,7 +21,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,11 +31,15 @@ import torch
 from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.media import Question
+from model.perception import EncodedMedia, Perception, prompt_segments, user_message
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions, Talker, ThinkerFeed
-from model.thinker import Decoded, Finished, Sampled, Thinker, ThinkerOptions, TokenRun
+from model.thinker import Decoded, Finished, Sampled, Segment, Thinker, ThinkerOptions
+from model.tmrope import TMRoPEConfig
 from model.token2wav.streaming import StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import Cancelled, Token2Wav
+from model.vision import VisionOptions
 from model.voices import Voice, load_voices, pick_voice
 
 SAMPLE_RATE = 24_000  # Hz, Token2Wav's output
@@ -104,13 +108,14 @@ class TurnOptions:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One question and its reply as the history keeps them."""
+    """One question and its reply as the history keeps them (the media already encoded)."""
 
     question: str
     user_ids: tuple[int, ...]
     reply_ids: tuple[int, ...]
     reply_text: str
     interrupted: bool = False
+    media: tuple[EncodedMedia, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class Conversation:
         native: NativeOptions = NativeOptions(),
         persona: str = "",
         system: str = SPEECH_SYSTEM_PROMPT,
+        vision: VisionOptions = VisionOptions(),
     ) -> None:
         """`persona`: the user's own instructions, placed in the first question, since speech
         needs the model's own system prompt. `system` may replace that prompt for text-only use."""
@@ -143,6 +149,8 @@ class Conversation:
         self.persona = persona
         self.thinker = Thinker(bundle.file("thinker"), bundle.tokens, thinker_options)
         self.chat = ChatFormat(self.thinker.tokenize, bundle.tokens)
+        self.perception = Perception(bundle, self.thinker, vision, native.device, native.dtype)
+        self._tmrope = TMRoPEConfig.from_bundle(bundle.tokens, bundle.config["thinker_config"])
         self.history: list[Exchange] = []
         self._system = self.chat.message("system", system)
         self._cancel = threading.Event()
@@ -181,16 +189,16 @@ class Conversation:
         """Continue a saved conversation from its (question, reply) texts, oldest first."""
         self.history = []
         for question, reply in exchanges:
-            asked = self._with_persona(question)
-            user_ids = tuple(self.chat.message("user", asked))
+            user_ids = tuple(self._user_ids(question, (), first=not self.history))
             self.history.append(Exchange(question, user_ids, tuple(self.thinker.tokenize(reply)), reply))
 
-    def _with_persona(self, question: str) -> str:
-        """The persona goes into the conversation's first question."""
-        return question if self.history or not self.persona else self._persona_question(question)
-
-    def _persona_question(self, question: str) -> str:
-        return f"{self.persona}\n\n{question}"
+    def _user_ids(self, text: str, media: Sequence[EncodedMedia], first: bool) -> list[int]:
+        """A user turn's ids; the persona goes into the conversation's first question."""
+        if first and self.persona:
+            text = f"{self.persona}\n\n{text}" if text else self.persona
+        if not media:
+            return self.chat.message("user", text)
+        return user_message(self.thinker.tokenize, self.bundle.tokens, media, text)
 
     def prompt_ids(self, question_ids: list[int]) -> list[int]:
         """System prompt, the kept history, the new question and the reply header."""
@@ -203,19 +211,32 @@ class Conversation:
             ]
         return ids + question_ids + self.chat.reply_header()
 
-    def turn(self, text: str, options: TurnOptions = TurnOptions()) -> Iterator[Event]:
-        """Answer `text`; the last event is always a TurnFinished."""
+    def prompt(
+        self, question_ids: list[int], media: Sequence[EncodedMedia] = ()
+    ) -> tuple[list[int], list[Segment]]:
+        """The whole prompt's ids, and its segments (text and media runs, positions as the reference's)."""
+        ids = self.prompt_ids(question_ids)
+        every = [m for exchange in self.history for m in exchange.media] + list(media)
+        segments, _ = prompt_segments(ids, every, self._tmrope)
+        return ids, segments
+
+    def turn(self, question: str | Question, options: TurnOptions = TurnOptions()) -> Iterator[Event]:
+        """Answer `question` (text, or text with images and recordings); the last event is always a
+        TurnFinished."""
         self._cancel.clear()
-        if not text.strip():
+        if isinstance(question, str):
+            question = Question(question)
+        if question.is_empty:
             yield TurnFinished("error", "", (), (), "nothing to answer: the question is empty")
             return
         try:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
+            media = self.perception.encode(question)
         except OmnideskError as exc:
             yield TurnFinished("error", "", (), (), str(exc))
             return
-        fitted = self._fit(text, options.max_tokens)
+        fitted = self._fit(question.text, media, options.max_tokens)
         if fitted is None:
             yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")
             return
@@ -224,7 +245,8 @@ class Conversation:
             yield ContextTrimmed(dropped=trimmed, kept=len(self.history))
         started = time.perf_counter()
         yield Mark("input_ready", 0.0)
-        run = _TurnRun(self, self.prompt_ids(user_ids), options, voice, parts, started)
+        ids, segments = self.prompt(user_ids, media)
+        run = _TurnRun(self, ids, segments, options, voice, parts, started)
         try:
             yield from run.events()
         finally:
@@ -233,10 +255,17 @@ class Conversation:
         if finished.reply_ids:
             interrupted = finished.reason == "cancelled"
             self.history.append(
-                Exchange(text, tuple(user_ids), finished.reply_ids, finished.text, interrupted)
+                Exchange(
+                    question.text,
+                    tuple(user_ids),
+                    finished.reply_ids,
+                    finished.text,
+                    interrupted,
+                    tuple(media),
+                )
             )
 
-    def _fit(self, text: str, max_tokens: int) -> tuple[list[int], int] | None:
+    def _fit(self, text: str, media: Sequence[EncodedMedia], max_tokens: int) -> tuple[list[int], int] | None:
         """Drop the oldest exchanges until the prompt and a full reply fit.
 
         Returns the question's ids (with the persona if it is now first) and how many
@@ -244,7 +273,7 @@ class Conversation:
         """
         dropped = 0
         while True:
-            user_ids = self.chat.message("user", self._with_persona(text))
+            user_ids = self._user_ids(text, media, first=not self.history)
             length = len(self.prompt_ids(user_ids))
             if length + max_tokens <= self.thinker.n_ctx or (
                 not self.history and length < self.thinker.n_ctx
@@ -256,7 +285,7 @@ class Conversation:
             dropped += 1
             if self.history and self.persona:  # the persona moves to the new first question
                 first = self.history[0]
-                persona_ids = tuple(self.chat.message("user", self._persona_question(first.question)))
+                persona_ids = tuple(self._user_ids(first.question, first.media, first=True))
                 self.history[0] = replace(first, user_ids=persona_ids)
 
 
@@ -269,13 +298,15 @@ class _TurnRun:
     def __init__(
         self,
         conversation: Conversation,
-        prompt: list[int],
+        prompt_ids: list[int],
+        prompt: list[Segment],
         options: TurnOptions,
         voice: Voice | None,
         parts: tuple[Talker, Token2Wav] | None,
         started: float,
     ) -> None:
         self.c = conversation
+        self.prompt_ids = prompt_ids
         self.prompt = prompt
         self.options = options
         self.voice = voice
@@ -326,7 +357,7 @@ class _TurnRun:
             self.reply_ids,
             tuple(self.spoken),
             self.error,
-            prompt_ids=tuple(self.prompt),
+            prompt_ids=tuple(self.prompt_ids),
             prompt_decoded=thinker.prompt_decoded if thinker else 0,
             tokens_per_s=thinker.tokens_per_s if thinker else None,
         )
@@ -358,7 +389,7 @@ class _TurnRun:
         first_decoded = True
         try:
             generate = self.c.thinker.generate(
-                [TokenRun(tuple(self.prompt))], self.options.sampling, self.options.max_tokens, self.cancel
+                self.prompt, self.options.sampling, self.options.max_tokens, self.cancel
             )
             for event in generate:
                 if isinstance(event, Sampled):

@@ -32,3 +32,14 @@ def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
     cv2.rectangle(image, (left, top), corner, (200, 60, 50), -1)
     image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """A voiced-like signal (n,) of order 0.3: harmonics of a gliding pitch, modulated, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / 16_000
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
+    return (0.2 * voiced * envelope + 0.02 * rng.standard_normal(t.size)).astype(np.float32)

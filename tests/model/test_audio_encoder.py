@@ -18,20 +18,9 @@ from model.audio_encoder import (
 )
 from model.audio_features import SAMPLE_RATE, log_mel, mel_frame_count
 from model.errors import ModelFileError, OmnideskError
-from tests.helpers import max_abs_error
+from tests.helpers import max_abs_error, speech_like
 
 SECONDS = 7.0
-
-
-def _speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    """A voiced-like signal (n,) of order 0.3: harmonics of a gliding pitch, modulated, plus noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
-    return (0.2 * voiced * envelope + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +58,7 @@ class TestParity:
     def test_matches_reference_audio_tower(self, encoder, reference_thinker):
         from transformers import WhisperFeatureExtractor
 
-        audio = _speech_like(SECONDS)
+        audio = speech_like(SECONDS)
         extractor = WhisperFeatureExtractor(feature_size=128)
         inputs = extractor(
             audio,
@@ -104,7 +93,7 @@ class TestParity:
         """The GPU dtypes, run here on the CPU: same path, rounding error only."""
         audio_config = tiny_bundle.config["thinker_config"]["audio_config"]
         half = audio_encoder_from_file(tiny_bundle.file("audio_encoder"), audio_config, dtype=dtype)
-        mel = log_mel(_speech_like(2.5))
+        mel = log_mel(speech_like(2.5))
         ours = half.encode(mel)
         assert ours.dtype == dtype
         reference = encoder.encode(mel)
@@ -117,7 +106,7 @@ class TestParity:
 
 class TestStreaming:
     def test_block_by_block_equals_whole_exactly(self, encoder):
-        mel = log_mel(_speech_like(SECONDS, seed=1))
+        mel = log_mel(speech_like(SECONDS, seed=1))
         whole = encoder.encode(mel)
         stream = StreamingAudioEncoder(encoder)
         pieces = []
@@ -155,7 +144,7 @@ class TestListening:
 
     @pytest.mark.parametrize("quiet_start", [False, True], ids=["speech", "quiet start, loud later"])
     def test_equals_whole_recording_exactly(self, encoder, quiet_start):
-        audio = _speech_like(SECONDS, seed=4)
+        audio = speech_like(SECONDS, seed=4)
         if quiet_start:
             audio[: 3 * SAMPLE_RATE] *= 1e-3  # the peak arrives only in the second block
         streamed, listener, early = self._listen(encoder, audio)

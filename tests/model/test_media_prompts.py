@@ -1,0 +1,144 @@
+"""Questions with images and recordings: our prompt (layout, embeddings, TMRoPE positions) through the
+GGUF Thinker against transformers' Thinker given the same ids, pixels and features, float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.audio_features import SAMPLE_RATE
+from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
+from model.media import Audio, Image
+from model.perception import EncodedMedia, Perception, prompt_segments, user_message
+from model.thinker import Finished, Sampled, Thinker, ThinkerOptions
+from model.tmrope import TMRoPEConfig
+from model.vision import MAX_PIXELS, MIN_PIXELS
+from tests.helpers import max_abs_error, photo_like, speech_like
+from tests.model.test_thinker import GREEDY
+
+# The vision encoder (llama.cpp's ggml kernels) differs from transformers' by ~1e-3 of its output's
+# scale; through two tiny layers that stays of the same order in the logits.
+LOGITS_TOLERANCE = 1e-3
+HIDDEN_TOLERANCE = 1e-3  # relative to the largest hidden value
+
+
+@pytest.fixture(scope="module")
+def thinker(tiny_bundle):
+    options = ThinkerOptions(n_ctx=4096, kv_cache_type="f32")
+    with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, options) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def perception(tiny_bundle, thinker) -> Perception:
+    return Perception(tiny_bundle, thinker)
+
+
+@pytest.fixture(scope="module")
+def tmrope(tiny_bundle) -> TMRoPEConfig:
+    return TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"])
+
+
+def prompt_ids(thinker, tokens, media: list[EncodedMedia], text: str) -> list[int]:
+    chat = ChatFormat(thinker.tokenize, tokens)
+    question = user_message(thinker.tokenize, tokens, media, text)
+    return chat.message("system", SPEECH_SYSTEM_PROMPT) + question + chat.reply_header()
+
+
+def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    inputs: dict[str, torch.Tensor] = {}
+    if images:
+        processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        batch = processor(images=images, input_data_format="channels_last", return_tensors="pt")
+        inputs |= {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
+    if audios:
+        features = WhisperFeatureExtractor(feature_size=128)(
+            audios,
+            sampling_rate=SAMPLE_RATE,
+            padding="max_length",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        inputs |= {
+            "input_features": features["input_features"],
+            "feature_attention_mask": features["attention_mask"],
+        }
+    return inputs
+
+
+def reference_forward(
+    reference_model, ids: list[int], inputs: dict[str, torch.Tensor]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n, V) and last hidden states (n, d) of the reference Thinker."""
+    with torch.no_grad():
+        out = reference_model.thinker(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            output_hidden_states=True,
+            **inputs,
+        )
+    return out.logits[0].numpy(), out.hidden_states[-1][0].numpy()
+
+
+CASES = {
+    "image": ([(300, 451)], []),
+    "audio": ([], [3.0]),
+    "image-and-audio": ([(224, 336)], [2.5]),
+    "two-images": ([(112, 168), (168, 112)], []),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_the_reference(case, thinker, perception, tmrope, tiny_bundle, reference_model):
+    sizes, seconds = CASES[case]
+    images = [photo_like(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    audios = [speech_like(s, seed=i) for i, s in enumerate(seconds)]
+    media = [perception.encode_image(Image(p)) for p in images]
+    media += [perception.encode_audio(Audio(a)) for a in audios]
+    ids = prompt_ids(thinker, tiny_bundle.tokens, media, "What is this?")
+    segments, positions = prompt_segments(ids, media, tmrope)
+
+    thinker.reset()
+    _, ours = thinker.prefill(segments, all_logits=True)
+    reference, reference_hidden = reference_forward(reference_model, ids, reference_inputs(images, audios))
+    error = max_abs_error(f"Thinker logits, {case} prompt of {len(ids)} positions", ours, reference)
+    assert error <= LOGITS_TOLERANCE
+    states = thinker.states(0, len(ids))
+    hidden_error = max_abs_error(f"Thinker hidden states, {case}", states.hidden, reference_hidden)
+    assert hidden_error <= HIDDEN_TOLERANCE * np.abs(reference_hidden).max()
+    assert states.positions.tolist() == positions.tolist()
+
+
+def test_greedy_reply_is_the_reference_reply(thinker, perception, tmrope, tiny_bundle, reference_model):
+    pixels, audio = photo_like(224, 336, seed=3), speech_like(2.0, seed=3)
+    media = [perception.encode_image(Image(pixels)), perception.encode_audio(Audio(audio))]
+    ids = prompt_ids(thinker, tiny_bundle.tokens, media, "Describe it.")
+    segments, _ = prompt_segments(ids, media, tmrope)
+    thinker.reset()
+    events = list(thinker.generate(segments, GREEDY, max_tokens=24))
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    tokens = tiny_bundle.tokens
+    with torch.no_grad():
+        out = reference_model.thinker.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=24,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=[tokens["im_end"], tokens["endoftext"]],
+            pad_token_id=tokens["endoftext"],
+            **reference_inputs([pixels], [audio]),
+        )
+    reference = out[0, len(ids) :].tolist()
+    text = "".join(e.text for e in events if isinstance(e, Sampled))
+    print(f"\ngreedy reply, {len(reference)} tokens: {text!r}")
+    assert list(finished.reply_ids) == reference
+
+
+def test_a_three_second_question_is_75_audio_tokens(perception):
+    assert perception.encode_audio(Audio(speech_like(3.0))).embeddings.shape[0] == 75
