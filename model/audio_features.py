@@ -57,6 +57,11 @@ DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
 RESAMPLE_ZERO_CROSSINGS = 64
 RESAMPLE_ROLLOFF = 0.9475937167399596
 RESAMPLE_KAISER_BETA = 14.769656459379492
+# A file's rate reduced against SAMPLE_RATE to up/down sets the filter's size (up phases of more than
+# `down` taps): an odd rate such as 44101 Hz would need gigabytes, so such rates are refused.
+MAX_RESAMPLE_RATIO_TERMS = 1 << 20  # up * down; 11025 Hz, the largest common case, needs 640 * 441
+MIN_INPUT_RATE = 4_000  # Hz: lower rates hold no speech, and resampling would multiply their length
+MAX_INPUT_RATE = 768_000  # Hz, the highest rate audio interfaces record at
 
 _WAV_SUFFIXES = frozenset({".wav", ".wave"})
 _SOX_SUFFIXES = _WAV_SUFFIXES | {
@@ -96,6 +101,14 @@ def load_audio(path: Path | str) -> np.ndarray:
     samples, rate = decode_audio(path)
     if samples.shape[1] == 0:
         raise OmnideskError(f"{path}: the recording is empty (no samples). Record or choose another file.")
+    gcd = math.gcd(rate, SAMPLE_RATE)
+    if (
+        not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE
+        or (rate // gcd) * (SAMPLE_RATE // gcd) > MAX_RESAMPLE_RATIO_TERMS
+    ):
+        raise OmnideskError(
+            f"{path}: unusual sample rate {rate} Hz. Convert it to a common rate (16, 44.1 or 48 kHz)."
+        )
     mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
     return resample(mono, rate, SAMPLE_RATE).numpy()
 
@@ -110,9 +123,11 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     if suffix in _WAV_SUFFIXES:
         try:
             return _decode_pcm_wav(path)
-        except (wave.Error, EOFError, ValueError) as exc:
+        except (wave.Error, EOFError, ValueError, RuntimeError) as exc:  # RuntimeError: a wrong chunk size
             if shutil.which("sox") is None:
-                raise OmnideskError(f"{path}: not a readable PCM WAV file ({exc}).") from None
+                raise OmnideskError(
+                    f"{path}: not a readable PCM WAV file ({str(exc) or 'a wrong chunk size'})."
+                ) from None
     if suffix in _SOX_SUFFIXES:
         return _decode_with_sox(path)
     if suffix in _OTHER_DECODERS:
