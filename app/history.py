@@ -77,6 +77,9 @@ class History:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL still keeps every commit through a crash of the program (only a power cut
+        # may lose the last ones) and spares the GUI thread an fsync per streamed piece of a reply.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 

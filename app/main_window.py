@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -62,6 +63,10 @@ PREVIEW_MS = 66  # the camera preview shows about 15 frames per second
 PREVIEW_WIDTH = 320
 THUMBNAIL_WIDTH = 160  # images in the chat view
 METER_FLOOR_DB = -60.0  # the level meter's empty end
+# The model's threads (worker, Thinker, Talker, Token2Wav) share the GIL with the GUI thread. Python
+# hands it over every 5 ms by default, so with four busy threads the GUI thread waited up to 60 ms
+# for it (measured here); every 1 ms it never waited more than 15 ms (tests/app/test_responsiveness.py).
+GIL_SWITCH_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ class MainWindow(QMainWindow):
         self.camera: Camera | None = None
         self._replay: Playback | None = None
 
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         self._thread = QThread(self)
         self._thread.setObjectName("thinker")
         self.worker = worker or ConversationWorker()

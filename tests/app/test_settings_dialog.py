@@ -1,0 +1,138 @@
+"""Preferences, the settings dialog, and the window putting them into effect."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+
+from app import playback
+from app.main_window import Devices, MainWindow
+from app.preferences import GPU_LAYERS_KEY, Preferences
+from app.settings_dialog import SettingsDialog
+from app.worker import ConversationWorker, ModelChoice
+from model.files.bundle import Bundle
+from tests.app.fakes import MicrophoneFactory
+from tests.app.test_main_window import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
+from tests.app.test_playback import FakeStream
+
+
+def test_preferences_round_trip_and_defaults(settings):
+    assert Preferences.load(settings) == Preferences()
+    chosen = Preferences(
+        models_folder="/models/7b",
+        gpu_layers=20,
+        theme="dark",
+        voice="Ethan",
+        speak=False,
+        preset="fast",
+        persona="Answer briefly.",
+        talk_key="F2",
+        input_device="USB mic",
+        output_device="Headphones",
+        camera="2",
+    )
+    chosen.save(settings)
+    assert Preferences.load(settings) == chosen and chosen.camera_index == 2
+    settings.setValue(GPU_LAYERS_KEY, "lots")
+    assert Preferences.load(settings).gpu_layers == -1
+
+
+class TestDialog:
+    def test_devices_each_with_the_system_default_and_a_missing_one_marked(self, qtbot):
+        preferences = Preferences(input_device="USB mic", camera="2")
+        dialog = SettingsDialog(
+            preferences, ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")]
+        )
+        qtbot.addWidget(dialog)
+        items = [dialog.microphone.itemText(i) for i in range(dialog.microphone.count())]
+        assert items == ["System default", "Built-in mic", "USB mic (not connected)"]
+        assert dialog.microphone.currentText() == "USB mic (not connected)"
+        assert dialog.speakers.currentText() == "System default"
+        assert dialog.camera.currentText() == "2 (not connected)"
+        assert dialog.gpu_layers.text() == "Auto (as many as fit)"
+        assert dialog.preferences() == replace(preferences, voice="Chelsie")
+
+    def test_edits_come_back_as_preferences(self, qtbot):
+        dialog = SettingsDialog(
+            Preferences(), ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")]
+        )
+        qtbot.addWidget(dialog)
+        dialog.models_folder.setText(" /models/3b ")
+        dialog.gpu_layers.setValue(12)
+        dialog.preset.setCurrentIndex(dialog.preset.findData("fast"))
+        dialog.voice.setCurrentText("Ethan")
+        dialog.persona.setPlainText("Be brief.")
+        dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
+        dialog.talk_key.setKeySequence(QKeySequence("F2"))
+        dialog.microphone.setCurrentText("Built-in mic")
+        dialog.speakers.setCurrentText("Speakers")
+        dialog.camera.setCurrentText("Webcam")
+        assert dialog.preferences() == Preferences(
+            models_folder="/models/3b",
+            gpu_layers=12,
+            theme="dark",
+            voice="Ethan",
+            preset="fast",
+            persona="Be brief.",
+            talk_key="F2",
+            input_device="Built-in mic",
+            output_device="Speakers",
+            camera="0",
+        )
+
+
+class TestApplied:
+    def test_a_new_key_talks_and_the_theme_changes(self, qtbot, settings, history_store):
+        window = MainWindow(settings, worker(), history_store, Devices(microphone_stream=MicrophoneFactory()))
+        qtbot.addWidget(window)
+        window.apply_preferences(replace(window.preferences(), talk_key="F2", theme="dark"))
+        assert settings.value("appearance/theme") == "dark"
+        qtbot.keyPress(window, Qt.Key.Key_Space)
+        assert window.microphone is None
+        qtbot.keyPress(window, Qt.Key.Key_F2)
+        assert window.microphone is not None
+        qtbot.keyRelease(window, Qt.Key.Key_F2)
+        assert window.microphone is None
+        window.set_theme("system")
+        window.close()
+
+    def test_model_choices_reload_the_bundle(self, qtbot, settings, history_store, tiny_bundle: Bundle):
+        window = MainWindow(settings, worker(), history_store)
+        qtbot.addWidget(window)
+        load(qtbot, window, tiny_bundle)
+        with qtbot.waitSignal(window.load_requested, timeout=TIMEOUT_MS) as request:
+            window.apply_preferences(replace(window.preferences(), gpu_layers=0, persona="Be brief."))
+        assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.")
+        qtbot.waitUntil(lambda: window.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        assert window.worker._conversation.persona == "Be brief."
+        window.close()
+
+    @pytest.mark.parametrize("remembered", [True, False])
+    def test_missing_speakers_fall_back_to_the_default(
+        self, qtbot, settings, history_store, tiny_bundle: Bundle, monkeypatch, remembered
+    ):
+        opened: list[object] = []
+
+        def outputs(callback, device=None, **settings):
+            if device is not None:
+                raise RuntimeError(f"No such device {device!r}")
+            opened.append(device)
+            return FakeStream(callback, **settings)
+
+        monkeypatch.setattr(playback, "default_stream_factory", lambda: outputs)
+        if remembered:
+            settings.setValue("devices/output", "USB speakers")
+        speakers = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES)
+        window = MainWindow(settings, speakers, history_store)
+        qtbot.addWidget(window)
+        load(qtbot, window, tiny_bundle)
+        if not remembered:
+            window.apply_preferences(replace(window.preferences(), output_device="USB speakers"))
+        assert ask(qtbot, window, "Say something") in ("end", "length")
+        assert opened == [None]
+        assert "“USB speakers” is missing: the system default plays" in window.notice.text()
+        assert window.speech_toggle.isChecked()
+        window.close()
