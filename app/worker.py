@@ -155,9 +155,7 @@ class ConversationWorker(QObject):
         )
         marks: dict[str, float] = {}
         finished: TurnFinished | None = None
-        question = request.question
-        # TODO(model): pass the Question itself once Conversation.turn takes one (text-only goes as str).
-        for event in conversation.turn(question if question.has_media else question.text, options):
+        for event in conversation.turn(request.question, options):
             if isinstance(event, TextDelta):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:

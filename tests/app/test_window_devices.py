@@ -20,13 +20,13 @@ from tests.app.test_main_window import TIMEOUT_MS, RecordingSink, load, worker
 
 @pytest.fixture
 def questions(monkeypatch) -> list[Question]:
-    """The questions that reach the pipeline. Until it answers media, they are answered as text."""
+    """The questions that reach the pipeline (and are answered by it)."""
     asked: list[Question] = []
     turn = Conversation.turn
 
     def spy(self, question, options):
-        asked.append(question if isinstance(question, Question) else Question(question))
-        return turn(self, asked[-1].text or "What did you hear?", options)
+        asked.append(question)
+        return turn(self, question, options)
 
     monkeypatch.setattr(Conversation, "turn", spy)
     return asked
@@ -73,8 +73,9 @@ class TestPushToTalk:
         window.level_meter.valueChanged.connect(levels.append)
         pieces: list[str] = []
         window.reply_progressed.connect(pieces.append)
-        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS):
+        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as reply:
             talk(qtbot, window)
+        assert reply.args[0] in ("end", "length"), "the pipeline answered the recording"
         assert max(levels) > 50, "the meter moved while the question was spoken"
         assert not window.in_use.isVisibleTo(window) and window.microphone is None
         (question,) = questions
@@ -209,8 +210,9 @@ class TestSeeing:
         window.snapshot_button.click()
         assert window.attachments.labels() == ["Camera"]
         window.question_box.setPlainText("What am I holding?")
-        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS):
+        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as reply:
             window.send_button.click()
+        assert reply.args[0] in ("end", "length"), "the pipeline answered the question with its image"
         (image,) = questions[0].images
         assert image.pixels.shape == (240, 320, 3) and tuple(image.pixels[200, 300]) == (200, 20, 40)
         assert window.attachments.media == []
