@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtWidgets import QToolButton
 
 from app.main_window import Devices, MainWindow
@@ -16,6 +16,7 @@ from model.media import Question
 from model.pipeline import Conversation
 from tests.app.fakes import FakeCapture, MicrophoneFactory
 from tests.app.test_main_window import TIMEOUT_MS, RecordingSink, load, worker
+from tests.app.test_playback import FakeStream
 
 
 @pytest.fixture
@@ -91,6 +92,27 @@ class TestPushToTalk:
             and kept.path.parent == window.history.media_dir(chat.id)
         )
         assert "Play the recording" in window.chat_view.toPlainText()
+        window.close()
+
+    def test_a_recording_in_the_chat_plays_back(self, qtbot, settings, history_store, spoken_samples):
+        outputs: list[FakeStream] = []
+
+        def speakers(**settings) -> FakeStream:
+            outputs.append(FakeStream(**settings))
+            return outputs[-1]
+
+        devices = Devices(microphone_stream=MicrophoneFactory(spoken_samples), playback_stream=speakers)
+        window = open_window(qtbot, settings, history_store, devices)
+        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):  # no model: not answered
+            talk(qtbot, window)
+        (chat,) = window.history.conversations()
+        (recording,) = window.history.messages(chat.id)[0].attachments
+        assert QUrl.fromLocalFile(str(recording.path)).toString() in window.chat_view.toHtml()
+        window.chat_view.anchorClicked.emit(QUrl.fromLocalFile(str(recording.path)))
+        (stream,) = outputs
+        assert stream.settings["samplerate"] == 16_000
+        played = stream.pull(len(spoken_samples) // 480 + 1)
+        assert np.max(np.abs(played[: len(spoken_samples)] - spoken_samples)) < 1e-4
         window.close()
 
     def test_a_slip_of_the_finger_is_not_sent(self, qtbot, settings, history_store):
