@@ -642,12 +642,14 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, description: str) -> None:
         self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
         self.model_status.setText(f"Model: {description}")
+        self.choose_button.setVisible(False)  # still in the File menu
         self._show_notice("")
         self.model_ready.emit(description)
 
     @Slot(str)
     def _on_model_failed(self, message: str) -> None:
         self.model_status.setText("No model")
+        self.choose_button.setVisible(True)
         self._show_notice(message)
         self.model_unavailable.emit(message)
 

@@ -83,6 +83,7 @@ class TestConversation:
     def test_reply_streams_into_the_chat_view(self, qtbot, window: MainWindow, tiny_bundle: Bundle, settings):
         load(qtbot, window, tiny_bundle)
         assert "CPU" in window.model_status.text()
+        assert not window.choose_button.isVisibleTo(window), "the model is set up"
         pieces: list[str] = []
         window.reply_progressed.connect(pieces.append)
         reason = ask(qtbot, window, "What am I looking at?")
