@@ -13,10 +13,9 @@ Zero-padding only changes frames that reach past the end of the recording, so pa
 n_samples + N_FFT instead of 30 s gives the same kept frames and the same largest value (padded
 silence sits at the floor 1e-10 -> -10, the lowest a frame can have).
 
-Loading: WAV (integer PCM) with the standard library; FLAC, OGG/Vorbis, AIFF, float WAV and the other
-formats of Debian's `sox` through that program when it is on PATH. MP3 and the audio track of a video
-need a decoder that is not installed here (soundfile >= 0.12 with libsndfile >= 1.1 for MP3; PyAV for
-video containers).
+Loading: WAV (integer PCM) with the standard library; every other format (FLAC, OGG, Opus, MP3, AAC,
+float WAV, and the sound track of a video: MP4, MKV, WebM, MOV...) with PyAV, whose wheels carry
+FFmpeg's decoders. Decoding keeps the file's own rate; resampling is ours.
 
 Resampling: a windowed-sinc polyphase resampler in torch (the algorithm of torchaudio's
 `sinc_interp_kaiser`, with the "kaiser_best" settings of resampy/librosa: 64 zero crossings, roll-off
@@ -28,11 +27,8 @@ what the features can see.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 import wave
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -64,30 +60,12 @@ MIN_INPUT_RATE = 4_000  # Hz: lower rates hold no speech, and resampling would m
 MAX_INPUT_RATE = 768_000  # Hz, the highest rate audio interfaces record at
 
 _WAV_SUFFIXES = frozenset({".wav", ".wave"})
-_SOX_SUFFIXES = _WAV_SUFFIXES | {
-    ".flac",
-    ".ogg",
-    ".oga",
-    ".aif",
-    ".aiff",
-    ".aifc",
-    ".au",
-    ".snd",
-    ".caf",
-    ".w64",
-}
-_OTHER_DECODERS = MappingProxyType(
-    {
-        ".mp3": "soundfile >= 0.12 (libsndfile >= 1.1) or PyAV",
-        ".m4a": "PyAV",
-        ".aac": "PyAV",
-        ".opus": "soundfile >= 0.12 or PyAV",
-        ".mp4": "PyAV",
-        ".mkv": "PyAV",
-        ".webm": "PyAV",
-        ".mov": "PyAV",
-    }
-)
+# What FFmpeg (through PyAV) decodes: audio files, and the sound track of video files.
+AUDIO_SUFFIXES = _WAV_SUFFIXES | {
+    ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma",
+    ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64",
+}  # fmt: skip
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".wmv"})
 
 
 def mel_frame_count(n_samples: int) -> int:
@@ -99,6 +77,11 @@ def load_audio(path: Path | str) -> np.ndarray:
     """Decode an audio file, mix it to mono, resample it: float32 samples (n,) at SAMPLE_RATE in [-1, 1]."""
     path = Path(path)
     samples, rate = decode_audio(path)
+    return resample_to_model_rate(samples, rate, path)
+
+
+def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.ndarray:
+    """Decoded samples (channels, n) at `rate` mixed to mono and resampled: (n',) at SAMPLE_RATE."""
     if samples.shape[1] == 0:
         raise OmnideskError(f"{path}: the recording is empty (no samples). Record or choose another file.")
     gcd = math.gcd(rate, SAMPLE_RATE)
@@ -120,24 +103,17 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     if path.stat().st_size == 0:
         raise OmnideskError(f"{path}: the audio file is empty (0 bytes). Choose another file.")
     suffix = path.suffix.lower()
+    if suffix not in AUDIO_SUFFIXES | VIDEO_SUFFIXES:
+        raise OmnideskError(
+            f"{path}: unsupported audio format {suffix or '(no extension)'}. "
+            "Use WAV, FLAC, OGG, MP3 or M4A, or a video with sound."
+        )
     if suffix in _WAV_SUFFIXES:
         try:
             return _decode_pcm_wav(path)
-        except (wave.Error, EOFError, ValueError, RuntimeError) as exc:  # RuntimeError: a wrong chunk size
-            if shutil.which("sox") is None:
-                raise OmnideskError(
-                    f"{path}: not a readable PCM WAV file ({str(exc) or 'a wrong chunk size'})."
-                ) from None
-    if suffix in _SOX_SUFFIXES:
-        return _decode_with_sox(path)
-    if suffix in _OTHER_DECODERS:
-        raise OmnideskError(
-            f"{path}: {suffix} audio needs {_OTHER_DECODERS[suffix]}, which is not installed. "
-            "Convert it to WAV or FLAC, or install that package."
-        )
-    raise OmnideskError(
-        f"{path}: unsupported audio format {suffix or '(no extension)'}. Use WAV, FLAC or OGG."
-    )
+        except (wave.Error, EOFError, ValueError, RuntimeError):  # float WAV, or damage: FFmpeg decides
+            pass
+    return decode_with_ffmpeg(path)
 
 
 def _decode_pcm_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -159,29 +135,32 @@ def _decode_pcm_wav(path: Path) -> tuple[np.ndarray, int]:
     return (ints[:usable] / full_scale).reshape(-1, channels).T.copy(), rate
 
 
-def _decode_with_sox(path: Path) -> tuple[np.ndarray, int]:
-    if shutil.which("sox") is None:
-        raise OmnideskError(
-            f"{path}: {path.suffix} audio needs the `sox` program or the soundfile package. Convert it to WAV"
-        )
+def decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    """The first sound track of any file FFmpeg reads: samples (channels, n) float32 and its rate."""
+    import av
+
     try:
-        channels = int(_sox(["sox", "--info", "-c", str(path)]))
-        rate = round(float(_sox(["sox", "--info", "-r", str(path)])))
-        raw = _sox(["sox", "-V1", str(path), "-t", "raw", "-e", "floating-point", "-b", "32", "-L", "-"])
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
-        detail = (
-            exc.stderr.decode(errors="replace").strip()
-            if isinstance(exc, subprocess.CalledProcessError)
-            else exc
-        )
-        raise OmnideskError(f"{path}: not a readable audio file ({detail or 'sox failed'}).") from None
-    samples = np.frombuffer(raw, "<f4")
-    usable = len(samples) // channels * channels
-    return samples[:usable].reshape(-1, channels).T.copy(), rate
-
-
-def _sox(command: list[str]) -> bytes:
-    return subprocess.run(command, capture_output=True, check=True, timeout=120).stdout
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise OmnideskError(f"{path}: the file has no sound track.")
+            stream = container.streams.audio[0]
+            # No codec context (or no rate) when FFmpeg has no decoder for the track.
+            rate = stream.rate if stream.codec_context is not None else 0
+            if not rate:
+                raise OmnideskError(f"{path}: not a readable audio file (an unknown sound format).")
+            to_float = av.AudioResampler(format="fltp")  # the same layout and rate, as float planes
+            pieces = [
+                converted.to_ndarray()
+                for packet in container.demux(stream)
+                for frame in stream.decode(packet)
+                for converted in to_float.resample(frame)
+            ]
+            pieces += [f.to_ndarray() for f in to_float.resample(None)]
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise OmnideskError(f"{path}: not a readable audio file ({exc}).") from None
+    if not pieces:
+        raise OmnideskError(f"{path}: not a readable audio file (no sound could be decoded).")
+    return np.concatenate(pieces, axis=1).astype(np.float32, copy=False), rate
 
 
 def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

@@ -139,12 +139,20 @@ def prompt_segments(
         if list(ids[first:stop]) != [placeholder] * len(item.embeddings):
             raise ValueError("the prompt's placeholders do not match its media")
         if first > start:
-            segments.append(TokenRun(tuple(ids[start:first])))
+            segments.append(_text_run(ids, positions, start, first))
         segments.append(EmbeddingRun(item.embeddings, positions[:, first:stop], item.key, placeholder))
         start = stop
     if start < len(ids):
-        segments.append(TokenRun(tuple(ids[start:])))
+        segments.append(_text_run(ids, positions, start, len(ids)))
     return segments, positions
+
+
+def _text_run(ids: Sequence[int], positions: np.ndarray, start: int, stop: int) -> TokenRun:
+    """Text tokens with the positions the layout gave them (one id on all three axes)."""
+    line = positions[0, start:stop]
+    if not np.array_equal(positions[1:, start:stop], np.broadcast_to(line, (2, stop - start))):
+        raise ValueError("text tokens must have one position id on all three axes")
+    return TokenRun(tuple(ids[start:stop]), tuple(int(p) for p in line))
 
 
 def _index(ids: Sequence[int], token: int, start: int) -> int:

@@ -48,9 +48,14 @@ class ThinkerOptions:
 
 @dataclass(frozen=True)
 class TokenRun:
-    """Text tokens; positions continue from the context's next position."""
+    """Text tokens; positions continue from the context's next position unless given.
+
+    `positions` (n,): the same id on all three axes per token, where the prompt's layout sets them
+    (the two markers around a video with its audio share one id).
+    """
 
     ids: tuple[int, ...]
+    positions: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -293,8 +298,11 @@ class Thinker:
             raise ContextFull(index + n, self.n_ctx)
         if isinstance(segment, TokenRun):
             ids = np.asarray(segment.ids[lo:hi], dtype=np.int64)
-            first = self.next_position
-            positions = np.broadcast_to(np.arange(first, first + n, dtype=np.int32), (3, n))
+            if segment.positions is not None:
+                line = np.asarray(segment.positions[lo:hi], dtype=np.int32)
+            else:
+                line = np.arange(self.next_position, self.next_position + n, dtype=np.int32)
+            positions = np.broadcast_to(line, (3, n))
             batch = _Batch.tokens(ids.astype(np.int32), positions[0].copy())
             keys: list[object] = [int(i) for i in ids]
             media = False

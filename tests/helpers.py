@@ -43,3 +43,32 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
     return (0.2 * voiced * envelope + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict:
+    """What transformers' processor gives the reference Thinker for these pictures and recordings."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from model.audio_features import SAMPLE_RATE
+    from model.vision import MAX_PIXELS, MIN_PIXELS
+
+    inputs: dict[str, torch.Tensor] = {}
+    if images:
+        processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+        batch = processor(images=images, input_data_format="channels_last", return_tensors="pt")
+        inputs |= {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
+    if audios:
+        features = WhisperFeatureExtractor(feature_size=128)(
+            audios,
+            sampling_rate=SAMPLE_RATE,
+            padding="max_length",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        inputs |= {
+            "input_features": features["input_features"],
+            "feature_attention_mask": features["attention_mask"],
+        }
+    return inputs

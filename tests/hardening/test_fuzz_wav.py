@@ -7,7 +7,6 @@ so both decoders meet the damage.
 from __future__ import annotations
 
 import io
-import re
 import struct
 import tempfile
 import wave
@@ -15,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from model.audio_features import SAMPLE_RATE, load_audio
 from model.errors import OmnideskError
+from tests.hardening.fuzzing import fuzz
 
 EXAMPLES = 200
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz(EXAMPLES)
 HEADER = 44  # bytes of a plain PCM WAV header: RIFF, fmt and data chunk headers
 
 
@@ -109,17 +109,14 @@ class TestFoundByFuzzing:
         samples = load_audio(write(folder / "rate.wav", wav_bytes(16_000, 2, 1, rate // 10), rate))
         assert abs(len(samples) - SAMPLE_RATE // 10) <= 1
 
-    @pytest.mark.parametrize("sox", ["sox", None])
-    def test_a_wrong_chunk_size(self, folder, monkeypatch, sox):
-        """Python's wave reader raises a bare RuntimeError when a chunk is longer than its parent."""
+    def test_a_wrong_chunk_size(self, folder):
+        """Python's wave reader raises a bare RuntimeError when a chunk is longer than its parent;
+        FFmpeg then gets the file, and says it cannot read it."""
         damaged = bytearray(wav_bytes(8_000, 1, 1, 1))
         damaged[17] = 1  # the fmt chunk's size: 16 + 256 bytes
         path = folder / "chunk.wav"
         path.write_bytes(bytes(damaged))
-        if sox is None:
-            monkeypatch.setattr("model.audio_features.shutil.which", lambda name: None)
-        expected = "not a readable PCM WAV file (a wrong chunk size)" if sox is None else "not a readable"
-        with pytest.raises(OmnideskError, match=re.escape(expected)):
+        with pytest.raises(OmnideskError, match="not a readable audio file"):
             load_audio(path)
 
 

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.audio_features import SAMPLE_RATE
 from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.media import Audio, Image
 from model.perception import EncodedMedia, Perception, prompt_segments, user_message
 from model.thinker import Finished, Sampled, Thinker, ThinkerOptions
 from model.tmrope import TMRoPEConfig
-from model.vision import MAX_PIXELS, MIN_PIXELS
-from tests.helpers import max_abs_error, photo_like, speech_like
+from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 from tests.model.test_thinker import GREEDY
 
 # The vision encoder (llama.cpp's ggml kernels) differs from transformers' by ~1e-3 of its output's
@@ -44,30 +42,6 @@ def prompt_ids(thinker, tokens, media: list[EncodedMedia], text: str) -> list[in
     chat = ChatFormat(thinker.tokenize, tokens)
     question = user_message(thinker.tokenize, tokens, media, text)
     return chat.message("system", SPEECH_SYSTEM_PROMPT) + question + chat.reply_header()
-
-
-def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    from transformers import WhisperFeatureExtractor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    inputs: dict[str, torch.Tensor] = {}
-    if images:
-        processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-        batch = processor(images=images, input_data_format="channels_last", return_tensors="pt")
-        inputs |= {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
-    if audios:
-        features = WhisperFeatureExtractor(feature_size=128)(
-            audios,
-            sampling_rate=SAMPLE_RATE,
-            padding="max_length",
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        inputs |= {
-            "input_features": features["input_features"],
-            "feature_attention_mask": features["attention_mask"],
-        }
-    return inputs
 
 
 def reference_forward(

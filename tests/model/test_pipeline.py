@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model.files.bundle import Bundle
+from model.media import Audio, Image, Question
 from model.pipeline import (
     AudioChunk,
     ContextTrimmed,
@@ -23,7 +24,7 @@ from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
-from tests.helpers import max_abs_error
+from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
 SPOKEN = TurnOptions(
@@ -227,34 +228,60 @@ class TestBadInput:
         assert run(conversation, "Hi again", SPOKEN)[-1].reason in ("end", "length")
 
 
+def generate_inputs(inputs: dict) -> dict:
+    """The processor's outputs as the reference's `generate` must get them: in transformers 5 it hands
+    every unprefixed argument to the Talker too, whose `generate` rejects `pixel_values`; the pixels go
+    to the Thinker alone (the grid stays shared: the Talker's positions need it)."""
+    if "pixel_values" in inputs:
+        inputs = dict(inputs)
+        inputs["thinker_pixel_values"] = inputs.pop("pixel_values")
+    return inputs
+
+
 class TestEndToEnd:
-    def test_full_utterance_equals_reference_generate(self, conversation, reference_model):
+    SEED, MAX_TEXT, MAX_CODES = 11, 12, 60
+    REFERENCE_SPEECH = SpeechOptions(
+        sampling=SamplingOptions(greedy=True),
+        max_codes=MAX_CODES,
+        embeddable_only=False,
+        prompt_codec_embeddings=False,  # transformers 5's generate, see SpeechOptions
+    )
+
+    @pytest.mark.parametrize(
+        "media",
+        ["text", "audio", "image-and-audio"],
+    )
+    def test_full_utterance_equals_reference_generate(self, conversation, reference_model, media):
         """Greedy Thinker and Talker, seeded noise: reply ids, codes and waveform equal transformers'."""
-        seed, max_text, max_codes = 11, 12, 60
-        speech = SpeechOptions(
-            sampling=SamplingOptions(greedy=True),
-            max_codes=max_codes,
-            embeddable_only=False,
-            prompt_codec_embeddings=False,  # transformers 5's generate, see SpeechOptions
+        images = [photo_like(224, 336, seed=7)] if "image" in media else []
+        audios = [speech_like(2.0, seed=7)] if "audio" in media else []
+        question = Question(
+            "Say hello to me.", images=tuple(map(Image, images)), audios=tuple(map(Audio, audios))
         )
         options = TurnOptions(
-            max_tokens=max_text, sampling=GREEDY, speech=speech, seed=seed, full_utterance=True
+            max_tokens=self.MAX_TEXT,
+            sampling=GREEDY,
+            speech=self.REFERENCE_SPEECH,
+            seed=self.SEED,
+            full_utterance=True,
         )
-        events = run(conversation, "Say hello to me.", options)
+        events = list(conversation.turn(question, options))
         ours = events[-1]
         assert ours.reason in ("end", "length"), ours.error
 
-        torch.manual_seed(seed)
+        torch.manual_seed(self.SEED)
         with torch.no_grad():
             sequences, waveform = reference_model.generate(
                 input_ids=torch.tensor([list(ours.prompt_ids)]),
+                attention_mask=torch.ones(1, len(ours.prompt_ids), dtype=torch.long),
                 speaker="Chelsie",
-                thinker_max_new_tokens=max_text,
+                thinker_max_new_tokens=self.MAX_TEXT,
                 thinker_do_sample=False,
-                talker_max_new_tokens=max_codes,
+                talker_max_new_tokens=self.MAX_CODES,
                 talker_do_sample=False,
+                **generate_inputs(reference_inputs(images, audios)),
             )
         assert sequences[0, len(ours.prompt_ids) :].tolist() == list(ours.reply_ids)
         expected = waveform.reshape(-1).numpy()
         assert len(expected) == 480 * len(ours.codes)
-        assert max_abs_error("end-to-end waveform", audio(events), expected) < 1e-3
+        assert max_abs_error(f"end-to-end waveform, {media}", audio(events), expected) < 1e-3
