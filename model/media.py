@@ -43,13 +43,20 @@ class Video:
     frames: np.ndarray  # (n, height, width, 3) uint8 RGB
     timestamps: np.ndarray  # (n,) float64 seconds, increasing
     audio: Audio | None = None  # the sound track, when the file has one
+    frame_seconds: float = 0.0  # the time one frame stands for (0: the mean gap between timestamps)
 
     def __post_init__(self) -> None:
         f, t = self.frames, self.timestamps
-        if f.ndim != 4 or f.shape[3] != 3 or f.dtype != np.uint8:
+        if f.ndim != 4 or f.shape[3] != 3 or f.dtype != np.uint8 or len(f) == 0:
             raise ValueError(f"video frames are (n, height, width, 3) uint8 RGB, not {f.shape} {f.dtype}")
-        if t.shape != (len(f),) or (len(t) > 1 and not np.all(np.diff(t) > 0)):
-            raise ValueError("video timestamps are one increasing time per frame")
+        if t.shape != (len(f),) or (len(t) > 1 and not np.all(np.diff(t) >= 0)):
+            raise ValueError("video timestamps are one non-decreasing time per frame")
+
+    @property
+    def seconds_per_frame(self) -> float:
+        if self.frame_seconds > 0:
+            return self.frame_seconds
+        return float(self.timestamps[-1] - self.timestamps[0]) / max(len(self.timestamps) - 1, 1) or 1.0
 
 
 @dataclass(frozen=True)

@@ -24,23 +24,34 @@ from model.audio_encoder import AudioEncoder, audio_encoder_from_file
 from model.audio_features import log_mel, mel_frame_count
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
-from model.media import Audio, Image, Question
+from model.media import Audio, Image, Question, Video
 from model.thinker import EmbeddingRun, Segment, Thinker, TokenRun
-from model.tmrope import AudioSpan, ImageGrid, PromptMedia, TMRoPEConfig, tmrope_positions
+from model.tmrope import (
+    AudioSpan,
+    ImageGrid,
+    PromptMedia,
+    TMRoPEConfig,
+    VideoGrid,
+    tmrope_positions,
+    video_with_audio_tokens,
+)
 from model.vision import VisionEncoder, VisionOptions
 
 
 @dataclass(frozen=True, eq=False)
 class EncodedMedia:
-    """One image or recording as the Thinker takes it."""
+    """One image, recording or video as the Thinker takes it (a video may carry its own sound,
+    interleaved with its frames in 2 s chunks)."""
 
     embeddings: np.ndarray = field(repr=False)  # (n, n_embd) float32
-    grid: ImageGrid | AudioSpan
+    grid: ImageGrid | VideoGrid | AudioSpan
     key: str  # identifies the content, so a later prompt with it reuses the KV cache
+    sound: EncodedMedia | None = None  # a video's audio, interleaved with it
 
     @property
-    def is_image(self) -> bool:
-        return isinstance(self.grid, ImageGrid)
+    def placeholder(self) -> str:
+        """The token role of its embeddings' positions: "image", "video" or "audio"."""
+        return {ImageGrid: "image", VideoGrid: "video", AudioSpan: "audio"}[type(self.grid)]
 
 
 class Perception:
@@ -63,10 +74,18 @@ class Perception:
         self._audio: AudioEncoder | None = None
 
     def encode(self, question: Question) -> list[EncodedMedia]:
-        """The question's media in prompt order (images, then audio)."""
-        if question.videos:
-            raise OmnideskError("video questions are not supported yet: ask about a frame (an image) instead")
-        return [*map(self.encode_image, question.images), *map(self.encode_audio, question.audios)]
+        """The question's media in prompt order: videos, images, then recordings."""
+        videos = [self.encode_video(v, question.use_audio_in_video) for v in question.videos]
+        return [*videos, *map(self.encode_image, question.images), *map(self.encode_audio, question.audios)]
+
+    def encode_video(self, video: Video, with_sound: bool = False) -> EncodedMedia:
+        sound = None
+        if with_sound:
+            if video.audio is None:
+                raise OmnideskError("the video has no sound track: ask about it without its audio")
+            sound = self.encode_audio(video.audio)
+        encoded = self._vision_encoder().encode_video(video)
+        return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key, sound)
 
     def encode_image(self, image: Image) -> EncodedMedia:
         encoded = self._vision_encoder().encode(image)
@@ -100,23 +119,32 @@ class Perception:
         return self._audio
 
 
-def media_ids(media: Sequence[EncodedMedia], tokens: dict[str, int]) -> list[int]:
-    """The placeholder ids of a user turn's media, each between its markers, in the given order."""
+def media_ids(media: Sequence[EncodedMedia], config: TMRoPEConfig) -> list[int]:
+    """The placeholder ids of a user turn's media, each between its markers, in the given order
+    (a video with its sound laid out as the reference's processor interleaves them)."""
     ids: list[int] = []
     for item in media:
-        if item.is_image:
-            ids += [tokens["vision_bos"], *[tokens["image"]] * len(item.embeddings), tokens["vision_eos"]]
+        n = len(item.embeddings)
+        if isinstance(item.grid, VideoGrid) and item.sound is not None:
+            assert isinstance(item.sound.grid, AudioSpan)
+            ids += video_with_audio_tokens(item.grid, item.sound.grid, config)
+        elif isinstance(item.grid, AudioSpan):
+            ids += [config.audio_bos, *[config.audio] * n, config.audio_eos]
         else:
-            ids += [tokens["audio_bos"], *[tokens["audio"]] * len(item.embeddings), tokens["audio_eos"]]
+            ids += [config.vision_bos, *[_placeholder(item.placeholder, config)] * n, config.vision_eos]
     return ids
 
 
 def user_message(
-    tokenize: Callable[[str], list[int]], tokens: dict[str, int], media: Sequence[EncodedMedia], text: str
+    tokenize: Callable[[str], list[int]],
+    tokens: dict[str, int],
+    config: TMRoPEConfig,
+    media: Sequence[EncodedMedia],
+    text: str,
 ) -> list[int]:
-    """<|im_start|>user\\n, the media's placeholders, the text, <|im_end|>\\n: the reference's layout
+    """<|im_start|>user\n, the media's placeholders, the text, <|im_end|>\n: the reference's layout
     (its tokenizer splits the rendered template at special tokens, so the text is tokenized alone)."""
-    body = media_ids(media, tokens) + (tokenize(text) if text else [])
+    body = media_ids(media, config) + (tokenize(text) if text else [])
     return [tokens["im_start"], *tokenize("user\n"), *body, tokens["im_end"], *tokenize("\n")]
 
 
@@ -125,26 +153,108 @@ def prompt_segments(
 ) -> tuple[list[Segment], np.ndarray]:
     """A prompt's text runs and media runs, and its positions (3, n) as the reference computes them.
 
-    `media` lists every media item of the prompt in order of appearance.
+    `media` lists every media item of the prompt in order of appearance. As the reference scatters
+    embeddings, each run of one placeholder takes the next embeddings of that kind, in order (so an
+    interleaved video's chunks take its frames' and its sound's embeddings in turn).
     """
-    images = tuple(m.grid for m in media if isinstance(m.grid, ImageGrid))
-    audios = tuple(m.grid for m in media if isinstance(m.grid, AudioSpan))
-    positions = tmrope_positions(ids, PromptMedia(images=images, audios=audios), config)
+    in_order = [part for item in media for part in (item, item.sound) if part is not None]
+    kinds = {kind: [m for m in in_order if m.placeholder == kind] for kind in ("image", "video", "audio")}
+    prompt_media = PromptMedia(
+        images=tuple(m.grid for m in kinds["image"] if isinstance(m.grid, ImageGrid)),
+        videos=tuple(m.grid for m in kinds["video"] if isinstance(m.grid, VideoGrid)),
+        audios=tuple(m.grid for m in kinds["audio"] if isinstance(m.grid, AudioSpan)),
+        use_audio_in_video=any(m.sound is not None for m in media),
+    )
+    positions = tmrope_positions(ids, prompt_media, config)
+    queues = {_placeholder(kind, config): _Rows(items) for kind, items in kinds.items()}
     segments: list[Segment] = []
     start = 0
-    for item in media:
-        placeholder = config.image if item.is_image else config.audio
-        first = _index(ids, placeholder, start)
-        stop = first + len(item.embeddings)
-        if list(ids[first:stop]) != [placeholder] * len(item.embeddings):
-            raise ValueError("the prompt's placeholders do not match its media")
-        if first > start:
-            segments.append(_text_run(ids, positions, start, first))
-        segments.append(EmbeddingRun(item.embeddings, positions[:, first:stop], item.key, placeholder))
-        start = stop
+    i = 0
+    while i < len(ids):
+        token = ids[i]
+        if token not in queues:
+            i += 1
+            continue
+        stop = i
+        while stop < len(ids) and ids[stop] == token:
+            stop += 1
+        if i > start:
+            segments.append(_text_run(ids, positions, start, i))
+        embeddings, key = queues[token].take(stop - i)
+        segments.append(EmbeddingRun(embeddings, positions[:, i:stop], key, token))
+        start = i = stop
     if start < len(ids):
         segments.append(_text_run(ids, positions, start, len(ids)))
-    return segments, positions
+    for queue in queues.values():
+        queue.check_empty()
+    return _joined_where_time_goes_back(segments), positions
+
+
+def _joined_where_time_goes_back(segments: list[Segment]) -> list[Segment]:
+    """Adjacent media runs that go back in time (a video's 2 s chunk, then the chunk's sound, which
+    starts again at the chunk's first time id) joined into one run in time order.
+
+    llama.cpp refuses positions that decrease, within a batch or after the cache; its attention
+    mask is by position anyway, so the order only changes which rows are where in the cache. The
+    rows of such a run are therefore not in the prompt's order (its placeholders say which is which).
+    """
+    joined: list[Segment] = []
+    for segment in segments:
+        last = joined[-1] if joined else None
+        if (
+            isinstance(segment, EmbeddingRun)
+            and isinstance(last, EmbeddingRun)
+            and segment.positions[0].min() < last.positions[0].max()
+        ):
+            positions = np.concatenate([last.positions, segment.positions], axis=1)
+            order = np.argsort(positions[0], kind="stable")
+            rows = np.asarray(_rows(last) + _rows(segment))[order]
+            joined[-1] = EmbeddingRun(
+                np.concatenate([last.embeddings, segment.embeddings])[order],
+                positions[:, order],
+                f"{last.key}+{segment.key}",
+                tuple(int(r) for r in rows),
+            )
+        else:
+            joined.append(segment)
+    return joined
+
+
+def _rows(run: EmbeddingRun) -> tuple[int, ...]:
+    """The run's placeholder id for each of its rows."""
+    p = run.placeholder
+    return (p,) * len(run.embeddings) if isinstance(p, int) else p
+
+
+class _Rows:
+    """The embeddings of one kind of media, taken run by run in order."""
+
+    def __init__(self, items: list[EncodedMedia]) -> None:
+        self._items = items
+        self._item = 0
+        self._row = 0
+
+    def take(self, n: int) -> tuple[np.ndarray, str]:
+        """The next n rows (all from one item) and a key naming them within the prompt's media."""
+        if self._item >= len(self._items):
+            raise ValueError("the prompt has more placeholders than its media have embeddings")
+        item = self._items[self._item]
+        rows = item.embeddings[self._row : self._row + n]
+        if len(rows) < n:
+            raise ValueError("a run of placeholders is longer than its media's embeddings")
+        key = item.key if self._row == 0 else f"{item.key}@{self._row}"
+        self._row += n
+        if self._row == len(item.embeddings):
+            self._item, self._row = self._item + 1, 0
+        return rows, key
+
+    def check_empty(self) -> None:
+        if self._item < len(self._items):
+            raise ValueError("the prompt has fewer placeholders than its media have embeddings")
+
+
+def _placeholder(kind: str, config: TMRoPEConfig) -> int:
+    return {"image": config.image, "video": config.video, "audio": config.audio}[kind]
 
 
 def _text_run(ids: Sequence[int], positions: np.ndarray, start: int, stop: int) -> TokenRun:
@@ -153,10 +263,3 @@ def _text_run(ids: Sequence[int], positions: np.ndarray, start: int, stop: int) 
     if not np.array_equal(positions[1:, start:stop], np.broadcast_to(line, (2, stop - start))):
         raise ValueError("text tokens must have one position id on all three axes")
     return TokenRun(tuple(ids[start:stop]), tuple(int(p) for p in line))
-
-
-def _index(ids: Sequence[int], token: int, start: int) -> int:
-    for i in range(start, len(ids)):
-        if ids[i] == token:
-            return i
-    raise ValueError("the prompt has fewer placeholders than media")

@@ -198,7 +198,7 @@ class Conversation:
             text = f"{self.persona}\n\n{text}" if text else self.persona
         if not media:
             return self.chat.message("user", text)
-        return user_message(self.thinker.tokenize, self.bundle.tokens, media, text)
+        return user_message(self.thinker.tokenize, self.bundle.tokens, self._tmrope, media, text)
 
     def prompt_ids(self, question_ids: list[int]) -> list[int]:
         """System prompt, the kept history, the new question and the reply header."""

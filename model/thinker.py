@@ -64,13 +64,16 @@ class EmbeddingRun:
 
     `key` identifies the content (for example a hash of the media), so a later
     prompt holding the same run reuses its KV cache. `placeholder` is the token
-    id the reference puts at these positions (for example <|IMAGE|>).
+    id the reference puts at these positions (for example <|IMAGE|>), or one id per row.
+
+    llama.cpp refuses time ids that decrease, within a batch or after what the cache holds: a
+    run's time ids must not decrease (`perception` puts interleaved video and sound in time order).
     """
 
     embeddings: np.ndarray = field(repr=False)
     positions: np.ndarray = field(repr=False)
     key: str
-    placeholder: int
+    placeholder: int | tuple[int, ...]
 
 
 Segment = TokenRun | EmbeddingRun
@@ -307,7 +310,12 @@ class Thinker:
             keys: list[object] = [int(i) for i in ids]
             media = False
         else:
-            ids = np.full(n, segment.placeholder, dtype=np.int64)
+            placeholder = segment.placeholder
+            ids = (
+                np.full(n, placeholder, dtype=np.int64)
+                if isinstance(placeholder, int)
+                else np.asarray(placeholder[lo:hi], dtype=np.int64)
+            )
             positions = np.asarray(segment.positions[:, lo:hi], dtype=np.int32)
             pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
             embeddings = np.ascontiguousarray(segment.embeddings[lo:hi], dtype=np.float32)

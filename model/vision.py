@@ -30,8 +30,9 @@ from PIL import Image as PilImage
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
 from model.llama_logs import route_mtmd_logs
-from model.media import Image
-from model.tmrope import ImageGrid
+from model.media import Image, Video
+from model.tmrope import ImageGrid, VideoGrid
+from model.video import video_frame_bounds
 
 PATCH_SIZE = 14  # pixels
 MERGE_SIZE = 2  # patches merged per side into one embedding
@@ -39,6 +40,7 @@ FACTOR = PATCH_SIZE * MERGE_SIZE  # 28: image sides are multiples of this
 MIN_PIXELS = 4 * FACTOR * FACTOR  # 3136: at least four embeddings
 MAX_PIXELS = 16384 * FACTOR * FACTOR  # the reference's cap: 16384 embeddings (12.8 Mpixel)
 MAX_ASPECT_RATIO = 200
+TEMPORAL_PATCH = 2  # video frames per patch
 _GET_MMPROJ = "Download the model again (omnidesk models download) or convert it from the checkpoint"
 
 
@@ -68,12 +70,20 @@ def smart_resize(
 
 def fit_image(pixels: np.ndarray, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """pixels (H, W, 3) uint8 RGB resized as the reference does: (h, w, 3) with h, w multiples of 28."""
-    height, width = pixels.shape[:2]
-    target = smart_resize(height, width, min_pixels, max_pixels)
-    if target == (height, width):
+    return _resize(pixels, *smart_resize(pixels.shape[0], pixels.shape[1], min_pixels, max_pixels))
+
+
+def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pillow's bicubic resampling (with its antialiasing when shrinking), or the pixels as they are."""
+    if pixels.shape[:2] == (height, width):
         return np.ascontiguousarray(pixels)
-    resized = PilImage.fromarray(pixels, "RGB").resize((target[1], target[0]), PilImage.Resampling.BICUBIC)
+    resized = PilImage.fromarray(pixels, "RGB").resize((width, height), PilImage.Resampling.BICUBIC)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def _key(pixels: np.ndarray) -> str:
+    """A hash of what was encoded, for reusing the KV cache of a prompt that holds it again."""
+    return hashlib.blake2b(pixels.tobytes(), digest_size=16, person=b"omnidesk-vision").hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +93,15 @@ class EncodedImage:
     embeddings: np.ndarray = field(repr=False)  # (grid.h / 2 * grid.w / 2, n_embd) float32
     grid: ImageGrid  # in patches, before the merge
     key: str  # a hash of the pixels encoded, for reusing the KV cache
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedVideo:
+    """A video as the Thinker takes it: one embedding per merged 2x2 block of each temporal patch."""
+
+    embeddings: np.ndarray = field(repr=False)  # (grid.t * grid.h / 2 * grid.w / 2, n_embd) float32
+    grid: VideoGrid  # in patches, before the merge; t counts pairs of frames
+    key: str
 
 
 @dataclass(frozen=True)
@@ -136,21 +155,44 @@ class VisionEncoder:
         pixels = fit_image(image.pixels, self.options.min_pixels, self.options.max_pixels)
         height, width = pixels.shape[:2]
         rows, cols = height // FACTOR, width // FACTOR
-        embeddings = self._encode_pixels(pixels, rows, cols)
-        key = hashlib.blake2b(pixels.tobytes(), digest_size=16, person=b"omnidesk-image").hexdigest()
-        return EncodedImage(embeddings, ImageGrid(1, rows * MERGE_SIZE, cols * MERGE_SIZE), key)
+        embeddings = self._encode_pixels([pixels], rows, cols)
+        return EncodedImage(embeddings, ImageGrid(1, rows * MERGE_SIZE, cols * MERGE_SIZE), _key(pixels))
 
-    def _encode_pixels(self, pixels: np.ndarray, rows: int, cols: int) -> np.ndarray:
-        height, width = pixels.shape[:2]
-        data = (ctypes.c_ubyte * pixels.size).from_buffer_copy(pixels.tobytes())
-        bitmap = mtmd_cpp.mtmd_bitmap_init(width, height, data)
+    def encode_video(self, video: Video) -> EncodedVideo:
+        """Frames resized within the reference's video bounds, encoded two by two (one temporal patch
+        each; an odd last frame is doubled, as the reference's processor does): embeddings
+        (frames / 2 * h/28 * w/28, n_embd), time-major."""
+        frames = list(video.frames)
+        if len(frames) % TEMPORAL_PATCH:
+            frames.append(frames[-1])
+        low, high = video_frame_bounds(len(frames))
+        height, width = smart_resize(frames[0].shape[0], frames[0].shape[1], low, high)
+        resized = [_resize(f, height, width) for f in frames]
+        rows, cols = height // FACTOR, width // FACTOR
+        pairs = [resized[i : i + TEMPORAL_PATCH] for i in range(0, len(resized), TEMPORAL_PATCH)]
+        embeddings = np.concatenate([self._encode_pixels(pair, rows, cols) for pair in pairs])
+        seconds = TEMPORAL_PATCH * video.seconds_per_frame
+        grid = VideoGrid(len(pairs), rows * MERGE_SIZE, cols * MERGE_SIZE, seconds)
+        return EncodedVideo(embeddings, grid, _key(np.stack(resized)))
+
+    def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
+        """One image, or the two frames of one temporal patch: mtmd merges consecutive bitmaps marked
+        mergeable into one patch, the second frame through the second kernel."""
+        height, width = frames[0].shape[:2]
+        bitmaps = [
+            mtmd_cpp.mtmd_bitmap_init(width, height, (ctypes.c_ubyte * f.size).from_buffer_copy(f.tobytes()))
+            for f in frames
+        ]
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_set_mergeable(bitmap, len(bitmaps) > 1)
+            marker = self._marker * len(bitmaps)
             text = mtmd_cpp.mtmd_input_text()
-            text.text, text.text_len = self._marker, len(self._marker)
+            text.text, text.text_len = marker, len(marker)
             text.add_special, text.parse_special = False, True
-            bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            if mtmd_cpp.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), bitmaps, 1) != 0:
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            if mtmd_cpp.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), array, len(bitmaps)) != 0:
                 raise OmnideskError(f"llama.cpp could not prepare the {width} x {height} image")
             chunk = self._image_chunk(chunks)
             tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_image(chunk)
@@ -167,15 +209,24 @@ class VisionEncoder:
             return np.ctypeslib.as_array(output, shape=(n * self.n_embd,)).reshape(n, self.n_embd).copy()
         finally:
             mtmd_cpp.mtmd_input_chunks_free(chunks)
-            mtmd_cpp.mtmd_bitmap_free(bitmap)
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
 
     @staticmethod
     def _image_chunk(chunks: mtmd_cpp.mtmd_input_chunks_p) -> mtmd_cpp.mtmd_input_chunk_p:
-        for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
-            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
-            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                return chunk
-        raise OmnideskError("llama.cpp made no image input from the picture")
+        """The one image chunk (two frames make two when mtmd does not merge them)."""
+        every = [
+            mtmd_cpp.mtmd_input_chunks_get(chunks, i) for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks))
+        ]
+        found = [
+            c for c in every if mtmd_cpp.mtmd_input_chunk_get_type(c) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE
+        ]
+        if len(found) != 1:
+            raise OmnideskError(
+                f"llama.cpp made {len(found)} image inputs where one was due: "
+                "this llama-cpp-python is not the one Omnidesk supports"
+            )
+        return found[0]
 
     def close(self) -> None:
         if self._ctx:

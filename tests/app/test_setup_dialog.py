@@ -26,9 +26,11 @@ LAPTOP = Hardware("Test", 8, 16 * GIB, 8 * GIB, (), "CPU", "cpu", "2.13.0")
 @pytest.fixture
 def hub(tiny_checkpoint, tiny_bundle: Bundle):
     checkpoint = {p.name: p.read_bytes() for p in tiny_checkpoint.path.iterdir() if p.is_file()}
-    with FakeHub(
-        {GGUF_REPO: {THINKER: tiny_bundle.file("thinker").read_bytes()}, CHECKPOINT_REPO: checkpoint}
-    ) as server:
+    ggufs = {
+        THINKER: tiny_bundle.file("thinker").read_bytes(),
+        "mmproj-Qwen2.5-Omni-3B-F32.gguf": tiny_bundle.file("mmproj").read_bytes(),
+    }
+    with FakeHub({GGUF_REPO: ggufs, CHECKPOINT_REPO: checkpoint}) as server:
         yield server
 
 

@@ -38,9 +38,9 @@ def tmrope(tiny_bundle) -> TMRoPEConfig:
     return TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"])
 
 
-def prompt_ids(thinker, tokens, media: list[EncodedMedia], text: str) -> list[int]:
+def prompt_ids(thinker, tokens, tmrope, media: list[EncodedMedia], text: str) -> list[int]:
     chat = ChatFormat(thinker.tokenize, tokens)
-    question = user_message(thinker.tokenize, tokens, media, text)
+    question = user_message(thinker.tokenize, tokens, tmrope, media, text)
     return chat.message("system", SPEECH_SYSTEM_PROMPT) + question + chat.reply_header()
 
 
@@ -73,7 +73,7 @@ def test_logits_match_the_reference(case, thinker, perception, tmrope, tiny_bund
     audios = [speech_like(s, seed=i) for i, s in enumerate(seconds)]
     media = [perception.encode_image(Image(p)) for p in images]
     media += [perception.encode_audio(Audio(a)) for a in audios]
-    ids = prompt_ids(thinker, tiny_bundle.tokens, media, "What is this?")
+    ids = prompt_ids(thinker, tiny_bundle.tokens, tmrope, media, "What is this?")
     segments, positions = prompt_segments(ids, media, tmrope)
 
     thinker.reset()
@@ -90,7 +90,7 @@ def test_logits_match_the_reference(case, thinker, perception, tmrope, tiny_bund
 def test_greedy_reply_is_the_reference_reply(thinker, perception, tmrope, tiny_bundle, reference_model):
     pixels, audio = photo_like(224, 336, seed=3), speech_like(2.0, seed=3)
     media = [perception.encode_image(Image(pixels)), perception.encode_audio(Audio(audio))]
-    ids = prompt_ids(thinker, tiny_bundle.tokens, media, "Describe it.")
+    ids = prompt_ids(thinker, tiny_bundle.tokens, tmrope, media, "Describe it.")
     segments, _ = prompt_segments(ids, media, tmrope)
     thinker.reset()
     events = list(thinker.generate(segments, GREEDY, max_tokens=24))
