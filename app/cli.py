@@ -3,6 +3,7 @@
     omnidesk [--models BUNDLE]                           the desktop window
     omnidesk --selftest [--models BUNDLE]                check the installation headless, one text turn
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed as text and speech
+                 [--image P] [--audio P] [--video P] [--screen] [--camera [N]]   ... about these
     omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk doctor                                      hardware, backends, which model fits
@@ -61,8 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands (none: open the window)", metavar="COMMAND")
 
     ask = commands.add_parser("ask", help="ask one question; the reply streams as text and speech")
-    ask.add_argument("question")
+    ask.add_argument("question", nargs="?", default="", help="what to ask (may be left out with media)")
     add_turn_options(ask)
+    media = ask.add_argument_group("what the question shows or says")
+    media.add_argument("--image", action="append", metavar="PATH", help="a picture (may be repeated)")
+    media.add_argument("--audio", action="append", metavar="PATH", help="a recording (may be repeated)")
+    media.add_argument("--video", action="append", metavar="PATH", help="a video, 2 frames a second")
+    media.add_argument(
+        "--use-audio-in-video", action="store_true", help="hear the video's sound too, interleaved with it"
+    )
+    media.add_argument("--screen", action="store_true", help="a shot of the primary screen")
+    media.add_argument(
+        "--camera", nargs="?", type=int, const=0, metavar="INDEX", help="one webcam frame (default camera 0)"
+    )
     ask.add_argument("--out", type=wav_path, help="write the speech to this WAV file as it comes")
     ask.add_argument(
         "--json", action="store_true", help="end with one line of JSON: ids, text, codes, timings"

@@ -14,11 +14,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from app.ask_media import question_from_args
 from app.playback import Playback
 from model.chat import SPEECH_SYSTEM_PROMPT
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
+from model.media import Question
 from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TextDelta, TurnFinished, TurnOptions
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
@@ -59,11 +61,12 @@ def open_speakers(args: argparse.Namespace) -> Playback | None:
 
 
 def run_ask(args: argparse.Namespace) -> int:
+    question = question_from_args(args)  # files and devices first: a bad one fails before loading
     conversation = open_conversation(args)
     speakers = open_speakers(args)
     out = WavWriter(args.out, SAMPLE_RATE) if args.out and not args.text_only else None
     try:
-        finished, marks = speak_turn(conversation, args.question, turn_options(args), speakers, out)
+        finished, marks = speak_turn(conversation, question, turn_options(args), speakers, out)
     finally:
         if out is not None:
             out.close()
@@ -123,7 +126,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def speak_turn(
     conversation: Conversation,
-    question: str,
+    question: str | Question,
     options: TurnOptions,
     speakers: Playback | None,
     out: WavWriter | None,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import mtmd_cpp
 from PIL import Image as PilImage
+from PIL import ImageOps
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
@@ -39,6 +40,9 @@ MERGE_SIZE = 2  # patches merged per side into one embedding
 FACTOR = PATCH_SIZE * MERGE_SIZE  # 28: image sides are multiples of this
 MIN_PIXELS = 4 * FACTOR * FACTOR  # 3136: at least four embeddings
 MAX_PIXELS = 16384 * FACTOR * FACTOR  # the reference's cap: 16384 embeddings (12.8 Mpixel)
+# Our default: 1280 embeddings (1 Mpixel), Qwen's own advice for limited memory. At the reference's
+# cap the vision encoder's full-attention layers need tens of GB, and the prompt outgrows the context.
+DEFAULT_MAX_PIXELS = 1280 * FACTOR * FACTOR
 MAX_ASPECT_RATIO = 200
 TEMPORAL_PATCH = 2  # video frames per patch
 _GET_MMPROJ = "Download the model again (omnidesk models download) or convert it from the checkpoint"
@@ -66,6 +70,22 @@ def smart_resize(
         h_bar = math.ceil(height * beta / FACTOR) * FACTOR
         w_bar = math.ceil(width * beta / FACTOR) * FACTOR
     return h_bar, w_bar
+
+
+def load_image(path: Path | str) -> Image:
+    """An image file (PNG, JPEG, WebP, BMP, GIF's first frame...) as RGB, turned upright as its
+    EXIF orientation says (what the user sees in any viewer)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OmnideskError(f"{path}: image file not found.")
+    try:
+        with PilImage.open(path) as opened:
+            upright = ImageOps.exif_transpose(opened)
+            return Image(np.asarray(upright.convert("RGB"), dtype=np.uint8))
+    except PilImage.DecompressionBombError:
+        raise OmnideskError(f"{path}: the image is too large to open safely. Shrink it first.") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        raise OmnideskError(f"{path}: not a readable image ({exc}).") from None
 
 
 def fit_image(pixels: np.ndarray, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -107,7 +127,7 @@ class EncodedVideo:
 @dataclass(frozen=True)
 class VisionOptions:
     min_pixels: int = MIN_PIXELS
-    max_pixels: int = MAX_PIXELS  # lower it to trade detail for prefill time (screenshots are large)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # more detail costs prefill time and memory; up to MAX_PIXELS
     n_threads: int = 1
     use_gpu: bool = True
 
@@ -131,6 +151,8 @@ class VisionEncoder:
                 f"this vision projector gives {projected}-wide embeddings but the Thinker takes {n_embd}",
                 "Use the mmproj GGUF of the same Qwen2.5-Omni size as the Thinker",
             )
+        if not MIN_PIXELS <= options.min_pixels <= options.max_pixels <= MAX_PIXELS:
+            raise OmnideskError(f"image size bounds must lie within {MIN_PIXELS} .. {MAX_PIXELS} pixels")
         self.options = options
         self.n_embd = n_embd
         route_mtmd_logs()
