@@ -167,6 +167,35 @@ class TestConversation:
         for turn in (1, 2):
             assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
 
+    def test_turns_with_media_decode_only_their_new_positions(self, conversation):
+        options = TurnOptions(speak=False, max_tokens=16, sampling=GREEDY)
+        questions = [
+            Question("What is this?", images=(Image(photo_like(112, 168, seed=1)),)),
+            Question("", audios=(Audio(speech_like(1.5, seed=2)),)),
+            Question(
+                "And now?", images=(Image(photo_like(168, 112, seed=3)),), audios=(Audio(speech_like(1.0)),)
+            ),
+        ]
+        decoded, prompts, replies = [], [], []
+        for question in questions:
+            finished = list(conversation.turn(question, options))[-1]
+            assert finished.reason in ("end", "length"), finished.error
+            decoded.append(finished.prompt_decoded)
+            prompts.append(len(finished.prompt_ids))
+            replies.append(len(finished.reply_ids))
+        print("positions decoded per turn:", decoded, "prompt lengths:", prompts)
+        assert decoded[0] == prompts[0]
+        for turn in (1, 2):
+            assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
+        # What the cache holds after three turns equals one prefill of the third prompt.
+        kept = conversation.thinker.states(0, prompts[2]).hidden
+        third = conversation.history.pop()
+        _, segments = conversation.prompt(list(third.user_ids), third.media)
+        conversation.thinker.reset()
+        conversation.thinker.prefill(segments)
+        fresh = conversation.thinker.states(0, prompts[2]).hidden
+        assert max_abs_error("hidden states, turn by turn vs one prefill", kept, fresh) < 1e-4
+
     def test_a_full_context_drops_the_oldest_turns_and_says_so(self, tiny_bundle: Bundle):
         small = Conversation(tiny_bundle, ThinkerOptions(n_ctx=256))
         options = TurnOptions(speak=False, max_tokens=40, sampling=GREEDY)
