@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gguf
 import numpy as np
@@ -250,9 +250,22 @@ def _read_gguf(path: Path, advice: str) -> gguf.GGUFReader:
         if f.read(4) != b"GGUF":
             raise ModelFileError(path, "not a GGUF file", advice)
     try:
-        return gguf.GGUFReader(str(path), "r")
+        return _BoundedReader(str(path), "r")
     except Exception as exc:  # GGUFReader raises ValueError, IndexError, struct errors... on damage
         raise ModelFileError(path, f"damaged or truncated GGUF ({type(exc).__name__})", advice) from None
+
+
+class _BoundedReader(gguf.GGUFReader):
+    """A GGUFReader that stops at the first read past the end of the file. The stock reader gets an
+    empty array there and, when a count in the file is damaged, loops on taking memory without bound."""
+
+    def _get(
+        self, offset: int, dtype: Any, count: int = 1, override_order: Literal["I", "S", "<"] | None = None
+    ) -> np.ndarray:
+        values = super()._get(offset, dtype, count, override_order)
+        if len(values) != int(count):
+            raise EOFError(f"the file ends before byte {offset + values.itemsize * int(count)}")
+        return values
 
 
 def _field_str(reader: gguf.GGUFReader, key: str) -> str | None:

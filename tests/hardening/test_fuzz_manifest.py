@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from model.errors import ModelFileError
 from model.files.bundle import MANIFEST, Bundle
+from tests.hardening.fuzzing import fuzz
 
 EXAMPLES = 300
+FUZZ = fuzz(EXAMPLES)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
@@ -73,17 +75,17 @@ def mutate(manifest: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
 
 
 class TestDamagedManifest:
-    @settings(max_examples=EXAMPLES, deadline=None)
+    @FUZZ
     @given(data=st.data())
     def test_one_value_changed_or_removed(self, bundle_copy, manifest, data):
         open_damaged(bundle_copy, json.dumps(mutate(manifest, data)))
 
-    @settings(max_examples=EXAMPLES, deadline=None)
+    @FUZZ
     @given(content=st.binary(max_size=2000))
     def test_any_bytes(self, bundle_copy, content):
         assert open_damaged(bundle_copy, content) is None
 
-    @settings(max_examples=EXAMPLES, deadline=None)
+    @FUZZ
     @given(value=json_values)
     def test_any_json(self, bundle_copy, value):
         assert open_damaged(bundle_copy, json.dumps(value)) is None
