@@ -38,17 +38,17 @@ def window_pattern(fullatt_block_indexes: list[int]) -> int:
     return pattern
 
 
-def mmproj_tensors(checkpoint: Checkpoint) -> list[tuple[str, str, int | None]]:
-    """(GGUF name, checkpoint name, frame of the patch kernel or None) for every vision tensor."""
-    depth = int(checkpoint.thinker_config["vision_config"]["depth"])
+def gguf_names(names: list[str], depth: int) -> list[tuple[str, str, int | None]]:
+    """(GGUF name, checkpoint name, frame of the patch kernel or None) for the vision tensors `names`
+    (checkpoint names, under `thinker.visual.`)."""
     # The merger's layers are named like blocks (mm.0, mm.2): the map must reach index 2 too.
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, max(depth, 3))
+    mapping = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, max(depth, 3))
     plan: list[tuple[str, str, int | None]] = []
-    for name in checkpoint.names(VISION_PREFIX):
+    for name in names:
         if name.endswith("patch_embed.proj.weight"):
             plan += [(f"{_PATCH}.weight", name, 0), (f"{_PATCH}.weight.1", name, 1)]
             continue
-        mapped = names.get_name(name.removeprefix("thinker."), try_suffixes=(".weight", ".bias"))
+        mapped = mapping.get_name(name.removeprefix("thinker."), try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise ValueError(f"no llama.cpp name for the vision tensor {name}")
         plan.append((mapped, name, None))
@@ -56,15 +56,26 @@ def mmproj_tensors(checkpoint: Checkpoint) -> list[tuple[str, str, int | None]]:
 
 
 def write_mmproj_gguf(checkpoint: Checkpoint, out_path: Path, dtype: str) -> None:
-    """Write the vision tower and merger as an mmproj GGUF; matrices in `dtype` ("f32" or "f16")."""
+    """Write the checkpoint's vision tower and merger as an mmproj GGUF; matrices in `dtype`."""
+    tensors = dict(checkpoint.tensors(checkpoint.names(VISION_PREFIX)))
     vision = checkpoint.thinker_config["vision_config"]
+    width = int(checkpoint.text_config["hidden_size"])
+    write_vision_gguf(vision, width, tensors, out_path, dtype, f"{checkpoint.path.name} vision")
+
+
+def write_vision_gguf(
+    vision: dict, text_width: int, tensors: dict[str, torch.Tensor], out_path: Path, dtype: str, name: str
+) -> None:
+    """An mmproj GGUF from a vision config (the checkpoint's `vision_config`), the Thinker's width
+    and the vision tensors under their checkpoint names (`thinker.visual.*`); matrices in `dtype`
+    ("f32" or "f16"), norms and biases in float32 as llama.cpp's converter keeps 1-D tensors."""
     writer = gguf.GGUFWriter(str(out_path), "clip")
     writer.add_type(gguf.GGUFType.MMPROJ)
-    writer.add_name(f"{checkpoint.path.name} vision")
+    writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(gguf.VisionProjectorType.QWEN25O)
-    writer.add_vision_projection_dim(int(checkpoint.text_config["hidden_size"]))
+    writer.add_vision_projection_dim(text_width)
     writer.add_vision_image_size(int(vision.get("image_size", DEFAULT_IMAGE_SIZE)))
     writer.add_vision_patch_size(int(vision["patch_size"]))
     writer.add_vision_embedding_length(int(vision["hidden_size"]))
@@ -77,19 +88,12 @@ def write_mmproj_gguf(checkpoint: Checkpoint, out_path: Path, dtype: str) -> Non
     writer.add_vision_n_wa_pattern(window_pattern(list(vision["fullatt_block_indexes"])))
     writer.add_vision_attention_layernorm_eps(VISION_NORM_EPS)
 
-    plan = mmproj_tensors(checkpoint)
-    tensors = dict(checkpoint.tensors(sorted({name for _, name, _ in plan})))
-
-    def array(name: str, frame: int | None) -> np.ndarray:
-        tensor = tensors[name]
+    for gguf_name, checkpoint_name, frame in gguf_names(sorted(tensors), int(vision["depth"])):
+        tensor = tensors[checkpoint_name]
         if frame is not None:
             tensor = tensor[:, :, frame]
-        # Norms and biases stay float32, as llama.cpp's converter keeps 1-D tensors.
         target = torch.float16 if dtype == "f16" and tensor.dim() > 1 else torch.float32
-        return tensor.to(target).contiguous().numpy()
-
-    for gguf_name, name, frame in plan:
-        writer.add_tensor(gguf_name, array(name, frame))
+        writer.add_tensor(gguf_name, tensor.to(target).contiguous().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -9,9 +9,8 @@ import torch
 
 from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.media import Audio, Image
-from model.perception import EncodedMedia, Perception, prompt_segments, user_message
-from model.thinker import Finished, Sampled, Thinker, ThinkerOptions
-from model.tmrope import TMRoPEConfig
+from model.perception import EncodedMedia, prompt_segments, user_message
+from model.thinker import Finished, Sampled
 from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 from tests.model.test_thinker import GREEDY
 
@@ -19,23 +18,6 @@ from tests.model.test_thinker import GREEDY
 # scale; through two tiny layers that stays of the same order in the logits.
 LOGITS_TOLERANCE = 1e-3
 HIDDEN_TOLERANCE = 1e-3  # relative to the largest hidden value
-
-
-@pytest.fixture(scope="module")
-def thinker(tiny_bundle):
-    options = ThinkerOptions(n_ctx=4096, kv_cache_type="f32")
-    with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, options) as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def perception(tiny_bundle, thinker) -> Perception:
-    return Perception(tiny_bundle, thinker)
-
-
-@pytest.fixture(scope="module")
-def tmrope(tiny_bundle) -> TMRoPEConfig:
-    return TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"])
 
 
 def prompt_ids(thinker, tokens, tmrope, media: list[EncodedMedia], text: str) -> list[int]:

@@ -46,8 +46,8 @@ def fresh_history(conversation: Conversation):
     conversation.thinker.reset()
 
 
-def run(conversation: Conversation, text: str, options: TurnOptions) -> list:
-    events = list(conversation.turn(text, options))
+def run(conversation: Conversation, question: str | Question, options: TurnOptions) -> list:
+    events = list(conversation.turn(question, options))
     assert isinstance(events[-1], TurnFinished)
     return events
 
@@ -152,20 +152,29 @@ class TestInterruption:
         assert max_abs_error("logits, cached vs fresh prefill", cached, fresh) < 1e-5
 
 
+def only_new_positions_decoded(
+    conversation: Conversation, questions: list, options: TurnOptions
+) -> list[int]:
+    """Run the turns; assert each decoded only what the cache lacked. Returns the prompt lengths."""
+    decoded, prompts, replies = [], [], []
+    for question in questions:
+        finished = run(conversation, question, options)[-1]
+        assert finished.reason in ("end", "length"), finished.error
+        decoded.append(finished.prompt_decoded)
+        prompts.append(len(finished.prompt_ids))
+        replies.append(len(finished.reply_ids))
+    print("positions decoded per turn:", decoded, "prompt lengths:", prompts)
+    assert decoded[0] == prompts[0]
+    # The cache holds the previous prompt and its reply but its last token (never fed back).
+    for turn in range(1, len(questions)):
+        assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
+    return prompts
+
+
 class TestConversation:
     def test_each_turn_decodes_only_its_new_tokens(self, conversation):
         options = TurnOptions(speak=False, max_tokens=16, sampling=GREEDY)
-        decoded, prompts, replies = [], [], []
-        for question in ["First question", "Second one", "Third"]:
-            finished = run(conversation, question, options)[-1]
-            decoded.append(finished.prompt_decoded)
-            prompts.append(len(finished.prompt_ids))
-            replies.append(len(finished.reply_ids))
-        print("prompt tokens decoded per turn:", decoded, "prompt lengths:", prompts)
-        assert decoded[0] == prompts[0]
-        # The cache holds the previous prompt and its reply but its last token (never fed back).
-        for turn in (1, 2):
-            assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
+        only_new_positions_decoded(conversation, ["First question", "Second one", "Third"], options)
 
     def test_turns_with_media_decode_only_their_new_positions(self, conversation):
         options = TurnOptions(speak=False, max_tokens=16, sampling=GREEDY)
@@ -176,17 +185,7 @@ class TestConversation:
                 "And now?", images=(Image(photo_like(168, 112, seed=3)),), audios=(Audio(speech_like(1.0)),)
             ),
         ]
-        decoded, prompts, replies = [], [], []
-        for question in questions:
-            finished = list(conversation.turn(question, options))[-1]
-            assert finished.reason in ("end", "length"), finished.error
-            decoded.append(finished.prompt_decoded)
-            prompts.append(len(finished.prompt_ids))
-            replies.append(len(finished.reply_ids))
-        print("positions decoded per turn:", decoded, "prompt lengths:", prompts)
-        assert decoded[0] == prompts[0]
-        for turn in (1, 2):
-            assert decoded[turn] == prompts[turn] - (prompts[turn - 1] + replies[turn - 1] - 1)
+        prompts = only_new_positions_decoded(conversation, questions, options)
         # What the cache holds after three turns equals one prefill of the third prompt.
         kept = conversation.thinker.states(0, prompts[2]).hidden
         third = conversation.history.pop()

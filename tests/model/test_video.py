@@ -9,9 +9,7 @@ import torch
 
 from model.errors import OmnideskError
 from model.media import Audio, Video
-from model.perception import Perception, prompt_segments
-from model.thinker import Thinker, ThinkerOptions
-from model.tmrope import TMRoPEConfig
+from model.perception import prompt_segments
 from model.video import load_video, sampled_frame_count
 from model.vision import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH, VisionEncoder
 from tests.fixtures.media_files import write_video
@@ -21,23 +19,6 @@ from tests.model.test_media_prompts import LOGITS_TOLERANCE, prompt_ids, referen
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 FRAME_SIZE = (280, 364)  # within the reference's video bounds for a few frames: no resize
-
-
-@pytest.fixture(scope="module")
-def thinker(tiny_bundle):
-    options = ThinkerOptions(n_ctx=4096, kv_cache_type="f32")
-    with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, options) as t:
-        yield t
-
-
-@pytest.fixture(scope="module")
-def perception(tiny_bundle, thinker) -> Perception:
-    return Perception(tiny_bundle, thinker)
-
-
-@pytest.fixture(scope="module")
-def tmrope(tiny_bundle) -> TMRoPEConfig:
-    return TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"])
 
 
 def moving_scene(frames: int, fps: float = 2.0, seconds_of_sound: float = 0.0) -> Video:

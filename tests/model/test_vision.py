@@ -9,18 +9,12 @@ import torch
 
 from model.errors import ModelFileError, OmnideskError
 from model.media import Image
-from model.thinker import Thinker
 from model.vision import MAX_PIXELS, MIN_PIXELS, VisionEncoder, fit_image, smart_resize
 from tests.helpers import photo_like
 
 # Relative to the output's largest magnitude: llama.cpp's ggml kernels (flash attention, its
 # GELU/SiLU approximations) against torch float32.
 VISION_TOLERANCE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def thinker(tiny_bundle) -> Thinker:
-    return Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,27 @@
+"""Module-scoped pieces the model tests share: a float32 Thinker on the tiny bundle, its media
+encoders and TMRoPE settings (a test module may define its own `thinker` instead)."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.perception import Perception
+from model.thinker import Thinker, ThinkerOptions
+from model.tmrope import TMRoPEConfig
+
+
+@pytest.fixture(scope="module")
+def thinker(tiny_bundle):
+    options = ThinkerOptions(n_ctx=4096, kv_cache_type="f32")
+    with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, options) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def perception(tiny_bundle, thinker) -> Perception:
+    return Perception(tiny_bundle, thinker)
+
+
+@pytest.fixture(scope="module")
+def tmrope(tiny_bundle) -> TMRoPEConfig:
+    return TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"])
