@@ -29,7 +29,7 @@ from model.vision import FACTOR, VisionEncoder, VisionOptions
 
 THINKER_WIDTHS = {"3b": 2048, "7b": 3584}
 # The released checkpoints' vision_config (both sizes), where transformers' defaults differ.
-RELEASED_VISION = {
+RELEASED_VISION: dict[str, Any] = {
     "depth": 32,
     "hidden_size": 1280,
     "intermediate_size": 3420,
