@@ -105,10 +105,10 @@ def remembered_bundle() -> Path:
     """The bundle the window would open: the one it remembers, else the first complete one stored."""
     from PySide6.QtCore import QSettings
 
-    from app.main_window import MODELS_FOLDER_KEY
+    from app.preferences import Preferences
     from model.files.store import list_bundles, models_dir
 
-    remembered = str(QSettings("Omnidesk", "Omnidesk").value(MODELS_FOLDER_KEY, "", type=str))
+    remembered = Preferences.load(QSettings("Omnidesk", "Omnidesk")).models_folder
     if remembered:
         return Path(remembered)
     complete = [b.path for b in list_bundles() if not b.problem]
