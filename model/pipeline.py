@@ -149,6 +149,7 @@ class Conversation:
         self.persona = persona
         self.thinker = Thinker(bundle.file("thinker"), bundle.tokens, thinker_options)
         self.chat = ChatFormat(self.thinker.tokenize, bundle.tokens)
+        vision = replace(vision, n_threads=vision.n_threads or thinker_options.n_threads)
         self.perception = Perception(bundle, self.thinker, vision, native.device, native.dtype)
         self._tmrope = TMRoPEConfig.from_bundle(bundle.tokens, bundle.config["thinker_config"])
         self.history: list[Exchange] = []

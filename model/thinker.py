@@ -146,7 +146,7 @@ class Thinker:
         ctx_params.n_batch = options.n_batch
         ctx_params.n_ubatch = options.n_batch
         ctx_params.n_seq_max = 1
-        threads = options.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        threads = options.n_threads or default_threads()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.type_k = ctx_params.type_v = _KV_TYPES[options.kv_cache_type]
@@ -408,6 +408,11 @@ class Thinker:
 
     def __del__(self) -> None:
         self.close()
+
+
+def default_threads() -> int:
+    """Half the logical CPUs (about the physical cores): see ThinkerOptions.n_threads."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def llama_backend() -> str:

@@ -32,6 +32,7 @@ from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
 from model.llama_logs import route_mtmd_logs
 from model.media import Image, Video
+from model.thinker import default_threads
 from model.tmrope import ImageGrid, VideoGrid
 from model.video import video_frame_bounds
 
@@ -128,7 +129,7 @@ class EncodedVideo:
 class VisionOptions:
     min_pixels: int = MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS  # more detail costs prefill time and memory; up to MAX_PIXELS
-    n_threads: int = 1
+    n_threads: int | None = None  # None: as many as the Thinker's default
     use_gpu: bool = True
 
 
@@ -158,7 +159,7 @@ class VisionEncoder:
         route_mtmd_logs()
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = options.use_gpu
-        params.n_threads = options.n_threads
+        params.n_threads = options.n_threads or default_threads()
         params.print_timings = False
         params.warmup = False
         # The reference's token bounds, so mtmd keeps the size `fit_image` chose.
