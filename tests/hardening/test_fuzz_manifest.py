@@ -37,13 +37,14 @@ def manifest(tiny_bundle: Bundle) -> dict[str, Any]:
 
 
 def open_damaged(root: Path, text: str | bytes) -> Bundle | None:
-    """Bundle.open on `text` as the manifest: the Bundle, or None after a ModelFileError naming it."""
+    """Bundle.open on `text` as the manifest: the Bundle, or None after a ModelFileError naming the
+    manifest or, when the manifest now describes a file otherwise, that file of the bundle."""
     path = root / MANIFEST
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     try:
         bundle = Bundle.open(root)
     except ModelFileError as exc:
-        assert exc.path == path and str(exc).startswith(str(path)) and exc.advice
+        assert exc.path.parent == root and str(exc).startswith(str(exc.path)) and exc.advice
         return None
     assert_well_formed(bundle)
     return bundle
