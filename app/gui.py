@@ -6,17 +6,25 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.crash import CrashReporter
 from app.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
 
+# In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).
+ICON = Path(__file__).resolve().parents[1] / "assets" / "icons" / "omnidesk-256.png"
+
 
 def run(models: Path | None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Omnidesk")
     app.setOrganizationName("Omnidesk")
+    # The Linux desktop entry is omnidesk.desktop: docks match the window to it by this name.
+    QGuiApplication.setDesktopFileName("omnidesk")
+    if ICON.is_file():
+        app.setWindowIcon(QIcon(str(ICON)))
     log_file = setup_file_logging()
     window = MainWindow(QSettings())
     reporter = CrashReporter(window)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QColor, QImage
 
-from app.screen import grab_screen, qimage, rgb_pixels
+import app.screen
+from app.screen import grab_screen, qimage, rgb_pixels, screen_capture_allowed
+from model.errors import OmnideskError
 
 
 def test_a_qimage_becomes_rgb_pixels_whatever_its_format(qtbot):
@@ -28,3 +31,36 @@ def test_the_primary_screen_is_grabbed_whole(qtbot):
     size = QGuiApplication.primaryScreen().size()
     shot = grab_screen()
     assert shot.pixels.shape == (size.height(), size.width(), 3)
+
+
+class FakeCoreGraphics:
+    """macOS's permission functions: the user has (or has not) allowed Screen Recording."""
+
+    def __init__(self, allowed: bool) -> None:
+        self.allowed = allowed
+        self.requests = 0
+
+    def CGPreflightScreenCaptureAccess(self) -> bool:  # noqa: N802 (Apple's name)
+        return self.allowed
+
+    def CGRequestScreenCaptureAccess(self) -> bool:  # noqa: N802 (Apple's name)
+        self.requests += 1
+        return self.allowed
+
+
+class TestMacOSPermission:
+    def test_without_it_no_wallpaper_is_sent_and_the_user_is_told_how(self, qtbot, monkeypatch):
+        graphics = FakeCoreGraphics(allowed=False)
+        monkeypatch.setattr(app.screen.sys, "platform", "darwin")
+        monkeypatch.setattr(app.screen, "core_graphics", lambda: graphics)
+        with pytest.raises(OmnideskError, match="Privacy & Security > Screen Recording"):
+            grab_screen()
+        assert graphics.requests == 1, "the system is asked to offer the permission"
+
+    def test_with_it_the_screen_is_grabbed(self, qtbot, monkeypatch):
+        monkeypatch.setattr(app.screen.sys, "platform", "darwin")
+        monkeypatch.setattr(app.screen, "core_graphics", lambda: FakeCoreGraphics(allowed=True))
+        assert grab_screen().pixels.size > 0
+
+    def test_elsewhere_there_is_no_such_permission(self):
+        assert screen_capture_allowed()
