@@ -246,7 +246,11 @@ class Conversation:
             yield ContextTrimmed(dropped=trimmed, kept=len(self.history))
         started = time.perf_counter()
         yield Mark("input_ready", 0.0)
-        ids, segments = self.prompt(user_ids, media)
+        try:
+            ids, segments = self.prompt(user_ids, media)
+        except ValueError as exc:  # placeholders and media that disagree: nothing to decode
+            yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
+            return
         run = _TurnRun(self, ids, segments, options, voice, parts, started)
         try:
             yield from run.events()

@@ -128,6 +128,9 @@ class Thinker:
         self.n_vocab = info.n_vocab
         self._embedding_rows = info.embedding_rows()
         self._stop_ids = {tokens["im_end"], tokens["endoftext"]}
+        # Media placeholders are not text: a reply holding one would read as media in the next
+        # prompt (ours and the reference's alike), so they are never sampled.
+        self._never = [tokens[role] for role in ("image", "video", "audio") if role in tokens]
 
         route_llama_logs()
         llama_cpp.llama_backend_init()
@@ -368,6 +371,7 @@ class Thinker:
             if cancel is not None and cancel.is_set():
                 reason = "cancelled"
                 break
+            logits[self._never] = -np.inf
             token = sampler(torch.from_numpy(logits), seen)
             first_at = first_at or time.perf_counter()
             reply.append(token)

@@ -15,6 +15,7 @@ from model.pipeline import (
     AudioChunk,
     ContextTrimmed,
     Conversation,
+    Exchange,
     Mark,
     TextDelta,
     TurnFinished,
@@ -254,6 +255,13 @@ class TestBadInput:
         assert threading.active_count() == threads_before
         monkeypatch.undo()
         assert run(conversation, "Hi again", SPOKEN)[-1].reason in ("end", "length")
+
+    def test_a_history_that_reads_as_media_is_an_error_event(self, conversation, tiny_bundle: Bundle):
+        """A reply holding a media placeholder (never sampled, but a damaged history could hold one)."""
+        user_ids = tuple(conversation.chat.message("user", "Hi"))
+        conversation.history.append(Exchange("Hi", user_ids, (tiny_bundle.tokens["image"],), "?"))
+        finished = run(conversation, "And now?", SPOKEN)[-1]
+        assert finished.reason == "error" and "could not be laid out" in finished.error
 
 
 def generate_inputs(inputs: dict) -> dict:

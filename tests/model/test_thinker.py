@@ -207,3 +207,19 @@ def test_llama_cpp_reads_the_rms_norm_eps(tiny_bundle: Bundle, caplog: pytest.Lo
     lines = [r.getMessage() for r in caplog.records if "f_norm_rms_eps" in r.getMessage()]
     print(lines)
     assert lines and lines[0].split("=")[-1].strip() == "1.0e-06"
+
+
+def test_media_placeholders_are_never_sampled(thinker, chat, tiny_bundle: Bundle, monkeypatch):
+    """A reply holding <|IMAGE|> would read as an image in the next prompt: it is never sampled."""
+    image = tiny_bundle.tokens["image"]
+    prefill = thinker.prefill
+
+    def favouring_an_image(prompt, all_logits=False):
+        decoded, logits = prefill(prompt, all_logits)
+        logits[image] = 1e3
+        return decoded, logits
+
+    monkeypatch.setattr(thinker, "prefill", favouring_an_image)
+    thinker.reset()
+    _, finished = run(thinker, chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0]), 1)
+    assert finished.reply_ids and finished.reply_ids[0] != image
