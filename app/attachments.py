@@ -1,6 +1,7 @@
 """Files a user attaches (images and recordings) and the media kept with the history.
 
-Images are read with OpenCV (and given as RGB), audio with `model.audio_features`.
+Images are read with `model.vision.load_image` (RGB, upright as their EXIF says), audio with
+`model.audio_features` (any format it decodes, the sound of a video included).
 What a question carried is saved beside the history database: images as PNG,
 recordings as 16-bit WAV at 16 kHz.
 """
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio_features import load_audio
+from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio
 from model.errors import OmnideskError
 from model.media import AUDIO_RATE, Audio, Image
+from model.vision import load_image
 from model.wav_writer import WavWriter
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"})
+SOUND_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES  # a video attaches as its sound
 FILE_FILTER = "Images and audio ({})".format(
-    " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES | AUDIO_SUFFIXES))
+    " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES | SOUND_SUFFIXES))
 )
 
 
@@ -27,13 +29,8 @@ def load_attachment(path: Path) -> Image | Audio:
     """An image or a recording from a file; OmnideskError says why one cannot be used."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        import cv2
-
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if pixels is None:
-            raise OmnideskError(f"{path}: not a readable image")
-        return Image(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
-    if suffix in AUDIO_SUFFIXES:
+        return load_image(path)
+    if suffix in SOUND_SUFFIXES:
         return Audio(load_audio(path))
     raise OmnideskError(
         f"{path.name}: attach an image or a recording (not {suffix or 'a file without extension'})"
