@@ -10,15 +10,13 @@ Times are wall-clock, `time.perf_counter`, after a device synchronisation; one w
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from model.audio_encoder import AudioEncoderConfig, audio_encoder_from_tensors
 from model.audio_features import FRAMES_PER_SECOND
+from model.bench.measure import median_seconds
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -51,7 +49,7 @@ def main(argv: list[str]) -> int:
     print(f"one block: {config.block_frames} mel frames = {block_seconds:.0f} s")
 
     out = ours.encode_block(mel)
-    ours_s = _time(lambda: ours.encode_block(mel), args.repeats, device)
+    ours_s = median_seconds(lambda: ours.encode_block(mel), args.repeats, device)
     print(f"ours:      {ours_s * 1000:8.1f} ms per block (RTF {ours_s / block_seconds:.3f})")
     if args.no_reference:
         return 0
@@ -61,26 +59,8 @@ def main(argv: list[str]) -> int:
         with torch.inference_mode():
             return reference(mel.to(dtype), feature_lens=lengths).last_hidden_state
 
-    reference_s = _time(run_reference, args.repeats, device)
+    reference_s = median_seconds(run_reference, args.repeats, device)
     error = (out.float() - run_reference().float()).abs().max().item()
     print(f"reference: {reference_s * 1000:8.1f} ms per block (RTF {reference_s / block_seconds:.3f})")
     print(f"ours / reference: {ours_s / reference_s:.3f}; max abs difference {error:.2e}")
     return 0
-
-
-def _time(run: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
-    """Median seconds of `repeats` runs after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        run()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -7,8 +7,10 @@ allocated during the block.
 
 from __future__ import annotations
 
+import statistics
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,3 +60,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def median_seconds(
+    run: Callable[[], object], repeats: int, device: torch.device, warm_up: bool = True
+) -> float:
+    """Median wall-clock seconds of `repeats` calls, the device synchronised around each; after one
+    untimed call unless the caller has just made one (`warm_up=False`)."""
+    if warm_up:
+        run()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -11,22 +11,21 @@ image, per embedding, the ratio to the reference and the largest difference of t
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.bench.measure import median_seconds
 from model.bench.random_thinker import ThinkerShape, random_thinker, special_tokens
 from model.files.mmproj_gguf import VISION_PREFIX, write_vision_gguf
 from model.media import Image
 from model.thinker import Thinker, ThinkerOptions
 from model.vision import FACTOR, VisionEncoder, VisionOptions
 
+CPU = torch.device("cpu")  # llama.cpp's build decides where mtmd runs; the reference runs here
 THINKER_WIDTHS = {"3b": 2048, "7b": 3584}
 # The released checkpoints' vision_config (both sizes), where transformers' defaults differ.
 RELEASED_VISION: dict[str, Any] = {
@@ -76,7 +75,7 @@ def main(argv: list[str]) -> int:
         thinker = Thinker(host_gguf, special_tokens(), ThinkerOptions(n_ctx=256, n_threads=threads))
         encoder = VisionEncoder(mmproj, thinker.llama_model, width, VisionOptions(n_threads=threads))
         ours = encoder.encode(Image(pixels)).embeddings
-        ours_s = _time(lambda: encoder.encode(Image(pixels)), args.repeats)
+        ours_s = median_seconds(lambda: encoder.encode(Image(pixels)), args.repeats, CPU, warm_up=False)
         per_embedding = ours_s / embeddings * 1000
         print(f"ours (mtmd, {args.dtype}): {ours_s:7.2f} s per image, {per_embedding:.1f} ms per embedding")
         if args.no_reference:
@@ -87,7 +86,7 @@ def main(argv: list[str]) -> int:
             with torch.inference_mode():
                 return reference(patches, grid_thw=grid).pooler_output
 
-        reference_s = _time(run_reference, args.repeats)
+        reference_s = median_seconds(run_reference, args.repeats, CPU, warm_up=False)
         expected = run_reference().numpy()
         error = float(np.abs(ours - expected).max() / np.abs(expected).max())
         print(f"reference (transformers, float32): {reference_s:7.2f} s per image")
@@ -105,13 +104,3 @@ def _reference_input(pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     processor = Qwen2VLImageProcessorPil(min_pixels=FACTOR * FACTOR, max_pixels=area)
     batch = processor(images=[pixels], input_data_format="channels_last", return_tensors="pt")
     return batch["pixel_values"], batch["image_grid_thw"]
-
-
-def _time(run: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of `repeats` runs (the first call above was the warm-up)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
