@@ -16,8 +16,6 @@ from tests.fixtures.media_files import write_video
 from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 from tests.model.test_media_prompts import LOGITS_TOLERANCE, prompt_ids, reference_forward
 
-IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 FRAME_SIZE = (280, 364)  # within the reference's video bounds for a few frames: no resize
 
 
@@ -31,7 +29,10 @@ def moving_scene(frames: int, fps: float = 2.0, seconds_of_sound: float = 0.0) -
 def reference_video_inputs(video: Video) -> dict[str, torch.Tensor]:
     """transformers' Qwen2-VL video processor on frames already at their size: normalized, and
     patchified as its `patchify` does (the processor itself needs torchvision, not installed here)."""
-    frames = (video.frames.astype(np.float32) / 255.0 - IMAGE_MEAN) / IMAGE_STD
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    mean, std = np.array(OPENAI_CLIP_MEAN, np.float32), np.array(OPENAI_CLIP_STD, np.float32)
+    frames = (video.frames.astype(np.float32) / 255.0 - mean) / std
     frames = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H, W)
     if pad := -frames.shape[1] % TEMPORAL_PATCH:
         frames = torch.cat([frames, frames[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
