@@ -63,7 +63,8 @@ class AudioChunk:
 
 @dataclass(frozen=True)
 class Mark:
-    """A moment of the turn: input_ready, first_text, first_code, first_audio, thinker_done, done."""
+    """A moment of the turn: input_ready, first_text, first_code, first_audio, thinker_done,
+    talker_done, done."""
 
     name: str
     seconds: float
@@ -99,6 +100,7 @@ Event = TextDelta | AudioChunk | Mark | ContextTrimmed | TurnFinished
 class TurnOptions:
     speak: bool = True
     max_tokens: int = 1024
+    min_tokens: int = 0  # no stop token before this many (generate's min_new_tokens)
     sampling: SamplingOptions = SamplingOptions()  # the Thinker's
     speech: SpeechOptions = SpeechOptions()  # the Talker's: voice, sampling, max_codes, ...
     seed: int | None = None  # Token2Wav's noise, and the Talker's sampling unless it has its own seed
@@ -394,7 +396,11 @@ class _TurnRun:
         first_decoded = True
         try:
             generate = self.c.thinker.generate(
-                self.prompt, self.options.sampling, self.options.max_tokens, self.cancel
+                self.prompt,
+                self.options.sampling,
+                self.options.max_tokens,
+                self.cancel,
+                self.options.min_tokens,
             )
             for event in generate:
                 if isinstance(event, Sampled):
@@ -431,6 +437,7 @@ class _TurnRun:
                 self._put(self.codes, code)
         finally:
             self._put(self.codes, _END, always=True)
+            self._put(self.out, self._mark("talker_done"), always=True)
 
     def _token2wav(self) -> None:
         with contextlib.suppress(Cancelled):  # the turn was cancelled mid-window

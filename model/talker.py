@@ -441,6 +441,7 @@ class SpeechOptions:
     voice: str = "Chelsie"
     sampling: SamplingOptions = REFERENCE_SAMPLING
     max_codes: int = 4096  # generate's talker_max_new_tokens (a stop id counts)
+    min_codes: int = 0  # generate's talker_min_new_tokens: no stop id before this many codes
     embeddable_only: bool = True  # never emit ids the DiT cannot embed (the reference may, then crashes)
     # Add E_codec(pad) and E_codec(bos) to the last two prompt rows, as the Talker was trained and as
     # transformers' Talker.forward does when it gets an attention mask. transformers 5's generate drops an
@@ -563,7 +564,10 @@ class Talker:
         next_slot, next_position = length + 2, int(positions.max()) + 1
         for count in range(1, options.max_codes + 1):
             logits = logits.cpu()
-            code = sampler(logits, torch.tensor(seen))
+            scores = logits
+            if count <= options.min_codes:
+                scores = logits.index_fill(0, torch.tensor(ids.stop), float("-inf"))
+            code = sampler(scores, torch.tensor(seen))
             stop = code in ids.stop
             yield TalkerStep(code, stop, logits)
             if stop or count == options.max_codes:

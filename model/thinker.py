@@ -352,8 +352,10 @@ class Thinker:
         sampling: SamplingOptions = SamplingOptions(),
         max_tokens: int = 1024,
         cancel: threading.Event | None = None,
+        min_tokens: int = 0,
     ) -> Iterator[ThinkerEvent]:
-        """Decode a reply to `prompt`; the stop token itself is sampled but not decoded (as the reference)."""
+        """Decode a reply to `prompt`; the stop token itself is sampled but not decoded (as the reference).
+        The first `min_tokens` tokens are never a stop token (generate's `min_new_tokens`)."""
         started = time.perf_counter()
         try:
             prompt_decoded, logits = self.prefill(prompt)
@@ -372,6 +374,8 @@ class Thinker:
                 reason = "cancelled"
                 break
             logits[self._never] = -np.inf
+            if len(reply) < min_tokens:
+                logits[list(self._stop_ids)] = -np.inf
             token = sampler(torch.from_numpy(logits), seen)
             first_at = first_at or time.perf_counter()
             reply.append(token)

@@ -282,6 +282,26 @@ class TestGenerationRules:
         assert max(emitted[True]) < ids.embeddable
         assert max(emitted[False]) >= ids.embeddable
 
+    def test_min_codes_holds_back_the_stop_ids(self, talker):
+        """generate's min_new_tokens: no stop id among the first min_codes codes, the rest unchanged."""
+        hot = dataclasses.replace(REFERENCE_SAMPLING, temperature=2.0, top_k=0, top_p=1.0)
+        natural_stops = []
+        for seed in range(4):
+            prompt, reply = random_states(talker.model.config.embedding_size, seed=seed)
+            sampling = dataclasses.replace(hot, seed=seed)
+            free = list(talker.steps([prompt, *reply], SpeechOptions(max_codes=80, sampling=sampling)))
+            forced = list(
+                talker.steps([prompt, *reply], SpeechOptions(max_codes=80, min_codes=60, sampling=sampling))
+            )
+            if free[-1].stop:
+                natural_stops.append(len(free))
+            assert not any(s.stop for s in forced[:60])
+            n = min(len(free), len(forced)) - 1  # the steps before a held-back stop are the same
+            assert [s.code for s in forced[:n]] == [s.code for s in free[:n]]
+            assert all(torch.equal(a.logits, b.logits) for a, b in zip(forced[:n], free[:n], strict=True))
+        print("unforced runs stopped after", natural_stops, "codes")
+        assert any(n <= 60 for n in natural_stops), "no run would have stopped early: nothing was held back"
+
     def test_seeded_sampling_repeats(self, talker):
         prompt, reply = random_states(talker.model.config.embedding_size, seed=1)
         options = SpeechOptions(sampling=dataclasses.replace(REFERENCE_SAMPLING, seed=11), max_codes=40)

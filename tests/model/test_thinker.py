@@ -223,3 +223,31 @@ def test_media_placeholders_are_never_sampled(thinker, chat, tiny_bundle: Bundle
     thinker.reset()
     _, finished = run(thinker, chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0]), 1)
     assert finished.reply_ids and finished.reply_ids[0] != image
+
+
+def test_min_tokens_holds_back_the_stop_as_the_reference_min_new_tokens(
+    thinker, chat, reference_model, tiny_bundle: Bundle, monkeypatch
+):
+    """The tiny model never says <|im_end|> on its own, so its third greedy token stands in as a stop."""
+    prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    thinker.reset()
+    stand_in = run(thinker, prompt, 3)[1].reply_ids[2]
+    monkeypatch.setattr(thinker, "_stop_ids", {stand_in})
+    thinker.reset()
+    assert run(thinker, prompt, 12)[1].reason == "stop"
+    thinker.reset()
+    _, forced = run(thinker, prompt, 12, min_tokens=12)
+    with torch.no_grad():
+        out = reference_model.thinker.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=[stand_in],
+            pad_token_id=tiny_bundle.tokens["endoftext"],
+        )
+    print("forced reply ids:", forced.reply_ids, "stand-in stop:", stand_in)
+    assert forced.reason == "length" and list(forced.reply_ids) == out[0, len(prompt) :].tolist()
+    assert forced.reply_ids[2] != stand_in
