@@ -315,7 +315,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _benchmarks() -> list[str]:
     import model.bench
 
-    return sorted(m.name for m in pkgutil.iter_modules(model.bench.__path__))
+    return sorted(m.name for m in pkgutil.iter_modules(model.bench.__path__) if not m.ispkg)  # not parts/
 
 
 def _bench(args: argparse.Namespace) -> int:

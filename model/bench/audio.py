@@ -16,7 +16,7 @@ import torch
 
 from model.audio_encoder import AudioEncoderConfig, audio_encoder_from_tensors
 from model.audio_features import FRAMES_PER_SECOND
-from model.bench.measure import median_seconds
+from model.bench.parts.measure import median_seconds
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bench.measure import peak_memory, sync
+from model.bench.parts.measure import peak_memory, sync
 from model.sampling import SamplingOptions
 from model.talker import (
     SpeechIds,

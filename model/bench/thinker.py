@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bench.random_thinker import SHAPES, random_thinker, special_tokens
+from model.bench.parts.random_thinker import SHAPES, random_thinker, special_tokens
 from model.sampling import SamplingOptions
 from model.thinker import Finished, Thinker, ThinkerOptions, TokenRun, llama_backend
 

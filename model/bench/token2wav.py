@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from model.bench.measure import peak_memory, sync
+from model.bench.parts.measure import peak_memory, sync
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.sampler import FAST, REFERENCE, SamplerOptions

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bench.measure import median_seconds
-from model.bench.random_thinker import ThinkerShape, random_thinker, special_tokens
+from model.bench.parts.measure import median_seconds
+from model.bench.parts.random_thinker import ThinkerShape, random_thinker, special_tokens
 from model.files.mmproj_gguf import VISION_PREFIX, write_vision_gguf
 from model.media import Image
 from model.thinker import Thinker, ThinkerOptions

@@ -1,0 +1,1 @@
+"""Building blocks of the benchmarks: measurement, and models at real size with random weights."""
