@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -97,13 +98,13 @@ def convert_checkpoint(
         thinker_dtype = gguf_file_type(info)
         thinker = out / f"thinker-{thinker_dtype}.gguf"
         report(f"copying {thinker_gguf.name}")
-        _atomic(thinker, partial(_link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
+        _atomic(thinker, partial(link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
 
     files = {"thinker": thinker, "mmproj": out / "mmproj.gguf"}
     if mmproj is not None:
         check_mmproj_gguf(mmproj)
         report(f"copying {mmproj.name}")
-        _atomic(files["mmproj"], partial(_link_or_copy if link_thinker else shutil.copyfile, mmproj))
+        _atomic(files["mmproj"], partial(link_or_copy if link_thinker else shutil.copyfile, mmproj))
     else:
         report(f"writing {files['mmproj'].name}")
         _atomic(files["mmproj"], lambda p: write_mmproj_gguf(checkpoint, p, dtype))
@@ -111,9 +112,9 @@ def convert_checkpoint(
         files[part] = out / f"{part}.safetensors"
         report(f"writing {files[part].name}")
         tensors = dict(checkpoint.tensors(checkpoint.names(prefix)))
-        _atomic(files[part], partial(_save_safetensors, tensors))
+        _atomic(files[part], partial(save_safetensors, tensors))
     files["voices"] = out / "voices.safetensors"
-    _atomic(files["voices"], partial(_save_safetensors, _voice_tensors(voices)))
+    _atomic(files["voices"], partial(save_safetensors, voice_tensors(voices)))
 
     report(f"writing {MANIFEST}")
     return write_manifest(
@@ -149,14 +150,14 @@ def _convert_thinker(
     return quantized, quant
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
 
 
-def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
@@ -178,9 +179,19 @@ def _special_ids(
                 f"{field} is {thinker[field]} but the tokenizer gives {tokenizer_ids[role]}",
                 "The config and tokenizer come from different checkpoints",
             )
-    tokens = dict(tokenizer_ids) | {role: int(talker[field]) for field, role in _TTS_TEXT_IDS.items()}
-    codec = {role: int(talker[field]) for field, role in _CODEC_IDS.items()}
-    return tokens, codec
+    text, codec = speech_ids(talker)
+    return dict(tokenizer_ids) | text, codec
+
+
+def speech_ids(talker_config: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """The Talker config's special ids by role: text ones (Thinker vocabulary) and codec ones."""
+    text = {role: int(talker_config[field]) for field, role in _TTS_TEXT_IDS.items()}
+    return text, {role: int(talker_config[field]) for field, role in _CODEC_IDS.items()}
+
+
+def media_ids(thinker_config: dict[str, Any]) -> dict[str, int]:
+    """The Thinker config's media token ids by role (the tokenizer's must agree)."""
+    return {role: int(thinker_config[field]) for field, role in _MEDIA_IDS.items()}
 
 
 def _check_voice_ids(path: Path, voices: list[Voice], vocab_size: int) -> None:
@@ -193,7 +204,7 @@ def _check_voice_ids(path: Path, voices: list[Voice], vocab_size: int) -> None:
             )
 
 
-def _voice_tensors(voices: list[Voice]) -> dict[str, torch.Tensor]:
+def voice_tensors(voices: list[Voice]) -> dict[str, torch.Tensor]:
     tensors = {}
     for voice in voices:
         tensors[f"{voice.name}.cond"] = voice.cond.contiguous()

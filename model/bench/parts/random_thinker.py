@@ -1,22 +1,28 @@
 """A Thinker GGUF at a real Qwen2.5-Omni shape with random weights, for benchmarks on any machine.
 
 The tensors, metadata and tokenizer layout are those of a converted checkpoint;
-the vocabulary is synthetic (byte tokens, filler tokens, then the special tokens),
-since benchmarks feed token ids. It is written as f16 tensor by tensor, then
-quantized by llama.cpp, and cached by shape and quantization.
+the vocabulary is synthetic: byte tokens, one token for each word of WORDS (as Qwen's
+vocabulary has for common English words, so that the benchmarks' prompts have realistic
+lengths, not one token per byte), filler tokens, then the special tokens. It is written
+as f16 tensor by tensor, then quantized by llama.cpp, and cached by shape, vocabulary
+version and quantization.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
 
+from model.chat import SPEECH_SYSTEM_PROMPT
 from model.files.thinker_gguf import ARCHITECTURE, quantize
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+WORDS = f"{SPEECH_SYSTEM_PROMPT}\nWhat am I looking at? Tell me in a few words, please."
+VOCABULARY_VERSION = 2  # in the cached file's name: 1 had byte tokens only
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def byte_level_alphabet() -> list[str]:
 def random_thinker(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) -> Path:
     """The path of the GGUF, built on first use (several minutes and ~2x its f16 size on disk)."""
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"random-thinker-{shape.name}-{quant}.gguf"
+    target = cache / f"random-thinker-{shape.name}-v{VOCABULARY_VERSION}-{quant}.gguf"
     if target.is_file():
         return target
     f16 = cache / f"random-thinker-{shape.name}-f16.gguf.part"
@@ -63,6 +69,21 @@ def random_thinker(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) 
     f16.unlink()
     part.rename(target)
     return target
+
+
+def word_merges(text: str) -> list[tuple[str, str]]:
+    """BPE merges, in GPT-2's byte alphabet, that make each word of `text` one token (with the
+    space before it, as the qwen2 pre-tokenizer cuts words): each word's prefixes, one letter more
+    at a time."""
+    alphabet = byte_level_alphabet()
+    merges: dict[tuple[str, str], None] = {}
+    for word in re.findall(r" ?[A-Za-z]+", text):
+        symbols = [alphabet[b] for b in word.encode()]
+        left = symbols[0]
+        for symbol in symbols[1:]:
+            merges[(left, symbol)] = None
+            left += symbol
+    return list(merges)
 
 
 def _tensors(shape: ThinkerShape) -> list[tuple[str, tuple[int, ...]]]:
@@ -106,15 +127,15 @@ def _write_f16(shape: ThinkerShape, path: Path, seed: int) -> None:
     ids = special_tokens()
     by_id = {i: t for t, i in zip(SPECIAL, ids.values(), strict=True)}
     byte_tokens = byte_level_alphabet()
-    merged = byte_tokens[ord(" ")] + "t"  # llama.cpp needs at least one merge
+    merges = word_merges(WORDS)
     tokens = [by_id.get(i, byte_tokens[i] if i < 256 else f"t{i}") for i in range(shape.vocab)]
-    tokens[256] = merged
+    tokens[256 : 256 + len(merges)] = [a + b for a, b in merges]
     types = [gguf.TokenType.CONTROL if i in by_id else gguf.TokenType.NORMAL for i in range(shape.vocab)]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(tokens)
     writer.add_token_types([int(t) for t in types])
-    writer.add_token_merges([f"{byte_tokens[ord(' ')]} t"])
+    writer.add_token_merges([f"{a} {b}" for a, b in merges])
     writer.add_bos_token_id(ids["endoftext"])
     writer.add_eos_token_id(ids["im_end"])
     writer.add_add_bos_token(False)

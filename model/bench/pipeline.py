@@ -1,0 +1,310 @@
+"""`omnidesk bench pipeline`: time to first audio, our streaming pipeline against the reference's generate.
+
+One spoken turn, its reply forced to N text tokens for each N of `--tokens` and to N x
+`--codes-per-token` codes (15: speech at ~3.3 tokens per second), on the same prompt ids:
+
+  ours       `Conversation.turn` as the app runs it: the GGUF Thinker through llama.cpp, the
+             Talker and Token2Wav in float32 PyTorch, streaming, all three stages at once;
+  reference  transformers' `Qwen2_5OmniForConditionalGeneration.generate`, float32. It returns
+             the waveform at the end, so its time to first audio is its whole run.
+
+Lengths are forced on both sides the same way (min = max new tokens, min = max codes; codes the
+DiT cannot embed are barred on both). Each side runs in a process of its own, one after the
+other (the 3B reference alone needs ~20 GB), after one short untimed warm-up turn. Times are
+`time.perf_counter` seconds from the end of input: our turn's input_ready mark, the reference's
+call of generate. Peak RSS is each process's maximum resident set, loading included.
+
+Without `--models`, a bundle at the real 3B (or `--size 7b`) shape with random weights is built
+and cached (model/bench/parts/random_bundle.py). The reference gets the bundle's own Talker,
+Token2Wav and voice, and a float32 Thinker of the bundle's shape with random weights (the GGUF's
+are quantized; with lengths forced the work is the same); its unused audio and vision encoders
+are cut to one layer to save memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import multiprocessing
+import resource
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.bench.parts.random_bundle import random_bundle
+from model.bench.parts.random_thinker import SHAPES
+from model.files.bundle import Bundle
+from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TurnFinished, TurnOptions
+from model.sampling import SamplingOptions
+from model.talker import SpeechIds, SpeechOptions
+from model.token2wav.streaming import StreamingSynthesizer
+from model.token2wav.synthesizer import CODE_RATE, Token2Wav
+from model.voices import load_voices
+
+QUESTION = "What am I looking at? Tell me in a few words."
+SEED = 0
+WARM_UP = (2, 30)  # tokens and codes of the untimed first turn (30 codes make a first audio chunk)
+
+
+@dataclass(frozen=True)
+class OurTurn:
+    tokens: int
+    codes: int
+    first_text: float
+    first_code: float
+    first_audio: float
+    thinker_done: float
+    talker_done: float
+    done: float
+    tokens_per_s: float
+    speech_s: float
+
+    @property
+    def codes_per_s(self) -> float:
+        return (self.codes - 1) / max(self.talker_done - self.first_code, 1e-9)
+
+
+@dataclass(frozen=True)
+class ReferenceTurn:
+    tokens: int
+    codes: int
+    seconds: float
+    speech_s: float
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="omnidesk bench pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, help="a model bundle (default: random weights at --size)")
+    parser.add_argument("--size", choices=sorted(SHAPES), default="3b")
+    parser.add_argument("--quant", default="Q4_K_M", help="the random Thinker's quantization")
+    parser.add_argument(
+        "--tokens", default="15,60", help="reply lengths in text tokens, comma-separated (default: 15,60)"
+    )
+    parser.add_argument("--codes-per-token", type=int, default=15)
+    parser.add_argument("--voice", help="default: Chelsie, or the bundle's first voice")
+    parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "omnidesk-bench")
+    args = parser.parse_args(argv)
+    lengths = [int(n) for n in args.tokens.split(",")]
+    if not lengths or min(lengths) < 1 or args.codes_per_token < 1:
+        parser.error("reply lengths and codes per token must be positive")
+
+    started = time.perf_counter()
+    root = args.models or random_bundle(SHAPES[args.size], args.quant, args.cache)
+    bundle = Bundle.open(root, verify=False)
+    voice = args.voice or ("Chelsie" if "Chelsie" in bundle.voices else next(iter(bundle.voices)))
+    what = "the bundle" if args.models else f"a random {args.size.upper()} {args.quant} bundle"
+    print(f"{what} at {root} (ready in {time.perf_counter() - started:.0f} s); voice {voice}", flush=True)
+    print(
+        f"replies forced to {', '.join(map(str, lengths))} text tokens x {args.codes_per_token} codes; "
+        f"{torch.get_num_threads()} torch threads, {multiprocessing.cpu_count()} logical CPUs",
+        flush=True,
+    )
+
+    ours = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice)
+    theirs = None
+    if not args.no_reference:
+        theirs = _in_own_process(
+            _run_reference, str(root), ours["prompt_ids"], lengths, args.codes_per_token, voice
+        )
+    _report(ours, theirs)
+    return 0
+
+
+def _in_own_process(run: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`run(*args)` in a fresh process, so that each side's memory and peak RSS are its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run, *args).result()
+
+
+# -- ours ---------------------------------------------------------------------------------
+
+
+def _run_ours(root: str, lengths: list[int], codes_per_token: int, voice: str) -> dict[str, Any]:
+    bundle = Bundle.open(root, verify=False)
+    conversation = Conversation(bundle)
+    _our_turn(conversation, *WARM_UP, voice)
+    turns, finished = [], []
+    for n in lengths:
+        turn, end = _our_turn(conversation, n, n * codes_per_token, voice)
+        print(
+            f"  ours, {n} tokens: first audio at {turn.first_audio:.2f} s, done at {turn.done:.1f} s",
+            flush=True,
+        )
+        turns.append(asdict(turn))
+        finished.append(end)
+    del conversation
+    gc.collect()
+    return {
+        "turns": turns,
+        "prompt_ids": list(finished[-1].prompt_ids),
+        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes)),
+        "peak_rss": _peak_rss(),
+    }
+
+
+def _our_turn(
+    conversation: Conversation, tokens: int, codes: int, voice: str
+) -> tuple[OurTurn, TurnFinished]:
+    """A first turn (no history, empty cache) with its lengths forced."""
+    conversation.history = []
+    conversation.thinker.reset()
+    options = TurnOptions(
+        max_tokens=tokens,
+        min_tokens=tokens,
+        sampling=SamplingOptions(seed=SEED),
+        speech=SpeechOptions(voice=voice, max_codes=codes, min_codes=codes),
+        seed=SEED,
+    )
+    marks: dict[str, float] = {}
+    samples = 0
+    finished = None
+    for event in conversation.turn(QUESTION, options):
+        if isinstance(event, Mark):
+            marks[event.name] = event.seconds
+        elif isinstance(event, AudioChunk):
+            samples += len(event.samples)
+        elif isinstance(event, TurnFinished):
+            finished = event
+    assert finished is not None
+    if finished.reason not in ("end", "length") or len(finished.codes) != codes:
+        raise RuntimeError(
+            f"the turn ended with {finished.reason} after {len(finished.codes)} codes {finished.error}"
+        )
+    turn = OurTurn(
+        tokens=len(finished.reply_ids),
+        codes=len(finished.codes),
+        first_text=marks["first_text"],
+        first_code=marks["first_code"],
+        first_audio=marks["first_audio"],
+        thinker_done=marks["thinker_done"],
+        talker_done=marks["talker_done"],
+        done=marks["done"],
+        tokens_per_s=finished.tokens_per_s or float("nan"),
+        speech_s=samples / SAMPLE_RATE,
+    )
+    return turn, finished
+
+
+def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int]) -> float:
+    """Real-time factor of streaming synthesis on its own, the codes pushed one by one as they come."""
+    t2w = Token2Wav.load(bundle)
+    voice = load_voices(bundle)[voice_name]
+    t2w.voice_features(voice)
+    synth = StreamingSynthesizer(t2w, voice, SEED)
+    started = time.perf_counter()
+    samples = sum(synth.push([code]).numel() for code in codes) + synth.finish().numel()
+    return (time.perf_counter() - started) / (samples / SAMPLE_RATE)
+
+
+# -- the reference --------------------------------------------------------------------------
+
+
+def _run_reference(
+    root: str, prompt_ids: list[int], lengths: list[int], codes_per_token: int, voice: str
+) -> dict[str, Any]:
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    bundle = Bundle.open(root, verify=False)
+    config = copy.deepcopy(bundle.config)
+    config["thinker_config"]["vision_config"]["depth"] = 1  # unused by a text turn
+    config["thinker_config"]["audio_config"]["encoder_layers"] = 1
+    started = time.perf_counter()
+    torch.manual_seed(SEED)
+    model = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig.from_dict(config)).eval()
+    for part in ("talker", "token2wav"):
+        result = model.load_state_dict(load_file(bundle.file(part)), strict=False)
+        if result.unexpected_keys or any(k.startswith(f"{part}.") for k in result.missing_keys):
+            raise RuntimeError(f"the reference does not take the bundle's {part} tensors: {result}")
+    chosen = load_voices(bundle)[voice]
+    model.speaker_map = {
+        voice: {"cond": chosen.cond, "ref_mel": chosen.ref_mel, "bos_token": chosen.bos_token}
+    }
+    print(f"  reference built in {time.perf_counter() - started:.0f} s", flush=True)
+
+    ids = SpeechIds.from_bundle(bundle)
+    barred = [[i] for i in range(ids.embeddable, int(config["talker_config"]["vocab_size"]))]
+    stops = [bundle.tokens["im_end"], bundle.tokens["endoftext"]]
+
+    def generate(tokens: int, codes: int) -> ReferenceTurn:
+        torch.manual_seed(SEED)
+        start = time.perf_counter()
+        with torch.no_grad():
+            sequences, wav = model.generate(
+                input_ids=torch.tensor([prompt_ids]),
+                speaker=voice,
+                thinker_max_new_tokens=tokens,
+                thinker_min_new_tokens=tokens,
+                thinker_do_sample=False,
+                thinker_eos_token_id=stops,
+                thinker_pad_token_id=bundle.tokens["endoftext"],
+                talker_max_new_tokens=codes,
+                talker_min_new_tokens=codes,
+                talker_bad_words_ids=barred,
+            )
+        seconds = time.perf_counter() - start
+        speech_s = wav.numel() / SAMPLE_RATE
+        if sequences.shape[1] - len(prompt_ids) != tokens or round(speech_s * CODE_RATE) < codes:
+            raise RuntimeError(
+                f"the reference did not keep the forced lengths ({sequences.shape}, {speech_s} s)"
+            )
+        return ReferenceTurn(tokens, codes, seconds, speech_s)
+
+    generate(*WARM_UP)
+    turns = []
+    for n in lengths:
+        turn = generate(n, n * codes_per_token)
+        print(f"  reference, {n} tokens: audio after {turn.seconds:.1f} s", flush=True)
+        turns.append(asdict(turn))
+    return {"turns": turns, "peak_rss": _peak_rss()}
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set in bytes (macOS reports bytes, Linux KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def _report(ours: dict[str, Any], theirs: dict[str, Any] | None) -> None:
+    mine = [OurTurn(**t) for t in ours["turns"]]
+    reference = [ReferenceTurn(**t) for t in theirs["turns"]] if theirs else []
+    print(f"\nprompt: {len(ours['prompt_ids'])} tokens; seconds from the end of input")
+    header = (
+        f"{'reply':>12} {'1st text':>9} {'1st code':>9} {'1st audio':>9} {'thinker':>8} {'done':>8} "
+        f"{'tok/s':>6} {'codes/s':>7} {'RTF':>6} {'ref audio':>10} {'ratio':>7}"
+    )
+    print(header)
+    for i, turn in enumerate(mine):
+        ref = reference[i].seconds if reference else float("nan")
+        print(
+            f"{turn.tokens:>3} t {turn.codes:>4} c {turn.first_text:9.2f} {turn.first_code:9.2f} "
+            f"{turn.first_audio:9.2f} {turn.thinker_done:8.1f} {turn.done:8.1f} {turn.tokens_per_s:6.1f} "
+            f"{turn.codes_per_s:7.1f} {turn.done / turn.speech_s:6.2f} {ref:10.1f} "
+            f"{ref / turn.first_audio:6.1f}x"
+        )
+    print(
+        "1st audio: our first audio chunk; thinker: our Thinker done; RTF: our turn's time per second\n"
+        "of speech; ref audio: the reference's generate, whose audio all comes at its end;\n"
+        "ratio: ref audio / our 1st audio"
+    )
+    if len(mine) > 1:
+        growth = f"{mine[-1].first_audio - mine[0].first_audio:+.2f} s"
+        ref_growth = f"{reference[-1].seconds - reference[0].seconds:+.1f} s" if reference else "not run"
+        print(
+            f"from {mine[0].tokens} to {mine[-1].tokens} reply tokens, time to first audio: ours {growth}, "
+            f"the reference {ref_growth}"
+        )
+    print(f"Token2Wav alone, streaming the last reply's codes: RTF {ours['token2wav_rtf']:.2f}")
+    rss = f"peak RSS: ours {ours['peak_rss'] / 2**30:.1f} GiB"
+    print(rss + (f", the reference {theirs['peak_rss'] / 2**30:.1f} GiB" if theirs else ""))
