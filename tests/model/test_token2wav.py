@@ -120,6 +120,23 @@ class TestParity:
         assert ours.shape == ref_wave.shape == (N_CODES * 480,)
         assert _report("full-utterance waveform", ours, ref_wave) < 1e-3
 
+    @pytest.mark.parametrize(
+        ("dtype", "mel_bound", "min_snr_db"), [(torch.float16, 0.01, 35.0), (torch.bfloat16, 0.03, 25.0)]
+    )
+    def test_half_precision_against_float32(
+        self, tiny_bundle, t2w, voice, codes, dtype, mel_bound, min_snr_db
+    ):
+        """What a GPU would run; measured here on the CPU's half-precision kernels."""
+        half = Token2Wav.load(tiny_bundle, dtype=dtype)
+        mel, wave = t2w.mel(codes, voice, seed=SEED), t2w.synthesize(codes, voice, seed=SEED)
+        mel_error = _report(f"{dtype} mel vs float32", half.mel(codes, voice, seed=SEED), mel)
+        wave_error = half.synthesize(codes, voice, seed=SEED).float() - wave
+        _report(f"{dtype} waveform vs float32", wave_error + wave, wave)
+        snr_db = 10 * torch.log10(wave.pow(2).mean() / wave_error.pow(2).mean()).item()
+        print(f"{dtype} waveform signal-to-error ratio: {snr_db:.1f} dB")
+        assert mel_error < mel_bound * mel.abs().max().item()
+        assert snr_db > min_snr_db
+
     def test_noise_drawn_in_pieces_is_the_reference_draw(self):
         torch.manual_seed(SEED)
         expected = torch.randn([1, 200, 80])[0]

@@ -66,6 +66,8 @@ def omni_config(shape: ThinkerShape) -> dict[str, Any]:
         rope_parameters=_rope(shape.mrope_sections),
     )
     thinker["tie_word_embeddings"] = shape.tied
+    for field in ("vision_start_token_id", "vision_end_token_id"):  # the released config.json has them
+        thinker[field] = config["talker_config"][field]
     thinker["vision_config"]["out_hidden_size"] = shape.hidden
     thinker["audio_config"]["output_dim"] = shape.hidden
     config["talker_config"].update(talker_config(shape.hidden, shape.mrope_sections))
@@ -74,9 +76,9 @@ def omni_config(shape: ThinkerShape) -> dict[str, Any]:
 
 def bundle_tokens(config: dict[str, Any]) -> dict[str, int]:
     """The bundle's token roles: the chat markers of the synthetic vocabulary, the rest from the config."""
-    talker = config["talker_config"]
-    vision = {"vision_bos": talker["vision_start_token_id"], "vision_eos": talker["vision_end_token_id"]}
-    return special_tokens() | media_ids(config["thinker_config"]) | vision | speech_ids(talker)[0]
+    thinker = config["thinker_config"]
+    vision = {"vision_bos": thinker["vision_start_token_id"], "vision_eos": thinker["vision_end_token_id"]}
+    return special_tokens() | media_ids(thinker) | vision | speech_ids(config["talker_config"])[0]
 
 
 def random_bundle(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) -> Path:
