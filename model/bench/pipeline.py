@@ -12,7 +12,8 @@ Lengths are forced on both sides the same way (min = max new tokens, min = max c
 DiT cannot embed are barred on both). Each side runs in a process of its own, one after the
 other (the 3B reference alone needs ~20 GB), after one short untimed warm-up turn. Times are
 `time.perf_counter` seconds from the end of input: our turn's input_ready mark, the reference's
-call of generate. Peak RSS is each process's maximum resident set, loading included.
+call of generate. Peak RSS is each process's maximum resident set, loading included; on CUDA
+(`--device`) the peak memory torch allocated is printed too (llama.cpp's is not in it).
 
 Without `--models`, a bundle at the real 3B (or `--size 7b`) shape with random weights is built
 and cached (model/bench/parts/random_bundle.py). The reference gets the bundle's own Talker,
@@ -38,10 +39,19 @@ from typing import Any
 
 import torch
 
+from model.bench.parts.measure import DTYPES, sync
 from model.bench.parts.random_bundle import random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.files.bundle import Bundle
-from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TurnFinished, TurnOptions
+from model.pipeline import (
+    SAMPLE_RATE,
+    AudioChunk,
+    Conversation,
+    Mark,
+    NativeOptions,
+    TurnFinished,
+    TurnOptions,
+)
 from model.sampling import SamplingOptions
 from model.talker import SpeechIds, SpeechOptions
 from model.token2wav.streaming import StreamingSynthesizer
@@ -89,6 +99,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--codes-per-token", type=int, default=15)
     parser.add_argument("--voice", help="default: Chelsie, or the bundle's first voice")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="our Talker and Token2Wav (the reference: float32)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "omnidesk-bench")
     args = parser.parse_args(argv)
@@ -108,11 +125,12 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
 
-    ours = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice)
+    native = NativeOptions(device=args.device, dtype=DTYPES[args.dtype])
+    ours = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, native)
     theirs = None
     if not args.no_reference:
         theirs = _in_own_process(
-            _run_reference, str(root), ours["prompt_ids"], lengths, args.codes_per_token, voice
+            _run_reference, str(root), ours["prompt_ids"], lengths, args.codes_per_token, voice, args.device
         )
     _report(ours, theirs)
     return 0
@@ -127,9 +145,11 @@ def _in_own_process(run: Callable[..., dict[str, Any]], *args: Any) -> dict[str,
 # -- ours ---------------------------------------------------------------------------------
 
 
-def _run_ours(root: str, lengths: list[int], codes_per_token: int, voice: str) -> dict[str, Any]:
+def _run_ours(
+    root: str, lengths: list[int], codes_per_token: int, voice: str, native: NativeOptions
+) -> dict[str, Any]:
     bundle = Bundle.open(root, verify=False)
-    conversation = Conversation(bundle)
+    conversation = Conversation(bundle, native=native)
     _our_turn(conversation, *WARM_UP, voice)
     turns, finished = [], []
     for n in lengths:
@@ -145,8 +165,9 @@ def _run_ours(root: str, lengths: list[int], codes_per_token: int, voice: str) -
     return {
         "turns": turns,
         "prompt_ids": list(finished[-1].prompt_ids),
-        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes)),
+        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), native),
         "peak_rss": _peak_rss(),
+        "peak_vram": _peak_vram(native.device),
     }
 
 
@@ -193,14 +214,15 @@ def _our_turn(
     return turn, finished
 
 
-def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int]) -> float:
+def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], native: NativeOptions) -> float:
     """Real-time factor of streaming synthesis on its own, the codes pushed one by one as they come."""
-    t2w = Token2Wav.load(bundle)
+    t2w = Token2Wav.load(bundle, native.device, native.dtype)
     voice = load_voices(bundle)[voice_name]
     t2w.voice_features(voice)
     synth = StreamingSynthesizer(t2w, voice, SEED)
     started = time.perf_counter()
     samples = sum(synth.push([code]).numel() for code in codes) + synth.finish().numel()
+    sync(torch.device(native.device))
     return (time.perf_counter() - started) / (samples / SAMPLE_RATE)
 
 
@@ -208,9 +230,8 @@ def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int]) -> float
 
 
 def _run_reference(
-    root: str, prompt_ids: list[int], lengths: list[int], codes_per_token: int, voice: str
+    root: str, prompt_ids: list[int], lengths: list[int], codes_per_token: int, voice: str, device: str
 ) -> dict[str, Any]:
-    from safetensors.torch import load_file
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
 
     bundle = Bundle.open(root, verify=False)
@@ -221,9 +242,8 @@ def _run_reference(
     torch.manual_seed(SEED)
     model = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig.from_dict(config)).eval()
     for part in ("talker", "token2wav"):
-        result = model.load_state_dict(load_file(bundle.file(part)), strict=False)
-        if result.unexpected_keys or any(k.startswith(f"{part}.") for k in result.missing_keys):
-            raise RuntimeError(f"the reference does not take the bundle's {part} tensors: {result}")
+        _load_in_place(model, bundle.file(part), part)
+    model.to(device)
     chosen = load_voices(bundle)[voice]
     model.speaker_map = {
         voice: {"cond": chosen.cond, "ref_mel": chosen.ref_mel, "bos_token": chosen.bos_token}
@@ -239,7 +259,7 @@ def _run_reference(
         start = time.perf_counter()
         with torch.no_grad():
             sequences, wav = model.generate(
-                input_ids=torch.tensor([prompt_ids]),
+                input_ids=torch.tensor([prompt_ids], device=device),
                 speaker=voice,
                 thinker_max_new_tokens=tokens,
                 thinker_min_new_tokens=tokens,
@@ -250,6 +270,7 @@ def _run_reference(
                 talker_min_new_tokens=codes,
                 talker_bad_words_ids=barred,
             )
+        sync(torch.device(device))
         seconds = time.perf_counter() - start
         speech_s = wav.numel() / SAMPLE_RATE
         if sequences.shape[1] - len(prompt_ids) != tokens or round(speech_s * CODE_RATE) < codes:
@@ -264,7 +285,30 @@ def _run_reference(
         turn = generate(n, n * codes_per_token)
         print(f"  reference, {n} tokens: audio after {turn.seconds:.1f} s", flush=True)
         turns.append(asdict(turn))
-    return {"turns": turns, "peak_rss": _peak_rss()}
+    return {"turns": turns, "peak_rss": _peak_rss(), "peak_vram": _peak_vram(device)}
+
+
+def _load_in_place(model: torch.nn.Module, path: Path, part: str) -> None:
+    """Copy the checkpoint tensors of `part` into `model`, one at a time (a whole file beside the
+    model would not fit in memory at real size)."""
+    from safetensors import safe_open
+
+    state = model.state_dict()
+    with safe_open(str(path), framework="pt") as file:
+        names = set(file.keys())
+        missing = {name for name in state if name.startswith(f"{part}.")} - names
+        if missing or not names <= set(state):
+            raise RuntimeError(
+                f"the reference's {part} does not match {path.name}: missing {sorted(missing)[:5]}"
+            )
+        with torch.no_grad():
+            for name in names:
+                state[name].copy_(file.get_tensor(name))
+
+
+def _peak_vram(device: str) -> int:
+    """Bytes torch allocated at most on a CUDA device (llama.cpp's own allocations are not counted)."""
+    return torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else 0
 
 
 def _peak_rss() -> int:
@@ -306,5 +350,7 @@ def _report(ours: dict[str, Any], theirs: dict[str, Any] | None) -> None:
             f"the reference {ref_growth}"
         )
     print(f"Token2Wav alone, streaming the last reply's codes: RTF {ours['token2wav_rtf']:.2f}")
-    rss = f"peak RSS: ours {ours['peak_rss'] / 2**30:.1f} GiB"
-    print(rss + (f", the reference {theirs['peak_rss'] / 2**30:.1f} GiB" if theirs else ""))
+    for what, key in (("RSS", "peak_rss"), ("VRAM (torch's)", "peak_vram")):
+        if ours[key] or (theirs and theirs[key]):
+            peaks = f"peak {what}: ours {ours[key] / 2**30:.1f} GiB"
+            print(peaks + (f", the reference {theirs[key] / 2**30:.1f} GiB" if theirs else ""))

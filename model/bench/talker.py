@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.bench.parts.measure import median_seconds, peak_memory, sync
+from model.bench.parts.measure import DTYPES, median_seconds, peak_memory, sync
 from model.sampling import SamplingOptions
 from model.talker import (
     SpeechIds,
@@ -51,7 +51,6 @@ TALKER_7B = {
 CODEC = {"bos": 8293, "eos": 8294, "pad": 8292, "mask": 8296}
 TEXT_EOS, TEXT_PAD, VOICE_BOS = 151861, 151859, 151872  # Thinker-vocabulary ids (Chelsie's text-bos)
 DIT_EMBEDDABLE = 8194  # the DiT's num_embeds + 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.05)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from model.bench.parts.measure import peak_memory, sync
+from model.bench.parts.measure import DTYPES, peak_memory, sync
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.sampler import FAST, REFERENCE, SamplerOptions
@@ -36,7 +36,6 @@ from model.token2wav.synthesizer import CODE_RATE, Token2Wav
 from model.token2wav.weights import bigvgan_tensors, dit_tensors
 from model.voices import Voice
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REF_MEL_FRAMES = 300  # the bench voice's reference mel (3 s)
 SEED = 0
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
 
 @contextmanager
 def peak_memory(device: torch.device) -> Iterator[list[int]]:
