@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from model.bench.parts.measure import DTYPES, median_seconds, peak_memory, sync
+from model.bench.parts.random_bundle import VOICE_BOS, talker_config
 from model.sampling import SamplingOptions
 from model.talker import (
     SpeechIds,
@@ -35,21 +36,9 @@ from model.talker import (
 )
 from model.thinker import Decoded, PositionStates
 
-# Qwen2.5-Omni-7B's talker_config (the released config.json overrides the package's thinker-sized defaults).
-TALKER_7B = {
-    "embedding_size": 3584,
-    "hidden_size": 896,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 4,
-    "head_dim": 128,
-    "vocab_size": 8448,
-    "rms_norm_eps": 1e-6,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-}
+TALKER_7B = {**talker_config(3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
 CODEC = {"bos": 8293, "eos": 8294, "pad": 8292, "mask": 8296}
-TEXT_EOS, TEXT_PAD, VOICE_BOS = 151861, 151859, 151872  # Thinker-vocabulary ids (Chelsie's text-bos)
+TEXT_EOS, TEXT_PAD = 151861, 151859  # Thinker-vocabulary ids
 DIT_EMBEDDABLE = 8194  # the DiT's num_embeds + 1
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.05)
 
