@@ -562,11 +562,12 @@ class Talker:
         seen = [ids.codec_mask] * length + [ids.codec_pad, ids.codec_bos]
         text = _ReplyText(stream, self._text_rows[ids.text_eos], self._text_rows[ids.text_pad])
         next_slot, next_position = length + 2, int(positions.max()) + 1
+        stop_ids = torch.tensor(ids.stop)
         for count in range(1, options.max_codes + 1):
             logits = logits.cpu()
             scores = logits
             if count <= options.min_codes:
-                scores = logits.index_fill(0, torch.tensor(ids.stop), float("-inf"))
+                scores = logits.index_fill(0, stop_ids, float("-inf"))
             code = sampler(scores, torch.tensor(seen))
             stop = code in ids.stop
             yield TalkerStep(code, stop, logits)

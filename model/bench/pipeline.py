@@ -28,8 +28,6 @@ import argparse
 import copy
 import gc
 import multiprocessing
-import resource
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -39,7 +37,7 @@ from typing import Any
 
 import torch
 
-from model.bench.parts.measure import DTYPES, sync
+from model.bench.parts.measure import DTYPES, peak_rss, sync
 from model.bench.parts.random_bundle import random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.files.bundle import Bundle
@@ -60,7 +58,8 @@ from model.voices import load_voices
 
 QUESTION = "What am I looking at? Tell me in a few words."
 SEED = 0
-WARM_UP = (2, 30)  # tokens and codes of the untimed first turn (30 codes make a first audio chunk)
+# Tokens and codes of the untimed first turn; its audio, made at its end, runs the DiT and vocoder too.
+WARM_UP = (2, 30)
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,8 @@ def _run_ours(
     for n in lengths:
         turn, end = _our_turn(conversation, n, n * codes_per_token, voice)
         print(
-            f"  ours, {n} tokens: first audio at {turn.first_audio:.2f} s, done at {turn.done:.1f} s",
+            f"  ours, {n} tokens: first text at {turn.first_text:.2f} s, first code at "
+            f"{turn.first_code:.2f} s, first audio at {turn.first_audio:.2f} s, done at {turn.done:.1f} s",
             flush=True,
         )
         turns.append(asdict(turn))
@@ -166,7 +166,7 @@ def _run_ours(
         "turns": turns,
         "prompt_ids": list(finished[-1].prompt_ids),
         "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), native),
-        "peak_rss": _peak_rss(),
+        "peak_rss": peak_rss(),
         "peak_vram": _peak_vram(native.device),
     }
 
@@ -285,7 +285,7 @@ def _run_reference(
         turn = generate(n, n * codes_per_token)
         print(f"  reference, {n} tokens: audio after {turn.seconds:.1f} s", flush=True)
         turns.append(asdict(turn))
-    return {"turns": turns, "peak_rss": _peak_rss(), "peak_vram": _peak_vram(device)}
+    return {"turns": turns, "peak_rss": peak_rss(), "peak_vram": _peak_vram(device)}
 
 
 def _load_in_place(model: torch.nn.Module, path: Path, part: str) -> None:
@@ -297,9 +297,11 @@ def _load_in_place(model: torch.nn.Module, path: Path, part: str) -> None:
     with safe_open(str(path), framework="pt") as file:
         names = set(file.keys())
         missing = {name for name in state if name.startswith(f"{part}.")} - names
-        if missing or not names <= set(state):
+        unexpected = names - set(state)
+        if missing or unexpected:
             raise RuntimeError(
-                f"the reference's {part} does not match {path.name}: missing {sorted(missing)[:5]}"
+                f"the reference's {part} does not match {path.name}: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
             )
         with torch.no_grad():
             for name in names:
@@ -309,12 +311,6 @@ def _load_in_place(model: torch.nn.Module, path: Path, part: str) -> None:
 def _peak_vram(device: str) -> int:
     """Bytes torch allocated at most on a CUDA device (llama.cpp's own allocations are not counted)."""
     return torch.cuda.max_memory_allocated(device) if torch.device(device).type == "cuda" else 0
-
-
-def _peak_rss() -> int:
-    """This process's peak resident set in bytes (macOS reports bytes, Linux KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 # -- the report -----------------------------------------------------------------------------

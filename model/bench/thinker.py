@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
+from model.bench.parts.measure import peak_rss
 from model.bench.parts.random_thinker import SHAPES, random_thinker, special_tokens
 from model.sampling import SamplingOptions
 from model.thinker import Finished, Thinker, ThinkerOptions, TokenRun, llama_backend
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
         ("decode tokens/s", ours[1], plain[1]),
     ]:
         print(f"{label:28}{a:12.1f}{b:12.1f}{a / b:9.2f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB (whole process)")
+    print(f"peak RSS: {peak_rss() / 1e9:.2f} GB (whole process)")
     return 0
 
 

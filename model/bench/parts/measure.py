@@ -57,6 +57,15 @@ def rss() -> int:
     return int(statm.read_text().split()[1]) * resource.getpagesize()
 
 
+def peak_rss() -> int:
+    """This process's peak resident set in bytes, loading included (macOS reports bytes, Linux KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
