@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.media import AUDIO_RATE, Audio, Image
+from model.media import Audio, Image
 from model.vision import load_image
 from model.wav_writer import WavWriter
 
@@ -48,6 +49,6 @@ def save_media(media: Image | Audio, folder: Path, stem: str) -> Path:
             raise OmnideskError(f"cannot write {path}")
         return path
     path = folder / f"{stem}.wav"
-    with WavWriter(path, AUDIO_RATE) as out:
+    with WavWriter(path, INPUT_SAMPLE_RATE) as out:
         out.write(np.asarray(media.samples))
     return path

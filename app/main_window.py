@@ -52,8 +52,9 @@ from app.preferences import MODELS_FOLDER_KEY, SPEECH_KEY, THEME_KEY, VOICE_KEY,
 from app.screen import grab_screen, qimage
 from app.theme import THEMES, apply_theme
 from app.worker import Ask, ConversationWorker, ModelChoice
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.media import AUDIO_RATE, Audio, Image, Question
+from model.media import Audio, Image, Question
 
 __all__ = ["MODELS_FOLDER_KEY", "Devices", "MainWindow"]
 
@@ -629,7 +630,7 @@ class MainWindow(QMainWindow):
             if self._replay is not None:
                 self._replay.close()
             device = self.preferences().output_device or None
-            self._replay = Playback(AUDIO_RATE, device, stream_factory=self._devices.playback_stream)
+            self._replay = Playback(INPUT_SAMPLE_RATE, device, stream_factory=self._devices.playback_stream)
         except OmnideskError as exc:
             self._show_notice(f"Cannot play the recording: {exc}")
             return

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.media import AUDIO_RATE, Audio
+from model.media import Audio
 
-BLOCK = 320  # samples per callback: 20 ms at AUDIO_RATE
+BLOCK = 320  # samples per callback: 20 ms at INPUT_SAMPLE_RATE
 QUEUE_BLOCKS = 250  # 5 s of blocks waiting for `poll` before any is dropped
 MIN_SECONDS = 0.3  # shorter recordings are taken for a slip of the finger
 
@@ -93,7 +94,7 @@ class Microphone:
     def _open(self, device: str | None) -> InputStream:
         try:
             stream = self._factory(
-                samplerate=AUDIO_RATE,
+                samplerate=INPUT_SAMPLE_RATE,
                 channels=1,
                 dtype="float32",
                 blocksize=BLOCK,
@@ -117,7 +118,7 @@ class Microphone:
     @property
     def seconds(self) -> float:
         """Recorded so far (up to the last poll)."""
-        return sum(len(b) for b in self._recorded) / AUDIO_RATE
+        return sum(len(b) for b in self._recorded) / INPUT_SAMPLE_RATE
 
     def poll(self) -> str:
         """Take in what was captured; returns a notice when the device changed, else "".

@@ -131,7 +131,7 @@ def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
         options = TurnOptions(speak=False, max_tokens=MAX_TOKENS, sampling=SamplingOptions(greedy=True))
         finished = list(conversation.turn(QUESTION, options))[-1]
     finally:
-        conversation.thinker.close()
+        conversation.close()
     if finished.reason not in ("end", "length") or not finished.reply_ids:
         raise OmnideskError(f"the Thinker gave no reply ({finished.reason}: {finished.error or 'no tokens'})")
     return len(finished.reply_ids), llama_backend(), finished.reason

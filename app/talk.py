@@ -16,12 +16,13 @@ from contextlib import contextmanager
 
 from app.ask_media import question_from_args
 from app.playback import Playback
+from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.chat import SPEECH_SYSTEM_PROMPT
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
-from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions
@@ -54,7 +55,7 @@ def open_speakers(args: argparse.Namespace) -> Playback | None:
     if not args.play or args.text_only:
         return None
     try:
-        return Playback(SAMPLE_RATE)
+        return Playback(OUTPUT_SAMPLE_RATE)
     except OmnideskError as exc:
         print(f"omnidesk: {exc}; replying without playing", file=sys.stderr)
         return None
@@ -64,7 +65,7 @@ def run_ask(args: argparse.Namespace) -> int:
     question = question_from_args(args)  # files and devices first: a bad one fails before loading
     conversation = open_conversation(args)
     speakers = open_speakers(args)
-    out = WavWriter(args.out, SAMPLE_RATE) if args.out and not args.text_only else None
+    out = WavWriter(args.out, OUTPUT_SAMPLE_RATE) if args.out and not args.text_only else None
     try:
         finished, marks = speak_turn(conversation, question, turn_options(args), speakers, out)
     finally:
@@ -132,7 +133,6 @@ def speak_turn(
     out: WavWriter | None,
 ) -> tuple[TurnFinished, dict[str, float]]:
     """Run one turn: text to stdout, audio to the sinks; Ctrl-C cancels the turn."""
-    marks: dict[str, float] = {}
     finished: TurnFinished | None = None
     with _interrupt_cancels(conversation):
         for event in conversation.turn(question, options):
@@ -144,13 +144,11 @@ def speak_turn(
                     out.write(event.samples)
                 if speakers is not None:
                     speakers.write(event.samples)
-            elif isinstance(event, Mark):
-                marks[event.name] = round(event.seconds, 4)
             elif isinstance(event, TurnFinished):
                 finished = event
     sys.stdout.write("\n")
     assert finished is not None
-    return finished, marks
+    return finished, {name: round(seconds, 4) for name, seconds in finished.marks.items()}
 
 
 @contextmanager

@@ -17,10 +17,11 @@ from typing import Protocol
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Question
-from model.pipeline import SAMPLE_RATE, AudioChunk, Conversation, Mark, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions, llama_backend
 from model.token2wav.sampler import FAST
@@ -153,20 +154,18 @@ class ConversationWorker(QObject):
             speech=speech,
             stream=SPEECH_PRESETS.get(request.preset, StreamOptions()),
         )
-        marks: dict[str, float] = {}
         finished: TurnFinished | None = None
         for event in conversation.turn(request.question, options):
             if isinstance(event, TextDelta):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:
                 sink.write(event.samples)
-            elif isinstance(event, Mark):
-                marks[event.name] = event.seconds
             elif isinstance(event, TurnFinished):
                 finished = event
         if sink is not None:
             sink.finish()
         assert finished is not None
+        marks = finished.marks
         if finished.reason == "error":
             self.turn_failed.emit(finished.error)
         self.reply_finished.emit(
@@ -193,7 +192,7 @@ class ConversationWorker(QObject):
     def _open_sink(self) -> AudioSink | None:
         if self._sink is None and not self._sink_failed:
             try:
-                self._sink = self._sink_factory(SAMPLE_RATE)
+                self._sink = self._sink_factory(OUTPUT_SAMPLE_RATE)
             except OmnideskError as exc:
                 self._sink_failed = True
                 self.speech_unavailable.emit(f"{exc}. Replies are in text only.")
@@ -201,5 +200,5 @@ class ConversationWorker(QObject):
 
     def close(self) -> None:
         if self._conversation is not None:
-            self._conversation.thinker.close()
+            self._conversation.close()
             self._conversation = None

@@ -222,7 +222,7 @@ class ListeningEncoder:
         return len(self._blocks)
 
     def push(self, samples: np.ndarray) -> None:
-        """Append samples (n,) at SAMPLE_RATE; encodes every block whose frames are now complete."""
+        """Append samples (n,) at INPUT_SAMPLE_RATE; encodes every block whose frames are now complete."""
         self._pieces.append(np.asarray(samples, np.float32))
         self._samples += len(samples)
         block = self._encoder.config.block_frames

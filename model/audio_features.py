@@ -33,19 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 
-SAMPLE_RATE = 16_000  # Hz, the audio tower's input rate
 N_FFT = 400  # samples: the 25 ms analysis window
 HOP_LENGTH = 160  # samples: 10 ms between frames
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+FRAMES_PER_SECOND = INPUT_SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 N_MELS = 128  # Whisper-large-v3's mel bins
-N_FREQS = N_FFT // 2 + 1  # 201 STFT bins, 0 .. SAMPLE_RATE / 2
-MEL_FMIN, MEL_FMAX = 0.0, SAMPLE_RATE / 2  # Hz, range of the mel filters
+N_FREQS = N_FFT // 2 + 1  # 201 STFT bins, 0 .. INPUT_SAMPLE_RATE / 2
+MEL_FMIN, MEL_FMAX = 0.0, INPUT_SAMPLE_RATE / 2  # Hz, range of the mel filters
 MAX_SECONDS = (
     30  # the reference processor truncates (and pads) every recording to this (Whisper's chunk_length)
 )
-MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
+MAX_SAMPLES = MAX_SECONDS * INPUT_SAMPLE_RATE
 LOG_FLOOR = 1e-10  # mel power floor before log10
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
 
@@ -53,7 +53,7 @@ DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
 RESAMPLE_ZERO_CROSSINGS = 64
 RESAMPLE_ROLLOFF = 0.9475937167399596
 RESAMPLE_KAISER_BETA = 14.769656459379492
-# A file's rate reduced against SAMPLE_RATE to up/down sets the filter's size (up phases of more than
+# A file's rate reduced against INPUT_SAMPLE_RATE to up/down sets the filter's size (up phases of more than
 # `down` taps): an odd rate such as 44101 Hz would need gigabytes, so such rates are refused.
 MAX_RESAMPLE_RATIO_TERMS = 1 << 20  # up * down; 11025 Hz, the largest common case, needs 640 * 441
 MIN_INPUT_RATE = 4_000  # Hz: lower rates hold no speech, and resampling would multiply their length
@@ -69,31 +69,32 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".m
 
 
 def mel_frame_count(n_samples: int) -> int:
-    """Mel frames the reference feeds the audio tower for a recording of `n_samples` at SAMPLE_RATE."""
+    """Mel frames the reference feeds the audio tower for a recording of `n_samples` at INPUT_SAMPLE_RATE."""
     return math.ceil(min(n_samples, MAX_SAMPLES) / HOP_LENGTH)
 
 
 def load_audio(path: Path | str) -> np.ndarray:
-    """Decode an audio file, mix it to mono, resample it: float32 samples (n,) at SAMPLE_RATE in [-1, 1]."""
+    """Decode an audio file, mix it to mono, resample it: float32 samples (n,) at INPUT_SAMPLE_RATE,
+    in [-1, 1]."""
     path = Path(path)
     samples, rate = decode_audio(path)
     return resample_to_model_rate(samples, rate, path)
 
 
 def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.ndarray:
-    """Decoded samples (channels, n) at `rate` mixed to mono and resampled: (n',) at SAMPLE_RATE."""
+    """Decoded samples (channels, n) at `rate` mixed to mono and resampled: (n',) at INPUT_SAMPLE_RATE."""
     if samples.shape[1] == 0:
         raise OmnideskError(f"{path}: the recording is empty (no samples). Record or choose another file.")
-    gcd = math.gcd(rate, SAMPLE_RATE)
+    gcd = math.gcd(rate, INPUT_SAMPLE_RATE)
     if (
         not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE
-        or (rate // gcd) * (SAMPLE_RATE // gcd) > MAX_RESAMPLE_RATIO_TERMS
+        or (rate // gcd) * (INPUT_SAMPLE_RATE // gcd) > MAX_RESAMPLE_RATIO_TERMS
     ):
         raise OmnideskError(
             f"{path}: unusual sample rate {rate} Hz. Convert it to a common rate (16, 44.1 or 48 kHz)."
         )
     mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
-    return resample(mono, rate, SAMPLE_RATE).numpy()
+    return resample(mono, rate, INPUT_SAMPLE_RATE).numpy()
 
 
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -196,7 +197,7 @@ def mel_filters(n_mels: int = N_MELS) -> np.ndarray:
     """Slaney-scale, Slaney-normalised triangular filters (N_FREQS, n_mels), float64, as transformers'."""
     mels = np.linspace(_hz_to_mel(MEL_FMIN), _hz_to_mel(MEL_FMAX), n_mels + 2)
     edges = _mel_to_hz(mels)  # (n_mels + 2,) Hz
-    fft_freqs = np.linspace(0, SAMPLE_RATE // 2, N_FREQS)
+    fft_freqs = np.linspace(0, INPUT_SAMPLE_RATE // 2, N_FREQS)
     slopes = edges[None, :] - fft_freqs[:, None]
     spacing = np.diff(edges)
     down, up = -slopes[:, :-2] / spacing[:-1], slopes[:, 2:] / spacing[1:]

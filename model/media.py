@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AUDIO_RATE = 16_000  # Hz
+from model.audio_rates import INPUT_SAMPLE_RATE
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,7 +27,7 @@ class Image:
 
 @dataclass(frozen=True, eq=False)
 class Audio:
-    samples: np.ndarray  # (n,) float32 at AUDIO_RATE
+    samples: np.ndarray  # (n,) float32 at INPUT_SAMPLE_RATE
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 1 or self.samples.dtype != np.float32:
@@ -35,7 +35,7 @@ class Audio:
 
     @property
     def seconds(self) -> float:
-        return len(self.samples) / AUDIO_RATE
+        return len(self.samples) / INPUT_SAMPLE_RATE
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,13 +21,14 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
@@ -42,7 +43,6 @@ from model.token2wav.synthesizer import Cancelled, Token2Wav
 from model.vision import VisionOptions
 from model.voices import Voice, load_voices, pick_voice
 
-SAMPLE_RATE = 24_000  # Hz, Token2Wav's output
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
 
@@ -58,7 +58,7 @@ class TextDelta:
 @dataclass(frozen=True)
 class AudioChunk:
     samples: np.ndarray = field(repr=False)  # (n,) float32 in [-1, 1]
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int = OUTPUT_SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class TurnFinished:
     prompt_ids: tuple[int, ...] = ()
     prompt_decoded: int = 0  # prompt tokens the Thinker decoded (the rest came from its KV cache)
     tokens_per_s: float | None = None  # the Thinker's, after its first token
+    marks: Mapping[str, float] = field(default_factory=dict)  # every Mark of the turn: name -> seconds
 
 
 Event = TextDelta | AudioChunk | Mark | ContextTrimmed | TurnFinished
@@ -188,6 +189,10 @@ class Conversation:
         """Stop the turn in progress (any thread): all stages end within one step."""
         self._cancel.set()
 
+    def close(self) -> None:
+        """Free the Thinker's model and context (the conversation cannot be used afterwards)."""
+        self.thinker.close()
+
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
         """Continue a saved conversation from its (question, reply) texts, oldest first."""
         self.history = []
@@ -253,7 +258,7 @@ class Conversation:
         except ValueError as exc:  # placeholders and media that disagree: nothing to decode
             yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
             return
-        run = _TurnRun(self, ids, segments, options, voice, parts, started)
+        run = _TurnRun(self.thinker, ids, segments, options, voice, parts, started, self._cancel)
         try:
             yield from run.events()
         finally:
@@ -304,22 +309,23 @@ class _TurnRun:
 
     def __init__(
         self,
-        conversation: Conversation,
+        thinker: Thinker,
         prompt_ids: list[int],
         prompt: list[Segment],
         options: TurnOptions,
         voice: Voice | None,
         parts: tuple[Talker, Token2Wav] | None,
         started: float,
+        cancel: threading.Event,
     ) -> None:
-        self.c = conversation
+        self.thinker = thinker
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         self.options = options
         self.voice = voice
         self.parts = parts
         self.started = started
-        self.cancel = conversation._cancel
+        self.cancel = cancel
         self.out: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
         self.codes: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
         self.feed = ThinkerFeed(self.cancel, poll_s=POLL_S)
@@ -329,6 +335,7 @@ class _TurnRun:
         self.reason = "end"
         self.error = ""
         self.heard = False
+        self.marks: dict[str, float] = {"input_ready": 0.0}
         self.thinker_finished: Finished | None = None
         self.finished = TurnFinished("error", "", (), (), "the turn did not run")
         stages = [("thinker", self._thinker)]
@@ -350,13 +357,17 @@ class _TurnRun:
                 self.error = self.error or (str(item) if isinstance(item, OmnideskError) else repr(item))
                 self.cancel.set()
             else:
+                if isinstance(item, Mark):
+                    self.marks[item.name] = item.seconds
                 yield item
         self.stop()
         if self.error:
             self.reason = "error"
         elif self.cancel.is_set():
             self.reason = "cancelled"
-        yield self._mark("done")
+        done = self._mark("done")
+        self.marks[done.name] = done.seconds
+        yield done
         thinker = self.thinker_finished
         self.finished = TurnFinished(
             self.reason,
@@ -367,6 +378,7 @@ class _TurnRun:
             prompt_ids=tuple(self.prompt_ids),
             prompt_decoded=thinker.prompt_decoded if thinker else 0,
             tokens_per_s=thinker.tokens_per_s if thinker else None,
+            marks=dict(self.marks),
         )
         yield self.finished
 
@@ -395,7 +407,7 @@ class _TurnRun:
         speaking = self.parts is not None
         first_decoded = True
         try:
-            generate = self.c.thinker.generate(
+            generate = self.thinker.generate(
                 self.prompt,
                 self.options.sampling,
                 self.options.max_tokens,
@@ -411,7 +423,7 @@ class _TurnRun:
                         self._put(self.out, TextDelta(event.text))
                 elif isinstance(event, Decoded) and speaking:
                     if first_decoded:
-                        self.feed.put(self.c.thinker.states(0, event.index))
+                        self.feed.put(self.thinker.states(0, event.index))
                         first_decoded = False
                     self.feed.put(event)
                 elif isinstance(event, Finished):

@@ -51,7 +51,7 @@ def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict
     from transformers import WhisperFeatureExtractor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from model.audio_features import SAMPLE_RATE
+    from model.audio_rates import INPUT_SAMPLE_RATE
     from model.vision import MAX_PIXELS, MIN_PIXELS
 
     inputs: dict[str, torch.Tensor] = {}
@@ -62,7 +62,7 @@ def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict
     if audios:
         features = WhisperFeatureExtractor(feature_size=128)(
             audios,
-            sampling_rate=SAMPLE_RATE,
+            sampling_rate=INPUT_SAMPLE_RATE,
             padding="max_length",
             return_attention_mask=True,
             return_tensors="pt",

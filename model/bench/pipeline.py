@@ -37,19 +37,12 @@ from typing import Any
 
 import torch
 
+from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.bench.parts.measure import DTYPES, peak_rss, sync
 from model.bench.parts.random_bundle import random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.files.bundle import Bundle
-from model.pipeline import (
-    SAMPLE_RATE,
-    AudioChunk,
-    Conversation,
-    Mark,
-    NativeOptions,
-    TurnFinished,
-    TurnOptions,
-)
+from model.pipeline import AudioChunk, Conversation, NativeOptions, TurnFinished, TurnOptions
 from model.sampling import SamplingOptions
 from model.talker import SpeechIds, SpeechOptions
 from model.token2wav.streaming import StreamingSynthesizer
@@ -184,13 +177,10 @@ def _our_turn(
         speech=SpeechOptions(voice=voice, max_codes=codes, min_codes=codes),
         seed=SEED,
     )
-    marks: dict[str, float] = {}
     samples = 0
     finished = None
     for event in conversation.turn(QUESTION, options):
-        if isinstance(event, Mark):
-            marks[event.name] = event.seconds
-        elif isinstance(event, AudioChunk):
+        if isinstance(event, AudioChunk):
             samples += len(event.samples)
         elif isinstance(event, TurnFinished):
             finished = event
@@ -199,6 +189,7 @@ def _our_turn(
         raise RuntimeError(
             f"the turn ended with {finished.reason} after {len(finished.codes)} codes {finished.error}"
         )
+    marks = finished.marks
     turn = OurTurn(
         tokens=len(finished.reply_ids),
         codes=len(finished.codes),
@@ -209,7 +200,7 @@ def _our_turn(
         talker_done=marks["talker_done"],
         done=marks["done"],
         tokens_per_s=finished.tokens_per_s or float("nan"),
-        speech_s=samples / SAMPLE_RATE,
+        speech_s=samples / OUTPUT_SAMPLE_RATE,
     )
     return turn, finished
 
@@ -223,7 +214,7 @@ def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], native: 
     started = time.perf_counter()
     samples = sum(synth.push([code]).numel() for code in codes) + synth.finish().numel()
     sync(torch.device(native.device))
-    return (time.perf_counter() - started) / (samples / SAMPLE_RATE)
+    return (time.perf_counter() - started) / (samples / OUTPUT_SAMPLE_RATE)
 
 
 # -- the reference --------------------------------------------------------------------------
@@ -272,7 +263,7 @@ def _run_reference(
             )
         sync(torch.device(device))
         seconds = time.perf_counter() - start
-        speech_s = wav.numel() / SAMPLE_RATE
+        speech_s = wav.numel() / OUTPUT_SAMPLE_RATE
         if sequences.shape[1] - len(prompt_ids) != tokens or round(speech_s * CODE_RATE) < codes:
             raise RuntimeError(
                 f"the reference did not keep the forced lengths ({sequences.shape}, {speech_s} s)"

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLE_RATE = 24_000  # Hz
 MEL_FRAME_RATE = 100  # mel frames per second
 MIN_DB, DB_OFFSET = -115.0, 20.0  # the mel's dB floor and offset, as the checkpoint was trained
 AA_RATIO, AA_TAPS = 2, 12  # anti-aliasing: 2x oversampling, 12-tap Kaiser-sinc filters

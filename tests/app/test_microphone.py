@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from app.microphone import BLOCK, DeviceLost, Microphone, sound_devices
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.media import AUDIO_RATE
 from tests.app.fakes import MicrophoneFactory
 
 
@@ -17,7 +17,7 @@ class TestRecording:
         mic = Microphone(stream_factory=factory)
         stream = factory.streams[0]
         assert stream.settings == {
-            "samplerate": AUDIO_RATE,
+            "samplerate": INPUT_SAMPLE_RATE,
             "channels": 1,
             "dtype": "float32",
             "blocksize": BLOCK,
@@ -36,7 +36,7 @@ class TestRecording:
         mic = Microphone(stream_factory=factory, queue_blocks=4)
         factory.streams[0].push(np.full(BLOCK * 6, 0.5, np.float32))
         assert mic.overflows == 2
-        assert mic.stop().seconds == pytest.approx(4 * BLOCK / AUDIO_RATE)
+        assert mic.stop().seconds == pytest.approx(4 * BLOCK / INPUT_SAMPLE_RATE)
 
     def test_stopping_at_once_gives_an_empty_recording(self):
         mic = Microphone(stream_factory=MicrophoneFactory())

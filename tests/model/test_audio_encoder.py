@@ -16,7 +16,8 @@ from model.audio_encoder import (
     audio_encoder_from_file,
     audio_token_count,
 )
-from model.audio_features import SAMPLE_RATE, log_mel, mel_frame_count
+from model.audio_features import log_mel, mel_frame_count
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import ModelFileError, OmnideskError
 from tests.helpers import max_abs_error, speech_like
 
@@ -62,7 +63,7 @@ class TestParity:
         extractor = WhisperFeatureExtractor(feature_size=128)
         inputs = extractor(
             audio,
-            sampling_rate=SAMPLE_RATE,
+            sampling_rate=INPUT_SAMPLE_RATE,
             padding="max_length",
             return_attention_mask=True,
             return_tensors="pt",
@@ -146,7 +147,7 @@ class TestListening:
     def test_equals_whole_recording_exactly(self, encoder, quiet_start):
         audio = speech_like(SECONDS, seed=4)
         if quiet_start:
-            audio[: 3 * SAMPLE_RATE] *= 1e-3  # the peak arrives only in the second block
+            audio[: 3 * INPUT_SAMPLE_RATE] *= 1e-3  # the peak arrives only in the second block
         streamed, listener, early = self._listen(encoder, audio)
         whole = encoder.encode(log_mel(audio))
         print(f"{early} blocks encoded while listening, {listener.reencoded} encoded again at release")
@@ -163,7 +164,7 @@ class TestListening:
 
 class TestTokenCount:
     def test_three_seconds_make_75_tokens(self, encoder):
-        frames = mel_frame_count(3 * SAMPLE_RATE)
+        frames = mel_frame_count(3 * INPUT_SAMPLE_RATE)
         assert audio_token_count(frames) == 75
         assert encoder.encode(torch.zeros(128, frames)).shape[0] == 75
 

@@ -15,13 +15,13 @@ from model.audio_features import (
     HOP_LENGTH,
     MAX_SAMPLES,
     N_MELS,
-    SAMPLE_RATE,
     load_audio,
     log_mel,
     mel_filters,
     mel_frame_count,
     resample,
 )
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from tests.fixtures.media_files import write_audio, write_video
 from tests.helpers import max_abs_error, speech_like
@@ -50,7 +50,7 @@ def speech_wav(tmp_path_factory) -> Path:
 
 def _reference_features(extractor, audio: np.ndarray) -> np.ndarray:
     """What Qwen2.5-Omni's processor gives the audio tower: padded 30 s features, masked frames kept."""
-    out = extractor(audio, sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True)
+    out = extractor(audio, sampling_rate=INPUT_SAMPLE_RATE, padding="max_length", return_attention_mask=True)
     return out["input_features"][0][:, out["attention_mask"][0].astype(bool)]
 
 
@@ -112,9 +112,11 @@ class TestFeatures:
         )
 
     def test_frame_count(self, extractor):
-        assert mel_frame_count(3 * SAMPLE_RATE) == 300
+        assert mel_frame_count(3 * INPUT_SAMPLE_RATE) == 300
         for n in (1, 159, 160, 161, 47_999):
-            mask = extractor(np.zeros(n, np.float32), sampling_rate=SAMPLE_RATE, return_attention_mask=True)
+            mask = extractor(
+                np.zeros(n, np.float32), sampling_rate=INPUT_SAMPLE_RATE, return_attention_mask=True
+            )
             assert mel_frame_count(n) == int(mask["attention_mask"].sum()) == -(-n // HOP_LENGTH)
 
 
@@ -123,9 +125,9 @@ class TestResample:
     def test_sine_stays_a_sine(self, orig_rate):
         n = orig_rate  # 1 s
         tone = np.sin(2 * np.pi * 1000 * np.arange(n) / orig_rate).astype(np.float32)
-        out = resample(torch.from_numpy(tone), orig_rate, SAMPLE_RATE).numpy()
-        expected = np.sin(2 * np.pi * 1000 * np.arange(len(out)) / SAMPLE_RATE)
-        assert len(out) == SAMPLE_RATE
+        out = resample(torch.from_numpy(tone), orig_rate, INPUT_SAMPLE_RATE).numpy()
+        expected = np.sin(2 * np.pi * 1000 * np.arange(len(out)) / INPUT_SAMPLE_RATE)
+        assert len(out) == INPUT_SAMPLE_RATE
         edge = 400  # the filter's reach at the ends, where the signal was cut
         assert (
             max_abs_error(f"1 kHz sine {orig_rate} Hz -> 16 kHz", out[edge:-edge], expected[edge:-edge])
@@ -134,20 +136,20 @@ class TestResample:
 
     def test_removes_what_16k_cannot_hold(self):
         tone = np.sin(2 * np.pi * 10_000 * np.arange(48_000) / 48_000).astype(np.float32)  # above 8 kHz
-        out = resample(torch.from_numpy(tone), 48_000, SAMPLE_RATE).numpy()
+        out = resample(torch.from_numpy(tone), 48_000, INPUT_SAMPLE_RATE).numpy()
         assert np.abs(out[400:-400]).max() < 1e-3
 
     def test_same_rate_is_identity(self):
         x = torch.randn(100)
-        assert resample(x, SAMPLE_RATE, SAMPLE_RATE) is x
+        assert resample(x, INPUT_SAMPLE_RATE, INPUT_SAMPLE_RATE) is x
 
 
 class TestLoading:
     def test_pcm_wav_widths_and_stereo(self, tmp_path):
-        tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16_000) / SAMPLE_RATE)
+        tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16_000) / INPUT_SAMPLE_RATE)
         stereo = np.stack([tone, -0.5 * tone])
         for width, tolerance in ((1, 1e-2), (2, 1e-4), (3, 1e-6), (4, 1e-7)):
-            path = _write_wav(tmp_path / f"tone{width}.wav", stereo, SAMPLE_RATE, width)
+            path = _write_wav(tmp_path / f"tone{width}.wav", stereo, INPUT_SAMPLE_RATE, width)
             loaded = load_audio(path)
             assert loaded.dtype == np.float32
             assert max_abs_error(f"{8 * width}-bit stereo WAV", loaded, 0.25 * tone) < tolerance
@@ -172,7 +174,7 @@ class TestCompressed:
     @pytest.mark.parametrize("suffix", [".mp3", ".m4a", ".opus", ".flac"])
     def test_compressed_audio_decodes_close_to_the_original(self, tmp_path, suffix):
         speech = speech_like(2.0, seed=2)
-        loaded = load_audio(write_audio(tmp_path / f"speech{suffix}", speech, SAMPLE_RATE))
+        loaded = load_audio(write_audio(tmp_path / f"speech{suffix}", speech, INPUT_SAMPLE_RATE))
         # Encoders add a little delay and padding (AAC: one 1024-sample frame); compare what overlaps.
         shift = _best_shift(loaded, speech)
         overlap = min(len(loaded) - shift, len(speech))
@@ -209,7 +211,7 @@ class TestBadInput:
             load_audio(path)
 
     def test_zero_length_recording(self, tmp_path):
-        path = _write_wav(tmp_path / "silence.wav", np.zeros((1, 0)), SAMPLE_RATE)
+        path = _write_wav(tmp_path / "silence.wav", np.zeros((1, 0)), INPUT_SAMPLE_RATE)
         with pytest.raises(OmnideskError, match="empty"):
             load_audio(path)
         with pytest.raises(OmnideskError, match="empty"):

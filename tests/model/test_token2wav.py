@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.token2wav.bigvgan import SAMPLE_RATE, receptive_field_frames
+from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
@@ -233,11 +234,11 @@ def _speech_mel(path: Path) -> torch.Tensor:
         rate = f.getframerate()
         audio = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
     spectrum = torch.fft.rfft(torch.from_numpy(audio))
-    length = round(audio.size * SAMPLE_RATE / rate)
+    length = round(audio.size * OUTPUT_SAMPLE_RATE / rate)
     audio_24k = torch.fft.irfft(spectrum, n=length) * (length / audio.size)
     n_fft, hop, n_mels = 1024, 240, 80
     power = torch.stft(audio_24k, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    hz = torch.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1)
+    hz = torch.linspace(0, OUTPUT_SAMPLE_RATE / 2, n_fft // 2 + 1)
     mel_points = torch.linspace(0, 2595 * np.log10(1 + 12000 / 700), n_mels + 2)
     edges = 700 * (10 ** (mel_points / 2595) - 1)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
