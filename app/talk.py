@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from app.ask_media import question_from_args
 from app.playback import Playback
 from model.audio_rates import OUTPUT_SAMPLE_RATE
-from model.chat import SPEECH_SYSTEM_PROMPT
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
 from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions

@@ -1,13 +1,20 @@
-"""Token sampling shared by the Thinker and the Talker, with transformers' semantics.
+"""Choosing the next id: small decoding rules, then a sampler, with transformers' semantics.
 
-Order as in `generate`: repetition penalty, suppressed ids, then temperature,
-top-k and top-p, then a multinomial draw (or argmax when greedy).
+A stage (the Thinker, the Talker) assembles its rules once per reply: each is a few lines with
+`apply(logits, seen, generated)` and a name that says what it does or avoids. The `Sampler`
+applies the repetition penalty of its options, then the stage's rules in order, then temperature,
+top-k and top-p, then a multinomial draw (or argmax when greedy), as `generate` does. The rules
+that only mask ids commute with the penalty (a masked id stays masked), so their order is free.
+
+logits: (V,) float32; seen: (n,) int64, every id the penalty sees (the prompt's and the reply's);
+generated: how many ids this reply has chosen so far.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -28,6 +35,43 @@ class SamplingOptions:
             raise ValueError("top_p must be in (0, 1]")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be positive")
+
+
+class DecodingRule(Protocol):
+    def apply(self, logits: torch.Tensor, seen: torch.Tensor, generated: int) -> torch.Tensor: ...
+
+
+class RepetitionPenalty:
+    """Divide positive (multiply negative) logits of already seen ids by `penalty`."""
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
+
+    def apply(self, logits: torch.Tensor, seen: torch.Tensor, generated: int) -> torch.Tensor:
+        return penalize_repetition(logits, seen, self.penalty)
+
+
+class NeverSample:
+    """Ids that are never chosen (media placeholders for the Thinker; the codec bos for the Talker)."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+
+    def apply(self, logits: torch.Tensor, seen: torch.Tensor, generated: int) -> torch.Tensor:
+        return logits.index_fill(0, self.ids, float("-inf")) if self.ids.numel() else logits
+
+
+class NoStopBefore:
+    """No stop id among the first `count` ids of a reply (generate's min_new_tokens)."""
+
+    def __init__(self, stop_ids: Iterable[int], count: int) -> None:
+        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+        self.count = count
+
+    def apply(self, logits: torch.Tensor, seen: torch.Tensor, generated: int) -> torch.Tensor:
+        if generated >= self.count:
+            return logits
+        return logits.index_fill(0, self.stop_ids, float("-inf"))
 
 
 def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -60,22 +104,22 @@ def keep_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class Sampler:
-    """Chooses the next id from logits (V,), given the ids seen so far."""
+    """Chooses the next id from logits (V,), given the ids seen so far and how many were generated."""
 
-    def __init__(self, options: SamplingOptions, suppress: Sequence[int] = ()) -> None:
+    def __init__(self, options: SamplingOptions, rules: Sequence[DecodingRule] = ()) -> None:
         self.options = options
-        self._suppress = torch.tensor(list(suppress), dtype=torch.long)
+        self.rules: list[DecodingRule] = [RepetitionPenalty(options.repetition_penalty), *rules]
         self._generator = torch.Generator()
         if options.seed is not None:
             self._generator.manual_seed(options.seed)
         else:
             self._generator.seed()
 
-    def __call__(self, logits: torch.Tensor, seen: torch.Tensor) -> int:
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor, generated: int = 0) -> int:
         opts = self.options
-        logits = penalize_repetition(logits.float(), seen, opts.repetition_penalty)
-        if self._suppress.numel():
-            logits = logits.index_fill(0, self._suppress, float("-inf"))
+        logits = logits.float()
+        for rule in self.rules:
+            logits = rule.apply(logits, seen, generated)
         if opts.greedy:
             return int(torch.argmax(logits))
         logits = keep_top_p(keep_top_k(logits / opts.temperature, opts.top_k), opts.top_p)

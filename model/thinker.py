@@ -29,7 +29,7 @@ import torch
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
 from model.llama_logs import route_llama_logs
-from model.sampling import Sampler, SamplingOptions
+from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 
 _KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 
@@ -128,8 +128,6 @@ class Thinker:
         self.n_vocab = info.n_vocab
         self._embedding_rows = info.embedding_rows()
         self._stop_ids = {tokens["im_end"], tokens["endoftext"]}
-        # Media placeholders are not text: a reply holding one would read as media in the next
-        # prompt (ours and the reference's alike), so they are never sampled.
         self._never = [tokens[role] for role in ("image", "video", "audio") if role in tokens]
 
         route_llama_logs()
@@ -362,7 +360,9 @@ class Thinker:
         except ContextFull:
             yield Finished("context_full", (), 0, None, None)
             return
-        sampler = Sampler(sampling)
+        # Media placeholders are not text: a reply holding one would read as media in the next
+        # prompt (ours and the reference's alike), so they are never sampled.
+        sampler = Sampler(sampling, [NeverSample(self._never), NoStopBefore(self._stop_ids, min_tokens)])
         prompt_len = self.n_cached
         seen = torch.from_numpy(self._token_ids[:prompt_len][~self._is_media[:prompt_len]].copy())
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -373,10 +373,7 @@ class Thinker:
             if cancel is not None and cancel.is_set():
                 reason = "cancelled"
                 break
-            logits[self._never] = -np.inf
-            if len(reply) < min_tokens:
-                logits[list(self._stop_ids)] = -np.inf
-            token = sampler(torch.from_numpy(logits), seen)
+            token = sampler(torch.from_numpy(logits), seen, generated=len(reply))
             first_at = first_at or time.perf_counter()
             reply.append(token)
             seen = torch.cat([seen, torch.tensor([token], dtype=seen.dtype)])

@@ -25,15 +25,10 @@ import torch
 from model.bench.parts.measure import DTYPES, median_seconds, peak_memory, sync
 from model.bench.parts.random_bundle import VOICE_BOS, talker_config
 from model.sampling import SamplingOptions
-from model.talker import (
-    SpeechIds,
-    SpeechOptions,
-    Talker,
-    TalkerConfig,
-    TalkerModel,
-    quantize_int8,
-    talker_from_tensors,
-)
+from model.talker import SpeechIds, SpeechOptions, Talker
+from model.talker.network import TalkerConfig, TalkerModel
+from model.talker.quantize import quantize_int8
+from model.talker.weights import talker_from_tensors
 from model.thinker import Decoded, PositionStates
 
 TALKER_7B = {**talker_config(3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
@@ -79,7 +74,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     reference = _reference_talker(device, dtype)
     print(f"built the reference in {time.perf_counter() - started:.1f} s")
-    config = TalkerConfig.from_checkpoint(TALKER_7B)
+    config = TalkerConfig.from_dict(TALKER_7B)
     tensors = {f"talker.{name}": t for name, t in reference.state_dict().items()}
     ours = talker_from_tensors(tensors, config, device, dtype)
     weight_bytes = _streamed_bytes(ours)

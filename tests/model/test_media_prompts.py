@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.media import Audio, Image
-from model.perception import EncodedMedia, prompt_segments, user_message
+from model.perception import EncodedMedia
+from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout, prompt_segments
 from model.thinker import Finished, Sampled
 from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 from tests.model.test_thinker import GREEDY
@@ -21,9 +21,8 @@ HIDDEN_TOLERANCE = 1e-3  # relative to the largest hidden value
 
 
 def prompt_ids(thinker, tokens, tmrope, media: list[EncodedMedia], text: str) -> list[int]:
-    chat = ChatFormat(thinker.tokenize, tokens)
-    question = user_message(thinker.tokenize, tokens, tmrope, media, text)
-    return chat.message("system", SPEECH_SYSTEM_PROMPT) + question + chat.reply_header()
+    layout = PromptLayout(thinker.tokenize, tokens, tmrope)
+    return layout.message("system", SPEECH_SYSTEM_PROMPT) + layout.user(text, media) + layout.reply_header()
 
 
 def reference_forward(

@@ -248,7 +248,7 @@ class TestBadInput:
         if stage == "talker":
             monkeypatch.setattr(talker, "speak", broken)
         else:
-            monkeypatch.setattr("model.pipeline.StreamingSynthesizer.push", broken)
+            monkeypatch.setattr("model.pipeline.stages.StreamingSynthesizer.push", broken)
         threads_before = threading.active_count()
         finished = run(conversation, "Hi", SPOKEN)[-1]
         assert finished.reason == "error" and f"injected {stage} failure" in finished.error
@@ -258,7 +258,7 @@ class TestBadInput:
 
     def test_a_history_that_reads_as_media_is_an_error_event(self, conversation, tiny_bundle: Bundle):
         """A reply holding a media placeholder (never sampled, but a damaged history could hold one)."""
-        user_ids = tuple(conversation.chat.message("user", "Hi"))
+        user_ids = tuple(conversation.layout.message("user", "Hi"))
         conversation.history.append(Exchange("Hi", user_ids, (tiny_bundle.tokens["image"],), "?"))
         finished = run(conversation, "And now?", SPOKEN)[-1]
         assert finished.reason == "error" and "could not be laid out" in finished.error

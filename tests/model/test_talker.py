@@ -16,15 +16,10 @@ import torch
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
+from model.pipeline.stages import ThinkerFeed
 from model.sampling import SamplingOptions
-from model.talker import (
-    REFERENCE_SAMPLING,
-    SpeechOptions,
-    Talker,
-    TalkerConfig,
-    ThinkerFeed,
-    talker_positions,
-)
+from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker
+from model.talker.network import TalkerConfig, talker_positions
 from model.thinker import Decoded, PositionStates, Thinker, ThinkerOptions, TokenRun
 
 # The reference's talker repetition penalty applies to greedy decoding too.
@@ -406,7 +401,7 @@ class TestBadInput:
             tiny_bundle.voices,
             tiny_bundle.thinker_dtype,
         )
-        assert TalkerConfig.from_checkpoint(bundle.config["talker_config"]).intermediate_size == 96
+        assert TalkerConfig.from_dict(bundle.config["talker_config"]).intermediate_size == 96
         with pytest.raises(
             ModelFileError, match=r"talker\.model\.layers\.0\.mlp\.\w+_proj\.weight has shape .* needs"
         ):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.files.bundle import Bundle
+from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.sampling import SamplingOptions
 from model.thinker import Decoded, EmbeddingRun, Finished, Sampled, Thinker, ThinkerOptions, TokenRun
+from model.tmrope import TMRoPEConfig
 from tests.helpers import max_abs_error
 
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
@@ -28,8 +29,12 @@ def thinker(tiny_bundle: Bundle):
 
 
 @pytest.fixture(scope="module")
-def chat(thinker: Thinker, tiny_bundle: Bundle) -> ChatFormat:
-    return ChatFormat(thinker.tokenize, tiny_bundle.tokens)
+def layout(thinker: Thinker, tiny_bundle: Bundle) -> PromptLayout:
+    return PromptLayout(
+        thinker.tokenize,
+        tiny_bundle.tokens,
+        TMRoPEConfig.from_bundle(tiny_bundle.tokens, tiny_bundle.config["thinker_config"]),
+    )
 
 
 def reference_forward(reference_model, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -60,21 +65,21 @@ def run(thinker: Thinker, prompt: list[int], n: int, **kwargs) -> tuple[list, Fi
     return events, finished
 
 
-def three_turn_prompts(chat: ChatFormat, replies: list[list[int]]) -> list[list[int]]:
+def three_turn_prompts(layout: PromptLayout, replies: list[list[int]]) -> list[list[int]]:
     """The prompt of each turn, given the replies of the turns before it."""
-    prompts, history = [], chat.message("system", SPEECH_SYSTEM_PROMPT)
+    prompts, history = [], layout.message("system", SPEECH_SYSTEM_PROMPT)
     for i, question in enumerate(QUESTIONS):
         if i:
-            history = history + chat.reply_header() + chat.closed_reply(replies[i - 1])
-        history = history + chat.message("user", question)
-        prompts.append(history + chat.reply_header())
+            history = history + layout.reply_header() + layout.closed_reply(replies[i - 1])
+        history = history + layout.message("user", question)
+        prompts.append(history + layout.reply_header())
     return prompts
 
 
 class TestParity:
-    def test_logits_and_hidden_states_match_at_every_position(self, thinker, chat, reference_model):
+    def test_logits_and_hidden_states_match_at_every_position(self, thinker, layout, reference_model):
         replies = [thinker.tokenize(" Fine, thanks."), thinker.tokenize(" 好的！")]
-        prompt = three_turn_prompts(chat, replies)[-1]
+        prompt = three_turn_prompts(layout, replies)[-1]
         thinker.reset()
         decoded, logits = thinker.prefill([TokenRun(tuple(prompt))], all_logits=True)
         ref_logits, ref_hidden = reference_forward(reference_model, prompt)
@@ -82,15 +87,15 @@ class TestParity:
         assert max_abs_error("logits", logits, ref_logits) < 1e-3
         assert max_abs_error("hidden", thinker.states(0, len(prompt)).hidden, ref_hidden) < 1e-3
 
-    def test_input_embeddings_are_the_reference_embedding_rows(self, thinker, chat, reference_model):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[1])
+    def test_input_embeddings_are_the_reference_embedding_rows(self, thinker, layout, reference_model):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[1])
         thinker.reset()
         thinker.prefill([TokenRun(tuple(prompt))])
         expected = reference_model.thinker.get_input_embeddings()(torch.tensor(prompt)).detach().numpy()
         assert max_abs_error("input embeddings", thinker.states(0, len(prompt)).embeddings, expected) == 0.0
 
-    def test_greedy_reply_is_identical(self, thinker, chat, reference_model, tiny_bundle):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    def test_greedy_reply_is_identical(self, thinker, layout, reference_model, tiny_bundle):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()
         _, finished = run(thinker, prompt, 32)
         expected = reference_greedy(reference_model, prompt, tiny_bundle.tokens, 32)
@@ -98,12 +103,12 @@ class TestParity:
         assert list(finished.reply_ids) == expected
         assert len(expected) == 32
 
-    def test_three_turns_reuse_the_cache_and_match(self, thinker, chat, reference_model, tiny_bundle):
+    def test_three_turns_reuse_the_cache_and_match(self, thinker, layout, reference_model, tiny_bundle):
         thinker.reset()
         replies: list[list[int]] = []
         decoded_counts = []
         for turn in range(3):
-            prompt = three_turn_prompts(chat, replies + [[]] * (3 - len(replies)))[turn]
+            prompt = three_turn_prompts(layout, replies + [[]] * (3 - len(replies)))[turn]
             cached_before = thinker.n_cached
             _, finished = run(thinker, prompt, 32)
             reply = list(finished.reply_ids)
@@ -116,12 +121,12 @@ class TestParity:
             decoded_counts.append(finished.prompt_decoded)
             replies.append(reply)
         print("prompt tokens decoded per turn:", decoded_counts)
-        assert decoded_counts[1] < len(three_turn_prompts(chat, replies)[1]) / 2
+        assert decoded_counts[1] < len(three_turn_prompts(layout, replies)[1]) / 2
 
 
 class TestContext:
-    def test_embedding_batches_with_explicit_positions_equal_token_batches(self, thinker, chat):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[2])
+    def test_embedding_batches_with_explicit_positions_equal_token_batches(self, thinker, layout):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[2])
         thinker.reset()
         _, token_logits = thinker.prefill([TokenRun(tuple(prompt))], all_logits=True)
         token_hidden = thinker.states(0, len(prompt)).hidden
@@ -143,8 +148,8 @@ class TestContext:
         )
         assert np.all(thinker.states(middle.start, middle.stop).embeddings == 0.0), "media rows are zeroed"
 
-    def test_rollback_equals_a_fresh_prefill(self, thinker, chat):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    def test_rollback_equals_a_fresh_prefill(self, thinker, layout):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()
         _, first = run(thinker, prompt, 12)
         thinker.truncate(len(prompt) + 3)
@@ -153,8 +158,8 @@ class TestContext:
         _, fresh = thinker.prefill([TokenRun(tuple(prompt + list(first.reply_ids[:4])))], all_logits=True)
         assert max_abs_error("logits after rollback", rolled[-1], fresh[-1]) < 1e-6
 
-    def test_decoded_events_carry_each_fed_token_state(self, thinker, chat):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    def test_decoded_events_carry_each_fed_token_state(self, thinker, layout):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()
         events, finished = run(thinker, prompt, 10)
         decoded = [e for e in events if isinstance(e, Decoded)]
@@ -168,8 +173,8 @@ class TestContext:
         np.testing.assert_array_equal(np.stack([d.hidden for d in decoded]), states.hidden)
         np.testing.assert_array_equal(np.stack([d.embedding for d in decoded]), states.embeddings)
 
-    def test_cancel_stops_between_tokens(self, thinker, chat):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    def test_cancel_stops_between_tokens(self, thinker, layout):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()
         cancel = threading.Event()
         events = []
@@ -181,14 +186,14 @@ class TestContext:
         assert isinstance(finished, Finished) and finished.reason == "cancelled"
         assert len(finished.reply_ids) < 50
 
-    def test_a_prompt_larger_than_the_context_ends_with_context_full(self, tiny_bundle, chat):
+    def test_a_prompt_larger_than_the_context_ends_with_context_full(self, tiny_bundle, layout):
         with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, ThinkerOptions(n_ctx=64)) as small:
             too_long = tuple(i % 400 for i in range(small.n_ctx + 5))  # llama.cpp may round n_ctx up
             events = list(small.generate([TokenRun(too_long)], GREEDY, max_tokens=4))
         assert events == [Finished("context_full", (), 0, None, None)]
 
-    def test_sampling_with_a_seed_is_reproducible(self, thinker, chat):
-        prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    def test_sampling_with_a_seed_is_reproducible(self, thinker, layout):
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         options = SamplingOptions(temperature=1.0, top_k=50, top_p=0.95, seed=7)
         replies = []
         for _ in range(2):
@@ -209,7 +214,7 @@ def test_llama_cpp_reads_the_rms_norm_eps(tiny_bundle: Bundle, caplog: pytest.Lo
     assert lines and lines[0].split("=")[-1].strip() == "1.0e-06"
 
 
-def test_media_placeholders_are_never_sampled(thinker, chat, tiny_bundle: Bundle, monkeypatch):
+def test_media_placeholders_are_never_sampled(thinker, layout, tiny_bundle: Bundle, monkeypatch):
     """A reply holding <|IMAGE|> would read as an image in the next prompt: it is never sampled."""
     image = tiny_bundle.tokens["image"]
     prefill = thinker.prefill
@@ -221,15 +226,15 @@ def test_media_placeholders_are_never_sampled(thinker, chat, tiny_bundle: Bundle
 
     monkeypatch.setattr(thinker, "prefill", favouring_an_image)
     thinker.reset()
-    _, finished = run(thinker, chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0]), 1)
+    _, finished = run(thinker, layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0]), 1)
     assert finished.reply_ids and finished.reply_ids[0] != image
 
 
 def test_min_tokens_holds_back_the_stop_as_the_reference_min_new_tokens(
-    thinker, chat, reference_model, tiny_bundle: Bundle, monkeypatch
+    thinker, layout, reference_model, tiny_bundle: Bundle, monkeypatch
 ):
     """The tiny model never says <|im_end|> on its own, so its third greedy token stands in as a stop."""
-    prompt = chat.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+    prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
     thinker.reset()
     stand_in = run(thinker, prompt, 3)[1].reply_ids[2]
     monkeypatch.setattr(thinker, "_stop_ids", {stand_in})

@@ -9,7 +9,7 @@ import torch
 
 from model.errors import OmnideskError
 from model.media import Audio, Video
-from model.perception import prompt_segments
+from model.prompt_layout import prompt_segments
 from model.video import load_video, sampled_frame_count
 from model.vision import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH, VisionEncoder
 from tests.fixtures.media_files import write_video

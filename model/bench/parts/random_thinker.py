@@ -17,8 +17,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from model.chat import SPEECH_SYSTEM_PROMPT
 from model.files.thinker_gguf import ARCHITECTURE, quantize
+from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 WORDS = f"{SPEECH_SYSTEM_PROMPT}\nWhat am I looking at? Tell me in a few words, please."

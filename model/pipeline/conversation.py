@@ -1,0 +1,208 @@
+"""A conversation: its history, its prompt, and `Conversation.turn`, which answers the next question.
+
+Threads: `turn` runs on the caller's thread and starts the stages' threads (`stages.py`) for each
+turn; `cancel` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from model.errors import OmnideskError
+from model.files.bundle import Bundle
+from model.media import Question
+from model.perception import EncodedMedia, Perception
+from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
+from model.pipeline.options import NativeOptions, TurnOptions
+from model.pipeline.stages import TurnStages
+from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
+from model.talker import Talker
+from model.thinker import Segment, Thinker, ThinkerOptions
+from model.tmrope import TMRoPEConfig
+from model.token2wav.synthesizer import Token2Wav
+from model.vision import VisionOptions
+from model.voices import Voice, load_voices, pick_voice
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One question and its reply as the history keeps them (the media already encoded)."""
+
+    question: str
+    user_ids: tuple[int, ...]
+    reply_ids: tuple[int, ...]
+    reply_text: str
+    interrupted: bool = False
+    media: tuple[EncodedMedia, ...] = ()
+
+
+class Conversation:
+    """The history and the Thinker's KV cache of one conversation; `turn` answers the next question.
+
+    One turn at a time; `cancel()` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        thinker_options: ThinkerOptions = ThinkerOptions(),
+        native: NativeOptions = NativeOptions(),
+        persona: str = "",
+        system: str = SPEECH_SYSTEM_PROMPT,
+        vision: VisionOptions = VisionOptions(),
+    ) -> None:
+        """`persona`: the user's own instructions, placed in the first question, since speech
+        needs the model's own system prompt. `system` may replace that prompt for text-only use."""
+        self.bundle = bundle
+        self.native = native
+        self.persona = persona
+        self.thinker = Thinker(bundle.file("thinker"), bundle.tokens, thinker_options)
+        tmrope = TMRoPEConfig.from_bundle(bundle.tokens, bundle.config["thinker_config"])
+        self.layout = PromptLayout(self.thinker.tokenize, bundle.tokens, tmrope)
+        vision = replace(vision, n_threads=vision.n_threads or thinker_options.n_threads)
+        self.perception = Perception(bundle, self.thinker, vision, native.device, native.dtype)
+        self.history: list[Exchange] = []
+        self._system = self.layout.message("system", system)
+        self._cancel = threading.Event()
+        self._talker: Talker | None = None
+        self._token2wav: Token2Wav | None = None
+        self._voices: dict[str, Voice] | None = None
+
+    # -- lazily loaded speech parts --
+
+    @property
+    def voices(self) -> dict[str, Voice]:
+        if self._voices is None:
+            self._voices = load_voices(self.bundle)
+        return self._voices
+
+    def _speech_parts(self) -> tuple[Talker, Token2Wav]:
+        if self._talker is None:
+            self._talker = Talker.load(
+                self.bundle,
+                self.thinker.input_embeddings,
+                self.native.device,
+                self.native.dtype,
+                max_positions=self.native.talker_positions,
+            )
+        if self._token2wav is None:
+            self._token2wav = Token2Wav.load(self.bundle, self.native.device, self.native.dtype)
+        return self._talker, self._token2wav
+
+    # -- turns --
+
+    def cancel(self) -> None:
+        """Stop the turn in progress (any thread): all stages end within one step."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Free the Thinker's model and context (the conversation cannot be used afterwards)."""
+        self.thinker.close()
+
+    def restore(self, exchanges: list[tuple[str, str]]) -> None:
+        """Continue a saved conversation from its (question, reply) texts, oldest first."""
+        self.history = []
+        for question, reply in exchanges:
+            user_ids = tuple(self._user_ids(question, (), first=not self.history))
+            self.history.append(Exchange(question, user_ids, tuple(self.thinker.tokenize(reply)), reply))
+
+    def _user_ids(self, text: str, media: Sequence[EncodedMedia], first: bool) -> list[int]:
+        """A user turn's ids; the persona goes into the conversation's first question."""
+        if first and self.persona:
+            text = f"{self.persona}\n\n{text}" if text else self.persona
+        return self.layout.user(text, media)
+
+    def prompt_ids(self, question_ids: list[int]) -> list[int]:
+        """System prompt, the kept history, the new question and the reply header."""
+        ids = list(self._system)
+        for exchange in self.history:
+            ids += [
+                *exchange.user_ids,
+                *self.layout.reply_header(),
+                *self.layout.closed_reply(exchange.reply_ids),
+            ]
+        return ids + question_ids + self.layout.reply_header()
+
+    def prompt(
+        self, question_ids: list[int], media: Sequence[EncodedMedia] = ()
+    ) -> tuple[list[int], list[Segment]]:
+        """The whole prompt's ids, and its segments (text and media runs, positions as the reference's)."""
+        ids = self.prompt_ids(question_ids)
+        every = [m for exchange in self.history for m in exchange.media] + list(media)
+        segments, _ = self.layout.segments(ids, every)
+        return ids, segments
+
+    def turn(self, question: str | Question, options: TurnOptions = TurnOptions()) -> Iterator[Event]:
+        """Answer `question` (text, or text with images and recordings); the last event is always a
+        TurnFinished."""
+        self._cancel.clear()
+        if isinstance(question, str):
+            question = Question(question)
+        if question.is_empty:
+            yield TurnFinished("error", "", (), (), "nothing to answer: the question is empty")
+            return
+        try:
+            voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
+            parts = self._speech_parts() if options.speak else None
+            media = self.perception.encode(question)
+        except OmnideskError as exc:
+            yield TurnFinished("error", "", (), (), str(exc))
+            return
+        fitted = self._fit(question.text, media, options.max_tokens)
+        if fitted is None:
+            yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")
+            return
+        user_ids, trimmed = fitted
+        if trimmed:
+            yield ContextTrimmed(dropped=trimmed, kept=len(self.history))
+        started = time.perf_counter()
+        yield Mark("input_ready", 0.0)
+        try:
+            ids, segments = self.prompt(user_ids, media)
+        except ValueError as exc:  # placeholders and media that disagree: nothing to decode
+            yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
+            return
+        run = TurnStages(self.thinker, ids, segments, options, voice, parts, started, self._cancel)
+        try:
+            yield from run.events()
+        finally:
+            run.stop()
+        finished = run.finished
+        if finished.reply_ids:
+            interrupted = finished.reason == "cancelled"
+            self.history.append(
+                Exchange(
+                    question.text,
+                    tuple(user_ids),
+                    finished.reply_ids,
+                    finished.text,
+                    interrupted,
+                    tuple(media),
+                )
+            )
+
+    def _fit(self, text: str, media: Sequence[EncodedMedia], max_tokens: int) -> tuple[list[int], int] | None:
+        """Drop the oldest exchanges until the prompt and a full reply fit.
+
+        Returns the question's ids (with the persona if it is now first) and how many
+        exchanges were dropped, or None if even the question alone does not fit.
+        """
+        dropped = 0
+        while True:
+            user_ids = self._user_ids(text, media, first=not self.history)
+            length = len(self.prompt_ids(user_ids))
+            if length + max_tokens <= self.thinker.n_ctx or (
+                not self.history and length < self.thinker.n_ctx
+            ):
+                return user_ids, dropped
+            if not self.history:
+                return None
+            self.history.pop(0)
+            dropped += 1
+            if self.history and self.persona:  # the persona moves to the new first question
+                first = self.history[0]
+                persona_ids = tuple(self._user_ids(first.question, first.media, first=True))
+                self.history[0] = replace(first, user_ids=persona_ids)

@@ -1,0 +1,278 @@
+"""The threads of one turn and the queues between them.
+
+Threads: `TurnStages.events` runs on the caller's thread and blocks only on the event queue. The
+Thinker, Talker and Token2Wav stages each run on a thread of their own (daemon threads, joined by
+`stop`); a stage blocks only on its input queue, waking every POLL_S to notice the cancel event, and
+on its own computation. `ThinkerFeed.put`/`close` are called from the Thinker's thread and never
+block; iterating the feed (inside `Talker.speak`, on the Talker's thread) blocks until a state arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from model.errors import OmnideskError
+from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinished
+from model.pipeline.options import TurnOptions
+from model.talker import Talker
+from model.thinker import Decoded, Finished, PositionStates, Sampled, Segment, Thinker
+from model.token2wav.streaming import StreamingSynthesizer
+from model.token2wav.synthesizer import Cancelled, Token2Wav
+from model.voices import Voice
+
+POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
+QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
+
+_END = object()
+
+
+class TurnStages:
+    """The threads of one turn and the queues between them."""
+
+    def __init__(
+        self,
+        thinker: Thinker,
+        prompt_ids: list[int],
+        prompt: list[Segment],
+        options: TurnOptions,
+        voice: Voice | None,
+        parts: tuple[Talker, Token2Wav] | None,
+        started: float,
+        cancel: threading.Event,
+    ) -> None:
+        self.thinker = thinker
+        self.prompt_ids = prompt_ids
+        self.prompt = prompt
+        self.options = options
+        self.voice = voice
+        self.parts = parts
+        self.started = started
+        self.cancel = cancel
+        self.out: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
+        self.codes: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
+        self.feed = ThinkerFeed(self.cancel, poll_s=POLL_S)
+        self.text: list[str] = []
+        self.reply_ids: tuple[int, ...] = ()
+        self.spoken: list[int] = []
+        self.reason = "end"
+        self.error = ""
+        self.heard = False
+        self.marks: dict[str, float] = {"input_ready": 0.0}
+        self.thinker_finished: Finished | None = None
+        self.finished = TurnFinished("error", "", (), (), "the turn did not run")
+        stages = [("thinker", self._thinker)]
+        if parts is not None:
+            stages += [("talker", self._talker), ("token2wav", self._token2wav)]
+        self.threads = [
+            threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in stages
+        ]
+
+    def events(self) -> Iterator[Event]:
+        for thread in self.threads:
+            thread.start()
+        running = len(self.threads)
+        while running:
+            item = self.out.get()
+            if item is _END:
+                running -= 1
+            elif isinstance(item, BaseException):
+                self.error = self.error or (str(item) if isinstance(item, OmnideskError) else repr(item))
+                self.cancel.set()
+            else:
+                if isinstance(item, Mark):
+                    self.marks[item.name] = item.seconds
+                yield item
+        self.stop()
+        if self.error:
+            self.reason = "error"
+        elif self.cancel.is_set():
+            self.reason = "cancelled"
+        done = self._mark("done")
+        self.marks[done.name] = done.seconds
+        yield done
+        thinker = self.thinker_finished
+        self.finished = TurnFinished(
+            self.reason,
+            "".join(self.text),
+            self.reply_ids,
+            tuple(self.spoken),
+            self.error,
+            prompt_ids=tuple(self.prompt_ids),
+            prompt_decoded=thinker.prompt_decoded if thinker else 0,
+            tokens_per_s=thinker.tokens_per_s if thinker else None,
+            marks=dict(self.marks),
+        )
+        yield self.finished
+
+    def stop(self) -> None:
+        """Cancel if still running and wait for every thread (emptying the event queue meanwhile,
+        so that no stage waits on a caller that stopped listening)."""
+        if any(t.is_alive() for t in self.threads):
+            self.cancel.set()
+        for thread in self.threads:
+            while thread.ident is not None and thread.is_alive():
+                thread.join(POLL_S)
+                while not self.out.empty():
+                    self.out.get_nowait()
+
+    # -- stages (each on its own thread) --
+
+    def _guard(self, stage: Any) -> None:
+        try:
+            stage()
+        except BaseException as exc:  # every failure becomes an event; nothing dies silently
+            self._put(self.out, exc, always=True)
+        finally:
+            self._put(self.out, _END, always=True)
+
+    def _thinker(self) -> None:
+        speaking = self.parts is not None
+        first_decoded = True
+        try:
+            generate = self.thinker.generate(
+                self.prompt,
+                self.options.sampling,
+                self.options.max_tokens,
+                self.cancel,
+                self.options.min_tokens,
+            )
+            for event in generate:
+                if isinstance(event, Sampled):
+                    if not self.text:
+                        self._put(self.out, self._mark("first_text"))
+                    self.text.append(event.text)
+                    if event.text:
+                        self._put(self.out, TextDelta(event.text))
+                elif isinstance(event, Decoded) and speaking:
+                    if first_decoded:
+                        self.feed.put(self.thinker.states(0, event.index))
+                        first_decoded = False
+                    self.feed.put(event)
+                elif isinstance(event, Finished):
+                    self.thinker_finished = event
+                    self.reply_ids = event.reply_ids
+                    if event.reason in ("length", "context_full"):
+                        self.reason = event.reason  # "stop" is the normal end
+        finally:
+            self.feed.close()
+            self._put(self.out, self._mark("thinker_done"), always=True)
+
+    def _talker(self) -> None:
+        assert self.parts is not None and self.voice is not None
+        talker = self.parts[0]
+        speech = self.options.speech
+        if speech.sampling.seed is None and self.options.seed is not None:
+            speech = replace(speech, sampling=replace(speech.sampling, seed=self.options.seed))
+        try:
+            for code in talker.speak(self.feed, speech, self.cancel):
+                if not self.spoken:
+                    self._put(self.out, self._mark("first_code"))
+                self.spoken.append(code)
+                self._put(self.codes, code)
+        finally:
+            self._put(self.codes, _END, always=True)
+            self._put(self.out, self._mark("talker_done"), always=True)
+
+    def _token2wav(self) -> None:
+        with contextlib.suppress(Cancelled):  # the turn was cancelled mid-window
+            self._synthesize()
+
+    def _synthesize(self) -> None:
+        assert self.parts is not None and self.voice is not None
+        t2w = self.parts[1]
+        if self.options.full_utterance:
+            codes = list(self._drain_codes())
+            if codes and not self.cancel.is_set():
+                self._audio(t2w.synthesize(codes, self.voice, self.options.seed, self.options.stream.sampler))
+            return
+        synth = StreamingSynthesizer(t2w, self.voice, self.options.seed, self.options.stream, self.cancel)
+        pending: list[int] = []
+        for code in self._drain_codes():
+            pending.append(code)
+            if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
+                self._audio(synth.push(pending))
+                pending = []
+        if pending:
+            self._audio(synth.push(pending))
+        if self.spoken and not self.cancel.is_set():
+            self._audio(synth.finish())
+
+    def _drain_codes(self) -> Iterator[int]:
+        while not self.cancel.is_set():
+            try:
+                item = self.codes.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            yield int(item)
+
+    def _audio(self, samples: torch.Tensor) -> None:
+        if samples.numel() and not self.cancel.is_set():
+            if not self.heard:
+                self.heard = True
+                self._put(self.out, self._mark("first_audio"))
+            self._put(self.out, AudioChunk(samples.detach().float().cpu().numpy()))
+
+    # -- helpers --
+
+    def _mark(self, name: str) -> Mark:
+        return Mark(name, time.perf_counter() - self.started)
+
+    def _put(self, target: queue.Queue[Any], item: object, always: bool = False) -> None:
+        """Put without blocking forever: a full queue is waited on only while the turn runs."""
+        while True:
+            try:
+                target.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                if self.cancel.is_set() and not always:
+                    return
+
+
+class ThinkerFeed:
+    """Carries the Thinker's states to a Talker on another thread, as `Talker.speak`'s `states`.
+
+    The Thinker's thread calls `put` (the prompt's PositionStates first, then each Decoded) and
+    `close` at the end of the text; neither blocks. The prompt's states are the whole context
+    before the reply, `thinker.states(0, first.index)` for the first Decoded `first`, so the
+    Talker starts once the Thinker has decoded its first reply token. Iterating (the Talker's
+    thread) blocks on the queue without spinning, waking every `poll_s` only to notice `cancel`;
+    it ends at `close` or when cancelled.
+    """
+
+    _END = object()
+
+    def __init__(self, cancel: threading.Event | None = None, poll_s: float = 0.05) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._cancel = cancel
+        self._poll_s = poll_s
+
+    def put(self, state: PositionStates | Decoded) -> None:
+        self._queue.put(state)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[PositionStates | Decoded]:
+        while not _cancelled(self._cancel):
+            try:
+                item = self._queue.get(timeout=self._poll_s)
+            except queue.Empty:
+                continue
+            if item is self._END:
+                return
+            assert isinstance(item, PositionStates | Decoded)
+            yield item
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
