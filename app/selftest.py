@@ -122,9 +122,10 @@ def remembered_bundle() -> Path:
 
 def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
     """Answer QUESTION in text: (reply tokens, llama.cpp backend, finish reason)."""
+    from model.hardware import llama_backend
     from model.pipeline import Conversation, TurnOptions
     from model.sampling import SamplingOptions
-    from model.thinker import ThinkerOptions, llama_backend
+    from model.thinker import ThinkerOptions
 
     conversation = Conversation(bundle, ThinkerOptions(n_ctx=CONTEXT))
     try:

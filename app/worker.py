@@ -20,10 +20,11 @@ from PySide6.QtCore import QObject, Signal, Slot
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.hardware import llama_backend
 from model.media import Question
 from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions, llama_backend
+from model.thinker import ThinkerOptions
 from model.token2wav.sampler import FAST
 from model.token2wav.streaming import StreamOptions
 

@@ -47,8 +47,6 @@ class Hardware:
 
 
 def probe() -> Hardware:
-    from model.thinker import llama_backend
-
     notes: list[str] = []
     total, available = _memory(notes)
     gpus = _nvidia_gpus(notes) + _apple_gpu(total)
@@ -70,6 +68,22 @@ def probe() -> Hardware:
         torch_version=torch_version,
         notes=tuple(notes),
     )
+
+
+def default_threads() -> int:
+    """Half the logical CPUs (about the physical cores): see model.thinker.ThinkerOptions.n_threads."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def llama_backend() -> str:
+    """The accelerator this llama.cpp build offloads to: "CUDA", "Metal", "Vulkan" or "CPU"."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").upper()
+    for name in ("CUDA", "Metal", "Vulkan"):
+        if f"{name.upper()} :" in info or f"{name.upper()} =" in info:
+            return name
+    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
 
 
 def _memory(notes: list[str]) -> tuple[int, int]:

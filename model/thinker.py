@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,8 @@ import torch
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
+from model.hardware import default_threads
+from model.llama_batch import LlamaBatch
 from model.llama_logs import route_llama_logs
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 
@@ -307,7 +308,7 @@ class Thinker:
             else:
                 line = np.arange(self.next_position, self.next_position + n, dtype=np.int32)
             positions = np.broadcast_to(line, (3, n))
-            batch = _Batch.tokens(ids.astype(np.int32), positions[0].copy())
+            batch = LlamaBatch.tokens(ids.astype(np.int32), positions[0].copy())
             keys: list[object] = [int(i) for i in ids]
             media = False
         else:
@@ -325,7 +326,7 @@ class Thinker:
                     f"media embeddings have width {embeddings.shape[1]}, the Thinker needs {self.n_embd}: "
                     "the vision/audio encoder does not match this Thinker"
                 )
-            batch = _Batch.embeddings(embeddings, pos4)
+            batch = LlamaBatch.embeddings(embeddings, pos4)
             keys = [(segment.key, lo + i) for i in range(n)]
             media = True
         status = llama_cpp.llama_decode(self._ctx, batch.struct)
@@ -415,20 +416,6 @@ class Thinker:
         self.close()
 
 
-def default_threads() -> int:
-    """Half the logical CPUs (about the physical cores): see ThinkerOptions.n_threads."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-def llama_backend() -> str:
-    """The accelerator this llama.cpp build offloads to: "CUDA", "Metal", "Vulkan" or "CPU"."""
-    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").upper()
-    for name in ("CUDA", "Metal", "Vulkan"):
-        if f"{name.upper()} :" in info or f"{name.upper()} =" in info:
-            return name
-    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
-
-
 class ContextFull(OmnideskError):
     def __init__(self, needed: int, n_ctx: int) -> None:
         super().__init__(f"the conversation needs {needed} tokens but the context holds {n_ctx}")
@@ -445,49 +432,3 @@ def _flatten(prompt: Sequence[Segment]) -> tuple[list[object], list[tuple[int, S
         else:
             keys.extend((segment.key, i) for i in range(len(segment.embeddings)))
     return keys, runs
-
-
-class _Batch:
-    """A llama_batch over numpy buffers it keeps alive; every position outputs logits and hidden state."""
-
-    def __init__(self, n: int, token: np.ndarray | None, embd: np.ndarray | None, pos: np.ndarray) -> None:
-        self._arrays = [a for a in (token, embd, pos) if a is not None]
-        self._seq0 = (ctypes.c_int32 * 1)(0)
-        self._seq_ids = (ctypes.POINTER(ctypes.c_int32) * n)(
-            *([ctypes.cast(self._seq0, ctypes.POINTER(ctypes.c_int32))] * n)
-        )
-        self._n_seq = np.ones(n, dtype=np.int32)
-        self._logits = np.ones(n, dtype=np.int8)
-        self.struct = llama_cpp.llama_batch(
-            n_tokens=n,
-            token=_pointer(token, ctypes.c_int32),
-            embd=_pointer(embd, ctypes.c_float),
-            pos=_pointer(pos, ctypes.c_int32),
-            n_seq_id=_pointer(self._n_seq, ctypes.c_int32),
-            seq_id=self._seq_ids,
-            logits=_pointer(self._logits, ctypes.c_int8),
-        )
-
-    @classmethod
-    def tokens(cls, ids: np.ndarray, pos: np.ndarray) -> _Batch:
-        return cls(
-            len(ids),
-            np.ascontiguousarray(ids, dtype=np.int32),
-            None,
-            np.ascontiguousarray(pos, dtype=np.int32),
-        )
-
-    @classmethod
-    def embeddings(cls, embd: np.ndarray, pos4: np.ndarray) -> _Batch:
-        return cls(
-            len(embd),
-            None,
-            np.ascontiguousarray(embd, dtype=np.float32),
-            np.ascontiguousarray(pos4, dtype=np.int32),
-        )
-
-
-def _pointer(array: np.ndarray | None, ctype: type) -> object:
-    if array is None:
-        return None
-    return array.ctypes.data_as(ctypes.POINTER(ctype))

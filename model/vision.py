@@ -30,9 +30,9 @@ from PIL import ImageOps
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
+from model.hardware import default_threads
 from model.llama_logs import route_mtmd_logs
 from model.media import Image, Video
-from model.thinker import default_threads
 from model.tmrope import ImageGrid, VideoGrid
 from model.video import video_frame_bounds
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from model.bench.parts.measure import peak_rss
 from model.bench.parts.random_thinker import SHAPES, random_thinker, special_tokens
+from model.hardware import llama_backend
 from model.sampling import SamplingOptions
-from model.thinker import Finished, Thinker, ThinkerOptions, TokenRun, llama_backend
+from model.thinker import Finished, Thinker, ThinkerOptions, TokenRun
 
 
 def main(argv: list[str]) -> int:
