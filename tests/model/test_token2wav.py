@@ -65,21 +65,6 @@ def reference_run(reference_model, codes):
     return mel, waveform
 
 
-class TestVoices:
-    def test_voices_are_those_of_the_speaker_dictionary(self, tiny_bundle, tiny_checkpoint):
-        voices = load_voices(tiny_bundle)
-        speakers = torch.load(tiny_checkpoint.path / "spk_dict.pt", weights_only=True)
-        assert set(voices) == set(speakers) == {"Chelsie", "Ethan"}
-        for name, voice in voices.items():
-            assert torch.equal(voice.cond, speakers[name]["cond"].reshape(-1))
-            assert torch.equal(voice.ref_mel, speakers[name]["ref_mel"][0])
-            assert voice.bos_token == speakers[name]["bos_token"] == tiny_checkpoint.voices[name]
-
-    def test_unknown_voice_lists_the_available_ones(self, tiny_bundle):
-        with pytest.raises(OmnideskError, match="unknown voice 'Nobody'.*Chelsie, Ethan"):
-            pick_voice(load_voices(tiny_bundle), "Nobody")
-
-
 class TestParity:
     def test_velocity_at_one_step(self, t2w, voice, reference_model, codes):
         dit = reference_model.token2wav.code2wav_dit_model
