@@ -123,7 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     remove.set_defaults(run=_models_remove)
 
-    doctor = commands.add_parser("doctor", help="show the hardware and which model size fits it")
+    doctor = commands.add_parser(
+        "doctor", help="show the hardware, which model size fits it and how it would run"
+    )
+    doctor.add_argument("--models", help="a bundle (name or folder): how it would run here")
     doctor.set_defaults(run=_doctor)
 
     bench = commands.add_parser("bench", help="benchmarks against the reference implementation")
@@ -171,7 +174,20 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
         "--full-utterance", action="store_true", help="the reference's path: speak after all codes"
     )
     parser.add_argument(
-        "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that the build can)"
+        "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that fit)"
+    )
+    parser.add_argument(
+        "--speech-device",
+        choices=("auto", "gpu", "cpu"),
+        default="auto",
+        help="where the Talker and Token2Wav run (auto: the GPU when torch can use one and it fits)",
+    )
+    parser.add_argument(
+        "--speech-quality",
+        choices=("auto", "exact", "fast"),
+        default="auto",
+        help="exact: the reference's path; fast: quantized Talker, fewer ODE steps, a smaller first chunk "
+        "(auto: exact on a GPU, fast on the CPU)",
     )
     parser.add_argument("--context", type=int, default=8192, help="context window in tokens")
     parser.add_argument("--threads", type=int, help="Thinker CPU threads (default: half the logical CPUs)")
@@ -306,9 +322,17 @@ def _models_remove(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from app.doctor import report
+    from model.files.bundle import Bundle
+    from model.files.store import resolve
     from model.hardware import probe
+    from model.placement import bundle_needs
+    from model.sizing import CONTEXT_TOKENS
 
-    print(report(probe()))
+    bundle = None
+    if args.models:
+        opened = Bundle.open(resolve(args.models))
+        bundle = (opened.root.name, bundle_needs(opened, CONTEXT_TOKENS))
+    print(report(probe(), bundle))
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from model.hardware import GIB, Hardware
-from model.sizing import CONTEXT_TOKENS, options, recommend
+from model.placement import MemoryNeeds, estimated_needs, make_plan
+from model.sizing import CONTEXT_TOKENS, SIZES, options, recommend
 
 
-def report(hardware: Hardware) -> str:
+def report(hardware: Hardware, bundle: tuple[str, MemoryNeeds] | None = None) -> str:
+    """The machine, the sizes that fit it, and the plan for `bundle` (name, needs), or for the
+    recommended size when there is none yet."""
     lines = [
         f"System:        {hardware.system}, {hardware.cpu_count} CPU threads",
         f"Memory:        {hardware.ram_total_bytes / GIB:.1f} GiB, "
@@ -34,4 +37,12 @@ def report(hardware: Hardware) -> str:
     advice = recommend(hardware)
     choice = f"{advice.option.size.upper()} {advice.option.quant}" if advice.option else "none"
     lines += ["", f"Recommended:   {choice}", f"Why:           {advice.reason}"]
+    if bundle is None and advice.option is not None:
+        bundle = (choice, estimated_needs(SIZES[advice.option.size], advice.option.quant))
+    if bundle is not None:
+        name, needs = bundle
+        plan = make_plan(hardware, needs)
+        lines += ["", f"How {name} would run here:"]
+        lines += [f"  {line}" for line in plan.describe()]
+        lines += [f"  Note: {note}" for note in plan.notes]
     return "\n".join(lines)

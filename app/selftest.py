@@ -127,7 +127,7 @@ def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
     from model.sampling import SamplingOptions
     from model.thinker import ThinkerOptions
 
-    conversation = Conversation(bundle, ThinkerOptions(n_ctx=CONTEXT))
+    conversation = Conversation.planned(bundle, thinker_options=ThinkerOptions(n_ctx=CONTEXT))
     try:
         options = TurnOptions(speak=False, max_tokens=MAX_TOKENS, sampling=SamplingOptions(greedy=True))
         finished = list(conversation.turn(QUESTION, options))[-1]

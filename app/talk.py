@@ -22,6 +22,7 @@ from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
 from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.placement import PlanChoice
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
@@ -33,11 +34,23 @@ def open_conversation(args: argparse.Namespace) -> Conversation:
     if args.max_tokens < 1 or args.max_codes < 1:
         raise OmnideskError("--max-tokens and --max-codes must be at least 1")
     bundle = Bundle.open(resolve(args.models))
-    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+    options = ThinkerOptions(n_ctx=args.context)
     persona = args.system or ""
     if args.text_only and persona:  # no speech: the user's prompt may be the system prompt itself
-        return Conversation(bundle, options, system=persona)
-    return Conversation(bundle, options, persona=persona, system=SPEECH_SYSTEM_PROMPT)
+        return Conversation.planned(bundle, plan_choice(args), options, system=persona)
+    return Conversation.planned(
+        bundle, plan_choice(args), options, persona=persona, system=SPEECH_SYSTEM_PROMPT
+    )
+
+
+def plan_choice(args: argparse.Namespace) -> PlanChoice:
+    """Where speech runs and how (the reference's path, exact, for --full-utterance)."""
+    return PlanChoice(
+        speech_device=args.speech_device,
+        quality="exact" if args.full_utterance else args.speech_quality,
+        thinker_gpu_layers=args.gpu_layers,
+        thinker_threads=args.threads,
+    )
 
 
 def turn_options(args: argparse.Namespace) -> TurnOptions:

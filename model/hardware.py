@@ -35,6 +35,9 @@ class Hardware:
     torch_device: str  # "cuda", "mps" or "cpu"
     torch_version: str
     notes: tuple[str, ...] = field(default=())  # why something is missing
+    torch_gpu: Gpu | None = None  # the GPU torch computes on, as torch sees it
+    torch_bf16: bool = False  # torch's GPU computes bfloat16 natively (CUDA compute capability >= 8.0)
+    cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX)
 
     @property
     def unified_memory(self) -> bool:
@@ -43,7 +46,8 @@ class Hardware:
 
     @property
     def gpu_memory_bytes(self) -> int:
-        return max((g.memory_bytes for g in self.gpus), default=0)
+        gpus = (*self.gpus, *((self.torch_gpu,) if self.torch_gpu else ()))
+        return max((g.memory_bytes for g in gpus), default=0)
 
 
 def probe() -> Hardware:
@@ -51,6 +55,8 @@ def probe() -> Hardware:
     total, available = _memory(notes)
     gpus = _nvidia_gpus(notes) + _apple_gpu(total)
     torch_device, torch_version = _torch_device(notes, gpus)
+    torch_gpu = _torch_gpu(torch_device, total)
+    torch_bf16, cpu_bf16 = _bfloat16_support(torch_device)
     backend = llama_backend()
     if gpus and backend == "CPU":
         notes.append(
@@ -67,6 +73,9 @@ def probe() -> Hardware:
         torch_device=torch_device,
         torch_version=torch_version,
         notes=tuple(notes),
+        torch_gpu=torch_gpu,
+        torch_bf16=torch_bf16,
+        cpu_bf16=cpu_bf16,
     )
 
 
@@ -145,3 +154,24 @@ def _torch_device(notes: list[str], gpus: list[Gpu]) -> tuple[str, str]:
             "run packaging/install.sh again, or install a CUDA build of torch"
         )
     return "cpu", torch.__version__
+
+
+def _torch_gpu(torch_device: str, ram_total: int) -> Gpu | None:
+    import torch
+
+    if torch_device == "cuda":
+        properties = torch.cuda.get_device_properties(0)
+        return Gpu(name=properties.name, memory_bytes=int(properties.total_memory), api="CUDA")
+    if torch_device == "mps":
+        return Gpu(name="Apple silicon GPU", memory_bytes=ram_total, api="Metal")
+    return None
+
+
+def _bfloat16_support(torch_device: str) -> tuple[bool, bool]:
+    """(the torch GPU computes bfloat16 natively, the CPU has bfloat16 matrix instructions)."""
+    import torch
+
+    gpu = torch_device == "cuda" and torch.cuda.get_device_capability(0) >= (8, 0)
+    cpu_checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    cpu = any(bool(getattr(torch.cpu, check, lambda: False)()) for check in cpu_checks)
+    return gpu, cpu

@@ -26,10 +26,15 @@ PREFERRED_QUANT = "Q4_K_M"
 class ModelSize:
     name: str
     thinker_params: float  # the language model
+    thinker_layers: int
     vision_params: float
-    native_params: float  # audio encoder + Talker + Token2Wav
+    native: tuple[float, float, float]  # audio encoder, Talker, Token2Wav parameters
     kv_bytes_per_token: int  # f16 K and V over all layers
     source: str
+
+    @property
+    def native_params(self) -> float:
+        return sum(self.native)
 
 
 # 7B: REFERENCE.md's counts (Talker shape from a third-party config.json, unverified).
@@ -37,10 +42,10 @@ class ModelSize:
 # its Talker size is not public, so the 7B Talker stands in as an upper bound.
 SIZES = {
     "7b": ModelSize(
-        "7b", 7.62e9, 0.68e9, 0.64e9 + 1.35e9 + 0.45e9, 2 * 28 * 4 * 128 * 2, "Qwen/Qwen2.5-Omni-7B"
+        "7b", 7.62e9, 28, 0.68e9, (0.64e9, 1.35e9, 0.45e9), 2 * 28 * 4 * 128 * 2, "Qwen/Qwen2.5-Omni-7B"
     ),
     "3b": ModelSize(
-        "3b", 3.09e9, 0.68e9, 0.64e9 + 1.35e9 + 0.45e9, 2 * 36 * 2 * 128 * 2, "Qwen/Qwen2.5-Omni-3B"
+        "3b", 3.09e9, 36, 0.68e9, (0.64e9, 1.35e9, 0.45e9), 2 * 36 * 2 * 128 * 2, "Qwen/Qwen2.5-Omni-3B"
     ),
 }
 

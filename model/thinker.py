@@ -44,6 +44,7 @@ class ThinkerOptions:
     # CPU; llama.cpp's threads spin at their barriers, so oversubscribed cores slow it down badly
     # (measured here: 49 -> 2 tokens/s decoding on 2 busy cores with 2 threads instead of 1).
     n_threads: int | None = None
+    n_threads_batch: int | None = None  # while decoding a prompt (nothing else runs then); None: n_threads
     kv_cache_type: str = "f16"  # "f16" halves the cache's memory; "f32" for exact float32 runs
 
 
@@ -150,7 +151,7 @@ class Thinker:
         ctx_params.n_seq_max = 1
         threads = options.n_threads or default_threads()
         ctx_params.n_threads = threads
-        ctx_params.n_threads_batch = threads
+        ctx_params.n_threads_batch = options.n_threads_batch or threads
         ctx_params.type_k = ctx_params.type_v = _KV_TYPES[options.kv_cache_type]
         if options.kv_cache_type == "f32":  # flash attention rounds to f16 on the CPU
             ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED

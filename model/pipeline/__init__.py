@@ -20,7 +20,7 @@ and `stages` (one turn's threads, the queues between them, and the Thinker-to-Ta
 
 from model.pipeline.conversation import Conversation, Exchange
 from model.pipeline.events import AudioChunk, ContextTrimmed, Event, Mark, TextDelta, TurnFinished
-from model.pipeline.options import NativeOptions, TurnOptions
+from model.pipeline.options import TurnOptions
 
 __all__ = [
     "AudioChunk",
@@ -29,7 +29,6 @@ __all__ = [
     "Event",
     "Exchange",
     "Mark",
-    "NativeOptions",
     "TextDelta",
     "TurnFinished",
     "TurnOptions",

@@ -10,14 +10,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
 
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.hardware import probe
 from model.media import Question
 from model.perception import EncodedMedia, Perception
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
-from model.pipeline.options import NativeOptions, TurnOptions
+from model.pipeline.options import TurnOptions
 from model.pipeline.stages import TurnStages
+from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
 from model.thinker import Segment, Thinker, ThinkerOptions
@@ -49,27 +54,47 @@ class Conversation:
         self,
         bundle: Bundle,
         thinker_options: ThinkerOptions = ThinkerOptions(),
-        native: NativeOptions = NativeOptions(),
+        plan: Plan = EXACT,
         persona: str = "",
         system: str = SPEECH_SYSTEM_PROMPT,
         vision: VisionOptions = VisionOptions(),
     ) -> None:
-        """`persona`: the user's own instructions, placed in the first question, since speech
-        needs the model's own system prompt. `system` may replace that prompt for text-only use."""
+        """`plan`: where the stages run and the speech profile (`Conversation.planned` makes it for this
+        machine; the default is the reference's path on the CPU). `persona`: the user's own
+        instructions, placed in the first question, since speech needs the model's own system
+        prompt. `system` may replace that prompt for text-only use."""
         self.bundle = bundle
-        self.native = native
+        self.plan = plan
         self.persona = persona
+        thinker_options = plan.thinker_options(thinker_options)
         self.thinker = Thinker(bundle.file("thinker"), bundle.tokens, thinker_options)
         tmrope = TMRoPEConfig.from_bundle(bundle.tokens, bundle.config["thinker_config"])
         self.layout = PromptLayout(self.thinker.tokenize, bundle.tokens, tmrope)
         vision = replace(vision, n_threads=vision.n_threads or thinker_options.n_threads)
-        self.perception = Perception(bundle, self.thinker, vision, native.device, native.dtype)
+        encoder = plan.audio_encoder
+        self.perception = Perception(bundle, self.thinker, vision, encoder.device, encoder.dtype)
         self.history: list[Exchange] = []
         self._system = self.layout.message("system", system)
         self._cancel = threading.Event()
         self._talker: Talker | None = None
         self._token2wav: Token2Wav | None = None
         self._voices: dict[str, Voice] | None = None
+
+    @classmethod
+    def planned(
+        cls,
+        bundle: Bundle,
+        choice: PlanChoice = PlanChoice(),
+        thinker_options: ThinkerOptions = ThinkerOptions(),
+        **kwargs: Any,
+    ) -> Conversation:
+        """A conversation placed for this machine: the plan from the hardware, the bundle and the
+        user's `choice` (what every entry point uses). The native stages' CPU threads are set here,
+        for the process: torch has one pool of them."""
+        plan = make_plan(probe(), bundle_needs(bundle, thinker_options.n_ctx), choice)
+        if plan.threads is not None:
+            torch.set_num_threads(plan.threads.torch)
+        return cls(bundle, thinker_options, plan, **kwargs)
 
     # -- lazily loaded speech parts --
 
@@ -80,16 +105,19 @@ class Conversation:
         return self._voices
 
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
+        plan = self.plan
         if self._talker is None:
             self._talker = Talker.load(
                 self.bundle,
                 self.thinker.input_embeddings,
-                self.native.device,
-                self.native.dtype,
-                max_positions=self.native.talker_positions,
+                plan.talker.device,
+                plan.talker.dtype,
+                max_positions=plan.talker_positions,
+                compile=plan.compile_talker,
+                int8=plan.talker_weights == "int8",
             )
         if self._token2wav is None:
-            self._token2wav = Token2Wav.load(self.bundle, self.native.device, self.native.dtype)
+            self._token2wav = Token2Wav.load(self.bundle, plan.token2wav.device, plan.token2wav.dtype)
         return self._talker, self._token2wav
 
     # -- turns --
@@ -144,6 +172,8 @@ class Conversation:
         if question.is_empty:
             yield TurnFinished("error", "", (), (), "nothing to answer: the question is empty")
             return
+        if options.stream is None:
+            options = replace(options, stream=self.plan.stream)
         try:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None

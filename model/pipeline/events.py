@@ -23,8 +23,8 @@ class AudioChunk:
 
 @dataclass(frozen=True)
 class Mark:
-    """A moment of the turn: input_ready, first_text, first_code, first_audio, thinker_done,
-    talker_done, done."""
+    """A moment of the turn: input_ready, first_text, first_code, first_mel (the DiT's first window
+    done), first_audio, thinker_done, talker_done, done."""
 
     name: str
     seconds: float

@@ -1,10 +1,8 @@
-"""How a turn is answered (`TurnOptions`) and where the native stages run (`NativeOptions`)."""
+"""How a turn is answered (where the stages run is the conversation's `placement.Plan`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
 
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
@@ -20,13 +18,4 @@ class TurnOptions:
     speech: SpeechOptions = SpeechOptions()  # the Talker's: voice, sampling, max_codes, ...
     seed: int | None = None  # Token2Wav's noise, and the Talker's sampling unless it has its own seed
     full_utterance: bool = False  # the reference's path: all codes first, then one synthesis
-    stream: StreamOptions = StreamOptions()
-
-
-@dataclass(frozen=True)
-class NativeOptions:
-    """Where the Talker and Token2Wav run."""
-
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    talker_positions: int = 8192
+    stream: StreamOptions | None = None  # Token2Wav's sampler and chunks; None: the plan's profile

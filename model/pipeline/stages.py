@@ -51,7 +51,9 @@ class TurnStages:
         self.thinker = thinker
         self.prompt_ids = prompt_ids
         self.prompt = prompt
+        assert options.stream is not None, "the conversation sets the plan's stream options"
         self.options = options
+        self.stream = options.stream
         self.voice = voice
         self.parts = parts
         self.started = started
@@ -65,6 +67,7 @@ class TurnStages:
         self.reason = "end"
         self.error = ""
         self.heard = False
+        self.marked: set[str] = set()  # marks of the Token2Wav stage already sent
         self.marks: dict[str, float] = {"input_ready": 0.0}
         self.thinker_finished: Finished | None = None
         self.finished = TurnFinished("error", "", (), (), "the turn did not run")
@@ -191,19 +194,26 @@ class TurnStages:
         if self.options.full_utterance:
             codes = list(self._drain_codes())
             if codes and not self.cancel.is_set():
-                self._audio(t2w.synthesize(codes, self.voice, self.options.seed, self.options.stream.sampler))
+                self._audio(t2w.synthesize(codes, self.voice, self.options.seed, self.stream.sampler))
             return
-        synth = StreamingSynthesizer(t2w, self.voice, self.options.seed, self.options.stream, self.cancel)
+        synth = StreamingSynthesizer(t2w, self.voice, self.options.seed, self.stream, self.cancel)
         pending: list[int] = []
         for code in self._drain_codes():
             pending.append(code)
             if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
-                self._audio(synth.push(pending))
+                self._audio(synth.vocode(self._mel(synth.mel(pending))))
                 pending = []
         if pending:
-            self._audio(synth.push(pending))
+            self._audio(synth.vocode(self._mel(synth.mel(pending))))
         if self.spoken and not self.cancel.is_set():
-            self._audio(synth.finish())
+            self._audio(synth.vocode(self._mel(synth.mel_end()), last=True))
+
+    def _mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Marks the first mel the DiT finished (the vocoder's part of the first audio comes after)."""
+        if mel.shape[1] and "first_mel" not in self.marked:
+            self.marked.add("first_mel")
+            self._put(self.out, self._mark("first_mel"))
+        return mel
 
     def _drain_codes(self) -> Iterator[int]:
         while not self.cancel.is_set():

@@ -172,9 +172,20 @@ class StreamingSynthesizer:
         self._vocoder = ChunkedVocoder(t2w.vocoder, context)
 
     def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
-        mel = self._mel.push(codes)
-        return self._vocoder.push(mel) if mel.shape[1] else torch.zeros(0)
+        return self.vocode(self.mel(codes))
 
     def finish(self) -> torch.Tensor:
-        tail = self._vocoder.push(self._mel.finish())
-        return torch.cat([tail, self._vocoder.finish()])
+        return self.vocode(self.mel_end(), last=True)
+
+    def mel(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
+        """The DiT's half of `push`: the final mel (mel_dim, frames) that `codes` complete."""
+        return self._mel.push(codes)
+
+    def mel_end(self) -> torch.Tensor:
+        """The DiT's half of `finish`: the rest of the mel, now that no more codes come."""
+        return self._mel.finish()
+
+    def vocode(self, mel: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """The vocoder's half: the audio of `mel` that is final (all of it when `last`)."""
+        audio = self._vocoder.push(mel) if mel.shape[1] else torch.zeros(0)
+        return torch.cat([audio, self._vocoder.finish()]) if last else audio

@@ -1,0 +1,335 @@
+"""Where each stage runs and how fast speech is made: one plan, made once from the hardware.
+
+A `Plan` holds, for the native stages (the audio encoder, the Talker and Token2Wav), the device
+and precision each runs in; the Thinker's GPU layers; the speech profile; and the CPU threads of
+each stage. `make_plan` decides them from `hardware.probe()`, what the bundle needs in memory and
+what the user chose (`PlanChoice`: settings, or the command line's flags):
+
+- device: CUDA when torch sees an NVIDIA GPU, MPS on Apple silicon, else the CPU;
+- precision: bfloat16 where the GPU computes it natively (CUDA compute capability 8.0 and newer),
+  float16 on MPS and older CUDA cards, float32 on the CPU;
+- memory: on a GPU the plan adds up what each part needs (the Thinker's layers, its KV cache and
+  the vision projector first, then Token2Wav, the Talker and the audio encoder, in the order of
+  what a GPU speeds up most per byte); what does not fit stays on the CPU, and the plan says so
+  once, in a user's words (`notes`);
+- profile: *Exact* is the reference's path (float weights, the RK4 sampler, exact chunk joins):
+  every parity test holds to it. *Fast* trades a measured fidelity for latency where a stage runs
+  on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, bfloat16 where
+  the CPU has the kernels (README, Performance, has the errors and the speed). Automatic means
+  Exact when speech runs on a GPU and Fast when any of it runs on the CPU.
+
+Every entry point (the window, `ask`, `chat`, the selftest, the benches) makes its plan here and
+hands it to `Conversation`; `omnidesk doctor` prints it with `describe`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from model.errors import ModelFileError
+from model.files.bundle import Bundle
+from model.hardware import GIB, Hardware, default_threads
+from model.sizing import BITS_PER_WEIGHT, CONTEXT_TOKENS, ModelSize
+from model.talker.network import TalkerConfig
+from model.thinker import ThinkerOptions
+from model.token2wav.sampler import REFERENCE, SamplerOptions
+from model.token2wav.streaming import StreamOptions
+
+F16_BYTES = 2
+
+Stage = Literal["audio_encoder", "talker", "token2wav"]
+STAGES: tuple[Stage, ...] = ("token2wav", "talker", "audio_encoder")  # GPU priority: speed-up per byte
+STAGE_NAMES = {"audio_encoder": "audio encoder", "talker": "Talker", "token2wav": "Token2Wav"}
+
+GPU_RESERVE_BYTES = GIB  # the CUDA/Metal context, allocator slack and llama.cpp's compute buffers
+UNIFIED_MEMORY_SHARE = 0.7  # of the RAM a Mac's GPU may take (macOS keeps the rest)
+WORKSPACE_SHARE = 0.25  # activations and buffers of a native stage, relative to its weights
+
+# The Fast profile's Token2Wav: Euler on the reference's swayed grid in 5 evaluations (as MNN does),
+# the first chunk one block (12 codes) so the first sound needs 24 codes instead of 36.
+FAST_SAMPLER = SamplerOptions(solver="euler", num_steps=6)
+FAST_STREAM = StreamOptions(first_chunk_blocks=1, sampler=FAST_SAMPLER)
+EXACT_STREAM = StreamOptions(sampler=REFERENCE)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one native stage runs."""
+
+    device: str  # a torch device: "cpu", "cuda" or "mps"
+    dtype: torch.dtype
+
+    @property
+    def label(self) -> str:
+        """e.g. "CUDA bfloat16", "CPU float32"."""
+        device = {"cuda": "CUDA", "mps": "MPS", "cpu": "CPU"}.get(self.device, self.device)
+        return f"{device} {str(self.dtype).removeprefix('torch.')}"
+
+
+CPU_FLOAT32 = Placement("cpu", torch.float32)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """CPU threads of each stage, so that the stages share the cores on purpose.
+
+    thinker: llama.cpp's threads while decoding the reply (the Talker and Token2Wav run beside it);
+    thinker_prompt: its threads while it decodes a prompt (nothing else runs yet);
+    torch: the intra-op threads of the native stages (torch has one pool per process)."""
+
+    thinker: int
+    thinker_prompt: int
+    torch: int
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """What the user chose: settings, or the command line's flags."""
+
+    speech_device: Literal["auto", "gpu", "cpu"] = "auto"
+    quality: Literal["auto", "exact", "fast"] = "auto"
+    thinker_gpu_layers: int = -1  # -1: as many as fit
+    thinker_threads: int | None = None  # None: the plan's
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """Bytes and parameter counts of one bundle's parts."""
+
+    thinker_bytes: int  # the GGUF
+    thinker_layers: int
+    kv_bytes: int  # the Thinker's KV cache at the chosen context (f16)
+    mmproj_bytes: int
+    params: dict[Stage, int]  # native stages: parameter counts
+    talker_kv_elements: int  # the Talker's KV cache, in elements of its dtype
+
+    def stage_bytes(self, stage: Stage, dtype: torch.dtype) -> int:
+        """Weights, KV cache (the Talker's) and working memory of a native stage in `dtype`."""
+        size = torch.tensor([], dtype=dtype).element_size()
+        weights = self.params[stage] * size
+        cache = self.talker_kv_elements * size if stage == "talker" else 0
+        return int(weights * (1 + WORKSPACE_SHARE)) + cache
+
+
+@dataclass(frozen=True)
+class Plan:
+    audio_encoder: Placement = CPU_FLOAT32
+    talker: Placement = CPU_FLOAT32
+    token2wav: Placement = CPU_FLOAT32
+    profile: Literal["exact", "fast"] = "exact"
+    talker_weights: Literal["float", "int8"] = "float"  # int8: weight-only, per output row
+    stream: StreamOptions = EXACT_STREAM
+    compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
+    thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
+    threads: ThreadBudget | None = None  # None: each library's own default
+    talker_positions: int = 8192
+    notes: tuple[str, ...] = field(default=())  # said once to the user
+
+    def thinker_options(self, options: ThinkerOptions) -> ThinkerOptions:
+        """`options` with this plan's GPU layers and threads."""
+        if self.thinker_gpu_layers is not None:
+            options = replace(options, n_gpu_layers=self.thinker_gpu_layers)
+        if self.threads is not None:
+            options = replace(
+                options,
+                n_threads=options.n_threads or self.threads.thinker,
+                n_threads_batch=options.n_threads_batch or self.threads.thinker_prompt,
+            )
+        return options
+
+    def placement(self, stage: Stage) -> Placement:
+        return {"audio_encoder": self.audio_encoder, "talker": self.talker, "token2wav": self.token2wav}[
+            stage
+        ]
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(self.placement(stage).device != "cpu" for stage in STAGES)
+
+    def describe(self) -> list[str]:
+        """The plan as lines for `omnidesk doctor`."""
+        lines = [f"{_title(STAGE_NAMES[stage]) + ':':15}{self.placement(stage).label}" for stage in STAGES]
+        if self.talker_weights != "float":
+            lines[1] += f", {self.talker_weights} weights"
+        sampler = self.stream.sampler
+        lines.append(
+            f"{'Speech:':15}{self.profile.capitalize()} ({sampler.solver}, {sampler.evaluations} DiT "
+            f"evaluations per window, first sound after {self.first_sound_codes} codes)"
+        )
+        if self.threads is not None:
+            t = self.threads
+            lines.append(
+                f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}"
+            )
+        return lines
+
+    @property
+    def first_sound_codes(self) -> int:
+        """Codes the Talker must make before Token2Wav can sound the first chunk (12 per block)."""
+        return (self.stream.first_chunk_blocks + self.stream.future_blocks) * 12
+
+    def without_gpu(self, stage: Stage, why: str) -> Plan:
+        """This plan with `stage` moved to the CPU (after the GPU ran out of memory)."""
+        placed = {s: CPU_FLOAT32 if s == stage else self.placement(s) for s in STAGES}
+        moved = replace(
+            self,
+            audio_encoder=placed["audio_encoder"],
+            talker=placed["talker"],
+            token2wav=placed["token2wav"],
+            compile_talker=self.compile_talker and stage != "talker",
+            notes=(*self.notes, why),
+        )
+        return moved if self.profile == "exact" else _fast_on_cpu(moved, cpu_bf16=False)
+
+
+EXACT = Plan()  # the reference's path on the CPU: what parity tests and a bare Conversation use
+
+
+def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanChoice()) -> Plan:
+    """The plan for this machine, bundle and choice (see the module's docstring)."""
+    notes: list[str] = []
+    gpu_device, gpu_dtype = _torch_gpu(hardware)
+    if choice.speech_device == "gpu" and gpu_device is None:
+        notes.append("Speech runs on the CPU: torch can use no GPU on this machine.")
+    want_gpu = gpu_device is not None and choice.speech_device != "cpu"
+    budget = _gpu_budget(hardware)
+    layers = choice.thinker_gpu_layers
+    if hardware.llama_backend != "CPU" and hardware.gpu_memory_bytes:
+        thinker = needs.thinker_bytes + needs.kv_bytes + needs.mmproj_bytes
+        if layers < 0 and thinker > budget:
+            per_layer = needs.thinker_bytes / max(1, needs.thinker_layers)
+            layers = max(0, int((budget - needs.kv_bytes - needs.mmproj_bytes) / per_layer))
+            notes.append(
+                f"The GPU's {hardware.gpu_memory_bytes / GIB:.0f} GB hold {layers} of the language model's "
+                f"{needs.thinker_layers} layers; the rest runs on the CPU."
+            )
+        share = 1.0 if layers < 0 else min(1.0, layers / max(1, needs.thinker_layers))
+        budget -= int(needs.thinker_bytes * share) + needs.kv_bytes + needs.mmproj_bytes
+    placements: dict[Stage, Placement] = {stage: CPU_FLOAT32 for stage in STAGES}
+    if want_gpu:
+        assert gpu_device is not None and gpu_dtype is not None
+        left_out = []
+        for stage in STAGES:
+            need = needs.stage_bytes(stage, gpu_dtype)
+            if need <= budget:
+                placements[stage] = Placement(gpu_device, gpu_dtype)
+                budget -= need
+            else:
+                left_out.append(STAGE_NAMES[stage])
+        if left_out:
+            verb = "runs" if len(left_out) == 1 else "run"
+            notes.append(
+                f"Not everything fits in the GPU's memory: the {' and the '.join(left_out)} {verb} on the "
+                "CPU, so speech may start later. A smaller model would fit."
+            )
+    elif gpu_device is None and hardware.gpus and hardware.llama_backend != "CPU":
+        notes.append(
+            "Speech runs on the CPU because torch cannot use the GPU (a CPU build of torch): "
+            "run packaging/install.sh again, or install a CUDA build of torch (README, Install)."
+        )
+    plan = Plan(
+        audio_encoder=placements["audio_encoder"],
+        talker=placements["talker"],
+        token2wav=placements["token2wav"],
+        compile_talker=placements["talker"].device == "cuda",
+        thinker_gpu_layers=layers,
+        threads=_threads(hardware, choice),
+        notes=tuple(notes),
+    )
+    cpu_speech = "cpu" in (placements["talker"].device, placements["token2wav"].device)
+    fast = choice.quality == "fast" or (choice.quality == "auto" and cpu_speech)
+    return _fast_on_cpu(plan, hardware.cpu_bf16) if fast else plan
+
+
+def _fast_on_cpu(plan: Plan, cpu_bf16: bool) -> Plan:
+    """The Fast profile: its sampler and chunks, and the CPU stages' faster weights."""
+    talker_on_cpu = plan.talker.device == "cpu"
+    token2wav = plan.token2wav
+    if token2wav.device == "cpu" and cpu_bf16:
+        token2wav = Placement("cpu", torch.bfloat16)
+    return replace(
+        plan,
+        profile="fast",
+        stream=FAST_STREAM,
+        talker_weights="int8" if talker_on_cpu else plan.talker_weights,
+        token2wav=token2wav,
+    )
+
+
+def _torch_gpu(hardware: Hardware) -> tuple[str | None, torch.dtype | None]:
+    if hardware.torch_device == "cuda":
+        return "cuda", torch.bfloat16 if hardware.torch_bf16 else torch.float16
+    if hardware.torch_device == "mps":
+        return "mps", torch.float16
+    return None, None
+
+
+def _gpu_budget(hardware: Hardware) -> int:
+    """Bytes the parts may take on the GPU."""
+    total = hardware.gpu_memory_bytes
+    if hardware.unified_memory:
+        total = int(total * UNIFIED_MEMORY_SHARE)
+    return max(0, total - GPU_RESERVE_BYTES)
+
+
+def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
+    """The Thinker decodes beside the Talker and Token2Wav: it gets half the cores (llama.cpp's
+    threads spin at barriers, so oversubscribed cores slow it badly), the native stages the rest;
+    a prompt is decoded before the others start, so it may take every core."""
+    cores = max(1, hardware.cpu_count)
+    thinker = choice.thinker_threads or default_threads()
+    return ThreadBudget(thinker=thinker, thinker_prompt=max(thinker, cores), torch=max(1, cores - thinker))
+
+
+def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:
+    """What `bundle`'s parts need, from its manifest and its files' headers (nothing is loaded)."""
+    text = bundle.config["thinker_config"].get("text_config", {})
+    layers = int(text.get("num_hidden_layers", 28))
+    heads = int(text.get("num_attention_heads", 28))
+    head_dim = int(text.get("hidden_size", 3584)) // max(1, heads)
+    kv_heads = int(text.get("num_key_value_heads", 4))
+    talker = TalkerConfig.from_dict(bundle.config.get("talker_config") or {})
+    return MemoryNeeds(
+        thinker_bytes=bundle.files["thinker"].size,
+        thinker_layers=layers,
+        kv_bytes=2 * layers * kv_heads * head_dim * F16_BYTES * n_ctx,
+        mmproj_bytes=bundle.files["mmproj"].size if "mmproj" in bundle.files else 0,
+        params={stage: _parameter_count(bundle.file(stage)) for stage in STAGES},
+        talker_kv_elements=2
+        * talker.num_hidden_layers
+        * talker.num_key_value_heads
+        * talker.head_dim
+        * Plan().talker_positions,
+    )
+
+
+def estimated_needs(size: ModelSize, quant: str, n_ctx: int = CONTEXT_TOKENS) -> MemoryNeeds:
+    """What a model size would need, from published parameter counts (doctor, before a download)."""
+    audio_encoder, talker, token2wav = (int(p) for p in size.native)
+    return MemoryNeeds(
+        thinker_bytes=int(size.thinker_params * BITS_PER_WEIGHT[quant] / 8),
+        thinker_layers=size.thinker_layers,
+        kv_bytes=size.kv_bytes_per_token * n_ctx,
+        mmproj_bytes=int(size.vision_params * BITS_PER_WEIGHT["Q8_0"] / 8),
+        params={"audio_encoder": audio_encoder, "talker": talker, "token2wav": token2wav},
+        talker_kv_elements=2 * 24 * 4 * 128 * Plan().talker_positions,  # the 7B Talker's layout
+    )
+
+
+def _parameter_count(path: Path) -> int:
+    """Parameters in a safetensors file, from its header."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            return sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())  # noqa: SIM118
+    except (OSError, SafetensorError) as exc:
+        raise ModelFileError(path, f"unreadable ({exc})", "Build or download the bundle again") from None
+
+
+def _title(name: str) -> str:
+    return name[:1].upper() + name[1:]
