@@ -25,7 +25,7 @@ from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
-from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
+from tests.helpers import generate_inputs, max_abs_error, photo_like, reference_inputs, speech_like
 
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
 SPOKEN = TurnOptions(
@@ -262,16 +262,6 @@ class TestBadInput:
         conversation.history.append(Exchange("Hi", user_ids, (tiny_bundle.tokens["image"],), "?"))
         finished = run(conversation, "And now?", SPOKEN)[-1]
         assert finished.reason == "error" and "could not be laid out" in finished.error
-
-
-def generate_inputs(inputs: dict) -> dict:
-    """The processor's outputs as the reference's `generate` must get them: in transformers 5 it hands
-    every unprefixed argument to the Talker too, whose `generate` rejects `pixel_values`; the pixels go
-    to the Thinker alone (the grid stays shared: the Talker's positions need it)."""
-    if "pixel_values" in inputs:
-        inputs = dict(inputs)
-        inputs["thinker_pixel_values"] = inputs.pop("pixel_values")
-    return inputs
 
 
 class TestEndToEnd:
