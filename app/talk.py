@@ -1,8 +1,8 @@
 """`omnidesk ask` and `omnidesk chat`: turns of the streaming pipeline in a terminal.
 
 Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
-every moment) and/or to the speakers. Ctrl-C during a reply stops the reply, not
-the program.
+every moment) and/or to the speakers; notices (a recording heard only in part) go to
+stderr. Ctrl-C during a reply stops the reply, not the program.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
-from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.sampling import SamplingOptions
 from model.talker import REFERENCE_SAMPLING, SpeechOptions
 from model.thinker import ThinkerOptions
@@ -155,6 +155,8 @@ def speak_turn(
                     out.write(event.samples)
                 if speakers is not None:
                     speakers.write(event.samples)
+            elif isinstance(event, RecordingCut):
+                print(f"omnidesk: {event.message}", file=sys.stderr)
             elif isinstance(event, TurnFinished):
                 finished = event
     sys.stdout.write("\n")

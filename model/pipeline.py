@@ -33,7 +33,14 @@ from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Question
-from model.perception import EncodedMedia, Perception, prompt_segments, user_message
+from model.perception import (
+    EncodedMedia,
+    Perception,
+    RecordingCut,
+    prompt_segments,
+    recording_cuts,
+    user_message,
+)
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions, Talker, ThinkerFeed
 from model.thinker import Decoded, Finished, Sampled, Segment, Thinker, ThinkerOptions
@@ -91,7 +98,7 @@ class TurnFinished:
     marks: Mapping[str, float] = field(default_factory=dict)  # every Mark of the turn: name -> seconds
 
 
-Event = TextDelta | AudioChunk | Mark | ContextTrimmed | TurnFinished
+Event = TextDelta | AudioChunk | Mark | ContextTrimmed | RecordingCut | TurnFinished
 
 
 # -- options and history -------------------------------------------------------------------
@@ -244,6 +251,7 @@ class Conversation:
         except OmnideskError as exc:
             yield TurnFinished("error", "", (), (), str(exc))
             return
+        yield from recording_cuts(media)
         fitted = self._fit(question.text, media, options.max_tokens)
         if fitted is None:
             yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 
@@ -109,3 +112,24 @@ def generate_inputs(inputs: dict) -> dict:
         inputs = dict(inputs)
         inputs["thinker_pixel_values"] = inputs.pop("pixel_values")
     return inputs
+
+
+def bundle_that_hears(bundle, seconds: float, folder: Path) -> Path:
+    """A copy of `bundle` (a model.files.bundle.Bundle) in `folder`, whose checkpoint's preprocessor
+    config hears recordings up to `seconds` (its chunk_length) instead of the released 300 s."""
+    from model.files.bundle import write_manifest
+
+    root = Path(shutil.copytree(bundle.root, folder / "bundle"))
+    files = {part: root / entry.path for part, entry in bundle.files.items()}
+    preprocessor = dict(bundle.preprocessor or {}) | {"chunk_length": seconds}
+    write_manifest(
+        root,
+        files,
+        bundle.config,
+        bundle.tokens,
+        bundle.codec,
+        bundle.voices,
+        bundle.thinker_dtype,
+        preprocessor,
+    )
+    return root
