@@ -19,7 +19,15 @@ and `stages` (one turn's threads, the queues between them, and the Thinker-to-Ta
 """
 
 from model.pipeline.conversation import Conversation, Exchange
-from model.pipeline.events import AudioChunk, ContextTrimmed, Event, Mark, TextDelta, TurnFinished
+from model.pipeline.events import (
+    AudioChunk,
+    ContextTrimmed,
+    Event,
+    Mark,
+    RecordingCut,
+    TextDelta,
+    TurnFinished,
+)
 from model.pipeline.options import NativeOptions, TurnOptions
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "Exchange",
     "Mark",
     "NativeOptions",
+    "RecordingCut",
     "TextDelta",
     "TurnFinished",
     "TurnOptions",
