@@ -165,7 +165,13 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-codes", type=int, default=4096, help="a cap on the speech codes (50 per second)"
     )
-    parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="the reference's greedy decoding (transformers' generate with thinker_do_sample=False and "
+        "talker_do_sample=False): the most likely token, with no repetition penalty, and the most likely "
+        "speech code after the Talker's repetition penalty of 1.05",
+    )
     parser.add_argument("--seed", type=int, help="seed for sampling and for the speech noise")
     parser.add_argument("--text-only", action="store_true", help="reply in text only, without speech")
     parser.add_argument("--voice", default="Chelsie", help="the voice (Chelsie, Ethan, or any in the bundle)")

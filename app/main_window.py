@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         self.worker.text_received.connect(self._on_text_received)
         self.worker.reply_finished.connect(self._on_reply_finished)
         self.worker.turn_failed.connect(self._on_turn_failed)
+        self.worker.recording_cut.connect(self._show_notice)
         self.worker.speech_unavailable.connect(self._on_speech_unavailable)
         self.worker.speakers_changed.connect(self._show_notice)
         self.worker.voices_known.connect(self._on_voices_known)

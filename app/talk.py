@@ -1,8 +1,8 @@
 """`omnidesk ask` and `omnidesk chat`: turns of the streaming pipeline in a terminal.
 
 Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
-every moment) and/or to the speakers. Ctrl-C during a reply stops the reply, not
-the program.
+every moment) and/or to the speakers; notices (a recording heard only in part) go to
+stderr. Ctrl-C during a reply stops the reply, not the program.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from app.ask_media import question_from_args
 from app.playback import Playback
@@ -21,13 +22,20 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
-from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.placement import PlanChoice
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
-from model.talker import SpeechOptions
+from model.talker import REFERENCE_SAMPLING, SpeechOptions
 from model.thinker import ThinkerOptions
 from model.wav_writer import WavWriter
+
+# --greedy is the reference's greedy decoding, generate(thinker_do_sample=False, talker_do_sample=False):
+# the Thinker takes the most likely token with no repetition penalty (generate reads the Thinker's own
+# generation config, made from its config, which has none); the Talker the most likely code after
+# generate's talker_repetition_penalty of 1.05, which greedy decoding keeps.
+GREEDY_THINKER = SamplingOptions(greedy=True, repetition_penalty=1.0)
+GREEDY_TALKER = replace(REFERENCE_SAMPLING, greedy=True)
 
 
 def open_conversation(args: argparse.Namespace) -> Conversation:
@@ -54,11 +62,14 @@ def plan_choice(args: argparse.Namespace) -> PlanChoice:
 
 
 def turn_options(args: argparse.Namespace) -> TurnOptions:
+    thinker, talker = SamplingOptions(), REFERENCE_SAMPLING
+    if args.greedy:
+        thinker, talker = GREEDY_THINKER, GREEDY_TALKER
     return TurnOptions(
         speak=not args.text_only,
         max_tokens=args.max_tokens,
-        sampling=SamplingOptions(greedy=args.greedy, seed=args.seed),
-        speech=SpeechOptions(voice=args.voice, max_codes=args.max_codes),
+        sampling=replace(thinker, seed=args.seed),
+        speech=SpeechOptions(voice=args.voice, max_codes=args.max_codes, sampling=talker),
         seed=args.seed,
         full_utterance=args.full_utterance,
     )
@@ -157,6 +168,8 @@ def speak_turn(
                     out.write(event.samples)
                 if speakers is not None:
                     speakers.write(event.samples)
+            elif isinstance(event, RecordingCut):
+                print(f"omnidesk: {event.message}", file=sys.stderr)
             elif isinstance(event, TurnFinished):
                 finished = event
     sys.stdout.write("\n")

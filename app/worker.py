@@ -22,7 +22,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import llama_backend
 from model.media import Question
-from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions
 from model.token2wav.sampler import FAST
@@ -72,6 +72,7 @@ class ConversationWorker(QObject):
         "context_full", "error"), seconds to the first text and to the first audio, and the
         Thinker's tokens per second (nan when unknown).
     turn_failed(str): a turn ended in an error; the conversation stays usable.
+    recording_cut(str): a recording was longer than the model hears; how much of it was heard.
     speech_unavailable(str): there is no sound output; replies continue in text.
     speakers_changed(str): the chosen sound output is missing; the system default plays instead.
     voices_known(object): the bundle's voice names (a list of str).
@@ -82,6 +83,7 @@ class ConversationWorker(QObject):
     text_received = Signal(str)
     reply_finished = Signal(str, float, float, float)
     turn_failed = Signal(str)
+    recording_cut = Signal(str)
     speech_unavailable = Signal(str)
     speakers_changed = Signal(str)
     voices_known = Signal(object)
@@ -161,6 +163,8 @@ class ConversationWorker(QObject):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:
                 sink.write(event.samples)
+            elif isinstance(event, RecordingCut):
+                self.recording_cut.emit(event.message)
             elif isinstance(event, TurnFinished):
                 finished = event
         if sink is not None:

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from model.audio_features import HOP_LENGTH, MAX_SAMPLES, N_FFT, log_mel
+from model.audio_features import HOP_LENGTH, N_FFT, RELEASED_MAX_SAMPLES, log_mel
 from model.errors import ModelFileError
 
 CHECKPOINT_PREFIX = "thinker.audio_tower."
@@ -205,12 +205,14 @@ class ListeningEncoder:
     known only at release. While listening, each completed block is featurised with the loudest value so
     far and encoded at once; at release the whole recording's features are computed and any block whose
     features changed (the peak rose and the block had values below the new floor: typically the quiet
-    start) is encoded again. The result is bitwise `encoder.encode(log_mel(recording))`.
+    start) is encoded again. The result is bitwise `encoder.encode(log_mel(recording, max_samples))`.
     Not thread-safe: one owner (the worker thread) calls `push` and `finish`.
     """
 
-    def __init__(self, encoder: AudioEncoder) -> None:
+    def __init__(self, encoder: AudioEncoder, max_samples: int = RELEASED_MAX_SAMPLES) -> None:
+        """`max_samples`: how much of the recording is heard (the bundle's `recording_limit`)."""
         self._encoder = encoder
+        self._max_samples = max_samples
         self._pieces: list[np.ndarray] = []  # the recording so far (16 kHz), joined when a block completes
         self._samples = 0
         self._blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (mel used, embeddings) per early block
@@ -230,15 +232,15 @@ class ListeningEncoder:
             end = (
                 len(self._blocks) + 1
             ) * block * HOP_LENGTH + N_FFT // 2  # the block's last window is whole
-            if end > min(self._samples, MAX_SAMPLES):
+            if end > min(self._samples, self._max_samples):
                 return
             start = len(self._blocks) * block
-            mel = log_mel(self._recording()[:end])[:, start : start + block]
+            mel = log_mel(self._recording()[:end], max_samples=self._max_samples)[:, start : start + block]
             self._blocks.append((mel, self._encoder.encode_block(mel)))
 
     def finish(self) -> torch.Tensor:
         """Embeddings (audio_token_count(frames), output_dim) of the whole recording."""
-        mel = log_mel(self._recording())  # raises OmnideskError on an empty recording
+        mel = log_mel(self._recording(), max_samples=self._max_samples)  # OmnideskError if empty
         out = []
         for b, block in enumerate(mel.split(self._encoder.config.block_frames, dim=1)):
             if b < len(self._blocks) and torch.equal(self._blocks[b][0], block):

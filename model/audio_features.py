@@ -2,15 +2,17 @@
 
 This module knows nothing of the network: it decodes, resamples and computes features.
 
-What the reference processor (transformers' `Qwen2_5OmniProcessor` with `WhisperFeatureExtractor(
-feature_size=128)`) feeds the audio tower, and what `log_mel` reproduces:
-- the waveform is truncated to `MAX_SECONDS` (30 s) and zero-padded to 30 s ("max_length" padding);
-- the log-mel of the padded 30 s is computed (`torch.stft`, centred with reflect padding, last frame
-  dropped), its floor set to (largest value over the 30 s) - `DYNAMIC_RANGE`, then scaled by (x + 4) / 4;
+What the reference processor (transformers' `Qwen2_5OmniProcessor`, whose `WhisperFeatureExtractor` is
+configured from the checkpoint's preprocessor config) feeds the audio tower, and what `log_mel` reproduces
+for a limit of `max_samples` (the extractor's `n_samples`: `chunk_length` seconds, 300 in the released
+checkpoints, see `recording_limit`):
+- the waveform is truncated to `max_samples` and zero-padded to `max_samples` ("max_length" padding);
+- the log-mel of the padded waveform is computed (`torch.stft`, centred with reflect padding, last frame
+  dropped), its floor set to (largest value over all of it) - `DYNAMIC_RANGE`, then scaled by (x + 4) / 4;
 - the attention mask keeps `ceil(n_samples / HOP_LENGTH)` frames and the model drops the rest, so the
   audio tower sees exactly `mel_frame_count(n_samples)` frames, never the silent padding.
 Zero-padding only changes frames that reach past the end of the recording, so padding to
-n_samples + N_FFT instead of 30 s gives the same kept frames and the same largest value (padded
+n_samples + N_FFT instead of the limit gives the same kept frames and the same largest value (padded
 silence sits at the floor 1e-10 -> -10, the lowest a frame can have).
 
 Loading: WAV (integer PCM) with the standard library; every other format (FLAC, OGG, Opus, MP3, AAC,
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import math
 import wave
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,10 +46,11 @@ FRAMES_PER_SECOND = INPUT_SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 N_MELS = 128  # Whisper-large-v3's mel bins
 N_FREQS = N_FFT // 2 + 1  # 201 STFT bins, 0 .. INPUT_SAMPLE_RATE / 2
 MEL_FMIN, MEL_FMAX = 0.0, INPUT_SAMPLE_RATE / 2  # Hz, range of the mel filters
-MAX_SECONDS = (
-    30  # the reference processor truncates (and pads) every recording to this (Whisper's chunk_length)
-)
-MAX_SAMPLES = MAX_SECONDS * INPUT_SAMPLE_RATE
+# The reference processor truncates (and pads) every recording to its extractor's chunk_length: 300 s in
+# the released checkpoints' preprocessor_config.json; WhisperFeatureExtractor's own default is 30 s.
+RELEASED_MAX_SECONDS = 300
+WHISPER_CHUNK_SECONDS = 30
+RELEASED_MAX_SAMPLES = RELEASED_MAX_SECONDS * INPUT_SAMPLE_RATE
 LOG_FLOOR = 1e-10  # mel power floor before log10
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
 
@@ -68,9 +73,26 @@ AUDIO_SUFFIXES = _WAV_SUFFIXES | {
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".wmv"})
 
 
-def mel_frame_count(n_samples: int) -> int:
-    """Mel frames the reference feeds the audio tower for a recording of `n_samples` at INPUT_SAMPLE_RATE."""
-    return math.ceil(min(n_samples, MAX_SAMPLES) / HOP_LENGTH)
+def recording_limit(preprocessor: Mapping[str, Any] | None) -> int:
+    """The samples (at INPUT_SAMPLE_RATE) of a recording that the reference hears, from the checkpoint's
+    preprocessor config: its extractor's n_samples, `chunk_length` seconds (WHISPER_CHUNK_SECONDS where the
+    config omits it, as WhisperFeatureExtractor does). Without a config (bundles made before it was kept,
+    all from released checkpoints) RELEASED_MAX_SECONDS, what every released checkpoint says."""
+    if preprocessor is None:
+        return RELEASED_MAX_SAMPLES
+    seconds = preprocessor.get("chunk_length", WHISPER_CHUNK_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < 1e6:
+        raise OmnideskError(
+            f"the model bundle's preprocessor config has chunk_length {seconds!r}, not a number of seconds. "
+            "Build the bundle again (omnidesk models convert) from the original checkpoint"
+        )
+    return int(seconds * INPUT_SAMPLE_RATE)
+
+
+def mel_frame_count(n_samples: int, max_samples: int = RELEASED_MAX_SAMPLES) -> int:
+    """Mel frames the reference feeds the audio tower for a recording of `n_samples` at INPUT_SAMPLE_RATE,
+    when it hears at most `max_samples` of it."""
+    return math.ceil(min(n_samples, max_samples) / HOP_LENGTH)
 
 
 def load_audio(path: Path | str) -> np.ndarray:
@@ -223,16 +245,19 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return np.where(mels >= _SLANEY_LOG_MEL, logarithmic, linear)
 
 
-def log_mel(audio: np.ndarray | torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
-    """The reference's features of a 16 kHz recording (n,): mel (n_mels, mel_frame_count(n)) float32."""
-    samples = torch.as_tensor(audio, dtype=torch.float32).flatten()[:MAX_SAMPLES]
+def log_mel(
+    audio: np.ndarray | torch.Tensor, n_mels: int = N_MELS, max_samples: int = RELEASED_MAX_SAMPLES
+) -> torch.Tensor:
+    """The reference's features of a 16 kHz recording (n,), of which it hears at most `max_samples`:
+    mel (n_mels, mel_frame_count(n, max_samples)) float32."""
+    samples = torch.as_tensor(audio, dtype=torch.float32).flatten()[:max_samples]
     if samples.numel() == 0:
         raise OmnideskError("The recording is empty (zero length): nothing to hear.")
-    n_frames = mel_frame_count(samples.numel())
-    padded = torch.nn.functional.pad(samples, (0, min(N_FFT, MAX_SAMPLES - samples.numel())))
+    n_frames = mel_frame_count(samples.numel(), max_samples)
+    padded = torch.nn.functional.pad(samples, (0, min(N_FFT, max_samples - samples.numel())))
     power = _power_spectrum(padded)
-    if padded.numel() == MAX_SAMPLES:
-        power = power[:, : MAX_SAMPLES // HOP_LENGTH]  # the reference drops the frame past 30 s
+    if padded.numel() == max_samples:
+        power = power[:, : max_samples // HOP_LENGTH]  # the reference drops the frame past the limit
     mel = torch.from_numpy(mel_filters(n_mels)).float().T @ power
     log_spec = torch.clamp(mel, min=LOG_FLOOR).log10()
     log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)

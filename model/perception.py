@@ -2,7 +2,8 @@
 
 It owns the encoders (llama.cpp's vision encoder on the mmproj, our audio encoder), loaded on first
 use, and turns media into `EncodedMedia`: embeddings, their patch grid or length, and a content key.
-Where they go in a prompt is `prompt_layout`'s business.
+A recording longer than the bundle's `recording_limit` is cut here, as the reference's processor
+cuts it, and says so (`RecordingCut`). Where media go in a prompt is `prompt_layout`'s business.
 
 Threads: everything here runs on the caller's thread (the turn's); encoding blocks.
 """
@@ -10,19 +11,36 @@ Threads: everything here runs on the caller's thread (the turn's); encoding bloc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from model.audio_encoder import AudioEncoder, audio_encoder_from_file
-from model.audio_features import log_mel, mel_frame_count
+from model.audio_features import log_mel, mel_frame_count, recording_limit
+from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Audio, Image, Question, Video
 from model.thinker import Thinker
 from model.tmrope import AudioSpan, ImageGrid, VideoGrid
 from model.vision import VisionEncoder, VisionOptions
+
+
+@dataclass(frozen=True)
+class RecordingCut:
+    """A recording longer than the model hears: only its first `heard_s` of `length_s` seconds went in."""
+
+    heard_s: float
+    length_s: float
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Heard only the first {_clock(self.heard_s)} of a {_clock(self.length_s)} recording: "
+            "the most this model takes."
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +52,7 @@ class EncodedMedia:
     grid: ImageGrid | VideoGrid | AudioSpan
     key: str  # identifies the content, so a later prompt with it reuses the KV cache
     sound: EncodedMedia | None = None  # a video's audio, interleaved with it
+    cut: RecordingCut | None = None  # a recording heard only in part
 
     @property
     def placeholder(self) -> str:
@@ -57,6 +76,7 @@ class Perception:
         self.vision_options = vision
         self.device = device
         self.dtype = dtype
+        self.max_samples = recording_limit(bundle.preprocessor)  # of a recording, at INPUT_SAMPLE_RATE
         self._vision: VisionEncoder | None = None
         self._audio: AudioEncoder | None = None
 
@@ -82,9 +102,14 @@ class Perception:
         if len(audio.samples) == 0:
             raise OmnideskError("the recording is empty: hold the talk button while you speak")
         encoder = self._audio_encoder()
-        embeddings = encoder.encode(log_mel(audio.samples)).float().cpu().numpy()
-        digest = hashlib.blake2b(audio.samples.tobytes(), digest_size=16, person=b"omnidesk-audio")
-        return EncodedMedia(embeddings, AudioSpan(mel_frame_count(len(audio.samples))), digest.hexdigest())
+        heard = audio.samples[: self.max_samples]
+        embeddings = encoder.encode(log_mel(heard, max_samples=self.max_samples)).float().cpu().numpy()
+        digest = hashlib.blake2b(heard.tobytes(), digest_size=16, person=b"omnidesk-audio")
+        cut = None
+        if len(heard) < len(audio.samples):
+            cut = RecordingCut(len(heard) / INPUT_SAMPLE_RATE, audio.seconds)
+        span = AudioSpan(mel_frame_count(len(heard), self.max_samples))
+        return EncodedMedia(embeddings, span, digest.hexdigest(), cut=cut)
 
     def _vision_encoder(self) -> VisionEncoder:
         if self._vision is None:
@@ -104,3 +129,15 @@ class Perception:
             encoder = audio_encoder_from_file(self.bundle.file("audio_encoder"), config, self.dtype)
             self._audio = encoder.to(self.device)
         return self._audio
+
+
+def recording_cuts(media: Sequence[EncodedMedia]) -> list[RecordingCut]:
+    """The cuts of the recordings among `media` (a video's sound included), in order."""
+    parts = [part for item in media for part in (item, item.sound) if part is not None]
+    return [part.cut for part in parts if part.cut is not None]
+
+
+def _clock(seconds: float) -> str:
+    """A duration as minutes:seconds (m:ss), e.g. 300 -> 5:00."""
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 
@@ -45,6 +48,33 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * voiced * envelope + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+def give_the_talker_its_attention_mask(reference_model, monkeypatch) -> None:
+    """Run the reference Talker as transformers 4's generate did, on transformers 5.
+
+    transformers 4 (4.52) handed the Talker its all-ones attention mask, so its forward added E_codec(pad)
+    and E_codec(bos) to the last two prompt rows, as the model was trained; transformers 5's generate
+    drops an all-ones mask and the Talker then skips them. Our Talker follows 4.52 unless told otherwise
+    (`SpeechOptions.prompt_codec_embeddings`): this gives the forward that mask back whenever it has none.
+    """
+    import functools
+
+    import torch
+
+    talker = reference_model.talker
+    forward = talker.forward
+
+    @functools.wraps(forward)  # generate checks its keyword arguments against the signature
+    def forward_with_mask(*args, attention_mask=None, cache=None, **kwargs):
+        if attention_mask is None:
+            new = kwargs.get("inputs_embeds")
+            new = kwargs["input_ids"] if new is None else new
+            past = 0 if cache is None else cache.get_seq_length()
+            attention_mask = torch.ones(1, past + new.shape[1], dtype=torch.long)
+        return forward(*args, attention_mask=attention_mask, cache=cache, **kwargs)
+
+    monkeypatch.setattr(talker, "forward", forward_with_mask)
+
+
 def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict:
     """What transformers' processor gives the reference Thinker for these pictures and recordings."""
     import torch
@@ -72,3 +102,34 @@ def reference_inputs(images: list[np.ndarray], audios: list[np.ndarray]) -> dict
             "feature_attention_mask": features["attention_mask"],
         }
     return inputs
+
+
+def generate_inputs(inputs: dict) -> dict:
+    """The processor's outputs as the reference's `generate` must get them: in transformers 5 it hands
+    every unprefixed argument to the Talker too, whose `generate` rejects `pixel_values`; the pixels go
+    to the Thinker alone (the grid stays shared: the Talker's positions need it)."""
+    if "pixel_values" in inputs:
+        inputs = dict(inputs)
+        inputs["thinker_pixel_values"] = inputs.pop("pixel_values")
+    return inputs
+
+
+def bundle_that_hears(bundle, seconds: float, folder: Path) -> Path:
+    """A copy of `bundle` (a model.files.bundle.Bundle) in `folder`, whose checkpoint's preprocessor
+    config hears recordings up to `seconds` (its chunk_length) instead of the released 300 s."""
+    from model.files.bundle import write_manifest
+
+    root = Path(shutil.copytree(bundle.root, folder / "bundle"))
+    files = {part: root / entry.path for part, entry in bundle.files.items()}
+    preprocessor = dict(bundle.preprocessor or {}) | {"chunk_length": seconds}
+    write_manifest(
+        root,
+        files,
+        bundle.config,
+        bundle.tokens,
+        bundle.codec,
+        bundle.voices,
+        bundle.thinker_dtype,
+        preprocessor,
+    )
+    return root

@@ -43,6 +43,9 @@ class Bundle:
     codec: dict[str, int]  # bos, eos, pad, mask -> id in the Talker's vocabulary
     voices: dict[str, int]  # voice name -> its text-bos id
     thinker_dtype: str
+    # The checkpoint's audio preprocessor settings (its WhisperFeatureExtractor's, from
+    # preprocessor_config.json); None in bundles made before they were kept.
+    preprocessor: dict[str, Any] | None = None
 
     def file(self, part: str) -> Path:
         if part not in self.files:
@@ -61,8 +64,9 @@ class Bundle:
             spec = json.loads(manifest_path.read_text(encoding="utf-8"))
             if spec.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {spec.get('format')!r}, expected {FORMAT_VERSION}")
-            if not isinstance(spec["config"], dict):
-                raise ValueError(f"config is {type(spec['config']).__name__}, not an object")
+            for key in ("config", "preprocessor"):
+                if not isinstance(spec.get(key, {}), dict):
+                    raise ValueError(f"{key} is {type(spec[key]).__name__}, not an object")
             bundle = cls(
                 root=root,
                 files={part: _file_entry(entry) for part, entry in spec["files"].items()},
@@ -71,6 +75,7 @@ class Bundle:
                 codec={k: int(v) for k, v in spec["codec"].items()},
                 voices={k: int(v) for k, v in spec["voices"].items()},
                 thinker_dtype=str(spec["thinker_dtype"]),
+                preprocessor=spec.get("preprocessor"),
             )
         except FileNotFoundError:
             raise ModelFileError(manifest_path, "bundle manifest not found", _REBUILD) from None
@@ -137,6 +142,7 @@ def write_manifest(
     codec: dict[str, int],
     voices: dict[str, int],
     thinker_dtype: str,
+    preprocessor: dict[str, Any] | None = None,
 ) -> Bundle:
     entries = {
         part: FileEntry(path=path.name, size=path.stat().st_size, sha256=sha256_file(path))
@@ -151,6 +157,8 @@ def write_manifest(
         "voices": voices,
         "config": config,
     }
+    if preprocessor is not None:
+        spec["preprocessor"] = preprocessor
     tmp = root / (MANIFEST + ".part")
     tmp.write_text(json.dumps(spec, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, root / MANIFEST)

@@ -1,7 +1,8 @@
 """Reading an original Qwen2.5-Omni checkpoint directory (Hugging Face layout).
 
 What is read: `config.json`, the safetensors shards (through their index, or a
-single `model.safetensors`), `tokenizer.json` and `spk_dict.pt`. Tensors are read
+single `model.safetensors`), `tokenizer.json`, `spk_dict.pt` and the audio feature
+extractor's settings (`preprocessor_config.json`). Tensors are read
 one at a time, so converting a 7B checkpoint never holds it whole in memory.
 """
 
@@ -23,6 +24,8 @@ ARCHITECTURES = ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 SPEAKERS_FILE = "spk_dict.pt"
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the released checkpoints': one flat object
+PROCESSOR_FILE = "processor_config.json"  # transformers 5's processor writes this, the extractor nested
 
 _GET_CHECKPOINT = "Point to the folder of an original Qwen2.5-Omni checkpoint (it holds config.json)"
 
@@ -95,6 +98,26 @@ class Checkpoint:
                 raise ModelFileError(
                     shard, f"tensor {name} is unreadable ({exc})", "Download the shard again"
                 ) from None
+
+    def preprocessor(self) -> dict[str, Any] | None:
+        """The audio feature extractor's settings, found as transformers 5's WhisperFeatureExtractor finds
+        them: the `feature_extractor` (or `audio_processor`) object of processor_config.json, else
+        preprocessor_config.json; None when the checkpoint has neither."""
+        advice = "Copy the file from the original checkpoint again"
+        processor = self.path / PROCESSOR_FILE
+        if processor.is_file():
+            spec = read_json(processor, advice)
+            spec = spec if isinstance(spec, dict) else {}
+            nested = spec.get("feature_extractor", spec.get("audio_processor"))
+            if isinstance(nested, dict):
+                return nested
+        path = self.path / PREPROCESSOR_FILE
+        if not path.is_file():
+            return None
+        spec = read_json(path, advice)
+        if not isinstance(spec, dict):
+            raise ModelFileError(path, "not a JSON object", advice)
+        return spec
 
     def voices(self) -> list[Voice]:
         """The speaker dictionary, loaded with weights_only (nothing arbitrary is unpickled)."""

@@ -84,6 +84,7 @@ def convert_checkpoint(
     text_config = checkpoint.text_config
     tokenizer = read_tokenizer(source, vocab_size=int(text_config["vocab_size"]))
     voices = checkpoint.voices()  # read first: a bad speaker dictionary fails before the long work
+    preprocessor = checkpoint.preprocessor()
     tokens, codec = _special_ids(checkpoint, tokenizer.special_ids)
     _check_voice_ids(checkpoint.path, voices, int(text_config["vocab_size"]))
 
@@ -125,6 +126,7 @@ def convert_checkpoint(
         codec=codec,
         voices={v.name: v.bos_token for v in voices},
         thinker_dtype=thinker_dtype,
+        preprocessor=preprocessor,
     )
 
 

@@ -3,8 +3,8 @@
 What is fetched, for size S (3b or 7b) and quantization Q:
 - from ggml-org/Qwen2.5-Omni-S-GGUF: the Thinker GGUF of quantization Q and the vision
   projector (mmproj, Q8_0 when there is one), whole;
-- from Qwen/Qwen2.5-Omni-S: config.json, tokenizer.json, tokenizer_config.json,
-  spk_dict.pt and the safetensors index whole, and from the shards only the byte
+- from Qwen/Qwen2.5-Omni-S: config.json, preprocessor_config.json, tokenizer.json,
+  tokenizer_config.json, spk_dict.pt and the safetensors index whole, and from the shards only the byte
   ranges of the tensors the bundle needs (thinker.audio_tower.*, talker.*, token2wav.*).
 
 File lists come from huggingface_hub's API; transfers are ranged GETs through its
@@ -38,7 +38,13 @@ from model.files.bundle import Bundle, sha256_file
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.mmproj_gguf import VISION_PREFIX
 
-CHECKPOINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spk_dict.pt")
+CHECKPOINT_FILES = (
+    "config.json",
+    "preprocessor_config.json",  # how long a recording the model hears
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "spk_dict.pt",
+)
 INDEX_FILE = "model.safetensors.index.json"
 DISK_MARGIN = 1.05
 RETRIES = 3

@@ -19,7 +19,15 @@ and `stages` (one turn's threads, the queues between them, and the Thinker-to-Ta
 """
 
 from model.pipeline.conversation import Conversation, Exchange
-from model.pipeline.events import AudioChunk, ContextTrimmed, Event, Mark, TextDelta, TurnFinished
+from model.pipeline.events import (
+    AudioChunk,
+    ContextTrimmed,
+    Event,
+    Mark,
+    RecordingCut,
+    TextDelta,
+    TurnFinished,
+)
 from model.pipeline.options import TurnOptions
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "Event",
     "Exchange",
     "Mark",
+    "RecordingCut",
     "TextDelta",
     "TurnFinished",
     "TurnOptions",

@@ -18,7 +18,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
-from model.perception import EncodedMedia, Perception
+from model.perception import EncodedMedia, Perception, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import TurnOptions
 from model.pipeline.stages import TurnStages
@@ -181,6 +181,7 @@ class Conversation:
         except OmnideskError as exc:
             yield TurnFinished("error", "", (), (), str(exc))
             return
+        yield from recording_cuts(media)
         fitted = self._fit(question.text, media, options.max_tokens)
         if fitted is None:
             yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")

@@ -70,6 +70,7 @@ def rewrite_manifest(root: Path, bundle: Bundle, thinker: Path) -> None:
 
 class TestAsk:
     def test_json_reply_equals_the_thinker_greedy_reply(self, tiny_bundle: Bundle):
+        """--greedy is the reference's greedy Thinker: no repetition penalty (see test_cli_greedy.py)."""
         result = omnidesk(
             "ask", "--models", tiny_bundle.root, "--greedy", "--json", "--max-tokens", "12", "What is this?"
         )
@@ -79,7 +80,9 @@ class TestAsk:
         with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens) as thinker:
             events = list(
                 thinker.generate(
-                    [TokenRun(tuple(record["prompt_ids"]))], SamplingOptions(greedy=True), max_tokens=12
+                    [TokenRun(tuple(record["prompt_ids"]))],
+                    SamplingOptions(greedy=True, repetition_penalty=1.0),
+                    max_tokens=12,
                 )
             )
         finished = events[-1]

@@ -15,8 +15,8 @@ import pytest
 
 from model.files.bundle import Bundle, write_manifest
 from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
-from tests.fixtures.media_files import write_video
-from tests.helpers import photo_like, speech_like
+from tests.fixtures.media_files import write_audio, write_video
+from tests.helpers import bundle_that_hears, photo_like, speech_like
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -57,6 +57,24 @@ def test_a_video_with_its_sound(tiny_bundle: Bundle, media):
     reply = record(ask(tiny_bundle, "What happens?", "--video", media["video"], "--use-audio-in-video"))
     ids, tokens = reply["prompt_ids"], tiny_bundle.tokens
     assert ids.count(tokens["video"]) > 0 and ids.count(tokens["audio"]) == 75  # 3 s of sound
+
+
+def test_a_recording_longer_than_the_model_hears_is_cut_with_a_notice(tiny_bundle: Bundle, tmp_path: Path):
+    """A bundle whose checkpoint hears 2 s (the released ones: 300 s), asked about 3 s of speech."""
+    root = bundle_that_hears(tiny_bundle, 2, tmp_path)
+    speech = write_audio(tmp_path / "long.flac", speech_like(3.0), 16_000)
+    result = omnidesk(
+        "ask", "--models", root, "--text-only", "--json", "--max-tokens", "6", "--audio", speech
+    )
+    assert record(result)["prompt_ids"].count(tiny_bundle.tokens["audio"]) == 50, "2 s heard"
+    notices = [line for line in result.stderr.splitlines() if line.strip()]
+    print(notices)
+    assert notices == ["omnidesk: Heard only the first 0:02 of a 0:03 recording: the most this model takes."]
+
+
+def test_a_bundle_with_a_bad_recording_limit_is_one_line(tiny_bundle: Bundle, tmp_path: Path):
+    root = bundle_that_hears(tiny_bundle, "five minutes", tmp_path)
+    assert_one_line_error(ask(Bundle.open(root), "Hi"), "chunk_length 'five minutes'", "convert")
 
 
 def test_a_question_needs_something(tiny_bundle: Bundle):

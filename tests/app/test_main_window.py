@@ -9,7 +9,9 @@ from app.main_window import MODELS_FOLDER_KEY, MainWindow
 from app.worker import ConversationWorker
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.media import Audio
 from model.pipeline import Conversation
+from tests.helpers import bundle_that_hears, speech_like
 
 TIMEOUT_MS = 60_000
 MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
@@ -100,6 +102,19 @@ class TestConversation:
         ask(qtbot, window, "Second question")
         text = window.transcript()
         assert text.index("First question") < text.index("Second question")
+
+    def test_a_recording_longer_than_the_model_hears_is_cut_with_a_notice(
+        self, qtbot, window: MainWindow, tiny_bundle: Bundle, tmp_path
+    ):
+        """A bundle whose checkpoint hears 2 s (the released ones: 300 s), asked about 3 s of speech."""
+        load(qtbot, window, Bundle.open(bundle_that_hears(tiny_bundle, 2, tmp_path)))
+        window.speech_toggle.setChecked(False)
+        window.attachments.add(Audio(speech_like(3.0)), "Recording, 3.0 s")
+        ask(qtbot, window, "What did I say?")
+        assert (
+            window.notice.text()
+            == "Heard only the first 0:02 of a 0:03 recording: the most this model takes."
+        )
 
     def test_stop_ends_the_reply_and_marks_it(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
         load(qtbot, window, tiny_bundle)

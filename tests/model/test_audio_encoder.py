@@ -55,23 +55,31 @@ class TestWeights:
             AudioEncoderConfig.from_dict({"n_window": 25})
 
 
+def reference_embeddings(reference_thinker, extractor, audio: np.ndarray) -> tuple[torch.Tensor, int]:
+    """The reference's audio embeddings (tokens, output_dim) of a recording through `extractor` (a
+    WhisperFeatureExtractor), and the mel frames its attention mask keeps."""
+    inputs = extractor(
+        audio,
+        sampling_rate=INPUT_SAMPLE_RATE,
+        padding="max_length",
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        reference = reference_thinker.get_audio_features(
+            inputs["input_features"], feature_attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
+    return reference, int(inputs["attention_mask"].sum())
+
+
 class TestParity:
     def test_matches_reference_audio_tower(self, encoder, reference_thinker):
         from transformers import WhisperFeatureExtractor
 
         audio = speech_like(SECONDS)
-        extractor = WhisperFeatureExtractor(feature_size=128)
-        inputs = extractor(
-            audio,
-            sampling_rate=INPUT_SAMPLE_RATE,
-            padding="max_length",
-            return_attention_mask=True,
-            return_tensors="pt",
+        reference, _ = reference_embeddings(
+            reference_thinker, WhisperFeatureExtractor(feature_size=128), audio
         )
-        with torch.no_grad():
-            reference = reference_thinker.get_audio_features(
-                inputs["input_features"], feature_attention_mask=inputs["attention_mask"]
-            ).last_hidden_state
         ours = encoder.encode(log_mel(audio))
         assert ours.shape == (175, 64) == reference.shape  # 7 s -> 25 tokens per second
         error = max_abs_error("audio encoder, 7 s", ours.numpy(), reference.numpy())
@@ -161,12 +169,37 @@ class TestListening:
         with pytest.raises(OmnideskError, match="empty"):
             ListeningEncoder(encoder).finish()
 
+    def test_what_is_past_the_limit_is_not_heard(self, encoder):
+        """A bundle whose checkpoint hears 3 s: a 5 s recording is encoded as its first 3 s."""
+        limit = 3 * INPUT_SAMPLE_RATE
+        listener = ListeningEncoder(encoder, max_samples=limit)
+        audio = speech_like(5.0, seed=5)
+        for start in range(0, len(audio), 320):
+            listener.push(audio[start : start + 320])
+        streamed = listener.finish()
+        assert streamed.shape[0] == 75
+        assert torch.equal(streamed, encoder.encode(log_mel(audio[:limit], max_samples=limit)))
+
 
 class TestTokenCount:
     def test_three_seconds_make_75_tokens(self, encoder):
         frames = mel_frame_count(3 * INPUT_SAMPLE_RATE)
         assert audio_token_count(frames) == 75
         assert encoder.encode(torch.zeros(128, frames)).shape[0] == 75
+
+    def test_a_minute_is_1500_tokens_as_the_reference_hears_it(
+        self, encoder, reference_thinker, tiny_checkpoint
+    ):
+        """60 s through the processor the checkpoint configures (up to 300 s) and the reference tower."""
+        from transformers import WhisperFeatureExtractor
+
+        audio = speech_like(60.0, seed=6)
+        extractor = WhisperFeatureExtractor.from_pretrained(str(tiny_checkpoint.path))
+        reference, frames = reference_embeddings(reference_thinker, extractor, audio)
+        _, count = reference_thinker.audio_tower._get_feat_extract_output_lengths(torch.tensor(frames))
+        ours = encoder.encode(log_mel(audio))
+        assert ours.shape[0] == int(count) == reference.shape[0] == 1500
+        assert max_abs_error("audio encoder, 60 s", ours.numpy(), reference.numpy()) < 1e-4
 
     def test_count_matches_reference_formula(self, reference_thinker):
         lengths = torch.arange(1, 3001)

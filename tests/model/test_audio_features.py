@@ -12,13 +12,16 @@ import pytest
 import torch
 
 from model.audio_features import (
+    FRAMES_PER_SECOND,
     HOP_LENGTH,
-    MAX_SAMPLES,
     N_MELS,
+    RELEASED_MAX_SAMPLES,
+    WHISPER_CHUNK_SECONDS,
     load_audio,
     log_mel,
     mel_filters,
     mel_frame_count,
+    recording_limit,
     resample,
 )
 from model.audio_rates import INPUT_SAMPLE_RATE
@@ -38,6 +41,14 @@ def extractor():
 
 
 @pytest.fixture(scope="module")
+def released_extractor(tiny_checkpoint):
+    """The reference's extractor as the checkpoint configures it (chunk_length 300, as released)."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor.from_pretrained(str(tiny_checkpoint.path))
+
+
+@pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory) -> Path:
     """Real speech from espeak-ng (22.05 kHz, 16-bit mono WAV)."""
     if shutil.which("espeak-ng") is None:
@@ -49,7 +60,8 @@ def speech_wav(tmp_path_factory) -> Path:
 
 
 def _reference_features(extractor, audio: np.ndarray) -> np.ndarray:
-    """What Qwen2.5-Omni's processor gives the audio tower: padded 30 s features, masked frames kept."""
+    """What Qwen2.5-Omni's processor gives the audio tower: features padded to the extractor's
+    n_samples, masked frames kept."""
     out = extractor(audio, sampling_rate=INPUT_SAMPLE_RATE, padding="max_length", return_attention_mask=True)
     return out["input_features"][0][:, out["attention_mask"][0].astype(bool)]
 
@@ -92,15 +104,38 @@ class TestFeatures:
             max_abs_error(f"log-mel, noise {n_samples}", ours, _reference_features(extractor, audio)) < 1e-4
         )
 
-    @pytest.mark.parametrize("n_samples", [MAX_SAMPLES - 100, MAX_SAMPLES, MAX_SAMPLES + 16_000])
-    def test_thirty_second_limit_as_reference(self, extractor, n_samples):
-        """The processor truncates to 30 s and its last frames see its own reflect padding."""
+    @pytest.mark.parametrize("seconds", [29, 31, 299, 301])
+    def test_the_checkpoints_limit_as_reference(self, released_extractor, tiny_bundle, seconds):
+        """The released preprocessor config keeps 300 s: shorter recordings whole, longer ones cut there
+        (the last frames see the processor's own reflect padding)."""
+        limit = recording_limit(tiny_bundle.preprocessor)
+        assert limit == released_extractor.n_samples == 300 * INPUT_SAMPLE_RATE
+        audio = speech_like(seconds, seed=seconds)
+        ours = log_mel(audio, max_samples=limit).numpy()
+        assert ours.shape == (N_MELS, min(seconds, 300) * FRAMES_PER_SECOND)
+        reference = _reference_features(released_extractor, audio)
+        assert max_abs_error(f"log-mel, {seconds} s, limit 300 s", ours, reference) < 1e-4
+
+    def test_a_loud_end_past_the_limit_does_not_set_the_floor(self, released_extractor):
+        audio = np.full(301 * INPUT_SAMPLE_RATE, 1e-4, np.float32)
+        audio[300 * INPUT_SAMPLE_RATE + 100 :] = 1.0
+        ours = log_mel(audio, max_samples=RELEASED_MAX_SAMPLES).numpy()
+        reference = _reference_features(released_extractor, audio)
+        assert max_abs_error("log-mel, quiet 300 s then loud", ours, reference) < 1e-4
+        assert ours.min() < ours.max() - 0.5, "the quiet part keeps its own range"
+
+    @pytest.mark.parametrize("offset", [-100, 0, 16_000])
+    def test_a_checkpoint_that_says_30_s_is_heard_for_30_s(self, extractor, offset):
+        """Whisper's own chunk_length: the limit follows the checkpoint (and a config without
+        chunk_length means WhisperFeatureExtractor's default, 30 s)."""
+        limit = recording_limit({"feature_size": N_MELS})
+        assert limit == WHISPER_CHUNK_SECONDS * INPUT_SAMPLE_RATE == extractor.n_samples
+        n_samples = limit + offset
         audio = (0.1 * np.random.default_rng(3).standard_normal(n_samples)).astype(np.float32)
-        ours = log_mel(audio).numpy()
+        ours = log_mel(audio, max_samples=limit).numpy()
         assert ours.shape[1] == 3000
-        assert (
-            max_abs_error(f"log-mel, {n_samples} samples", ours, _reference_features(extractor, audio)) < 1e-4
-        )
+        reference = _reference_features(extractor, audio)
+        assert max_abs_error(f"log-mel, {n_samples} samples, limit 30 s", ours, reference) < 1e-4
 
     def test_click_after_the_last_kept_frame_sets_the_range(self, extractor):
         """The reference's dynamic range uses frames past the recording's end too."""
@@ -118,6 +153,20 @@ class TestFeatures:
                 np.zeros(n, np.float32), sampling_rate=INPUT_SAMPLE_RATE, return_attention_mask=True
             )
             assert mel_frame_count(n) == int(mask["attention_mask"].sum()) == -(-n // HOP_LENGTH)
+
+
+class TestRecordingLimit:
+    def test_from_the_preprocessor_config(self):
+        assert recording_limit({"chunk_length": 300, "n_samples": 4_800_000}) == 4_800_000
+        assert recording_limit({"chunk_length": 40}) == 40 * INPUT_SAMPLE_RATE
+
+    def test_a_bundle_without_one_hears_as_the_released_checkpoints(self):
+        assert recording_limit(None) == RELEASED_MAX_SAMPLES == 300 * INPUT_SAMPLE_RATE
+
+    @pytest.mark.parametrize("value", [0, -3, "300", None, True, 1e9])
+    def test_a_bad_chunk_length_is_a_clear_error(self, value):
+        with pytest.raises(OmnideskError, match="chunk_length .* not a number of seconds"):
+            recording_limit({"chunk_length": value})
 
 
 class TestResample:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.media import Audio, Image
-from model.perception import EncodedMedia
+from model.perception import EncodedMedia, RecordingCut, recording_cuts
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout, prompt_segments
 from model.thinker import Finished, Sampled
 from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
@@ -97,3 +97,32 @@ def test_greedy_reply_is_the_reference_reply(thinker, perception, tmrope, tiny_b
 
 def test_a_three_second_question_is_75_audio_tokens(perception):
     assert perception.encode_audio(Audio(speech_like(3.0))).embeddings.shape[0] == 75
+
+
+class TestLongRecordings:
+    """The bundle keeps the checkpoint's preprocessor config, which hears up to 300 s."""
+
+    def test_a_minute_is_heard_whole_as_1500_audio_tokens(self, perception, tiny_checkpoint):
+        from transformers import WhisperFeatureExtractor
+        from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+        audio = speech_like(60.0, seed=8)
+        extractor = WhisperFeatureExtractor.from_pretrained(str(tiny_checkpoint.path))
+        mask = extractor(audio, sampling_rate=16_000, padding="max_length", return_attention_mask=True)
+        reference_count = int(_get_feat_extract_output_lengths(mask["attention_mask"].sum()))
+        encoded = perception.encode_audio(Audio(audio))
+        assert encoded.embeddings.shape[0] == encoded.grid.tokens == reference_count == 1500
+        assert encoded.cut is None
+
+    def test_past_the_limit_a_recording_is_cut_and_says_how_much_was_heard(self, perception):
+        audio = speech_like(301.0, seed=9)
+        encoded = perception.encode_audio(Audio(audio))
+        heard = perception.encode_audio(Audio(audio[: 300 * 16_000]))
+        assert encoded.embeddings.shape[0] == 7500
+        assert np.array_equal(encoded.embeddings, heard.embeddings) and encoded.key == heard.key
+        assert encoded.cut == RecordingCut(heard_s=300.0, length_s=301.0)
+        print(encoded.cut.message)
+        assert (
+            encoded.cut.message == "Heard only the first 5:00 of a 5:01 recording: the most this model takes."
+        )
+        assert recording_cuts([encoded, heard]) == [encoded.cut]

@@ -17,6 +17,7 @@ from model.pipeline import (
     Conversation,
     Exchange,
     Mark,
+    RecordingCut,
     TextDelta,
     TurnFinished,
     TurnOptions,
@@ -25,7 +26,14 @@ from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
-from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
+from tests.helpers import (
+    bundle_that_hears,
+    generate_inputs,
+    max_abs_error,
+    photo_like,
+    reference_inputs,
+    speech_like,
+)
 
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
 SPOKEN = TurnOptions(
@@ -226,6 +234,19 @@ class TestConversation:
         assert "<|im_start|>user\nYou are a pirate.\n\nHello<|im_end|>" in text
         assert "You are Qwen" in text, "the model's own system prompt stays, for speech"
 
+    def test_a_recording_past_the_bundles_limit_is_cut_and_the_turn_says_so(self, tiny_bundle, tmp_path):
+        """The limit is the checkpoint's, kept in the bundle: one that hears 2 s cuts a 3 s recording."""
+        bundle = Bundle.open(bundle_that_hears(tiny_bundle, 2, tmp_path))
+        hearing = Conversation(bundle, ThinkerOptions(n_ctx=1024))
+        question = Question("What did I say?", audios=(Audio(speech_like(3.0)),))
+        events = run(hearing, question, TurnOptions(speak=False, max_tokens=4, sampling=GREEDY))
+        hearing.close()
+        cuts = [e for e in events if isinstance(e, RecordingCut)]
+        assert cuts == [RecordingCut(heard_s=2.0, length_s=3.0)]
+        assert events.index(cuts[0]) < next(i for i, e in enumerate(events) if isinstance(e, Mark))
+        assert events[-1].reason in ("end", "length")
+        assert events[-1].prompt_ids.count(bundle.tokens["audio"]) == 50, "2 s, 25 embeddings a second"
+
 
 class TestBadInput:
     def test_an_empty_question(self, conversation):
@@ -262,16 +283,6 @@ class TestBadInput:
         conversation.history.append(Exchange("Hi", user_ids, (tiny_bundle.tokens["image"],), "?"))
         finished = run(conversation, "And now?", SPOKEN)[-1]
         assert finished.reason == "error" and "could not be laid out" in finished.error
-
-
-def generate_inputs(inputs: dict) -> dict:
-    """The processor's outputs as the reference's `generate` must get them: in transformers 5 it hands
-    every unprefixed argument to the Talker too, whose `generate` rejects `pixel_values`; the pixels go
-    to the Thinker alone (the grid stays shared: the Talker's positions need it)."""
-    if "pixel_values" in inputs:
-        inputs = dict(inputs)
-        inputs["thinker_pixel_values"] = inputs.pop("pixel_values")
-    return inputs
 
 
 class TestEndToEnd:

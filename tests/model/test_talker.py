@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import random
 import shutil
@@ -21,6 +20,7 @@ from model.sampling import SamplingOptions
 from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker
 from model.talker.network import TalkerConfig, talker_positions
 from model.thinker import Decoded, PositionStates, Thinker, ThinkerOptions, TokenRun
+from tests.helpers import give_the_talker_its_attention_mask
 
 # The reference's talker repetition penalty applies to greedy decoding too.
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.05)
@@ -103,19 +103,7 @@ def prompt_codec_embeddings(request, reference_model, monkeypatch) -> bool:
     """
     if request.param == "generate_drops_mask":
         return False
-    talker = reference_model.talker
-    forward = talker.forward
-
-    @functools.wraps(forward)  # generate checks its keyword arguments against the signature
-    def forward_with_mask(*args, attention_mask=None, cache=None, **kwargs):
-        if attention_mask is None:
-            new = kwargs.get("inputs_embeds")
-            new = kwargs["input_ids"] if new is None else new
-            past = 0 if cache is None else cache.get_seq_length()
-            attention_mask = torch.ones(1, past + new.shape[1], dtype=torch.long)
-        return forward(*args, attention_mask=attention_mask, cache=cache, **kwargs)
-
-    monkeypatch.setattr(talker, "forward", forward_with_mask)
+    give_the_talker_its_attention_mask(reference_model, monkeypatch)
     return True
 
 

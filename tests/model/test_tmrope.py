@@ -137,6 +137,8 @@ CASES = {
     "several audios": lambda p: p.text(3).audio(123).text(1).audio(1).audio(401).text(2),
     "image plus audio": lambda p: p.text(3).image(1, 4, 4).audio(700).text(5),
     "audio plus large image": lambda p: p.text(1).audio(250).image(1, 60, 40).text(2),
+    "image plus a minute of audio": lambda p: p.text(2).image(1, 4, 4).audio(6000).text(3),
+    "image plus 300 s of audio": lambda p: p.text(2).image(1, 4, 4).audio(30000).text(3),
     "video": lambda p: p.text(2).video(4, 4, 6, 2.0).text(3),
     "video at odd seconds per grid": lambda p: p.text(2).video(6, 2, 4, 0.7).text(3),
     "video with its audio": lambda p: p.text(2).video_with_audio(4, 4, 6, 1.0, 400).text(3),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -10,7 +12,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from model.files.bundle import MANIFEST, Bundle, sha256_file
+from model.audio_features import recording_limit
+from model.audio_rates import INPUT_SAMPLE_RATE
+from model.errors import ModelFileError
+from model.files.bundle import MANIFEST, Bundle, sha256_file, write_manifest
 from model.files.checkpoint import Checkpoint
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.thinker_gguf import check_thinker_gguf
@@ -107,3 +112,49 @@ def test_an_interrupted_conversion_leaves_no_manifest(tiny_checkpoint, tmp_path,
 def test_manifest_records_the_checkpoint_config(tiny_bundle: Bundle, tiny_checkpoint):
     config = json.loads((tiny_checkpoint.path / "config.json").read_text())
     assert tiny_bundle.config == config
+
+
+class TestPreprocessorConfig:
+    """How long a recording the model hears comes from the checkpoint, through the bundle."""
+
+    def test_the_manifest_keeps_the_checkpoints_preprocessor_config(
+        self, tiny_bundle: Bundle, tiny_checkpoint
+    ):
+        released = json.loads((tiny_checkpoint.path / "preprocessor_config.json").read_text())
+        assert tiny_bundle.preprocessor == released
+        assert recording_limit(tiny_bundle.preprocessor) == 300 * INPUT_SAMPLE_RATE
+
+    def test_a_transformers_5_processor_config_is_read_as_transformers_reads_it(
+        self, tiny_checkpoint, tmp_path
+    ):
+        """transformers 5's processor nests the extractor in processor_config.json, which comes first."""
+        from transformers import WhisperFeatureExtractor
+
+        copy = Path(shutil.copytree(tiny_checkpoint.path, tmp_path / "checkpoint"))
+        extractor = json.loads((copy / "preprocessor_config.json").read_text()) | {"chunk_length": 45}
+        (copy / "processor_config.json").write_text(json.dumps({"feature_extractor": extractor}))
+        preprocessor = Checkpoint.open(copy).preprocessor()
+        assert preprocessor == extractor
+        assert recording_limit(preprocessor) == WhisperFeatureExtractor.from_pretrained(str(copy)).n_samples
+
+    def test_a_bundle_without_one_hears_as_the_released_checkpoints(self, tiny_bundle: Bundle, tmp_path):
+        """Bundles made before the config was kept: the released checkpoints' 300 s."""
+        root = Path(shutil.copytree(tiny_bundle.root, tmp_path / "bundle"))
+        files = {part: root / entry.path for part, entry in tiny_bundle.files.items()}
+        b = tiny_bundle
+        write_manifest(root, files, b.config, b.tokens, b.codec, b.voices, b.thinker_dtype)
+        assert "preprocessor" not in json.loads((root / MANIFEST).read_text())
+        assert Bundle.open(root).preprocessor is None
+        assert recording_limit(None) == 300 * INPUT_SAMPLE_RATE
+
+    def test_a_checkpoint_without_one_converts_without_one(self, tiny_checkpoint, tmp_path):
+        copy = Path(shutil.copytree(tiny_checkpoint.path, tmp_path / "checkpoint"))
+        (copy / "preprocessor_config.json").unlink()
+        assert Checkpoint.open(copy).preprocessor() is None
+
+    def test_a_manifest_whose_preprocessor_is_not_an_object_is_refused(self, tiny_bundle: Bundle, tmp_path):
+        root = Path(shutil.copytree(tiny_bundle.root, tmp_path / "bundle"))
+        spec = json.loads((root / MANIFEST).read_text()) | {"preprocessor": [300]}
+        (root / MANIFEST).write_text(json.dumps(spec))
+        with pytest.raises(ModelFileError, match="preprocessor is list, not an object"):
+            Bundle.open(root)
