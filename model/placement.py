@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 
 from model.errors import ModelFileError
 from model.files.bundle import Bundle
-from model.hardware import GIB, Hardware, default_threads
+from model.hardware import GIB, Hardware
 from model.sizing import BITS_PER_WEIGHT, CONTEXT_TOKENS, ModelSize
 from model.talker.network import TalkerConfig
 from model.thinker import ThinkerOptions
@@ -46,6 +46,7 @@ F16_BYTES = 2
 Stage = Literal["audio_encoder", "talker", "token2wav"]
 STAGES: tuple[Stage, ...] = ("token2wav", "talker", "audio_encoder")  # GPU priority: speed-up per byte
 STAGE_NAMES = {"audio_encoder": "audio encoder", "talker": "Talker", "token2wav": "Token2Wav"}
+IN_A_SENTENCE = {"audio_encoder": "the audio encoder", "talker": "the Talker", "token2wav": "Token2Wav"}
 
 GPU_RESERVE_BYTES = GIB  # the CUDA/Metal context, allocator slack and llama.cpp's compute buffers
 UNIFIED_MEMORY_SHARE = 0.7  # of the RAM a Mac's GPU may take (macOS keeps the rest)
@@ -123,6 +124,9 @@ class Plan:
     talker: Placement = CPU_FLOAT32
     token2wav: Placement = CPU_FLOAT32
     profile: Literal["exact", "fast"] = "exact"
+    quality: Literal["auto", "exact", "fast"] = "exact"  # what was chosen (auto: by where speech runs)
+    gpu: str = ""  # the GPU the stages placed on it use, e.g. "NVIDIA GeForce RTX 4070, 12 GB"
+    cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
     talker_weights: Literal["float", "int8"] = "float"  # int8: weight-only, per output row
     stream: StreamOptions = EXACT_STREAM
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
@@ -154,7 +158,11 @@ class Plan:
 
     def describe(self) -> list[str]:
         """The plan as lines for `omnidesk doctor`."""
-        lines = [f"{_title(STAGE_NAMES[stage]) + ':':15}{self.placement(stage).label}" for stage in STAGES]
+        lines = []
+        for stage in STAGES:
+            placement = self.placement(stage)
+            where = f" ({self.gpu})" if placement.device != "cpu" and self.gpu else ""
+            lines.append(f"{_title(STAGE_NAMES[stage]) + ':':15}{placement.label}{where}")
         if self.talker_weights != "float":
             lines[1] += f", {self.talker_weights} weights"
         sampler = self.stream.sampler
@@ -175,7 +183,7 @@ class Plan:
         return (self.stream.first_chunk_blocks + self.stream.future_blocks) * 12
 
     def without_gpu(self, stage: Stage, why: str) -> Plan:
-        """This plan with `stage` moved to the CPU (after the GPU ran out of memory)."""
+        """This plan with `stage` moved to the CPU (after the GPU ran out of memory), `why` noted."""
         placed = {s: CPU_FLOAT32 if s == stage else self.placement(s) for s in STAGES}
         moved = replace(
             self,
@@ -185,7 +193,8 @@ class Plan:
             compile_talker=self.compile_talker and stage != "talker",
             notes=(*self.notes, why),
         )
-        return moved if self.profile == "exact" else _fast_on_cpu(moved, cpu_bf16=False)
+        fast = moved.quality == "fast" or (moved.quality == "auto" and _speaks_on_cpu(moved))
+        return _fast_on_cpu(moved) if fast else moved
 
 
 EXACT = Plan()  # the reference's path on the CPU: what parity tests and a bare Conversation use
@@ -221,43 +230,50 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
                 placements[stage] = Placement(gpu_device, gpu_dtype)
                 budget -= need
             else:
-                left_out.append(STAGE_NAMES[stage])
+                left_out.append(IN_A_SENTENCE[stage])
         if left_out:
+            names = ", ".join(left_out[:-1]) + " and " + left_out[-1] if len(left_out) > 1 else left_out[0]
             verb = "runs" if len(left_out) == 1 else "run"
             notes.append(
-                f"Not everything fits in the GPU's memory: the {' and the '.join(left_out)} {verb} on the "
-                "CPU, so speech may start later. A smaller model would fit."
+                f"Not everything fits in the GPU's memory: {names} {verb} on the CPU, so speech may "
+                "start later. A smaller model would fit."
             )
     elif gpu_device is None and hardware.gpus and hardware.llama_backend != "CPU":
         notes.append(
             "Speech runs on the CPU because torch cannot use the GPU (a CPU build of torch): "
             "run packaging/install.sh again, or install a CUDA build of torch (README, Install)."
         )
+    gpu = hardware.torch_gpu
     plan = Plan(
         audio_encoder=placements["audio_encoder"],
         talker=placements["talker"],
         token2wav=placements["token2wav"],
+        quality=choice.quality,
+        gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
+        cpu_bf16=hardware.cpu_bf16,
         compile_talker=placements["talker"].device == "cuda",
         thinker_gpu_layers=layers,
         threads=_threads(hardware, choice),
         notes=tuple(notes),
     )
-    cpu_speech = "cpu" in (placements["talker"].device, placements["token2wav"].device)
-    fast = choice.quality == "fast" or (choice.quality == "auto" and cpu_speech)
-    return _fast_on_cpu(plan, hardware.cpu_bf16) if fast else plan
+    fast = choice.quality == "fast" or (choice.quality == "auto" and _speaks_on_cpu(plan))
+    return _fast_on_cpu(plan) if fast else plan
 
 
-def _fast_on_cpu(plan: Plan, cpu_bf16: bool) -> Plan:
+def _speaks_on_cpu(plan: Plan) -> bool:
+    return "cpu" in (plan.talker.device, plan.token2wav.device)
+
+
+def _fast_on_cpu(plan: Plan) -> Plan:
     """The Fast profile: its sampler and chunks, and the CPU stages' faster weights."""
-    talker_on_cpu = plan.talker.device == "cpu"
     token2wav = plan.token2wav
-    if token2wav.device == "cpu" and cpu_bf16:
+    if token2wav.device == "cpu" and plan.cpu_bf16:
         token2wav = Placement("cpu", torch.bfloat16)
     return replace(
         plan,
         profile="fast",
         stream=FAST_STREAM,
-        talker_weights="int8" if talker_on_cpu else plan.talker_weights,
+        talker_weights="int8" if plan.talker.device == "cpu" else plan.talker_weights,
         token2wav=token2wav,
     )
 
@@ -283,7 +299,7 @@ def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
     threads spin at barriers, so oversubscribed cores slow it badly), the native stages the rest;
     a prompt is decoded before the others start, so it may take every core."""
     cores = max(1, hardware.cpu_count)
-    thinker = choice.thinker_threads or default_threads()
+    thinker = choice.thinker_threads or max(1, cores // 2)
     return ThreadBudget(thinker=thinker, thinker_prompt=max(thinker, cores), torch=max(1, cores - thinker))
 
 

@@ -1,19 +1,26 @@
-"""`omnidesk bench pipeline`: time to first audio, our streaming pipeline against the reference's generate.
+"""`omnidesk bench pipeline`: time to first audio of a spoken turn, in the app's plan and in Exact.
 
 One spoken turn, its reply forced to N text tokens for each N of `--tokens` and to N x
-`--codes-per-token` codes (15: speech at ~3.3 tokens per second), on the same prompt ids:
+`--codes-per-token` codes (15: speech at ~3.3 tokens per second), on the same prompt ids, in
+each of our plans (`--plans`):
 
-  ours       `Conversation.turn` as the app runs it: the GGUF Thinker through llama.cpp, the
-             Talker and Token2Wav in float32 PyTorch, streaming, all three stages at once;
-  reference  transformers' `Qwen2_5OmniForConditionalGeneration.generate`, float32. It returns
-             the waveform at the end, so its time to first audio is its whole run.
+  app        the plan the app makes on this machine (`placement.make_plan`: Fast when speech runs
+             on the CPU, Exact on a GPU), with `--speech-device` as the user's choice;
+  exact      the same placement in the Exact profile (the reference's path);
+  fast       the same placement in the Fast profile;
 
-Lengths are forced on both sides the same way (min = max new tokens, min = max codes; codes the
-DiT cannot embed are barred on both). Each side runs in a process of its own, one after the
-other (the 3B reference alone needs ~20 GB), after one short untimed warm-up turn. Times are
-`time.perf_counter` seconds from the end of input: our turn's input_ready mark, the reference's
-call of generate. Peak RSS is each process's maximum resident set, loading included; on CUDA
-(`--device`) the peak memory torch allocated is printed too (llama.cpp's is not in it).
+each `Conversation.turn` exactly as the app runs it (all three stages at once), and, with
+`--reference`, transformers' `Qwen2_5OmniForConditionalGeneration.generate` in float32, which
+returns the waveform at the end, so that its time to first audio is its whole run.
+
+Lengths are forced on every side the same way (min = max new tokens, min = max codes; codes the
+DiT cannot embed are barred on the reference's side, as ours never makes them). Each run is in a
+process of its own, one after the other (the 3B reference alone needs ~20 GB), after one short
+untimed warm-up turn. Times are `time.perf_counter` seconds from the end of input: our turn's
+input_ready mark, the reference's call of generate. The breakdown of our first audio: the prompt
+(to the first text), the Talker's first code, the DiT's first window (to the first mel) and the
+vocoder (to the first audio). Peak RSS is each process's maximum resident set, loading included;
+on CUDA the peak memory torch allocated is printed too (llama.cpp's is not in it).
 
 Without `--models`, a bundle at the real 3B (or `--size 7b`) shape with random weights is built
 and cached (model/bench/parts/random_bundle.py). The reference gets the bundle's own Talker,
@@ -33,16 +40,17 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
-from model.bench.parts.measure import DTYPES, peak_rss, sync
+from model.bench.parts.measure import peak_rss, sync
 from model.bench.parts.random_bundle import random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.files.bundle import Bundle
-from model.pipeline import AudioChunk, Conversation, NativeOptions, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, TurnFinished, TurnOptions
+from model.placement import Plan, PlanChoice
 from model.sampling import SamplingOptions
 from model.talker import SpeechIds, SpeechOptions
 from model.token2wav.streaming import StreamingSynthesizer
@@ -53,6 +61,7 @@ QUESTION = "What am I looking at? Tell me in a few words."
 SEED = 0
 # Tokens and codes of the untimed first turn; its audio, made at its end, runs the DiT and vocoder too.
 WARM_UP = (2, 30)
+QUALITIES: dict[str, Literal["auto", "exact", "fast"]] = {"app": "auto", "exact": "exact", "fast": "fast"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class OurTurn:
     codes: int
     first_text: float
     first_code: float
+    first_mel: float
     first_audio: float
     thinker_done: float
     talker_done: float
@@ -71,6 +81,11 @@ class OurTurn:
     @property
     def codes_per_s(self) -> float:
         return (self.codes - 1) / max(self.talker_done - self.first_code, 1e-9)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of the turn per second of speech made."""
+        return self.done / max(self.speech_s, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -87,23 +102,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", choices=sorted(SHAPES), default="3b")
     parser.add_argument("--quant", default="Q4_K_M", help="the random Thinker's quantization")
     parser.add_argument(
-        "--tokens", default="15,60", help="reply lengths in text tokens, comma-separated (default: 15,60)"
+        "--tokens", default="60", help="reply lengths in text tokens, comma-separated (default: 60)"
     )
     parser.add_argument("--codes-per-token", type=int, default=15)
     parser.add_argument("--voice", help="default: Chelsie, or the bundle's first voice")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default="float32",
-        help="our Talker and Token2Wav (the reference: float32)",
+        "--plans", default="app,exact", help="our plans to run, comma-separated: app, exact, fast"
     )
-    parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--speech-device", choices=("auto", "gpu", "cpu"), default="auto")
+    parser.add_argument("--reference", action="store_true", help="time transformers' generate too")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "omnidesk-bench")
     args = parser.parse_args(argv)
     lengths = [int(n) for n in args.tokens.split(",")]
+    plans = args.plans.split(",")
     if not lengths or min(lengths) < 1 or args.codes_per_token < 1:
         parser.error("reply lengths and codes per token must be positive")
+    if not plans or not set(plans) <= set(QUALITIES):
+        parser.error(f"--plans takes {', '.join(QUALITIES)}")
 
     started = time.perf_counter()
     root = args.models or random_bundle(SHAPES[args.size], args.quant, args.cache)
@@ -113,16 +128,24 @@ def main(argv: list[str]) -> int:
     print(f"{what} at {root} (ready in {time.perf_counter() - started:.0f} s); voice {voice}", flush=True)
     print(
         f"replies forced to {', '.join(map(str, lengths))} text tokens x {args.codes_per_token} codes; "
-        f"{torch.get_num_threads()} torch threads, {multiprocessing.cpu_count()} logical CPUs",
+        f"{multiprocessing.cpu_count()} logical CPUs",
         flush=True,
     )
-
-    native = NativeOptions(device=args.device, dtype=DTYPES[args.dtype])
-    ours = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, native)
+    ours = {}
+    for name in plans:
+        choice = PlanChoice(speech_device=args.speech_device, quality=QUALITIES[name])
+        ours[name] = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, choice)
     theirs = None
-    if not args.no_reference:
+    if args.reference:
+        first = next(iter(ours.values()))
         theirs = _in_own_process(
-            _run_reference, str(root), ours["prompt_ids"], lengths, args.codes_per_token, voice, args.device
+            _run_reference,
+            str(root),
+            first["prompt_ids"],
+            lengths,
+            args.codes_per_token,
+            voice,
+            first["device"],
         )
     _report(ours, theirs)
     return 0
@@ -138,29 +161,38 @@ def _in_own_process(run: Callable[..., dict[str, Any]], *args: Any) -> dict[str,
 
 
 def _run_ours(
-    root: str, lengths: list[int], codes_per_token: int, voice: str, native: NativeOptions
+    root: str, lengths: list[int], codes_per_token: int, voice: str, choice: PlanChoice
 ) -> dict[str, Any]:
     bundle = Bundle.open(root, verify=False)
-    conversation = Conversation(bundle, native=native)
+    conversation = Conversation.planned(bundle, choice)
+    plan = conversation.plan
+    print(
+        f"  {plan.profile} plan: "
+        + "; ".join(line.split(":", 1)[0] + ":" + line.split(":", 1)[1].strip() for line in plan.describe()),
+        flush=True,
+    )
     _our_turn(conversation, *WARM_UP, voice)
     turns, finished = [], []
     for n in lengths:
         turn, end = _our_turn(conversation, n, n * codes_per_token, voice)
         print(
-            f"  ours, {n} tokens: first text at {turn.first_text:.2f} s, first code at "
+            f"  {plan.profile}, {n} tokens: first text at {turn.first_text:.2f} s, first code at "
             f"{turn.first_code:.2f} s, first audio at {turn.first_audio:.2f} s, done at {turn.done:.1f} s",
             flush=True,
         )
         turns.append(asdict(turn))
         finished.append(end)
-    del conversation
+    conversation.close()
     gc.collect()
     return {
+        "profile": plan.profile,
+        "device": plan.talker.device,
         "turns": turns,
         "prompt_ids": list(finished[-1].prompt_ids),
-        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), native),
+        "codes": list(finished[-1].codes),
+        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), plan),
         "peak_rss": peak_rss(),
-        "peak_vram": _peak_vram(native.device),
+        "peak_vram": _peak_vram(plan.talker.device),
     }
 
 
@@ -195,6 +227,7 @@ def _our_turn(
         codes=len(finished.codes),
         first_text=marks["first_text"],
         first_code=marks["first_code"],
+        first_mel=marks["first_mel"],
         first_audio=marks["first_audio"],
         thinker_done=marks["thinker_done"],
         talker_done=marks["talker_done"],
@@ -205,15 +238,15 @@ def _our_turn(
     return turn, finished
 
 
-def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], native: NativeOptions) -> float:
+def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], plan: Plan) -> float:
     """Real-time factor of streaming synthesis on its own, the codes pushed one by one as they come."""
-    t2w = Token2Wav.load(bundle, native.device, native.dtype)
+    t2w = Token2Wav.load(bundle, plan.token2wav.device, plan.token2wav.dtype)
     voice = load_voices(bundle)[voice_name]
     t2w.voice_features(voice)
-    synth = StreamingSynthesizer(t2w, voice, SEED)
+    synth = StreamingSynthesizer(t2w, voice, SEED, plan.stream)
     started = time.perf_counter()
     samples = sum(synth.push([code]).numel() for code in codes) + synth.finish().numel()
-    sync(torch.device(native.device))
+    sync(torch.device(plan.token2wav.device))
     return (time.perf_counter() - started) / (samples / OUTPUT_SAMPLE_RATE)
 
 
@@ -307,37 +340,61 @@ def _peak_vram(device: str) -> int:
 # -- the report -----------------------------------------------------------------------------
 
 
-def _report(ours: dict[str, Any], theirs: dict[str, Any] | None) -> None:
-    mine = [OurTurn(**t) for t in ours["turns"]]
+def _report(ours: dict[str, dict[str, Any]], theirs: dict[str, Any] | None) -> None:
+    runs = {name: [OurTurn(**t) for t in run["turns"]] for name, run in ours.items()}
     reference = [ReferenceTurn(**t) for t in theirs["turns"]] if theirs else []
-    print(f"\nprompt: {len(ours['prompt_ids'])} tokens; seconds from the end of input")
-    header = (
-        f"{'reply':>12} {'1st text':>9} {'1st code':>9} {'1st audio':>9} {'thinker':>8} {'done':>8} "
-        f"{'tok/s':>6} {'codes/s':>7} {'RTF':>6} {'ref audio':>10} {'ratio':>7}"
-    )
-    print(header)
-    for i, turn in enumerate(mine):
-        ref = reference[i].seconds if reference else float("nan")
-        print(
-            f"{turn.tokens:>3} t {turn.codes:>4} c {turn.first_text:9.2f} {turn.first_code:9.2f} "
-            f"{turn.first_audio:9.2f} {turn.thinker_done:8.1f} {turn.done:8.1f} {turn.tokens_per_s:6.1f} "
-            f"{turn.codes_per_s:7.1f} {turn.done / turn.speech_s:6.2f} {ref:10.1f} "
-            f"{ref / turn.first_audio:6.1f}x"
-        )
+    exact = runs.get("exact")
+    first = next(iter(ours.values()))
+    print(f"\nprompt: {len(first['prompt_ids'])} tokens; seconds from the end of input")
     print(
-        "1st audio: our first audio chunk; thinker: our Thinker done; RTF: our turn's time per second\n"
-        "of speech; ref audio: the reference's generate, whose audio all comes at its end;\n"
-        "ratio: ref audio / our 1st audio"
+        f"{'reply':>11} {'plan':>6} {'1st text':>8} {'1st code':>8} {'1st mel':>8} {'1st audio':>9} "
+        f"{'thinker':>7} {'done':>7} {'tok/s':>6} {'codes/s':>7} {'RTF':>6} {'vs exact':>8} {'ref audio':>9} "
+        f"{'ratio':>7}"
     )
-    if len(mine) > 1:
-        growth = f"{mine[-1].first_audio - mine[0].first_audio:+.2f} s"
-        ref_growth = f"{reference[-1].seconds - reference[0].seconds:+.1f} s" if reference else "not run"
+    for name, turns in runs.items():
+        for i, turn in enumerate(turns):
+            ref = reference[i].seconds if reference else float("nan")
+            versus = exact[i].first_audio / turn.first_audio if exact else float("nan")
+            print(
+                f"{turn.tokens:>3} t {turn.codes:>4} c {name:>6} {turn.first_text:8.2f} "
+                f"{turn.first_code:8.2f} {turn.first_mel:8.2f} {turn.first_audio:9.2f} "
+                f"{turn.thinker_done:7.1f} {turn.done:7.1f} {turn.tokens_per_s:6.1f} {turn.codes_per_s:7.1f} "
+                f"{turn.real_time_factor:6.2f} {versus:7.1f}x {ref:9.1f} {ref / turn.first_audio:6.1f}x"
+            )
+    print(
+        "1st mel: the DiT's first window done; 1st audio: its first chunk vocoded and out; thinker: the\n"
+        "Thinker done; RTF: the turn's time per second of speech; vs exact: Exact's 1st audio / this\n"
+        "plan's; ref audio: the reference's generate, whose audio all comes at its end; ratio: ref\n"
+        "audio / our 1st audio"
+    )
+    for name, turns in runs.items():
+        turn = turns[-1]
         print(
-            f"from {mine[0].tokens} to {mine[-1].tokens} reply tokens, time to first audio: ours {growth}, "
-            f"the reference {ref_growth}"
+            f"{name}: first audio {turn.first_audio:.2f} s = prompt {turn.first_text:.2f} + first code "
+            f"{turn.first_code - turn.first_text:.2f} + DiT window {turn.first_mel - turn.first_code:.2f} "
+            f"+ vocoder {turn.first_audio - turn.first_mel:.2f}; Token2Wav alone, streaming: RTF "
+            f"{ours[name]['token2wav_rtf']:.2f}"
         )
-    print(f"Token2Wav alone, streaming the last reply's codes: RTF {ours['token2wav_rtf']:.2f}")
+    for name, turns in runs.items():
+        if len(turns) > 1:
+            growth = f"{turns[-1].first_audio - turns[0].first_audio:+.2f} s"
+            ref_growth = f"{reference[-1].seconds - reference[0].seconds:+.1f} s" if reference else "not run"
+            print(
+                f"{name}: from {turns[0].tokens} to {turns[-1].tokens} reply tokens, time to first audio: "
+                f"ours {growth}, the reference {ref_growth}"
+            )
+    if exact is not None:
+        for name, run in ours.items():
+            if name != "exact" and run["profile"] != "exact":
+                agree = _agreement(run["codes"], ours["exact"]["codes"])
+                print(f"{name}: its codes agree with Exact's at {agree:.0%} of the steps (same seed)")
     for what, key in (("RSS", "peak_rss"), ("VRAM (torch's)", "peak_vram")):
-        if ours[key] or (theirs and theirs[key]):
-            peaks = f"peak {what}: ours {ours[key] / 2**30:.1f} GiB"
-            print(peaks + (f", the reference {theirs[key] / 2**30:.1f} GiB" if theirs else ""))
+        for name, run in ours.items():
+            if run[key] or (theirs and theirs[key]):
+                reference_peak = f", the reference {theirs[key] / 2**30:.1f} GiB" if theirs else ""
+                print(f"peak {what}: ours {run[key] / 2**30:.1f} GiB{reference_peak} ({name} plan)")
+
+
+def _agreement(codes: list[int], exact: list[int]) -> float:
+    """The share of steps where two turns chose the same code."""
+    return sum(a == b for a, b in zip(codes, exact, strict=False)) / max(1, min(len(codes), len(exact)))

@@ -13,7 +13,17 @@ from model.files.bundle import Bundle
 def test_both_sides_run_the_forced_turns_and_the_report_compares_them(
     tiny_bundle: Bundle, capsys: pytest.CaptureFixture[str]
 ):
-    argv = ["--tokens", "3,6", "--codes-per-token", "10", "--voice", "Ethan"]
+    argv = [
+        "--tokens",
+        "3,6",
+        "--codes-per-token",
+        "10",
+        "--voice",
+        "Ethan",
+        "--plans",
+        "exact",
+        "--reference",
+    ]
     assert pipeline.main(["--models", str(tiny_bundle.root), *argv]) == 0
     report = capsys.readouterr().out
     print(report)

@@ -1,0 +1,164 @@
+"""The placement plan: where each stage runs, in which precision and profile, on this machine and on
+faked CUDA and MPS machines (hardware made up, nothing loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from model.files.bundle import Bundle
+from model.hardware import GIB, Gpu, Hardware, probe
+from model.placement import (
+    CPU_FLOAT32,
+    EXACT_STREAM,
+    FAST_STREAM,
+    STAGES,
+    PlanChoice,
+    bundle_needs,
+    estimated_needs,
+    make_plan,
+)
+from model.sizing import SIZES
+
+CPU_ONLY = Hardware(
+    system="Linux x86_64",
+    cpu_count=8,
+    ram_total_bytes=32 * GIB,
+    ram_available_bytes=24 * GIB,
+    gpus=(),
+    llama_backend="CPU",
+    torch_device="cpu",
+    torch_version="2.13.0",
+)
+
+
+def cuda_machine(gib: int, name: str = "NVIDIA GeForce RTX 4070", bf16: bool = True) -> Hardware:
+    gpu = Gpu(name, gib * GIB, "CUDA")
+    return replace(
+        CPU_ONLY, gpus=(gpu,), llama_backend="CUDA", torch_device="cuda", torch_gpu=gpu, torch_bf16=bf16
+    )
+
+
+def apple_machine(gib: int) -> Hardware:
+    gpu = Gpu("Apple silicon GPU", gib * GIB, "Metal")
+    return replace(
+        CPU_ONLY,
+        system="Darwin arm64",
+        ram_total_bytes=gib * GIB,
+        gpus=(gpu,),
+        llama_backend="Metal",
+        torch_device="mps",
+        torch_gpu=gpu,
+    )
+
+
+NEEDS_7B = estimated_needs(SIZES["7b"], "Q4_K_M")
+NEEDS_3B = estimated_needs(SIZES["3b"], "Q4_K_M")
+
+
+def show(plan) -> None:
+    print("\n" + "\n".join(plan.describe() + [f"Note: {n}" for n in plan.notes]))
+
+
+class TestDevicesAndPrecision:
+    def test_this_machine_speaks_on_the_cpu_in_the_fast_profile(self):
+        hardware = probe()
+        plan = make_plan(hardware, NEEDS_3B)
+        show(plan)
+        if hardware.torch_device != "cpu":
+            pytest.skip("torch sees a GPU here")
+        assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
+        assert plan.profile == "fast" and plan.stream == FAST_STREAM and plan.talker_weights == "int8"
+        assert plan.token2wav.dtype == (torch.bfloat16 if hardware.cpu_bf16 else torch.float32)
+        assert plan.talker.dtype == plan.audio_encoder.dtype == torch.float32
+        assert not plan.compile_talker
+
+    def test_an_ampere_gpu_runs_every_stage_in_bfloat16_exactly(self):
+        plan = make_plan(cuda_machine(24), NEEDS_7B)
+        show(plan)
+        assert all(plan.placement(stage).device == "cuda" for stage in STAGES)
+        assert all(plan.placement(stage).dtype == torch.bfloat16 for stage in STAGES)
+        assert plan.profile == "exact" and plan.stream == EXACT_STREAM and plan.talker_weights == "float"
+        assert plan.compile_talker and plan.thinker_gpu_layers == -1 and not plan.notes
+        assert "Talker:        CUDA bfloat16 (NVIDIA GeForce RTX 4070, 24 GB)" in plan.describe()
+
+    def test_an_older_cuda_card_runs_in_float16(self):
+        plan = make_plan(cuda_machine(16, "Tesla T4", bf16=False), NEEDS_3B)
+        assert all(plan.placement(stage).dtype == torch.float16 for stage in STAGES)
+
+    def test_apple_silicon_runs_on_mps_in_float16_and_keeps_room_for_the_system(self):
+        plan = make_plan(apple_machine(32), NEEDS_7B)
+        show(plan)
+        assert all(plan.placement(stage) == replace(plan.talker, device="mps") for stage in STAGES)
+        assert plan.talker.dtype == torch.float16 and not plan.compile_talker
+        small = make_plan(apple_machine(8), NEEDS_7B)
+        show(small)
+        assert small.notes and small.profile == "fast"
+
+
+class TestMemory:
+    def test_what_does_not_fit_stays_on_the_cpu_and_the_user_is_told(self):
+        plan = make_plan(cuda_machine(12), NEEDS_7B)
+        show(plan)
+        assert plan.token2wav.device == plan.talker.device == "cuda"
+        assert plan.audio_encoder == CPU_FLOAT32
+        assert any("audio encoder runs on the CPU" in note for note in plan.notes)
+        assert plan.profile == "exact"  # speech itself is on the GPU
+
+    def test_a_small_gpu_holds_part_of_the_thinker_and_speech_runs_on_the_cpu(self):
+        plan = make_plan(cuda_machine(6), NEEDS_7B)
+        show(plan)
+        assert 0 < plan.thinker_gpu_layers < NEEDS_7B.thinker_layers
+        assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
+        assert plan.profile == "fast"
+        assert any(f"{plan.thinker_gpu_layers} of the language model's 28 layers" in n for n in plan.notes)
+
+    def test_a_bundles_needs_come_from_its_files(self, tiny_bundle: Bundle):
+        needs = bundle_needs(tiny_bundle, 4096)
+        assert needs.thinker_bytes == tiny_bundle.files["thinker"].size
+        assert all(0 < needs.params[stage] < 10_000_000 for stage in STAGES)
+        assert needs.stage_bytes("talker", torch.float16) < needs.stage_bytes("talker", torch.float32)
+
+    def test_running_out_of_gpu_memory_moves_a_stage_to_the_cpu_and_speeds_it_up(self):
+        plan = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="auto"))
+        smaller = plan.without_gpu("talker", "The GPU ran out of memory: the Talker now runs on the CPU.")
+        show(smaller)
+        assert smaller.talker == CPU_FLOAT32 and smaller.token2wav.device == "cuda"
+        assert smaller.profile == "fast" and smaller.talker_weights == "int8" and not smaller.compile_talker
+        assert smaller.notes[-1].startswith("The GPU ran out of memory")
+        exact = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="exact"))
+        assert exact.without_gpu("talker", "full").profile == "exact"
+
+
+class TestChoices:
+    def test_torch_without_cuda_beside_a_cuda_llama_cpp_says_how_to_fix_it(self):
+        hardware = replace(cuda_machine(24), torch_device="cpu", torch_gpu=None, torch_bf16=False)
+        plan = make_plan(hardware, NEEDS_7B)
+        show(plan)
+        assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
+        assert plan.thinker_gpu_layers == -1  # the language model still uses the GPU
+        assert any("CUDA build of torch" in note for note in plan.notes)
+
+    def test_the_user_may_keep_speech_on_the_cpu_or_ask_for_exact_speech(self):
+        on_cpu = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(speech_device="cpu"))
+        assert all(on_cpu.placement(stage).device == "cpu" for stage in STAGES)
+        assert on_cpu.profile == "fast"
+        exact = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact"))
+        assert exact.profile == "exact" and exact.talker_weights == "float"
+        assert all(exact.placement(stage) == CPU_FLOAT32 for stage in STAGES)
+        fast_gpu = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="fast"))
+        assert fast_gpu.stream == FAST_STREAM and fast_gpu.talker_weights == "float"  # int8 is for CPUs
+
+    def test_asking_for_a_gpu_torch_cannot_use_is_said(self):
+        plan = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(speech_device="gpu"))
+        assert plan.talker.device == "cpu" and any("torch can use no GPU" in n for n in plan.notes)
+
+    def test_the_thinker_decodes_beside_speech_on_half_the_cores(self):
+        plan = make_plan(CPU_ONLY, NEEDS_3B)
+        assert plan.threads is not None
+        assert plan.threads.thinker + plan.threads.torch == CPU_ONLY.cpu_count
+        assert plan.threads.thinker_prompt == CPU_ONLY.cpu_count
+        mine = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(thinker_threads=2))
+        assert mine.threads is not None and mine.threads.thinker == 2
