@@ -121,6 +121,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
 def run_chat(args: argparse.Namespace) -> int:
     conversation = open_conversation(args)
+    conversation.prepare(None if args.text_only else args.voice)  # before the first question, not in it
     speakers = open_speakers(args)
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:

@@ -316,7 +316,9 @@ def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:
         thinker_layers=layers,
         kv_bytes=2 * layers * kv_heads * head_dim * F16_BYTES * n_ctx,
         mmproj_bytes=bundle.files["mmproj"].size if "mmproj" in bundle.files else 0,
-        params={stage: _parameter_count(bundle.file(stage)) for stage in STAGES},
+        params={
+            stage: _parameter_count(bundle.file(stage)) if stage in bundle.files else 0 for stage in STAGES
+        },
         talker_kv_elements=2
         * talker.num_hidden_layers
         * talker.num_key_value_heads

@@ -119,6 +119,7 @@ class PositionStates:
     hidden: np.ndarray  # (n, n_embd) final hidden states after the final norm
     embeddings: np.ndarray  # (n, n_embd) input embeddings, zero at media positions
     positions: np.ndarray  # (3, n) M-RoPE positions
+    keys: tuple[object, ...] = ()  # what each position holds (a token id, or a media run and row)
 
 
 class Thinker:
@@ -228,6 +229,7 @@ class Thinker:
             hidden=self._hidden[start:stop].copy(),
             embeddings=embeddings,
             positions=self._positions[:, start:stop].copy(),
+            keys=tuple(self._keys[start:stop]),
         )
 
     def reset(self) -> None:

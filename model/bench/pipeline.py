@@ -199,9 +199,10 @@ def _run_ours(
 def _our_turn(
     conversation: Conversation, tokens: int, codes: int, voice: str
 ) -> tuple[OurTurn, TurnFinished]:
-    """A first turn (no history, empty cache) with its lengths forced."""
+    """A first turn with its lengths forced, as the app's first question meets it: no history, and
+    the system prompt already decoded when the model loaded (`Conversation.prepare`)."""
     conversation.history = []
-    conversation.thinker.reset()
+    conversation.prepare(voice)
     options = TurnOptions(
         max_tokens=tokens,
         min_tokens=tokens,

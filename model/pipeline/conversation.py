@@ -25,7 +25,7 @@ from model.pipeline.stages import TurnStages
 from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
-from model.thinker import Segment, Thinker, ThinkerOptions
+from model.thinker import Segment, Thinker, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
 from model.token2wav.synthesizer import Token2Wav
 from model.vision import VisionOptions
@@ -103,6 +103,16 @@ class Conversation:
         if self._voices is None:
             self._voices = load_voices(self.bundle)
         return self._voices
+
+    def prepare(self, voice: str | None = None) -> None:
+        """Do now what every turn needs, so that the first question does not wait for it: decode the
+        system prompt; with a `voice`, also load the Talker and Token2Wav, put the system prompt in
+        the Talker's cache and compute the voice's speaker features."""
+        self.thinker.prefill([TokenRun(tuple(self._system))])
+        if voice is not None:
+            talker, token2wav = self._speech_parts()
+            talker.prime(self.thinker.states(0, len(self._system)))
+            token2wav.voice_features(pick_voice(self.voices, voice))
 
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
         plan = self.plan

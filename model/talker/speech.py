@@ -126,6 +126,7 @@ class Talker:
         self._text_rows = dict(zip(special, rows, strict=True))
         self._step: Callable[..., torch.Tensor] = model
         self._static = compile
+        self._prompt_keys: tuple[object, ...] = ()  # what the cache's first slots hold (see `prime`)
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
             self._step = torch.compile(model, mode=mode, fullgraph=True, dynamic=False)
@@ -176,6 +177,8 @@ class Talker:
         bos_row = self._text_rows[ids.voice_bos(options.voice)]
         stream = iter(states)
         prompt = next(stream, None)
+        if prompt is None:
+            return  # the feed ended (or was cancelled) before the Thinker reached its reply
         if not isinstance(prompt, PositionStates):
             raise TypeError("speak needs the prompt's PositionStates first")
         length = len(prompt.token_ids)
@@ -190,16 +193,17 @@ class Talker:
         if not isinstance(first, Decoded):
             raise TypeError("after the prompt, speak takes only Decoded reply states")
 
-        x = torch.cat(
-            [_row(prompt.hidden, prompt.embeddings), bos_row[None], _row(first.hidden, first.embedding)[None]]
-        )
+        kept = self._kept(prompt)
+        rows = _row(prompt.hidden[kept:], prompt.embeddings[kept:])
+        x = torch.cat([rows, bos_row[None], _row(first.hidden, first.embedding)[None]])
         x = x.to(self.device, self.dtype)
         if options.prompt_codec_embeddings:
             x[-2] += self.model.embed.weight[ids.codec_pad]
             x[-1] += self.model.embed.weight[ids.codec_bos]
         positions = talker_positions(prompt.positions, length + 2).to(self.device)
-        slots = torch.arange(length + 2, device=self.device)
-        logits = self.model(x, slots, positions, length + 2)[-1]
+        slots = torch.arange(kept, length + 2, device=self.device)
+        logits = self.model(x, slots, positions[:, kept:], length + 2)[-1]
+        self._prompt_keys = prompt.keys
 
         sampler = Sampler(options.sampling, self._rules(options))
         seen = [ids.codec_mask] * length + [ids.codec_pad, ids.codec_bos]
@@ -220,6 +224,34 @@ class Talker:
             logits = self._decode(x, next_slot, next_position)[0]
             next_slot += 1
             next_position += 1
+
+    @torch.inference_mode()
+    def prime(self, prompt: PositionStates) -> None:
+        """Decode `prompt`'s positions into the cache now, so that a later prompt that starts with
+        them (as every turn starts with the system prompt) decodes only what follows."""
+        kept = self._kept(prompt)
+        length = len(prompt.token_ids)
+        if kept < length:
+            rows = _row(prompt.hidden[kept:], prompt.embeddings[kept:]).to(self.device, self.dtype)
+            positions = talker_positions(prompt.positions, length).to(self.device)
+            slots = torch.arange(kept, length, device=self.device)
+            self.model(rows, slots, positions[:, kept:], length)
+        self._prompt_keys = prompt.keys
+
+    def _kept(self, prompt: PositionStates) -> int:
+        """How many of `prompt`'s first positions the cache already holds (the rest is decoded).
+
+        Positions with the same keys (token ids, media runs) in the same order hold the Thinker's
+        same states at the same positions, so their keys and values are what decoding them again
+        would compute. From here on the cache holds only those, until the prompt is decoded.
+        """
+        kept = 0
+        for cached, new in zip(self._prompt_keys, prompt.keys, strict=False):
+            if cached != new:
+                break
+            kept += 1
+        self._prompt_keys = self._prompt_keys[:kept]
+        return kept
 
     def _decode(self, x: torch.Tensor, slot: int, position: int) -> torch.Tensor:
         """One step: x (1, embedding_size) at cache `slot` -> logits (1, vocab)."""

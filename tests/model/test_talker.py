@@ -394,3 +394,73 @@ class TestBadInput:
             ModelFileError, match=r"talker\.model\.layers\.0\.mlp\.\w+_proj\.weight has shape .* needs"
         ):
             Talker.load(bundle, lambda ids: np.zeros((len(ids), 64), dtype=np.float32))
+
+
+class TestPromptCache:
+    """A prompt that starts like the last one (every turn starts with the system prompt and the
+    history) decodes only what follows, and speaks as a fresh Talker would."""
+
+    def keyed(self, prompt: PositionStates, stop: int) -> PositionStates:
+        return PositionStates(
+            token_ids=prompt.token_ids[:stop],
+            hidden=prompt.hidden[:stop],
+            embeddings=prompt.embeddings[:stop],
+            positions=prompt.positions[:, :stop],
+            keys=tuple(int(i) for i in prompt.token_ids[:stop]),
+        )
+
+    def fresh(self, tiny_bundle, thinker_embeddings) -> Talker:
+        return Talker.load(tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256)
+
+    def decoded_rows(self, talker: Talker, monkeypatch) -> list[int]:
+        """Records how many positions each forward of the network decodes."""
+        rows: list[int] = []
+        forward = talker.model.forward
+        monkeypatch.setattr(talker.model, "forward", lambda x, *a: rows.append(len(x)) or forward(x, *a))
+        return rows
+
+    def test_a_longer_prompt_reuses_the_cached_start(self, tiny_bundle, thinker_embeddings, monkeypatch):
+        prompt, reply = random_states(thinker_embeddings.shape[1], seed=5)
+        options = SpeechOptions(sampling=GREEDY, max_codes=12, embeddable_only=False)
+        fresh = self.fresh(tiny_bundle, thinker_embeddings)
+        expected = torch.stack(
+            [s.logits for s in fresh.steps([self.keyed(prompt, PROMPT_LEN), *reply], options)]
+        )
+
+        talker = self.fresh(tiny_bundle, thinker_embeddings)
+        list(talker.speak([self.keyed(prompt, 5), *reply], options))
+        rows = self.decoded_rows(talker, monkeypatch)
+        reused = torch.stack(
+            [s.logits for s in talker.steps([self.keyed(prompt, PROMPT_LEN), *reply], options)]
+        )
+        error = (reused - expected).abs().max() / expected.abs().max()
+        print(f"\nprompt cache: {rows[0]} of {PROMPT_LEN + 2} prompt rows decoded; logit error {error:.1e}")
+        assert rows[0] == PROMPT_LEN + 2 - 5
+        assert error < 1e-5
+
+    def test_a_primed_system_prompt_is_not_decoded_again(self, tiny_bundle, thinker_embeddings, monkeypatch):
+        prompt, reply = random_states(thinker_embeddings.shape[1], seed=6)
+        options = SpeechOptions(sampling=GREEDY, max_codes=8, embeddable_only=False)
+        fresh = self.fresh(tiny_bundle, thinker_embeddings)
+        expected = [s.code for s in fresh.steps([self.keyed(prompt, PROMPT_LEN), *reply], options)]
+        talker = self.fresh(tiny_bundle, thinker_embeddings)
+        talker.prime(self.keyed(prompt, 4))
+        rows = self.decoded_rows(talker, monkeypatch)
+        assert [s.code for s in talker.steps([self.keyed(prompt, PROMPT_LEN), *reply], options)] == expected
+        assert rows[0] == PROMPT_LEN + 2 - 4
+
+    def test_a_different_prompt_start_decodes_everything(self, tiny_bundle, thinker_embeddings, monkeypatch):
+        prompt, reply = random_states(thinker_embeddings.shape[1], seed=7)
+        other, _ = random_states(thinker_embeddings.shape[1], seed=8)
+        talker = self.fresh(tiny_bundle, thinker_embeddings)
+        talker.prime(self.keyed(other, PROMPT_LEN))
+        rows = self.decoded_rows(talker, monkeypatch)
+        list(
+            talker.speak(
+                [self.keyed(prompt, PROMPT_LEN), *reply], SpeechOptions(sampling=GREEDY, max_codes=2)
+            )
+        )
+        assert rows[0] == PROMPT_LEN + 2
+
+    def test_a_feed_that_ends_before_any_state_says_nothing(self, talker):
+        assert list(talker.speak([], SpeechOptions())) == []
