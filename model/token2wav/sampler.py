@@ -49,12 +49,16 @@ def time_grid(options: SamplerOptions, device: torch.device | None = None) -> to
 
 
 def guided_velocity(dit: DiT, cond: Conditioning, guidance: float) -> Velocity:
-    """v(t, x) = v_c + g (v_c - v_u); x: (frames, mel_dim) -> (frames, mel_dim)."""
+    """v(t, x) = v_c + g (v_c - v_u); x: (frames, mel_dim) float32 -> (frames, mel_dim) float32.
+
+    The network runs in its own dtype; the ODE's state and the guidance stay in float32, so that a
+    half-precision DiT rounds each velocity once instead of the state at every step."""
+    dtype = dit.proj_out.weight.dtype
 
     def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if guidance < MIN_GUIDANCE:
-            return dit(x, t, cond, guided=False)[0]
-        v_cond, v_uncond = dit(x, t, cond)
+            return dit(x.to(dtype), t, cond, guided=False)[0].float()
+        v_cond, v_uncond = dit(x.to(dtype), t, cond).float()
         return v_cond + (v_cond - v_uncond) * guidance
 
     return velocity

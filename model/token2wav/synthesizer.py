@@ -142,7 +142,7 @@ class Token2Wav:
             velocity = guided_velocity(self.dit, cond, options.guidance)
             if cancel is not None:
                 velocity = _cancellable(velocity, cancel)
-            return integrate(velocity, noise.to(self.device, self.dtype), options)
+            return integrate(velocity, noise.to(self.device, torch.float32), options)
 
     def mel(
         self,
