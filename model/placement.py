@@ -36,12 +36,21 @@ from model.errors import ModelFileError
 from model.files.bundle import Bundle
 from model.hardware import GIB, Hardware
 from model.sizing import BITS_PER_WEIGHT, CONTEXT_TOKENS, ModelSize
+from model.talker import SpeechOptions
 from model.talker.network import TalkerConfig
 from model.thinker import ThinkerOptions
 from model.token2wav.sampler import REFERENCE, SamplerOptions
 from model.token2wav.streaming import StreamOptions
 
 F16_BYTES = 2
+
+
+def talker_cache_positions(n_ctx: int) -> int:
+    """Positions of the Talker's KV cache: a prompt as long as the Thinker's whole context, its two
+    start rows, and the most codes one reply may speak (the reference's talker_max_new_tokens), so
+    that whatever prompt the Thinker holds the Talker holds too."""
+    return n_ctx + 2 + SpeechOptions().max_codes
+
 
 Stage = Literal["audio_encoder", "talker", "token2wav"]
 STAGES: tuple[Stage, ...] = ("token2wav", "talker", "audio_encoder")  # GPU priority: speed-up per byte
@@ -132,7 +141,6 @@ class Plan:
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
     thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
     threads: ThreadBudget | None = None  # None: each library's own default
-    talker_positions: int = 8192
     notes: tuple[str, ...] = field(default=())  # said once to the user
 
     def thinker_options(self, options: ThinkerOptions) -> ThinkerOptions:
@@ -323,7 +331,7 @@ def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:
         * talker.num_hidden_layers
         * talker.num_key_value_heads
         * talker.head_dim
-        * Plan().talker_positions,
+        * talker_cache_positions(n_ctx),
     )
 
 
@@ -336,7 +344,7 @@ def estimated_needs(size: ModelSize, quant: str, n_ctx: int = CONTEXT_TOKENS) ->
         kv_bytes=size.kv_bytes_per_token * n_ctx,
         mmproj_bytes=int(size.vision_params * BITS_PER_WEIGHT["Q8_0"] / 8),
         params={"audio_encoder": audio_encoder, "talker": talker, "token2wav": token2wav},
-        talker_kv_elements=2 * 24 * 4 * 128 * Plan().talker_positions,  # the 7B Talker's layout
+        talker_kv_elements=2 * 24 * 4 * 128 * talker_cache_positions(n_ctx),  # the 7B Talker's layout
     )
 
 

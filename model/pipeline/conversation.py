@@ -22,7 +22,7 @@ from model.perception import EncodedMedia, Perception, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import TurnOptions
 from model.pipeline.stages import TurnStages
-from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan
+from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan, talker_cache_positions
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
 from model.thinker import Segment, Thinker, ThinkerOptions, TokenRun
@@ -122,7 +122,7 @@ class Conversation:
                 self.thinker.input_embeddings,
                 plan.talker.device,
                 plan.talker.dtype,
-                max_positions=plan.talker_positions,
+                max_positions=talker_cache_positions(self.thinker.n_ctx),
                 compile=plan.compile_talker,
                 int8=plan.talker_weights == "int8",
             )

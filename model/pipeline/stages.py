@@ -174,6 +174,8 @@ class TurnStages:
         speech = self.options.speech
         if speech.sampling.seed is None and self.options.seed is not None:
             speech = replace(speech, sampling=replace(speech.sampling, seed=self.options.seed))
+        room = talker.max_positions - len(self.prompt_ids) - 2  # its cache holds the prompt, then codes
+        speech = replace(speech, max_codes=min(speech.max_codes, room))
         try:
             for code in talker.speak(self.feed, speech, self.cancel):
                 if not self.spoken:

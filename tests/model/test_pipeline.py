@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -332,3 +333,26 @@ class TestEndToEnd:
         expected = waveform.reshape(-1).numpy()
         assert len(expected) == 480 * len(ours.codes)
         assert max_abs_error(f"end-to-end waveform, {media}", audio(events), expected) < 1e-3
+
+
+class TestLongConversations:
+    def test_a_prompt_that_fills_the_context_still_speaks(self, tiny_bundle: Bundle):
+        """The Talker holds whatever prompt the Thinker holds, plus the most codes a reply may speak
+        (its cache was once a fixed 8192 positions: past 4095 prompt positions no reply could speak)."""
+        conversation = Conversation(tiny_bundle, ThinkerOptions(n_ctx=6144))
+        long_question = " ".join(f"word{i}" for i in range(700))
+        options = replace(SPOKEN, speech=replace(SPOKEN.speech, max_codes=4096), max_tokens=8)
+        try:
+            finished = run(conversation, long_question, options)[-1]
+            prompt = len(finished.prompt_ids)
+            print(f"\nprompt of {prompt} positions, {len(finished.codes)} codes spoken")
+            assert prompt + 1 + 4096 > 8192 and finished.reason in ("end", "length") and finished.codes
+        finally:
+            conversation.close()
+
+    def test_prepare_decodes_the_system_prompt_before_the_first_question(self, conversation: Conversation):
+        conversation.prepare("Chelsie")
+        system = conversation.thinker.n_cached
+        finished = run(conversation, "Hi", SPOKEN)[-1]
+        assert 0 < finished.prompt_decoded == len(finished.prompt_ids) - system
+        assert finished.codes
