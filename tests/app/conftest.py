@@ -1,14 +1,27 @@
-"""Qt runs offscreen in tests; settings go to a temporary file."""
+"""Qt runs offscreen in tests; settings go to a temporary file; threads switch as in the app."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def switch_threads_as_the_app_does():
+    """The app's start-up sets the GIL's switch interval (process-wide); here it is set for each test
+    and put back after, so that the window is tested as it runs without leaking into other tests."""
+    from app.gui import switch_threads_often
+
+    previous = sys.getswitchinterval()
+    switch_threads_often()
+    yield
+    sys.setswitchinterval(previous)
 
 
 @pytest.fixture

@@ -54,12 +54,12 @@ def kept_recordings(window: MainWindow) -> list[float]:
 
 def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
     """Hold the button until the fake microphone has said everything, then let go."""
-    qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
-    assert window.microphone is not None and window.in_use.text() == "● Microphone on"
+    qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+    assert window.push_to_talk.microphone is not None and window.in_use.text() == "● Microphone on"
     factory = window._devices.microphone_stream
     qtbot.waitUntil(lambda: factory.streams[stream_index].fed.is_set(), timeout=TIMEOUT_MS)
     qtbot.wait(100)  # a few polls of the queue
-    qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
 
 
 class TestPushToTalk:
@@ -71,18 +71,18 @@ class TestPushToTalk:
         window = open_window(qtbot, settings, history_store, devices, sink)
         load(qtbot, window, tiny_bundle)
         levels: list[int] = []
-        window.level_meter.valueChanged.connect(levels.append)
+        window.push_to_talk.level_meter.valueChanged.connect(levels.append)
         pieces: list[str] = []
-        window.reply_progressed.connect(pieces.append)
-        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as reply:
+        window.session.reply_progressed.connect(pieces.append)
+        with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS) as reply:
             talk(qtbot, window)
         assert reply.args[0] in ("end", "length"), "the pipeline answered the recording"
         assert max(levels) > 50, "the meter moved while the question was spoken"
-        assert not window.in_use.isVisibleTo(window) and window.microphone is None
+        assert not window.in_use.isVisibleTo(window) and window.push_to_talk.microphone is None
         (question,) = questions
         (recording,) = question.audios
         assert np.array_equal(recording.samples, spoken_samples)
-        assert pieces and "".join(pieces) in window.transcript()
+        assert pieces and "".join(pieces) in window.chat_view.transcript()
         assert sum(len(c) for c in sink.chunks) > 0, "the reply was spoken"
         (chat,) = window.history.conversations()
         (kept,) = window.history.messages(chat.id)[0].attachments
@@ -117,24 +117,24 @@ class TestPushToTalk:
 
     def test_a_slip_of_the_finger_is_not_sent(self, qtbot, settings, history_store):
         window = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
-        with qtbot.assertNotEmitted(window.question_asked):
-            qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
-            qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+        with qtbot.assertNotEmitted(window.session.question_asked):
+            qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+            qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
         assert "too short (0.0 s)" in window.notice.text()
-        assert window.attachments.media == [] and not window.in_use.isVisibleTo(window)
+        assert window.composer.attachments.media == [] and not window.in_use.isVisibleTo(window)
         window.close()
 
     def test_without_a_microphone_the_window_says_so(self, qtbot, settings, history_store):
         window = open_window(
             qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory(unplugged={None}))
         )
-        qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
-        qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
+        qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+        qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
         assert (
             "cannot open the microphone" in window.notice.text()
             and "Type your question" in window.notice.text()
         )
-        assert window.microphone is None and not window.in_use.isVisibleTo(window)
+        assert window.push_to_talk.microphone is None and not window.in_use.isVisibleTo(window)
         window.close()
 
     def test_the_key_talks_unless_the_question_box_has_the_focus(self, qtbot, settings, history_store):
@@ -142,12 +142,12 @@ class TestPushToTalk:
         window.show()
         window.chat_view.setFocus()
         qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
-        assert window.microphone is not None
+        assert window.push_to_talk.microphone is not None
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
-        assert window.microphone is None and "too short" in window.notice.text()
-        window.question_box.setFocus()
-        qtbot.keyClick(window.question_box, Qt.Key.Key_Space)
-        assert window.microphone is None and window.question_box.toPlainText() == " "
+        assert window.push_to_talk.microphone is None and "too short" in window.notice.text()
+        window.composer.question_box.setFocus()
+        qtbot.keyClick(window.composer.question_box, Qt.Key.Key_Space)
+        assert window.push_to_talk.microphone is None and window.composer.question_box.toPlainText() == " "
         window.close()
 
     def test_talking_over_a_reply_interrupts_it_and_asks_next(
@@ -157,12 +157,12 @@ class TestPushToTalk:
         window = open_window(qtbot, settings, history_store, devices)
         load(qtbot, window, tiny_bundle)
         reasons: list[str] = []
-        window.reply_completed.connect(reasons.append)
-        window.reply_progressed.connect(
-            lambda _: window._busy and not window._talking and talk(qtbot, window)
+        window.session.reply_completed.connect(reasons.append)
+        window.session.reply_progressed.connect(
+            lambda _: window.session.busy and not window.push_to_talk.talking and talk(qtbot, window)
         )
-        window.question_box.setPlainText("Tell me a long story")
-        window.send_button.click()
+        window.composer.question_box.setPlainText("Tell me a long story")
+        window.composer.send_button.click()
         qtbot.waitUntil(lambda: len(reasons) == 2, timeout=TIMEOUT_MS)
         assert reasons[0] == "cancelled" and "(interrupted)" in window.chat_view.toPlainText()
         assert [q.text for q in questions] == ["Tell me a long story", ""] and len(questions[1].audios) == 1
@@ -176,15 +176,15 @@ class TestDeviceLoss:
         settings.setValue(INPUT_DEVICE_KEY, "USB mic")
         factory = MicrophoneFactory(spoken_samples, unplug_after=20)
         window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
-        qtbot.mousePress(window.talk_button, Qt.MouseButton.LeftButton)
+        qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: "went away" in window.notice.text(), timeout=TIMEOUT_MS)
         assert "“USB mic” went away: recording goes on with the system default" in window.notice.text()
         assert factory.streams[1].settings["device"] is None and window.in_use.isVisibleTo(window)
         factory.streams[1].push(np.full(10 * BLOCK, 0.25, np.float32))  # the default microphone hears more
-        with qtbot.waitSignal(window.recording_finished, timeout=TIMEOUT_MS) as finished:
-            qtbot.mouseRelease(window.talk_button, Qt.MouseButton.LeftButton)
-        assert finished.args[0] == pytest.approx(30 * BLOCK / 16_000)
-        assert kept_recordings(window) == [pytest.approx(finished.args[0], abs=1e-4)]
+        with qtbot.waitSignal(window.push_to_talk.recording_finished, timeout=TIMEOUT_MS) as finished:
+            qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+        assert finished.args[0].seconds == pytest.approx(30 * BLOCK / 16_000)
+        assert kept_recordings(window) == [pytest.approx(finished.args[0].seconds, abs=1e-4)]
         window.close()
 
     def test_losing_every_microphone_keeps_the_recording(
@@ -211,11 +211,15 @@ class TestDeviceLoss:
             return FakeCapture(fail_after=3 if index == 2 else None)
 
         window = open_window(qtbot, settings, history_store, Devices(camera_source=cameras))
-        window.camera_button.click()
+        window.camera_panel.button.click()
         qtbot.waitUntil(lambda: "showing the default camera" in window.notice.text(), timeout=TIMEOUT_MS)
-        assert opened == [2, 0] and window.camera is not None and window.in_use.text() == "● Camera on"
-        window.camera_button.click()
-        assert window.camera is None and not window.in_use.isVisibleTo(window)
+        assert (
+            opened == [2, 0]
+            and window.camera_panel.camera is not None
+            and window.in_use.text() == "● Camera on"
+        )
+        window.camera_panel.button.click()
+        assert window.camera_panel.camera is None and not window.in_use.isVisibleTo(window)
         window.close()
 
 
@@ -225,40 +229,40 @@ class TestSeeing:
             qtbot, settings, history_store, Devices(camera_source=lambda index: FakeCapture())
         )
         load(qtbot, window, tiny_bundle)
-        assert not window.snapshot_button.isEnabled()
-        window.camera_button.click()
-        assert window.camera_preview.isVisibleTo(window) and window.in_use.text() == "● Camera on"
-        qtbot.waitUntil(lambda: not window.camera_preview.pixmap().isNull(), timeout=TIMEOUT_MS)
-        window.snapshot_button.click()
-        assert window.attachments.labels() == ["Camera"]
-        window.question_box.setPlainText("What am I holding?")
-        with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as reply:
-            window.send_button.click()
+        assert not window.camera_panel.snapshot_button.isEnabled()
+        window.camera_panel.button.click()
+        assert window.camera_panel.preview.isVisibleTo(window) and window.in_use.text() == "● Camera on"
+        qtbot.waitUntil(lambda: not window.camera_panel.preview.pixmap().isNull(), timeout=TIMEOUT_MS)
+        window.camera_panel.snapshot_button.click()
+        assert window.composer.attachments.labels() == ["Camera"]
+        window.composer.question_box.setPlainText("What am I holding?")
+        with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS) as reply:
+            window.composer.send_button.click()
         assert reply.args[0] in ("end", "length"), "the pipeline answered the question with its image"
         (image,) = questions[0].images
         assert image.pixels.shape == (240, 320, 3) and tuple(image.pixels[200, 300]) == (200, 20, 40)
-        assert window.attachments.media == []
+        assert window.composer.attachments.media == []
         assert "<img" in window.chat_view.toHtml()
         window.close()
-        assert window.camera is None
+        assert window.camera_panel.camera is None
 
     def test_a_screen_shot_is_shown_before_sending(self, qtbot, settings, history_store):
         window = open_window(qtbot, settings, history_store, Devices())
-        window.screen_button.click()
-        assert window.attachments.labels() == ["Screen"]
-        (shot,) = window.attachments.media
+        window.composer.screen_button.click()
+        assert window.composer.attachments.labels() == ["Screen"]
+        (shot,) = window.composer.attachments.media
         size = window.screen().size()
         assert shot.pixels.shape == (size.height(), size.width(), 3)
-        window.attachments.findChild(QToolButton).click()  # the thumbnail removes it
-        assert window.attachments.media == [] and not window.attachments.isVisibleTo(window)
+        window.composer.attachments.findChild(QToolButton).click()  # the thumbnail removes it
+        assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
         window.close()
 
     def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):
         window = open_window(qtbot, settings, history_store, Devices())
         cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((30, 40, 3), 128, np.uint8))
-        window.attach_file(tmp_path / "photo.jpg")
+        window.composer.attach_file(tmp_path / "photo.jpg")
         (tmp_path / "notes.txt").write_text("hello")
-        window.attach_file(tmp_path / "notes.txt")
+        window.composer.attach_file(tmp_path / "notes.txt")
         assert "attach an image or a recording" in window.notice.text()
-        assert window.attachments.labels() == ["photo.jpg"]
+        assert window.composer.attachments.labels() == ["photo.jpg"]
         window.close()
