@@ -40,6 +40,22 @@ def history_store(tmp_path):
     store.close()
 
 
+@pytest.fixture
+def questions(monkeypatch) -> list:
+    """The questions (model.media.Question) that reach the pipeline, and are answered by it."""
+    from model.pipeline import Conversation
+
+    asked: list = []
+    turn = Conversation.turn
+
+    def spy(self, question, options):
+        asked.append(question)
+        return turn(self, question, options)
+
+    monkeypatch.setattr(Conversation, "turn", spy)
+    return asked
+
+
 @pytest.fixture(scope="session")
 def spoken_samples(tmp_path_factory):
     """A question spoken by espeak-ng, as float32 samples at 16 kHz."""

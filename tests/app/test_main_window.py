@@ -10,31 +10,7 @@ from app.worker import ConversationWorker
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.pipeline import Conversation
-
-TIMEOUT_MS = 60_000
-MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
-
-
-class RecordingSink:
-    """Stands in for the speakers: keeps what it was given (written from the worker's thread)."""
-
-    def __init__(self) -> None:
-        self.chunks: list = []
-        self.stopped = 0
-
-    def write(self, samples) -> None:
-        self.chunks.append(samples)
-
-    def finish(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        self.stopped += 1
-
-
-def worker(sink: RecordingSink | None = None) -> ConversationWorker:
-    sink = sink or RecordingSink()
-    return ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=lambda rate: sink)
+from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, RecordingSink, ask, load, worker
 
 
 @pytest.fixture
@@ -43,20 +19,6 @@ def window(qtbot, settings, history_store):
     qtbot.addWidget(win)
     yield win
     win.close()
-
-
-def load(qtbot, window: MainWindow, bundle: Bundle) -> None:
-    with qtbot.waitSignal(window.model_ready, timeout=TIMEOUT_MS):
-        window.load_bundle(str(bundle.root))
-
-
-def ask(qtbot, window: MainWindow, question: str) -> str:
-    """Send a question; return the reason the reply ended."""
-    window.composer.question_box.setPlainText(question)
-    with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS) as blocker:
-        window.composer.send_button.click()
-    assert window.composer.send_button.isEnabled()
-    return blocker.args[0]
 
 
 class TestWithoutModel:

@@ -15,8 +15,8 @@ from app.settings_dialog import SettingsDialog
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
-from tests.app.test_main_window import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
 from tests.app.test_playback import FakeStream
+from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
 
 
 def test_preferences_round_trip_and_defaults(settings):

@@ -1,68 +1,146 @@
-"""The window's devices on the tiny bundle: push-to-talk, camera, screen, files, device loss."""
+"""Push-to-talk: the level meter, the talk key, recordings and their signals; then in the window
+on the tiny bundle: a spoken turn, a slip of the finger, talking over a reply, microphones lost."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtWidgets import QToolButton
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QApplication, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from app.main_window import Devices, MainWindow
+from app.main_window import Devices
 from app.microphone import BLOCK
-from app.preferences import CAMERA_KEY, INPUT_DEVICE_KEY
+from app.preferences import INPUT_DEVICE_KEY
+from app.push_to_talk import METER_FLOOR_DB, PushToTalk, meter_percent
 from model.files.bundle import Bundle
-from model.media import Question
-from model.pipeline import Conversation
-from tests.app.fakes import FakeCapture, MicrophoneFactory
-from tests.app.test_main_window import TIMEOUT_MS, RecordingSink, load, worker
-from tests.app.test_playback import FakeStream
+from tests.app.fakes import MicrophoneFactory
+from tests.app.windows import TIMEOUT_MS, RecordingSink, kept_recordings, load, open_window, talk
+
+WAIT_MS = 5_000
+
+
+def decibels(db: float) -> float:
+    """The peak amplitude (full scale 1.0) at `db` dBFS."""
+    return 10 ** (db / 20)
 
 
 @pytest.fixture
-def questions(monkeypatch) -> list[Question]:
-    """The questions that reach the pipeline (and are answered by it)."""
-    asked: list[Question] = []
-    turn = Conversation.turn
-
-    def spy(self, question, options):
-        asked.append(question)
-        return turn(self, question, options)
-
-    monkeypatch.setattr(Conversation, "turn", spy)
-    return asked
-
-
-def open_window(qtbot, settings, history_store, devices: Devices, sink: RecordingSink | None = None):
-    window = MainWindow(settings, worker(sink), history_store, devices)
+def alone(qtbot, settings):
+    """A PushToTalk in a window of its own, with a button and a text field; a fake microphone."""
+    window = QWidget()
     qtbot.addWidget(window)
-    return window
+    factory = MicrophoneFactory()
+    push_to_talk = PushToTalk(settings, factory, window)
+    other, field = QPushButton("Other"), QLineEdit()
+    other.setObjectName("other")
+    layout = QVBoxLayout(window)
+    for widget in (push_to_talk.button, push_to_talk.level_meter, other, field):
+        layout.addWidget(widget)
+    yield push_to_talk, factory, window
+    push_to_talk.close()
 
 
-def kept_recordings(window: MainWindow) -> list[float]:
-    """Seconds of each recording the history keeps, oldest first."""
-    from model.audio_features import load_audio
+class TestLevelMeter:
+    def test_the_meter_spans_the_floor_to_full_scale_in_decibels(self):
+        assert meter_percent(0.0) == 0
+        assert meter_percent(decibels(METER_FLOOR_DB - 20)) == 0, "below the floor the meter stays empty"
+        assert meter_percent(decibels(METER_FLOOR_DB / 2)) == 50
+        assert meter_percent(decibels(-6)) == 90
+        assert meter_percent(1.0) == 100
 
-    return [
-        len(load_audio(a.path)) / 16_000
-        for chat in window.history.conversations()
-        for message in window.history.messages(chat.id)
-        for a in message.attachments
-        if a.kind == "audio"
-    ]
-
-
-def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
-    """Hold the button until the fake microphone has said everything, then let go."""
-    qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
-    assert window.push_to_talk.microphone is not None and window.in_use.text() == "● Microphone on"
-    factory = window._devices.microphone_stream
-    qtbot.waitUntil(lambda: factory.streams[stream_index].fed.is_set(), timeout=TIMEOUT_MS)
-    qtbot.wait(100)  # a few polls of the queue
-    qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+    def test_the_meter_follows_what_the_microphone_hears(self, qtbot, alone):
+        push_to_talk, factory, _ = alone
+        push_to_talk.start()
+        factory.streams[0].push(np.full(BLOCK, decibels(-30), np.float32))
+        qtbot.waitUntil(lambda: push_to_talk.level_meter.value() == 50, timeout=WAIT_MS)
+        push_to_talk.stop()
 
 
-class TestPushToTalk:
+class TestTalking:
+    def test_a_recording_long_enough_is_finished_with_its_audio(self, qtbot, alone):
+        push_to_talk, factory, window = alone
+        events: list = []
+        push_to_talk.talk_pressed.connect(lambda: events.append("pressed"))
+        push_to_talk.listening_changed.connect(events.append)
+        push_to_talk.talk_key(True)
+        assert push_to_talk.talking and push_to_talk.microphone is not None
+        assert push_to_talk.level_meter.isVisibleTo(window)
+        assert push_to_talk.button.text() == "Listening… release to send"
+        said = np.linspace(-0.5, 0.5, 16 * BLOCK, dtype=np.float32)  # 0.32 s
+        factory.streams[0].push(said)
+        with qtbot.waitSignal(push_to_talk.recording_finished, timeout=WAIT_MS) as finished:
+            push_to_talk.talk_key(False)
+        assert np.array_equal(finished.args[0].samples, said)
+        assert events == ["pressed", True, False]
+        assert not push_to_talk.talking and push_to_talk.microphone is None
+        assert (
+            not push_to_talk.level_meter.isVisibleTo(window) and push_to_talk.button.text() == "Hold to talk"
+        )
+
+    def test_a_slip_of_the_finger_is_a_notice_not_a_recording(self, qtbot, alone):
+        push_to_talk, factory, _ = alone
+        with (
+            qtbot.assertNotEmitted(push_to_talk.recording_finished),
+            qtbot.waitSignal(push_to_talk.notice, timeout=WAIT_MS) as notice,
+        ):
+            push_to_talk.talk_key(True)
+            factory.streams[0].push(np.zeros(BLOCK, np.float32))
+            push_to_talk.talk_key(False)
+        assert notice.args[0] == (
+            "The recording was too short (0.0 s): hold the button, or the Space key, while you speak."
+        )
+
+    def test_pressing_again_while_talking_changes_nothing(self, qtbot, alone):
+        push_to_talk, factory, _ = alone
+        presses: list[str] = []
+        push_to_talk.talk_pressed.connect(lambda: presses.append("pressed"))
+        push_to_talk.talk_key(True)
+        push_to_talk.talk_key(True)
+        assert presses == ["pressed"] and len(factory.streams) == 1
+        push_to_talk.talk_key(False)
+
+    def test_without_a_microphone_a_press_is_a_notice(self, qtbot, settings):
+        window = QWidget()
+        qtbot.addWidget(window)
+        push_to_talk = PushToTalk(settings, MicrophoneFactory(unplugged={None}), window)
+        presses: list[str] = []
+        push_to_talk.talk_pressed.connect(lambda: presses.append("pressed"))
+        with qtbot.waitSignal(push_to_talk.notice, timeout=WAIT_MS) as notice:
+            push_to_talk.talk_key(True)
+        assert notice.args[0].endswith(". Type your question instead.")
+        assert presses == ["pressed"], "the press is told, so a running reply is still interrupted"
+        assert not push_to_talk.talking and push_to_talk.microphone is None
+        push_to_talk.close()
+
+
+class TestTalkKey:
+    def test_the_key_talks_in_the_window_but_types_in_a_text_field(self, qtbot, alone):
+        push_to_talk, _, window = alone
+        window.show()
+        other, field = window.findChild(QPushButton, "other"), window.findChild(QLineEdit)
+        other.setFocus()
+        qtbot.keyPress(other, Qt.Key.Key_Space)
+        assert push_to_talk.talking
+        qtbot.keyRelease(other, Qt.Key.Key_Space)
+        assert not push_to_talk.talking
+        field.setFocus()
+        qtbot.keyClick(field, Qt.Key.Key_Space)
+        assert not push_to_talk.talking and field.text() == " "
+
+    def test_auto_repeats_other_keys_and_other_windows_are_left_alone(self, qtbot, alone):
+        push_to_talk, _, window = alone
+        window.show()
+        repeat = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Space, Qt.KeyboardModifier.NoModifier, " ", True)
+        QApplication.sendEvent(window, repeat)
+        qtbot.keyPress(window, Qt.Key.Key_A)
+        elsewhere = QWidget()
+        qtbot.addWidget(elsewhere)
+        qtbot.keyPress(elsewhere, Qt.Key.Key_Space)
+        assert not push_to_talk.talking and push_to_talk.microphone is None
+
+
+class TestInTheWindow:
     def test_a_full_spoken_turn(
         self, qtbot, settings, history_store, tiny_bundle: Bundle, spoken_samples, questions
     ):
@@ -92,27 +170,6 @@ class TestPushToTalk:
             and kept.path.parent == window.history.media_dir(chat.id)
         )
         assert "Play the recording" in window.chat_view.toPlainText()
-        window.close()
-
-    def test_a_recording_in_the_chat_plays_back(self, qtbot, settings, history_store, spoken_samples):
-        outputs: list[FakeStream] = []
-
-        def speakers(**settings) -> FakeStream:
-            outputs.append(FakeStream(**settings))
-            return outputs[-1]
-
-        devices = Devices(microphone_stream=MicrophoneFactory(spoken_samples), playback_stream=speakers)
-        window = open_window(qtbot, settings, history_store, devices)
-        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):  # no model: not answered
-            talk(qtbot, window)
-        (chat,) = window.history.conversations()
-        (recording,) = window.history.messages(chat.id)[0].attachments
-        assert QUrl.fromLocalFile(str(recording.path)).toString() in window.chat_view.toHtml()
-        window.chat_view.anchorClicked.emit(QUrl.fromLocalFile(str(recording.path)))
-        (stream,) = outputs
-        assert stream.settings["samplerate"] == 16_000
-        played = stream.pull(len(spoken_samples) // 480 + 1)
-        assert np.max(np.abs(played[: len(spoken_samples)] - spoken_samples)) < 1e-4
         window.close()
 
     def test_a_slip_of_the_finger_is_not_sent(self, qtbot, settings, history_store):
@@ -198,71 +255,4 @@ class TestDeviceLoss:
         assert not window.in_use.isVisibleTo(window)
         qtbot.waitUntil(lambda: "No model" in window.notice.text(), timeout=TIMEOUT_MS)
         assert kept_recordings(window) == [pytest.approx(20 * BLOCK / 16_000, abs=1e-4)]
-        window.close()
-
-    def test_a_camera_unplugged_while_previewing_falls_back_to_the_default(
-        self, qtbot, settings, history_store
-    ):
-        settings.setValue(CAMERA_KEY, "2")
-        opened: list[int] = []
-
-        def cameras(index: int) -> FakeCapture:
-            opened.append(index)
-            return FakeCapture(fail_after=3 if index == 2 else None)
-
-        window = open_window(qtbot, settings, history_store, Devices(camera_source=cameras))
-        window.camera_panel.button.click()
-        qtbot.waitUntil(lambda: "showing the default camera" in window.notice.text(), timeout=TIMEOUT_MS)
-        assert (
-            opened == [2, 0]
-            and window.camera_panel.camera is not None
-            and window.in_use.text() == "● Camera on"
-        )
-        window.camera_panel.button.click()
-        assert window.camera_panel.camera is None and not window.in_use.isVisibleTo(window)
-        window.close()
-
-
-class TestSeeing:
-    def test_ask_about_the_camera_frame(self, qtbot, settings, history_store, tiny_bundle: Bundle, questions):
-        window = open_window(
-            qtbot, settings, history_store, Devices(camera_source=lambda index: FakeCapture())
-        )
-        load(qtbot, window, tiny_bundle)
-        assert not window.camera_panel.snapshot_button.isEnabled()
-        window.camera_panel.button.click()
-        assert window.camera_panel.preview.isVisibleTo(window) and window.in_use.text() == "● Camera on"
-        qtbot.waitUntil(lambda: not window.camera_panel.preview.pixmap().isNull(), timeout=TIMEOUT_MS)
-        window.camera_panel.snapshot_button.click()
-        assert window.composer.attachments.labels() == ["Camera"]
-        window.composer.question_box.setPlainText("What am I holding?")
-        with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS) as reply:
-            window.composer.send_button.click()
-        assert reply.args[0] in ("end", "length"), "the pipeline answered the question with its image"
-        (image,) = questions[0].images
-        assert image.pixels.shape == (240, 320, 3) and tuple(image.pixels[200, 300]) == (200, 20, 40)
-        assert window.composer.attachments.media == []
-        assert "<img" in window.chat_view.toHtml()
-        window.close()
-        assert window.camera_panel.camera is None
-
-    def test_a_screen_shot_is_shown_before_sending(self, qtbot, settings, history_store):
-        window = open_window(qtbot, settings, history_store, Devices())
-        window.composer.screen_button.click()
-        assert window.composer.attachments.labels() == ["Screen"]
-        (shot,) = window.composer.attachments.media
-        size = window.screen().size()
-        assert shot.pixels.shape == (size.height(), size.width(), 3)
-        window.composer.attachments.findChild(QToolButton).click()  # the thumbnail removes it
-        assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
-        window.close()
-
-    def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):
-        window = open_window(qtbot, settings, history_store, Devices())
-        cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((30, 40, 3), 128, np.uint8))
-        window.composer.attach_file(tmp_path / "photo.jpg")
-        (tmp_path / "notes.txt").write_text("hello")
-        window.composer.attach_file(tmp_path / "notes.txt")
-        assert "attach an image or a recording" in window.notice.text()
-        assert window.composer.attachments.labels() == ["photo.jpg"]
         window.close()
