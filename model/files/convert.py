@@ -100,7 +100,7 @@ def convert_checkpoint(
         check_mmproj_gguf(mmproj, width)
     copy = link_or_copy if link_thinker else shutil.copyfile
 
-    with staged(out, f"a conversion of {source}") as folder:
+    with staged(out, f"the conversion of {source}") as folder:
         if thinker_gguf is None:
             thinker, thinker_dtype = _convert_thinker(checkpoint, tokenizer, folder, dtype, quant, report)
         else:

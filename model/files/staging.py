@@ -67,7 +67,7 @@ def staged(target: Path, purpose: str) -> Iterator[Path]:
         (staging / MARKER).unlink()
         _replace(target, staging)
     except (OSError, SafetensorError) as exc:
-        failure = _failure(exc, target)
+        failure = write_failure(exc, target.parent, "nothing was changed")
         shutil.rmtree(staging, ignore_errors=True)
         raise failure from None
     except BaseException:
@@ -104,17 +104,17 @@ def _replace(target: Path, new: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _failure(exc: OSError | SafetensorError, target: Path) -> OmnideskError:
-    """One line for a failed write (or read) while building `target`: the old one is untouched."""
+def write_failure(exc: OSError | SafetensorError, folder: Path, consequence: str) -> OmnideskError:
+    """One line for a failed write (or read) in `folder`, ending with `consequence`: a full disk
+    (told by its error number, safetensors' message, or what is left free) or the error's own words."""
     text = str(exc)
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in text
     with suppress(OSError):
-        full = full or shutil.disk_usage(target.parent).free < _LOW_SPACE
+        full = full or shutil.disk_usage(folder).free < _LOW_SPACE
     if full:
         return OmnideskError(
-            f"the disk holding {target.parent} is full: free some space and run it again "
-            f"(nothing was changed; a replaced bundle stays until its successor is complete)"
+            f"the disk holding {folder} is full: free some space and run it again ({consequence})"
         )
-    where = getattr(exc, "filename", None) or target
+    where = getattr(exc, "filename", None) or folder
     reason = getattr(exc, "strerror", None) or text
-    return OmnideskError(f"{where}: {reason} (nothing was changed)")
+    return OmnideskError(f"{where}: {reason} ({consequence})")
