@@ -44,7 +44,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle, sha256_file
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.mmproj_gguf import VISION_PREFIX
-from model.files.staging import mark_staging, write_failure
+from model.files.staging import check_replaceable, mark_staging, write_failure
 
 CHECKPOINT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spk_dict.pt")
 INDEX_FILE = "model.safetensors.index.json"
@@ -263,6 +263,7 @@ def download_bundle(
 def _download_bundle(size: str, quant: str, out: Path, hub: Hub, listener: Listener) -> Bundle:
     report, progress = listener.message, listener.progress
     repos = repos_for(size)
+    check_replaceable(out)  # before anything is fetched for a place the bundle cannot go
     staging = out.with_name(out.name + ".download")
     gguf_commit, gguf_files = hub.files(repos.gguf)
     ckpt_commit, ckpt_files = hub.files(repos.checkpoint)

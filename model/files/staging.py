@@ -55,7 +55,7 @@ def staged(target: Path, purpose: str) -> Iterator[Path]:
     """A fresh staging folder for `target` (an absent or empty folder, or a bundle to replace), which
     takes the target's place if the block ends without an exception. An OSError, including a full
     disk, becomes a one-line OmnideskError; any failure removes the staging folder."""
-    _check_replaceable(target)
+    check_replaceable(target)
     staging = staging_folder(target)
     if staging.exists():
         if staging_purpose(staging) is None:
@@ -75,7 +75,8 @@ def staged(target: Path, purpose: str) -> Iterator[Path]:
         raise
 
 
-def _check_replaceable(target: Path) -> None:
+def check_replaceable(target: Path) -> None:
+    """Refuse a target that is a file, or a folder holding files but no bundle (never replaced)."""
     if not target.exists():
         return
     if not target.is_dir():

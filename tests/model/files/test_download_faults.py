@@ -213,3 +213,11 @@ def test_a_full_disk_while_writing_the_staging_folder_is_one_line(hub: FakeHub, 
     with pytest.raises(OmnideskError, match=r"is full: free some space .*what was fetched is kept"):
         download(hub, tmp_path / "tiny")
     assert (tmp_path / "tiny.download" / "gguf" / THINKER).is_file(), "kept for the next run"
+
+
+def test_a_folder_that_is_not_a_bundle_is_refused_before_fetching(hub: FakeHub, tmp_path):
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "notes.txt").write_text("mine")
+    with pytest.raises(OmnideskError, match="holds files but no Omnidesk bundle"):
+        download(hub, tmp_path / "tiny")
+    assert sum(hub.bytes_served.values()) == 0 and not (tmp_path / "tiny.download").exists()
