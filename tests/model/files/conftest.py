@@ -3,6 +3,7 @@ Qwen's checkpoint, each in its repository."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,19 @@ from tests.fixtures.fake_hub import FakeHub
 GGUF_REPO, CHECKPOINT_REPO = "ggml-org/Qwen2.5-Omni-3B-GGUF", "Qwen/Qwen2.5-Omni-3B"
 THINKER = "Qwen2.5-Omni-3B-F32.gguf"
 MMPROJ = "mmproj-Qwen2.5-Omni-3B-F32.gguf"
+# `omnidesk models download` of the 3B F32 bundle as "tiny" (HF_ENDPOINT set to the loopback Hub).
+DOWNLOAD_COMMAND = (
+    sys.executable,
+    "-m",
+    "app.cli",
+    "models",
+    "download",
+    "3b",
+    "--quant",
+    "F32",
+    "--name",
+    "tiny",
+)
 
 
 @pytest.fixture

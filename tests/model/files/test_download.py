@@ -16,7 +16,7 @@ from model.files.checkpoint import Checkpoint
 from model.files.download import Hub, download_bundle
 from model.files.mmproj_gguf import write_mmproj_gguf
 from tests.fixtures.fake_hub import FakeHub
-from tests.model.files.conftest import CHECKPOINT_REPO, GGUF_REPO, THINKER, download
+from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, THINKER, download
 
 
 def shard_bytes(hub: FakeHub) -> tuple[int, int]:
@@ -111,18 +111,7 @@ def test_the_command_honours_hf_endpoint_and_hf_token(hub: FakeHub, tiny_bundle:
     hub.token = "secret-token"
     env = dict(os.environ, HF_ENDPOINT=hub.endpoint, OMNIDESK_MODELS_DIR=str(tmp_path))
     env.pop("HF_TOKEN", None)
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "models",
-        "download",
-        "3b",
-        "--quant",
-        "F32",
-        "--name",
-        "tiny",
-    ]
+    command = DOWNLOAD_COMMAND
     denied = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert denied.returncode != 0 and "HF_TOKEN" in denied.stderr and "Traceback" not in denied.stderr
     allowed = subprocess.run(

@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from model.files.bundle import MANIFEST, Bundle
 from model.files.download import MAX_HEADER, Hub
 from model.files.store import MODELS_DIR_VARIABLE, list_bundles
 from tests.fixtures.fake_hub import FakeHub
-from tests.model.files.conftest import CHECKPOINT_REPO, GGUF_REPO, MMPROJ, THINKER, download
+from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, MMPROJ, THINKER, download
 
 INDEX = f"{CHECKPOINT_REPO}/model.safetensors.index.json"
 MEMORY_BOUND = 16 * 2**20  # bytes of Python allocations a refused response may cost (tracemalloc peak)
@@ -174,18 +173,7 @@ class TestMisbehavingHub:
 def omnidesk_download(endpoint: str, models: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HF_ENDPOINT=endpoint, **{MODELS_DIR_VARIABLE: str(models)})
     env.pop("HF_TOKEN", None)
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "models",
-        "download",
-        "3b",
-        "--quant",
-        "F32",
-        "--name",
-        "tiny",
-    ]
+    command = DOWNLOAD_COMMAND
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
