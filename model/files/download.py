@@ -7,8 +7,8 @@ What is fetched, for size S (3b or 7b) and quantization Q:
   spk_dict.pt and the safetensors index whole, and from the shards only the byte
   ranges of the tensors the bundle needs (thinker.audio_tower.*, talker.*, token2wav.*).
 
-File lists come from huggingface_hub's API; transfers are ranged GETs through its
-HTTP session and URLs (HF_ENDPOINT and HF_TOKEN honoured), appended to `.part` files
+File lists come from the Hub's API (as huggingface_hub asks it); transfers are ranged GETs
+through huggingface_hub's HTTP session and URLs (HF_ENDPOINT and HF_TOKEN honoured), appended to `.part` files
 so that a killed run continues where it stopped. Whole files are checked against the
 Hub's sha256 (LFS files) or git blob id (small files). Tensor
 ranges cannot be checked against a shard's sha256 without fetching the whole shard:
@@ -20,9 +20,10 @@ it (the extracts' index) is written whole under a new name and renamed, so a fai
 step leaves the staging folder in a state the next run resumes from.
 
 A misbehaving server costs bounded memory: whole files and tensor ranges go to disk piece by
-piece, never past the size asked for, and the only bytes held in memory are a shard's header,
-refused above safetensors' own limit (100 MB) before a byte of it is read. Every network
-failure ends in one line saying what happened and what to do.
+piece, never past the size asked for, and the only bytes held in memory are a repository's
+file listing (at most 16 MiB) and a shard's header, refused above safetensors' own limit
+(100 MB) before a byte of it is read. Every network failure ends in one line saying what
+happened and what to do.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ INDEX_FILE = "model.safetensors.index.json"
 DISK_MARGIN = 1.05
 RETRIES = 3
 MAX_HEADER = 100_000_000  # bytes: safetensors refuses a longer header (its MAX_HEADER_SIZE)
+MAX_LISTING = 16 * 2**20  # bytes: a repository's file listing (Qwen2.5-Omni's are a few KB)
 _TRANSIENT = (ConnectionError, TimeoutError, httpx2.TransportError)  # the network, not the disk
 _RETRY_ADVICE = "check the connection and run again to resume"
 
@@ -131,31 +133,39 @@ class Hub:
         self, endpoint: str | None = None, token: str | None = None, stop: threading.Event | None = None
     ) -> None:
         """`stop`, set from any thread, ends transfers with DownloadStopped between pieces."""
-        from huggingface_hub import HfApi
-
         self.endpoint = endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         self.token = token or os.environ.get("HF_TOKEN") or None
         self.stop = stop or threading.Event()
-        self._api = HfApi(endpoint=self.endpoint, token=self.token)
 
     def files(self, repo: str) -> tuple[str, dict[str, RemoteFile]]:
-        """The repository's commit and its files."""
-        from huggingface_hub.errors import HfHubHTTPError
+        """The repository's commit and its files (the Hub's model info with blobs, as huggingface_hub's
+        `model_info` asks for it, read up to MAX_LISTING bytes)."""
+        from huggingface_hub.utils import build_hf_headers, get_session
 
+        url = f"{self.endpoint}/api/models/{repo}"
+        headers = build_hf_headers(token=self.token)
         try:
-            info = self._api.model_info(repo, files_metadata=True)
+            with get_session().stream(
+                "GET", url, params={"blobs": "true"}, headers=headers, follow_redirects=True, timeout=60
+            ) as response:
+                if response.status_code != 200:
+                    raise OmnideskError(f"{repo} on {self.endpoint}: {_http_reason(response.status_code)}")
+                listing = bytearray()
+                for piece in response.iter_bytes():
+                    listing += piece
+                    if len(listing) > MAX_LISTING:
+                        raise ValueError(f"an answer longer than {MAX_LISTING:,} bytes")
+            info = json.loads(listing)
             files = {}
-            for sibling in info.siblings or []:
-                lfs = sibling.lfs
-                files[sibling.rfilename] = RemoteFile(
+            for sibling in info["siblings"]:
+                lfs = sibling.get("lfs")
+                files[sibling["rfilename"]] = RemoteFile(
                     repo=repo,
-                    path=_relative(sibling.rfilename),
-                    size=int(sibling.size or 0),
+                    path=_relative(sibling["rfilename"]),
+                    size=int(sibling.get("size") or 0),
                     sha256=str(lfs["sha256"]) if lfs else None,
-                    blob_id=sibling.blob_id,
+                    blob_id=sibling.get("blobId"),
                 )
-        except HfHubHTTPError as exc:
-            raise OmnideskError(f"{repo} on {self.endpoint}: {_http_reason(exc)}") from None
         except (OSError, httpx2.TransportError) as exc:
             raise OmnideskError(
                 f"cannot reach {self.endpoint} ({_reason(exc)}): check the connection, or HF_ENDPOINT"
@@ -165,7 +175,7 @@ class Hub:
                 f"{self.endpoint} did not answer as the Hub does for {repo} ({_reason(exc)}): "
                 "check HF_ENDPOINT, or try again later"
             ) from None
-        return str(info.sha), files
+        return str(info["sha"]), files
 
     def download(self, remote: RemoteFile, revision: str, folder: Path, progress: Progress) -> Path:
         """Fetch a whole file into `folder`, continuing an earlier run's `.part`, and check it.
@@ -511,16 +521,12 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _http_reason(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+def _http_reason(status: int) -> str:
     if status == 401:
         return "access denied (set HF_TOKEN to a token that may read it)"
     if status == 404:
         return "not found"
-    if status:
-        return f"the server answered HTTP {status}: try again later, or check HF_ENDPOINT"
-    return _reason(exc)
+    return f"the server answered HTTP {status}: try again later, or check HF_ENDPOINT"
 
 
 def _corrupt(remote: RemoteFile, problem: str) -> OmnideskError:

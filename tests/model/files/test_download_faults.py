@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 
 from model.errors import OmnideskError
 from model.files.bundle import MANIFEST, Bundle
-from model.files.download import MAX_HEADER, Hub
+from model.files.download import MAX_HEADER, MAX_LISTING, Hub
 from model.files.store import MODELS_DIR_VARIABLE, list_bundles
 from tests.fixtures.fake_hub import FakeHub
 from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, MMPROJ, THINKER, download
@@ -162,6 +162,20 @@ class TestMisbehavingHub:
         print(f"peak Python allocations {peak / 2**20:.1f} MiB; the server sent {sent:,} bytes")
         assert peak < MEMORY_BOUND
         assert hub.bytes_served[shard] < 2**40
+
+    def test_an_endless_file_listing_costs_bounded_memory(self, hub: FakeHub, tmp_path):
+        hub.faults.endless[GGUF_REPO] = b'{"siblings": ['
+        tracemalloc.start()
+        try:
+            with pytest.raises(
+                OmnideskError, match=r"did not answer as the Hub does .*longer than 16,777,216 bytes"
+            ):
+                download(hub, tmp_path / "tiny")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        print(f"peak Python allocations {peak / 2**20:.1f} MiB")
+        assert peak < MEMORY_BOUND + 2 * MAX_LISTING
 
     def test_a_header_claim_within_the_limit_but_past_the_shard(self, hub: FakeHub, tmp_path):
         shard = first_shard(hub)
