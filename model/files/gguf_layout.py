@@ -66,7 +66,7 @@ class _Layout:
             if default is None:
                 raise self.fail(f"{key} is missing")
             return default
-        if field.types != [field.types[0]] or field.types[0] not in _INTS:
+        if len(field.types) != 1 or field.types[0] not in _INTS:
             raise self.fail(f"{key} is not an integer")
         value = int(field.parts[field.data[0]][0])
         if not low <= value <= high:
@@ -81,7 +81,7 @@ class _Layout:
             if required:
                 raise self.fail(f"{key} is missing")
             return
-        if field.types != [field.types[0]] or field.types[0] not in _FLOATS | _INTS:
+        if len(field.types) != 1 or field.types[0] not in _FLOATS | _INTS:
             raise self.fail(f"{key} is not a number")
         value = float(field.parts[field.data[0]][0])
         if not (math.isfinite(value) and low <= value <= high):
