@@ -234,7 +234,10 @@ def _models_download(args: argparse.Namespace) -> int:
     if (out / "omnidesk.json").exists():
         raise OmnideskError(f"{out} is already downloaded (omnidesk models verify {out.name} checks it)")
     meter = ProgressLine()
-    bundle = download_bundle(size, quant, out, listener=meter)
+    try:
+        bundle = download_bundle(size, quant, out, listener=meter)
+    finally:
+        meter.end_line()  # an error is printed on a line of its own
     meter.message(f"done: {bundle.root}")
     print(bundle.root)
     return 0
@@ -247,8 +250,7 @@ def _models_list(args: argparse.Namespace) -> int:
     if not bundles:
         print(f"No bundles in {models_dir()} (omnidesk models import, or models convert --out there)")
     for bundle in bundles:
-        state = f"damaged: {bundle.problem}" if bundle.problem else "ok"
-        print(f"{bundle.name:24} {bundle.thinker_dtype:8} {bundle.size_bytes / 1e9:7.2f} GB  {state}")
+        print(f"{bundle.name:24} {bundle.thinker_dtype:8} {bundle.size_bytes / 1e9:7.2f} GB  {bundle.state}")
     return 0
 
 
@@ -270,6 +272,7 @@ def _models_path(args: argparse.Namespace) -> int:
 
 
 def _models_import(args: argparse.Namespace) -> int:
+    from model.files.bundle import MANIFEST
     from model.files.convert import convert_checkpoint
     from model.files.store import models_dir
 
@@ -282,8 +285,16 @@ def _models_import(args: argparse.Namespace) -> int:
             f"(got {', '.join(map(str, args.files))})"
         )
     out = models_dir() / (args.name or checkpoints[0].name)
+    if (out / MANIFEST).exists():
+        raise OmnideskError(
+            f"{out} already exists: choose another --name, "
+            f"or remove it first (omnidesk models remove {out.name})"
+        )
     if out.exists() and any(out.iterdir()):
-        raise OmnideskError(f"{out} already exists: choose another --name or remove it first")
+        raise OmnideskError(
+            f"{out} holds an unfinished bundle: "
+            f"remove it (omnidesk models remove {out.name}), then import again"
+        )
     bundle = convert_checkpoint(
         checkpoints[0],
         out,

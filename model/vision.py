@@ -29,7 +29,7 @@ from PIL import Image as PilImage
 from PIL import ImageOps
 
 from model.errors import ModelFileError, OmnideskError
-from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
+from model.files.thinker_gguf import check_mmproj_gguf
 from model.hardware import default_threads
 from model.llama_logs import route_mtmd_logs
 from model.media import Image, Video
@@ -144,14 +144,7 @@ class VisionEncoder:
         options: VisionOptions = VisionOptions(),
     ) -> None:
         self._ctx: mtmd_cpp.mtmd_context_p | None = None
-        check_mmproj_gguf(mmproj)
-        projected = mmproj_projection_dim(mmproj)
-        if projected != n_embd:
-            raise ModelFileError(
-                mmproj,
-                f"this vision projector gives {projected}-wide embeddings but the Thinker takes {n_embd}",
-                "Use the mmproj GGUF of the same Qwen2.5-Omni size as the Thinker",
-            )
+        check_mmproj_gguf(mmproj, width=n_embd)  # clip.cpp aborts the process on some damaged files
         if not MIN_PIXELS <= options.min_pixels <= options.max_pixels <= MAX_PIXELS:
             raise OmnideskError(f"image size bounds must lie within {MIN_PIXELS} .. {MAX_PIXELS} pixels")
         self.options = options
