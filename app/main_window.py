@@ -170,7 +170,6 @@ class MainWindow(QMainWindow):
         self.worker.speech_unavailable.connect(self._on_speech_unavailable)
         self.worker.speakers_changed.connect(self._show_notice)
         self.worker.voices_known.connect(self._on_voices_known)
-        self._thread.start()
 
         self._build()
         preferences = self.preferences()
@@ -183,6 +182,8 @@ class MainWindow(QMainWindow):
             self.load_bundle(preferences.models_folder)
         else:
             self._show_notice("No model yet: set one up (download it, or use files you already have).")
+        # Last: a running QThread whose window failed to build would abort the process when destroyed.
+        self._thread.start()
 
     def preferences(self) -> Preferences:
         return Preferences.load(self._settings)
