@@ -5,8 +5,9 @@ shown), the history can be read and its folder written, the model bundle opens,
 and the Thinker answers one short text turn (no speech, no speakers). Success is
 one line on stdout with what ran and how long it took (perf_counter seconds
 since the check began); a failure is an OmnideskError naming the stage and the
-cause, which the command line prints as one line before exiting with status 1. Each stage imports what it needs, so a library missing
-from a build is reported as the failure of the stage that needs it.
+cause, which the command line prints as one line before exiting with status 1.
+Each stage imports what it needs, so a library missing from a build is reported
+as the failure of the stage that needs it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ since the turn's input was ready.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -34,7 +35,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Question
 from model.perception import EncodedMedia, Perception, prompt_segments, user_message
-from model.sampling import SamplingOptions
+from model.sampling import SamplingOptions, check_seed
 from model.talker import SpeechOptions, Talker, ThinkerFeed
 from model.thinker import Decoded, Finished, Sampled, Segment, Thinker, ThinkerOptions
 from model.tmrope import TMRoPEConfig
@@ -107,6 +108,9 @@ class TurnOptions:
     seed: int | None = None  # Token2Wav's noise, and the Talker's sampling unless it has its own seed
     full_utterance: bool = False  # the reference's path: all codes first, then one synthesis
     stream: StreamOptions = StreamOptions()
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -442,7 +446,11 @@ class _TurnRun:
         if speech.sampling.seed is None and self.options.seed is not None:
             speech = replace(speech, sampling=replace(speech.sampling, seed=self.options.seed))
         try:
-            for code in talker.speak(self.feed, speech, self.cancel):
+            states = iter(self.feed)
+            prompt = next(states, None)
+            if prompt is None:  # cancelled, or the Thinker ended, before its first reply token
+                return
+            for code in talker.speak(itertools.chain([prompt], states), speech, self.cancel):
                 if not self.spoken:
                     self._put(self.out, self._mark("first_code"))
                 self.spoken.append(code)
