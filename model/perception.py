@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.audio_encoder import AudioEncoder, audio_encoder_from_file
-from model.audio_features import log_mel, mel_frame_count
+from model.audio_features import check_recording, log_mel, mel_frame_count
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Audio, Image, Question, Video
@@ -92,8 +92,7 @@ class Perception:
         return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key)
 
     def encode_audio(self, audio: Audio) -> EncodedMedia:
-        if len(audio.samples) == 0:
-            raise OmnideskError("the recording is empty: hold the talk button while you speak")
+        check_recording(audio.samples)
         encoder = self._audio_encoder()
         embeddings = encoder.encode(log_mel(audio.samples)).float().cpu().numpy()
         digest = hashlib.blake2b(audio.samples.tobytes(), digest_size=16, person=b"omnidesk-audio")
