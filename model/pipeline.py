@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,8 +33,9 @@ import torch
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.chat import SPEECH_SYSTEM_PROMPT, ChatFormat
-from model.errors import OmnideskError
+from model.errors import ComputeError, OmnideskError
 from model.files.bundle import Bundle
+from model.files.store import models_dir
 from model.media import Question
 from model.perception import EncodedMedia, Perception, prompt_segments, user_message
 from model.sampling import SamplingOptions, check_seed
@@ -46,6 +49,8 @@ from model.voices import Voice, load_voices, pick_voice
 
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
+
+log = logging.getLogger(__name__)
 
 
 # -- events -----------------------------------------------------------------------------
@@ -245,8 +250,8 @@ class Conversation:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
             media = self.perception.encode(question)
-        except OmnideskError as exc:
-            yield TurnFinished("error", "", (), (), str(exc))
+        except Exception as exc:  # a bad question, or a network that fails on its files: an event
+            yield TurnFinished("error", "", (), (), failure_message(exc, self.bundle))
             return
         fitted = self._fit(question.text, media, options.max_tokens)
         if fitted is None:
@@ -262,7 +267,7 @@ class Conversation:
         except ValueError as exc:  # placeholders and media that disagree: nothing to decode
             yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
             return
-        run = _TurnRun(self.thinker, ids, segments, options, voice, parts, started, self._cancel)
+        run = _TurnRun(self.thinker, ids, segments, options, voice, parts, started, self._cancel, self.bundle)
         try:
             yield from run.events()
         finally:
@@ -308,6 +313,20 @@ class Conversation:
 _END = object()
 
 
+def failure_message(exc: BaseException, bundle: Bundle) -> str:
+    """What the user reads when a turn failed. A failure that a damaged model file can explain
+    (llama.cpp refusing a batch, an error inside a network) says how to find out: opening a bundle
+    checks its files' sizes and dates only, `omnidesk models verify` hashes them."""
+    if isinstance(exc, OmnideskError) and not isinstance(exc, ComputeError):
+        return str(exc)
+    log.info("the turn failed", exc_info=exc)  # the details, for the log file (the terminal: one line)
+    cause = " ".join(str(exc).split())  # one line, whatever the library wrote
+    if not isinstance(exc, OmnideskError):
+        cause = f"{type(exc).__name__}: {cause}"
+    name = bundle.root.name if bundle.root.parent == models_dir() else shlex.quote(str(bundle.root))
+    return f"{cause}. If it happens again, a model file may be damaged: omnidesk models verify {name}"
+
+
 class _TurnRun:
     """The threads of one turn and the queues between them."""
 
@@ -321,8 +340,10 @@ class _TurnRun:
         parts: tuple[Talker, Token2Wav] | None,
         started: float,
         cancel: threading.Event,
+        bundle: Bundle,
     ) -> None:
         self.thinker = thinker
+        self.bundle = bundle
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         self.options = options
@@ -358,7 +379,7 @@ class _TurnRun:
             if item is _END:
                 running -= 1
             elif isinstance(item, BaseException):
-                self.error = self.error or (str(item) if isinstance(item, OmnideskError) else repr(item))
+                self.error = self.error or failure_message(item, self.bundle)
                 self.cancel.set()
             else:
                 if isinstance(item, Mark):

@@ -26,7 +26,7 @@ import llama_cpp
 import numpy as np
 import torch
 
-from model.errors import ModelFileError, OmnideskError
+from model.errors import ComputeError, ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
 from model.llama_logs import route_llama_logs
 from model.sampling import Sampler, SamplingOptions
@@ -352,7 +352,7 @@ class Thinker:
             media = True
         status = llama_cpp.llama_decode(self._ctx, batch.struct)
         if status != 0:
-            raise OmnideskError(f"llama.cpp failed to decode a batch (status {status})")
+            raise ComputeError(f"llama.cpp failed to decode a batch (status {status})")
         self._token_ids[index : index + n] = ids
         self._is_media[index : index + n] = media
         self._positions[:, index : index + n] = positions
