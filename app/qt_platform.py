@@ -87,15 +87,16 @@ def display_problem(name: str) -> str:
 
 
 def _x_display_answers() -> bool:
-    library = ctypes.util.find_library("xcb")
-    if library is None:
+    pointer = ctypes.c_void_p
+    xcb = _library(
+        "xcb",
+        xcb_connect=(pointer, ctypes.c_char_p, pointer),
+        xcb_connection_has_error=(ctypes.c_int, pointer),
+        xcb_disconnect=(None, pointer),
+    )
+    if xcb is None:
         return True
-    xcb = ctypes.CDLL(library)
-    xcb.xcb_connect.restype = ctypes.c_void_p
-    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
-    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
-    connection = xcb.xcb_connect(None, None)  # never NULL: an error is a connection in error
+    connection = xcb.xcb_connect(None, None)  # never NULL: a failed one is a connection in error
     try:
         return xcb.xcb_connection_has_error(connection) == 0
     finally:
@@ -103,15 +104,26 @@ def _x_display_answers() -> bool:
 
 
 def _wayland_display_answers() -> bool:
-    library = ctypes.util.find_library("wayland-client")
-    if library is None:
+    pointer = ctypes.c_void_p
+    wayland = _library(
+        "wayland-client", wl_display_connect=(pointer, ctypes.c_char_p), wl_display_disconnect=(None, pointer)
+    )
+    if wayland is None:
         return True
-    wayland = ctypes.CDLL(library)
-    wayland.wl_display_connect.restype = ctypes.c_void_p
-    wayland.wl_display_connect.argtypes = [ctypes.c_char_p]
-    wayland.wl_display_disconnect.argtypes = [ctypes.c_void_p]
     display = wayland.wl_display_connect(None)
-    if not display:
-        return False
-    wayland.wl_display_disconnect(display)
-    return True
+    if display:
+        wayland.wl_display_disconnect(display)
+    return bool(display)
+
+
+def _library(name: str, **functions: tuple) -> ctypes.CDLL | None:
+    """The system's library `name` with `functions` typed (result type, then argument types), or None
+    when it is not installed (then Qt's own plugin check speaks)."""
+    found = ctypes.util.find_library(name)
+    if found is None:
+        return None
+    library = ctypes.CDLL(found)
+    for function, (result, *arguments) in functions.items():
+        getattr(library, function).restype = result
+        getattr(library, function).argtypes = arguments
+    return library

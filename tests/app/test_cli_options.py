@@ -243,3 +243,15 @@ class TestLlamaCppLines:
                 handler.close()
                 root.removeHandler(handler)
             root.setLevel(level)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Qt picks X11 or Wayland on Linux only")
+def test_the_window_without_a_display_is_one_line(tmp_path: Path):
+    """Qt aborts (SIGABRT) when its platform finds no display; the window says so first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli"], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+    assert result.returncode == 1
+    assert_one_line_error(result, "no display (DISPLAY is not set)", "xvfb-run")
