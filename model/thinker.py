@@ -32,8 +32,9 @@ from model.llama_logs import route_llama_logs
 from model.sampling import Sampler, SamplingOptions
 
 _KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
-# What llama.cpp takes without crashing: it reads these as C ints and allocates from them unchecked
-# (a context of -1 or 2^31-1 tokens, or 100000 threads, ended in a segfault).
+# Bounds checked before llama.cpp sees the options: it takes a context of -1 as 2^32 - 1 tokens and
+# one of 2^31 - 1 as far as a failed allocation (std::bad_alloc), and with 100000 threads the OpenMP
+# runtime cannot start them and the process dies.
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
 MAX_GPU_LAYERS = 2**31 - 1  # a C int; more layers than the model has means all of them
 

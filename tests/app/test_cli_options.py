@@ -227,8 +227,8 @@ class TestLlamaCppLines:
 
     def test_the_routing_in_process(self, tmp_path: Path, monkeypatch, capsys):
         monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-        root = logging.getLogger()
-        before, level = list(root.handlers), root.level
+        root, llama = logging.getLogger(), logging.getLogger("llama.cpp")
+        before, level, llama_level = list(root.handlers), root.level, llama.level
         try:
             setup_terminal_logging(verbose=False)
             logging.getLogger("llama.cpp").error("llama_model_load: error loading model")
@@ -243,6 +243,7 @@ class TestLlamaCppLines:
                 handler.close()
                 root.removeHandler(handler)
             root.setLevel(level)
+            llama.setLevel(llama_level)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Qt picks X11 or Wayland on Linux only")
