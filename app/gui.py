@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 from app.crash import CrashReporter
 from app.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
+from app.qt_platform import require_display, window_platform
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icons" / "omnidesk-256.png"
@@ -28,6 +29,8 @@ def switch_threads_often() -> None:
 
 def run(models: Path | None) -> int:
     switch_threads_often()
+    if QApplication.instance() is None:
+        require_display(window_platform())  # Qt would abort without a display
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Omnidesk")
     app.setOrganizationName("Omnidesk")

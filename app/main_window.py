@@ -97,7 +97,6 @@ class MainWindow(QMainWindow):
 
         self._build()
         self._connect_signals()
-        self._thread.start()
         preferences = self.preferences()
         if preferences.output_device:
             self.output_device_chosen.emit(preferences.output_device)
@@ -105,6 +104,8 @@ class MainWindow(QMainWindow):
             self.load_bundle(preferences.models_folder)
         else:
             self._show_notice("No model yet: set one up (download it, or use files you already have).")
+        # Last: a running QThread whose window failed to build would abort the process when destroyed.
+        self._thread.start()
 
     def preferences(self) -> Preferences:
         return Preferences.load(self._settings)

@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Question
 from model.perception import EncodedMedia, Perception, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import NativeOptions, TurnOptions
-from model.pipeline.stages import TurnStages
+from model.pipeline.stages import TurnStages, failure_message
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
 from model.thinker import Segment, Thinker, ThinkerOptions
@@ -148,8 +147,8 @@ class Conversation:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
             media = self.perception.encode(question)
-        except OmnideskError as exc:
-            yield TurnFinished("error", "", (), (), str(exc))
+        except Exception as exc:  # a bad question, or a network that fails on its files: an event
+            yield TurnFinished("error", "", (), (), failure_message(exc, self.bundle))
             return
         yield from recording_cuts(media)
         fitted = self._fit(question.text, media, options.max_tokens)
@@ -166,7 +165,9 @@ class Conversation:
         except ValueError as exc:  # placeholders and media that disagree: nothing to decode
             yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
             return
-        run = TurnStages(self.thinker, ids, segments, options, voice, parts, started, self._cancel)
+        run = TurnStages(
+            self.thinker, ids, segments, options, voice, parts, started, self._cancel, self.bundle
+        )
         try:
             yield from run.events()
         finally:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.sampling import SamplingOptions
+from model.sampling import SamplingOptions, check_seed
 from model.talker import SpeechOptions
 from model.token2wav.streaming import StreamOptions
 
@@ -21,6 +21,9 @@ class TurnOptions:
     seed: int | None = None  # Token2Wav's noise, and the Talker's sampling unless it has its own seed
     full_utterance: bool = False  # the reference's path: all codes first, then one synthesis
     stream: StreamOptions = StreamOptions()
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,8 @@ class Talker:
         bos_row = self._text_rows[ids.voice_bos(options.voice)]
         stream = iter(states)
         prompt = next(stream, None)
+        if prompt is None:
+            return  # the feed ended (or was cancelled) before the Thinker reached its reply
         if not isinstance(prompt, PositionStates):
             raise TypeError("speak needs the prompt's PositionStates first")
         length = len(prompt.token_ids)
