@@ -1,4 +1,5 @@
-"""`omnidesk ask`'s media options made into a question: files, one screen shot, one webcam frame.
+"""`omnidesk ask`'s question and media options made into a question: its text, files, one screen
+shot, one webcam frame.
 
 Each problem (a missing or unreadable file, no display, no camera) becomes an OmnideskError that
 says what to do; nothing here runs a model.
@@ -10,6 +11,7 @@ import argparse
 import os
 import sys
 
+from app.text_input import checked_text
 from model.audio_features import load_audio
 from model.errors import OmnideskError
 from model.media import Audio, Image, Question
@@ -20,6 +22,7 @@ WARM_UP_FRAMES = 5  # webcams start dark and unfocused
 
 
 def question_from_args(args: argparse.Namespace) -> Question:
+    text = checked_text(args.question or "", "the question")
     images = [load_image(path) for path in args.image or ()]
     if args.screen:
         images.append(screen_shot())
@@ -27,7 +30,7 @@ def question_from_args(args: argparse.Namespace) -> Question:
         images.append(camera_frame(args.camera))
     videos = [load_video(path, with_audio=args.use_audio_in_video) for path in args.video or ()]
     question = Question(
-        text=args.question or "",
+        text=text,
         images=tuple(images),
         audios=tuple(Audio(load_audio(path)) for path in args.audio or ()),
         videos=tuple(videos),

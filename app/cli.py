@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.logs import setup_terminal_logging
 from model.errors import OmnideskError
 
 EXIT_ERROR = 1
@@ -32,7 +34,7 @@ EXIT_INTERRUPTED = 130
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    setup_terminal_logging(args.verbose)
     try:
         return int(args.run(args))
     except OmnideskError as exc:
@@ -47,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnidesk", description="A local assistant that sees, hears and speaks."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details, including llama.cpp's")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log details, including llama.cpp's (else in the log file)",
+    )
     parser.add_argument(
         "--models", type=Path, help="model bundle folder for the window (default: the last one)"
     )
@@ -136,12 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    # llama.cpp warns about ordinary Qwen tokenizer details on every load: show its errors only.
-    logging.getLogger("llama.cpp").setLevel(logging.DEBUG if verbose else logging.ERROR)
+def exit_on_interrupt() -> None:
+    """From now on, Ctrl-C (outside a turn, which handles its own) ends the program at once with
+    EXIT_INTERRUPTED. Loading runs in llama.cpp and torch: a KeyboardInterrupt landing in one of
+    their callbacks (llama.cpp's log lines) is printed by ctypes as ignored, and loading goes on.
+    Only for commands with nothing unsaved at stake there (a WAV file is valid after every chunk)."""
+
+    def leave(signum: int, frame: object) -> None:
+        os.write(sys.stderr.fileno(), b"\n")
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, leave)
 
 
 def _window(args: argparse.Namespace) -> int:
@@ -151,6 +163,7 @@ def _window(args: argparse.Namespace) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
+    exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
     from app.selftest import run
 
     return run(args.models)
@@ -207,12 +220,14 @@ def wav_path(value: str) -> Path:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
     from app.talk import run_ask
 
     return run_ask(args)
 
 
 def _chat(args: argparse.Namespace) -> int:
+    exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
     from app.talk import run_chat
 
     return run_chat(args)
@@ -250,7 +265,10 @@ def _models_download(args: argparse.Namespace) -> int:
     if (out / "omnidesk.json").exists():
         raise OmnideskError(f"{out} is already downloaded (omnidesk models verify {out.name} checks it)")
     meter = ProgressLine()
-    bundle = download_bundle(size, quant, out, listener=meter)
+    try:
+        bundle = download_bundle(size, quant, out, listener=meter)
+    finally:
+        meter.end_line()  # an error is printed on a line of its own
     meter.message(f"done: {bundle.root}")
     print(bundle.root)
     return 0
@@ -263,8 +281,7 @@ def _models_list(args: argparse.Namespace) -> int:
     if not bundles:
         print(f"No bundles in {models_dir()} (omnidesk models import, or models convert --out there)")
     for bundle in bundles:
-        state = f"damaged: {bundle.problem}" if bundle.problem else "ok"
-        print(f"{bundle.name:24} {bundle.thinker_dtype:8} {bundle.size_bytes / 1e9:7.2f} GB  {state}")
+        print(f"{bundle.name:24} {bundle.thinker_dtype:8} {bundle.size_bytes / 1e9:7.2f} GB  {bundle.state}")
     return 0
 
 
@@ -286,6 +303,7 @@ def _models_path(args: argparse.Namespace) -> int:
 
 
 def _models_import(args: argparse.Namespace) -> int:
+    from model.files.bundle import MANIFEST
     from model.files.convert import convert_checkpoint
     from model.files.store import models_dir
 
@@ -298,8 +316,16 @@ def _models_import(args: argparse.Namespace) -> int:
             f"(got {', '.join(map(str, args.files))})"
         )
     out = models_dir() / (args.name or checkpoints[0].name)
+    if (out / MANIFEST).exists():
+        raise OmnideskError(
+            f"{out} already exists: choose another --name, "
+            f"or remove it first (omnidesk models remove {out.name})"
+        )
     if out.exists() and any(out.iterdir()):
-        raise OmnideskError(f"{out} already exists: choose another --name or remove it first")
+        raise OmnideskError(
+            f"{out} holds an unfinished bundle: "
+            f"remove it (omnidesk models remove {out.name}), then import again"
+        )
     bundle = convert_checkpoint(
         checkpoints[0],
         out,

@@ -1,4 +1,5 @@
-"""The sidebar: saved conversations with search, new, rename, delete and export."""
+"""The sidebar: saved conversations with search, new, rename, delete and export, and above them
+what the user must know about the history itself (a damaged one set aside, nothing being saved)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtCore import QPoint, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
+    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -35,6 +37,11 @@ class ConversationList(QWidget):
     def __init__(self, history: History, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._history = history
+        self.notice = QLabel()
+        self.notice.setObjectName("notice")
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # a path to copy
+        self.notice.setVisible(False)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search conversations")
         self.search.textChanged.connect(self.refresh)
@@ -49,11 +56,18 @@ class ConversationList(QWidget):
         self.items.customContextMenuRequested.connect(self._on_menu_requested)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.notice)
         layout.addWidget(self.new_button)
         layout.addWidget(self.search)
         layout.addWidget(self.items, 1)
         self.setMinimumWidth(200)
+        history.listen(self._on_history_notice)
         self.refresh()
+
+    @Slot(str)
+    def _on_history_notice(self, text: str) -> None:
+        self.notice.setText("\n".join(filter(None, (self.notice.text(), text))))
+        self.notice.setVisible(True)
 
     @Slot()
     def refresh(self, *_: object) -> None:

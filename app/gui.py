@@ -12,12 +12,25 @@ from PySide6.QtWidgets import QApplication
 from app.crash import CrashReporter
 from app.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
+from app.qt_platform import require_display, window_platform
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icons" / "omnidesk-256.png"
+# The model's threads (worker, Thinker, Talker, Token2Wav) share the GIL with the GUI thread. Python
+# hands it over every 5 ms by default, so with four busy threads the GUI thread waited up to 60 ms
+# for it (measured here); every 1 ms it never waited more than 15 ms (tests/app/test_responsiveness.py).
+GIL_SWITCH_S = 0.001
+
+
+def switch_threads_often() -> None:
+    """Let the GUI thread have the GIL soon enough (a process-wide setting: the app's, at start-up)."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
 
 
 def run(models: Path | None) -> int:
+    switch_threads_often()
+    if QApplication.instance() is None:
+        require_display(window_platform())  # Qt would abort without a display
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Omnidesk")
     app.setOrganizationName("Omnidesk")

@@ -1,7 +1,8 @@
 """Logging to a rotating file in the user log folder, and a record of every unexpected exception.
 
 The file is <user log dir>/omnidesk.log (for example ~/.local/state/Omnidesk/log on
-Linux), rotated at 2 MB with 5 old files kept. `install_exception_hooks` routes
+Linux), rotated at 2 MB with 5 old files kept. The command line logs warnings on stderr
+too, except llama.cpp's (unless -v), which go to the file only. `install_exception_hooks` routes
 uncaught exceptions of any thread to the log and to a callback (the crash dialog).
 """
 
@@ -22,6 +23,7 @@ LOG_FILE = "omnidesk.log"
 MAX_BYTES = 2 * 1024 * 1024
 BACKUPS = 5
 FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
+LLAMA_LOGGER = "llama.cpp"  # model/llama_logs.py's
 
 log = logging.getLogger("omnidesk")
 
@@ -33,21 +35,40 @@ def log_dir() -> Path:
 
 
 def setup_file_logging(folder: Path | None = None, level: int = logging.INFO) -> Path | None:
-    """Log to a rotating file; returns its path, or None if the folder cannot be written."""
+    """Log to a rotating file (opened at the first record, once per process however often this is
+    called); returns its path, or None if the folder cannot be written."""
     folder = folder or log_dir()
+    path = folder / LOG_FILE
+    root = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == str(path.absolute()) for h in root.handlers):
+        return path
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handler = RotatingFileHandler(
-            folder / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+            path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=True
         )
     except OSError as exc:
         logging.getLogger(__name__).warning("cannot write logs in %s: %s", folder, exc)
         return None
     handler.setFormatter(logging.Formatter(FORMAT))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(min(root.level or level, level))
-    return folder / LOG_FILE
+    return path
+
+
+def setup_terminal_logging(verbose: bool) -> None:
+    """Warnings and errors (with `verbose`, details too) on stderr, and everything in the log file.
+    llama.cpp's own lines go to the terminal only with `verbose`: its warnings on every load are
+    about ordinary details of the Qwen tokenizer, and its errors come before Omnidesk's one line,
+    which says what they mean."""
+    terminal = logging.StreamHandler()
+    terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    terminal.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        terminal.addFilter(lambda record: not record.name.startswith(LLAMA_LOGGER))
+    logging.getLogger().addHandler(terminal)
+    logging.getLogger(LLAMA_LOGGER).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    setup_file_logging()
 
 
 def install_exception_hooks(report: CrashReport, log_file: Path | None) -> None:

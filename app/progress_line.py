@@ -18,7 +18,7 @@ class ProgressLine(Listener):
         self._drawn_at = 0.0
 
     def message(self, text: str) -> None:
-        self._end_line()
+        self.end_line()
         print(text, file=sys.stderr)
 
     def progress(self, what: str, done: int, total: int) -> None:
@@ -32,7 +32,8 @@ class ProgressLine(Listener):
         sys.stderr.write("\r" + self._shown)
         sys.stderr.flush()
 
-    def _end_line(self) -> None:
+    def end_line(self) -> None:
+        """Finish the progress line, so that what is printed next starts a line of its own."""
         if self._shown:
             sys.stderr.write("\n")
             self._shown = ""

@@ -1,17 +1,17 @@
 """`omnidesk --selftest`: a headless check that an installed Omnidesk works, for installers and CI.
 
 In order: Qt's platform plugin loads and starts an application (no window is
-shown), the model bundle opens, and the Thinker answers one short text turn (no
-speech, no speakers). Success is one line on stdout with what ran and how long it
-took (perf_counter seconds since the check began); a failure is an OmnideskError
-naming the stage and the cause, which the command line prints as one line before
-exiting with status 1. Each stage imports what it needs, so a library missing
-from a build is reported as the failure of the stage that needs it.
+shown), the history can be read and its folder written, the model bundle opens,
+and the Thinker answers one short text turn (no speech, no speakers). Success is
+one line on stdout with what ran and how long it took (perf_counter seconds
+since the check began); a failure is an OmnideskError naming the stage and the
+cause, which the command line prints as one line before exiting with status 1.
+Each stage imports what it needs, so a library missing from a build is reported
+as the failure of the stage that needs it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,11 +34,12 @@ def run(models: Path | None) -> int:
     """Run every check; print one line and return 0, or raise OmnideskError saying which check failed."""
     started = time.perf_counter()
     platform = _stage("Qt", check_qt)
+    history = _stage("history", check_saved_history)
     bundle = _stage("model bundle", lambda: open_bundle(models))
     tokens, backend, reason = _stage("text turn", lambda: answer_one_turn(bundle))
     print(
-        f"omnidesk selftest ok: Qt {platform}, llama.cpp {backend}, bundle {bundle.root}, "
-        f"{tokens} reply tokens ({reason}), {time.perf_counter() - started:.1f} s"
+        f"omnidesk selftest ok: Qt {platform}, history {history}, llama.cpp {backend}, "
+        f"bundle {bundle.root}, {tokens} reply tokens ({reason}), {time.perf_counter() - started:.1f} s"
     )
     return 0
 
@@ -47,6 +48,8 @@ def check_qt() -> str:
     """Load the platform plugin, then start a QApplication on it; returns the platform's name."""
     from PySide6.QtCore import QPluginLoader
     from PySide6.QtWidgets import QApplication
+
+    from app.qt_platform import platform_name, platform_plugin, require_display
 
     existing = QApplication.instance()
     if existing is not None:
@@ -59,38 +62,20 @@ def check_qt() -> str:
             f"Qt's {name} platform plugin does not load ({loader.errorString()}): "
             "install the system libraries it names (see the README's Install section)"
         )
+    require_display(name)
     app = QApplication([sys.argv[0], "-platform", name])
     app.setApplicationName("Omnidesk")
     app.setOrganizationName("Omnidesk")
     return app.platformName()
 
 
-def platform_name() -> str:
-    """The Qt platform the window would use: QT_QPA_PLATFORM's first choice, else the system's display."""
-    chosen = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0]
-    if chosen:
-        return chosen
-    if sys.platform == "darwin":
-        return "cocoa"
-    if sys.platform == "win32":
-        return "windows"
-    if os.environ.get("WAYLAND_DISPLAY"):
-        return "wayland"
-    return "xcb" if os.environ.get("DISPLAY") else "offscreen"
+def check_saved_history() -> Path:
+    """The history the window would open can be read and its folder written; returns its path."""
+    from app.history import check_history, default_path
 
-
-def platform_plugin(name: str) -> Path:
-    """The plugin file that provides Qt platform `name`, found by the keys in its metadata."""
-    from PySide6.QtCore import QLibraryInfo, QPluginLoader
-
-    folder = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
-    files = sorted(folder.iterdir()) if folder.is_dir() else []
-    for path in files:
-        if name in QPluginLoader(str(path)).metaData().get("MetaData", {}).get("Keys", []):
-            return path
-    raise OmnideskError(
-        f"no Qt platform plugin for {name!r} in {folder}: the installation is incomplete, install it again"
-    )
+    path = default_path()
+    check_history(path)
+    return path
 
 
 def open_bundle(models: Path | None) -> Bundle:

@@ -274,7 +274,7 @@ class SetupDialog(QDialog):
     def _refresh_installed(self) -> None:
         self.installed.clear()
         for bundle in list_bundles():
-            state = f" (damaged: {bundle.problem})" if bundle.problem else ""
+            state = f" ({bundle.state})" if bundle.problem else ""
             item = QListWidgetItem(f"{bundle.name}{state}")
             item.setData(Qt.ItemDataRole.UserRole, str(bundle.path))
             self.installed.addItem(item)

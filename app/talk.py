@@ -2,7 +2,9 @@
 
 Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
 every moment) and/or to the speakers; notices (a recording heard only in part) go to
-stderr. Ctrl-C during a reply stops the reply, not the program.
+stderr. Everything the user gives (options, the question, `--out`) is checked before the
+model loads. Ctrl-C during a reply stops the reply (in `chat`, not the program); anywhere
+else it ends the program at once with status 130.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from app.ask_media import question_from_args
+from app.cli import EXIT_INTERRUPTED
 from app.playback import Playback
+from app.text_input import checked_text, keep_undecodable_input
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
@@ -28,7 +32,7 @@ from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
 from model.talker import REFERENCE_SAMPLING, SpeechOptions
 from model.thinker import ThinkerOptions
-from model.wav_writer import WavWriter
+from model.wav_writer import WavWriter, check_target
 
 # --greedy is the reference's greedy decoding, generate(thinker_do_sample=False, talker_do_sample=False):
 # the Thinker takes the most likely token with no repetition penalty (generate reads the Thinker's own
@@ -39,11 +43,9 @@ GREEDY_TALKER = replace(REFERENCE_SAMPLING, greedy=True)
 
 
 def open_conversation(args: argparse.Namespace) -> Conversation:
-    if args.max_tokens < 1 or args.max_codes < 1:
-        raise OmnideskError("--max-tokens and --max-codes must be at least 1")
+    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+    persona = checked_text(args.system or "", "--system")
     bundle = Bundle.open(resolve(args.models))
-    options = ThinkerOptions(n_ctx=args.context)
-    persona = args.system or ""
     if args.text_only and persona:  # no speech: the user's prompt may be the system prompt itself
         return Conversation.planned(bundle, plan_choice(args), options, system=persona)
     return Conversation.planned(
@@ -65,6 +67,8 @@ def turn_options(args: argparse.Namespace) -> TurnOptions:
     thinker, talker = SamplingOptions(), REFERENCE_SAMPLING
     if args.greedy:
         thinker, talker = GREEDY_THINKER, GREEDY_TALKER
+    if args.max_tokens < 1 or args.max_codes < 1:
+        raise OmnideskError("--max-tokens and --max-codes must be at least 1")
     return TurnOptions(
         speak=not args.text_only,
         max_tokens=args.max_tokens,
@@ -86,12 +90,16 @@ def open_speakers(args: argparse.Namespace) -> Playback | None:
 
 
 def run_ask(args: argparse.Namespace) -> int:
+    options = turn_options(args)
     question = question_from_args(args)  # files and devices first: a bad one fails before loading
+    out_path = args.out if args.out and not args.text_only else None
+    if out_path is not None:
+        check_target(out_path)
     conversation = open_conversation(args)
     speakers = open_speakers(args)
-    out = WavWriter(args.out, OUTPUT_SAMPLE_RATE) if args.out and not args.text_only else None
+    out = WavWriter(out_path, OUTPUT_SAMPLE_RATE) if out_path is not None else None
     try:
-        finished, marks = speak_turn(conversation, question, turn_options(args), speakers, out)
+        finished, marks = speak_turn(conversation, question, options, speakers, out)
     finally:
         if out is not None:
             out.close()
@@ -103,6 +111,8 @@ def run_ask(args: argparse.Namespace) -> int:
         raise OmnideskError(finished.error)
     if finished.reason == "context_full":
         raise OmnideskError(f"the question does not fit in the {args.context}-token context: use --context")
+    if finished.reason == "cancelled":
+        return EXIT_INTERRUPTED
     if args.json:
         record = {
             "prompt_ids": list(finished.prompt_ids),
@@ -120,22 +130,27 @@ def run_ask(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    options = turn_options(args)
     conversation = open_conversation(args)
     conversation.prepare(None if args.text_only else args.voice)  # before the first question, not in it
     speakers = open_speakers(args)
+    keep_undecodable_input()
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:
         try:
-            question = input("you> ")
-        except (EOFError, KeyboardInterrupt):
+            question = checked_text(input("you> "), "that line")
+        except EOFError:
             print(file=sys.stderr)
             break
+        except OmnideskError as exc:
+            print(f"omnidesk: {exc}", file=sys.stderr)
+            continue
         if question.strip() in ("/quit", "/exit"):
             break
         if not question.strip():
             continue
         print("omnidesk> ", end="", flush=True)
-        finished, _ = speak_turn(conversation, question, turn_options(args), speakers, None)
+        finished, _ = speak_turn(conversation, question, options, speakers, None)
         if finished.reason == "cancelled":
             if speakers is not None:
                 speakers.stop()
@@ -157,16 +172,21 @@ def speak_turn(
     speakers: Playback | None,
     out: WavWriter | None,
 ) -> tuple[TurnFinished, dict[str, float]]:
-    """Run one turn: text to stdout, audio to the sinks; Ctrl-C cancels the turn."""
+    """Run one turn: text to stdout, audio to the sinks; Ctrl-C cancels the turn. A WAV file the
+    disk stops taking ends the writing, not the reply: its error is raised after the turn."""
     finished: TurnFinished | None = None
+    unwritten: OmnideskError | None = None
     with _interrupt_cancels(conversation):
         for event in conversation.turn(question, options):
             if isinstance(event, TextDelta):
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
             elif isinstance(event, AudioChunk):
-                if out is not None:
-                    out.write(event.samples)
+                if out is not None and unwritten is None:
+                    try:
+                        out.write(event.samples)
+                    except OmnideskError as exc:
+                        unwritten = exc
                 if speakers is not None:
                     speakers.write(event.samples)
             elif isinstance(event, RecordingCut):
@@ -174,6 +194,8 @@ def speak_turn(
             elif isinstance(event, TurnFinished):
                 finished = event
     sys.stdout.write("\n")
+    if unwritten is not None:
+        raise unwritten
     assert finished is not None
     return finished, {name: round(seconds, 4) for name, seconds in finished.marks.items()}
 

@@ -4,12 +4,11 @@ Threads: a `ConversationWorker` lives on a QThread of its own; its slots run the
 and may block (loading, a whole turn). `cancel()` may be called from any thread and
 stops the turn within one decode step. Audio chunks go straight from this thread to
 the audio sink (whose `write` never blocks); the GUI thread receives only signals
-carrying plain str/float values.
+carrying plain values: str, a list of str, or a frozen dataclass (`ReplyFinished`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -63,14 +62,39 @@ class Ask:
     preset: str = "reference"  # a SPEECH_PRESETS key
 
 
+@dataclass(frozen=True)
+class ReplyFinished:
+    """How a reply ended, for the window's status bar."""
+
+    reason: str  # "end", "length", "cancelled", "context_full" or "error"
+    first_text_s: float | None  # seconds from the end of the question to the first text; None: no text
+    first_audio_s: float | None  # ... to the first audio; None: not spoken
+    tokens_per_s: float | None  # the Thinker's, after its first token; None: unknown
+
+    @classmethod
+    def of(cls, finished: TurnFinished) -> ReplyFinished:
+        marks = finished.marks
+        return cls(finished.reason, marks.get("first_text"), marks.get("first_audio"), finished.tokens_per_s)
+
+    @property
+    def speeds(self) -> str:
+        """The timings that are known, as the status bar shows them."""
+        parts = []
+        if self.first_audio_s is not None:
+            parts.append(f"first audio {self.first_audio_s * 1000:.0f} ms")
+        if self.first_text_s is not None:
+            parts.append(f"first token {self.first_text_s * 1000:.0f} ms")
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:.1f} tokens/s")
+        return " · ".join(parts)
+
+
 class ConversationWorker(QObject):
     """Signals:
     model_loaded(str): a description of the loaded bundle and its device.
     model_failed(str): why the bundle could not be loaded (what to do included).
     text_received(str): the next piece of the reply.
-    reply_finished(str, float, float, float): reason ("end", "length", "cancelled",
-        "context_full", "error"), seconds to the first text and to the first audio, and the
-        Thinker's tokens per second (nan when unknown).
+    reply_finished(object): a ReplyFinished: why the reply ended, and its timings.
     turn_failed(str): a turn ended in an error; the conversation stays usable.
     recording_cut(str): a recording was longer than the model hears; how much of it was heard.
     speech_unavailable(str): there is no sound output; replies continue in text.
@@ -81,7 +105,7 @@ class ConversationWorker(QObject):
     model_loaded = Signal(str)
     model_failed = Signal(str)
     text_received = Signal(str)
-    reply_finished = Signal(str, float, float, float)
+    reply_finished = Signal(object)
     turn_failed = Signal(str)
     recording_cut = Signal(str)
     speech_unavailable = Signal(str)
@@ -170,15 +194,9 @@ class ConversationWorker(QObject):
         if sink is not None:
             sink.finish()
         assert finished is not None
-        marks = finished.marks
         if finished.reason == "error":
             self.turn_failed.emit(finished.error)
-        self.reply_finished.emit(
-            finished.reason,
-            marks.get("first_text", math.nan),
-            marks.get("first_audio", math.nan),
-            math.nan if finished.tokens_per_s is None else finished.tokens_per_s,
-        )
+        self.reply_finished.emit(ReplyFinished.of(finished))
 
     def _speakers(self, sample_rate: int) -> AudioSink:
         from app.playback import Playback

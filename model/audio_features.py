@@ -53,6 +53,14 @@ WHISPER_CHUNK_SECONDS = 30
 RELEASED_MAX_SAMPLES = RELEASED_MAX_SECONDS * INPUT_SAMPLE_RATE
 LOG_FLOOR = 1e-10  # mel power floor before log10
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest value
+# The audio tower makes its first embedding from 3 mel frames (a stride-2 convolution, then pairs of
+# frames averaged: audio_encoder.audio_token_count); fewer give none, and no prompt can hold that.
+MIN_MEL_FRAMES = 3
+MIN_SAMPLES = (MIN_MEL_FRAMES - 1) * HOP_LENGTH + 1  # 321 samples: 20 ms
+# Recorded sound spans -1..1 (a little beyond after processing). Far louder is damage or a wrong
+# scale (integer PCM stored as floats reaches 32767); from about 1e17 the float32 power spectrum
+# overflows and the Thinker is fed NaN.
+MAX_PEAK = 100.0
 
 # Resampler: "kaiser_best" (resampy / librosa / torchaudio's documented equivalent).
 RESAMPLE_ZERO_CROSSINGS = 64
@@ -116,7 +124,33 @@ def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.nda
             f"{path}: unusual sample rate {rate} Hz. Convert it to a common rate (16, 44.1 or 48 kHz)."
         )
     mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
-    return resample(mono, rate, INPUT_SAMPLE_RATE).numpy()
+    resampled = resample(mono, rate, INPUT_SAMPLE_RATE).numpy()
+    check_recording(resampled, path)
+    return resampled
+
+
+def check_recording(samples: np.ndarray, path: Path | None = None) -> None:
+    """OmnideskError (naming `path`, when given) unless the audio tower can hear `samples` (n,) at
+    INPUT_SAMPLE_RATE: some sound, finite, within MAX_PEAK, at least MIN_SAMPLES long."""
+    where = f"{path}: " if path is not None else ""
+    if len(samples) == 0:
+        raise OmnideskError(f"{where}the recording is empty: record something, or choose another file.")
+    if not np.isfinite(samples).all():
+        raise OmnideskError(
+            f"{where}the recording holds samples that are not numbers (NaN or infinite): "
+            "the file is damaged; export it again."
+        )
+    peak = float(np.abs(samples).max())
+    if peak > MAX_PEAK:
+        raise OmnideskError(
+            f"{where}the samples reach {peak:.3g}, far beyond the -1..1 of recorded sound: the file is "
+            "damaged or wrongly scaled; export it again (16-bit PCM WAV, for example)."
+        )
+    if len(samples) < MIN_SAMPLES:
+        raise OmnideskError(
+            f"{where}the recording is too short ({1000 * len(samples) / INPUT_SAMPLE_RATE:.0f} ms): "
+            f"at least {1000 * MIN_SAMPLES / INPUT_SAMPLE_RATE:.0f} ms of sound can be heard; record longer."
+        )
 
 
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -17,3 +17,7 @@ class ModelFileError(OmnideskError):
         self.problem = problem
         self.advice = advice
         super().__init__(f"{self.path}: {problem}. {advice}")
+
+
+class ComputeError(OmnideskError):
+    """A computation failed in a way a damaged model file can explain (llama.cpp refused a batch)."""

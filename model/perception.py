@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model.audio_encoder import AudioEncoder, audio_encoder_from_file
-from model.audio_features import log_mel, mel_frame_count, recording_limit
+from model.audio_features import check_recording, log_mel, mel_frame_count, recording_limit
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
@@ -99,8 +99,7 @@ class Perception:
         return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key)
 
     def encode_audio(self, audio: Audio) -> EncodedMedia:
-        if len(audio.samples) == 0:
-            raise OmnideskError("the recording is empty: hold the talk button while you speak")
+        check_recording(audio.samples)
         encoder = self._audio_encoder()
         heard = audio.samples[: self.max_samples]
         embeddings = encoder.encode(log_mel(heard, max_samples=self.max_samples)).float().cpu().numpy()

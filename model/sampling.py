@@ -18,6 +18,16 @@ from typing import Protocol
 
 import torch
 
+from model.errors import OmnideskError
+
+MAX_SEED = 2**64 - 1  # torch's generators take a seed up to this
+
+
+def check_seed(seed: int | None) -> None:
+    """OmnideskError unless `seed` is None or a whole number torch can seed with."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise OmnideskError(f"the seed {seed} is out of range: give a whole number from 0 to {MAX_SEED}")
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -35,6 +45,7 @@ class SamplingOptions:
             raise ValueError("top_p must be in (0, 1]")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be positive")
+        check_seed(self.seed)
 
 
 class DecodingRule(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ import llama_cpp
 import numpy as np
 import torch
 
-from model.errors import ModelFileError, OmnideskError
+from model.errors import ComputeError, ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
 from model.hardware import default_threads
 from model.llama_batch import LlamaBatch
@@ -33,11 +34,16 @@ from model.llama_logs import route_llama_logs
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 
 _KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
+# Bounds checked before llama.cpp sees the options: it takes a context of -1 as 2^32 - 1 tokens and
+# one of 2^31 - 1 as far as a failed allocation (std::bad_alloc), and with 100000 threads the OpenMP
+# runtime cannot start them and the process dies.
+MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
+MAX_GPU_LAYERS = 2**31 - 1  # a C int; more layers than the model has means all of them
 
 
 @dataclass(frozen=True)
 class ThinkerOptions:
-    n_ctx: int = 8192
+    n_ctx: int = 8192  # at most the model's trained context (Thinker checks it against the file)
     n_batch: int = 512
     n_gpu_layers: int = -1  # -1: all layers when the build can offload, else none
     # Default: half the logical CPUs (about the physical cores). The Talker and Token2Wav share the
@@ -46,6 +52,17 @@ class ThinkerOptions:
     n_threads: int | None = None
     n_threads_batch: int | None = None  # while decoding a prompt (nothing else runs then); None: n_threads
     kv_cache_type: str = "f16"  # "f16" halves the cache's memory; "f32" for exact float32 runs
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 1:
+            raise OmnideskError(f"a context of {self.n_ctx} tokens: give 1 or more")
+        if self.n_threads is not None and not 1 <= self.n_threads <= MAX_THREADS:
+            raise OmnideskError(
+                f"{self.n_threads} threads: llama.cpp takes 1 to {MAX_THREADS} "
+                f"(this machine has {os.cpu_count()} logical CPUs)"
+            )
+        if not -1 <= self.n_gpu_layers <= MAX_GPU_LAYERS:
+            raise OmnideskError(f"{self.n_gpu_layers} GPU layers: give -1 (all) or a number from 0 up")
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,11 @@ class PositionStates:
 class Thinker:
     def __init__(self, gguf_path: Path, tokens: dict[str, int], options: ThinkerOptions = ThinkerOptions()):
         info = check_thinker_gguf(gguf_path)
+        if 0 < info.n_ctx_train < options.n_ctx:  # 0: the file does not say (llama.cpp will refuse it)
+            raise OmnideskError(
+                f"a context of {options.n_ctx} tokens: this model holds at most {info.n_ctx_train}, "
+                "give that or less"
+            )
         self.options = options
         self.tokens = tokens
         self.n_embd = info.n_embd
@@ -160,7 +182,7 @@ class Thinker:
         ctx_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
-            llama_cpp.llama_model_free(self._model)
+            self.close()  # frees the model once (close() again, from __del__, finds nothing to free)
             raise OmnideskError(
                 f"llama.cpp could not create a context of {options.n_ctx} tokens: try a smaller one"
             )
@@ -334,7 +356,7 @@ class Thinker:
             media = True
         status = llama_cpp.llama_decode(self._ctx, batch.struct)
         if status != 0:
-            raise OmnideskError(f"llama.cpp failed to decode a batch (status {status})")
+            raise ComputeError(f"llama.cpp failed to decode a batch (status {status})")
         self._token_ids[index : index + n] = ids
         self._is_media[index : index + n] = media
         self._positions[:, index : index + n] = positions

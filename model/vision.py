@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from PIL import Image as PilImage
 from PIL import ImageOps
 
 from model.errors import ModelFileError, OmnideskError
-from model.files.thinker_gguf import check_mmproj_gguf, mmproj_projection_dim
+from model.files.thinker_gguf import check_mmproj_gguf
 from model.hardware import default_threads
 from model.llama_logs import route_mtmd_logs
 from model.media import Image, Video
@@ -45,6 +46,11 @@ MAX_PIXELS = 16384 * FACTOR * FACTOR  # the reference's cap: 16384 embeddings (1
 # cap the vision encoder's full-attention layers need tens of GB, and the prompt outgrows the context.
 DEFAULT_MAX_PIXELS = 1280 * FACTOR * FACTOR
 MAX_ASPECT_RATIO = 200
+# Loading costs 10 bytes per pixel at its peak (Pillow's 4-byte pixels, then the array's 3 bytes made
+# through a 3-byte copy): larger images are decoded reduced or refused (load_image), so one file takes
+# at most about 400 MB (382 MiB measured for an 8000 x 5000 PNG, RGB or RGBA). An 8K screenshot is
+# 33 Mpixel; a 13000 x 13000 PNG took 2.2 GB.
+MAX_DECODED_PIXELS = 40_000_000
 TEMPORAL_PATCH = 2  # video frames per patch
 _GET_MMPROJ = "Download the model again (omnidesk models download) or convert it from the checkpoint"
 
@@ -73,20 +79,48 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def load_image(path: Path | str) -> Image:
+def load_image(path: Path | str, max_pixels: int = MAX_DECODED_PIXELS) -> Image:
     """An image file (PNG, JPEG, WebP, BMP, GIF's first frame...) as RGB, turned upright as its
-    EXIF orientation says (what the user sees in any viewer)."""
+    EXIF orientation says (what the user sees in any viewer).
+
+    Memory stays bounded: the size is read from the header first, and an image of more than
+    `max_pixels` is decoded reduced (a JPEG, by its DCT scaling: 1/2, 1/4 or 1/8 per side) or refused
+    (other formats cannot be decoded reduced), before any pixel is decoded."""
     path = Path(path)
     if not path.is_file():
         raise OmnideskError(f"{path}: image file not found.")
     try:
-        with PilImage.open(path) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return Image(np.asarray(upright.convert("RGB"), dtype=np.uint8))
+        with warnings.catch_warnings():  # Pillow warns of "decompression bombs": the bound below is ours
+            warnings.simplefilter("ignore", PilImage.DecompressionBombWarning)
+            opened = PilImage.open(path)
+        with opened:
+            _decode_within(opened, max_pixels, path)
+            ImageOps.exif_transpose(opened, in_place=True)  # a copy only when it must turn
+            if opened.mode == "RGB":
+                return Image(np.asarray(opened, dtype=np.uint8))
+            rgb = opened.convert("RGB")
+            opened.close()  # frees the decoded original (leaving `with` does not) before the array copy
+        return Image(np.asarray(rgb, dtype=np.uint8))
     except PilImage.DecompressionBombError:
         raise OmnideskError(f"{path}: the image is too large to open safely. Shrink it first.") from None
     except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
         raise OmnideskError(f"{path}: not a readable image ({exc}).") from None
+
+
+def _decode_within(opened: PilImage.Image, max_pixels: int, path: Path) -> None:
+    """Arrange for `opened` to decode to at most `max_pixels` pixels, or raise OmnideskError."""
+    width, height = opened.size
+    if width * height <= max_pixels:
+        return
+    if opened.format == "JPEG":
+        for scale in (2, 4, 8):  # what libjpeg decodes directly, each a fraction of the work
+            if math.ceil(width / scale) * math.ceil(height / scale) <= max_pixels:
+                opened.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+                return
+    raise OmnideskError(
+        f"{path}: the image is {width} x {height} pixels ({width * height / 1e6:.3g} Mpixel); at most "
+        f"{max_pixels / 1e6:.3g} Mpixel can be opened. Scale it down first (a JPEG opens reduced)."
+    )
 
 
 def fit_image(pixels: np.ndarray, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -144,14 +178,7 @@ class VisionEncoder:
         options: VisionOptions = VisionOptions(),
     ) -> None:
         self._ctx: mtmd_cpp.mtmd_context_p | None = None
-        check_mmproj_gguf(mmproj)
-        projected = mmproj_projection_dim(mmproj)
-        if projected != n_embd:
-            raise ModelFileError(
-                mmproj,
-                f"this vision projector gives {projected}-wide embeddings but the Thinker takes {n_embd}",
-                "Use the mmproj GGUF of the same Qwen2.5-Omni size as the Thinker",
-            )
+        check_mmproj_gguf(mmproj, width=n_embd)  # clip.cpp aborts the process on some damaged files
         if not MIN_PIXELS <= options.min_pixels <= options.max_pixels <= MAX_PIXELS:
             raise OmnideskError(f"image size bounds must lie within {MIN_PIXELS} .. {MAX_PIXELS} pixels")
         self.options = options

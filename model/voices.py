@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import Bundle
+from model.files.checkpoint import VoiceShape
 
 _ADVICE = "Build the bundle again (omnidesk models convert)"
 
@@ -32,13 +33,17 @@ def load_voices(bundle: Bundle) -> dict[str, Voice]:
     except (OSError, SafetensorError) as exc:
         raise ModelFileError(path, f"unreadable voices ({exc})", _ADVICE) from None
     voices = {}
+    shape = VoiceShape.from_config(bundle.config)
     for name in bundle.voices:
         try:
             cond, ref_mel, bos = (tensors[f"{name}.{key}"] for key in ("cond", "ref_mel", "bos_token"))
         except KeyError as exc:
             raise ModelFileError(path, f"voice {name} lacks tensor {exc}", _ADVICE) from None
-        if cond.ndim != 1 or ref_mel.ndim != 2 or bos.numel() != 1:
-            raise ModelFileError(path, f"voice {name} has tensors of the wrong shape", _ADVICE)
+        problem = shape.problem(cond, ref_mel)
+        if cond.ndim != 1 or bos.numel() != 1 or bos.is_floating_point():
+            problem = "its tensors have the wrong shape"
+        if problem:
+            raise ModelFileError(path, f"voice {name}: {problem}", _ADVICE)
         voices[name] = Voice(name=name, cond=cond.float(), ref_mel=ref_mel.float(), bos_token=int(bos.item()))
     return voices
 

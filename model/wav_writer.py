@@ -1,18 +1,36 @@
 """A WAV file that is valid after every write: a crash keeps everything written so far.
 
 16-bit PCM. The RIFF and data sizes in the header are rewritten after each chunk,
-so the file on disk always describes exactly the samples it holds.
+so the file on disk always describes exactly the samples it holds. When the disk
+refuses a chunk (full, gone), the file is cut back to what its header describes and
+the error says how much it holds: nothing written before is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import struct
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from model.errors import OmnideskError
+
 HEADER_BYTES = 44
+
+
+def check_target(path: Path) -> None:
+    """OmnideskError unless a WAV file can be written at `path`: checked before the work that fills it."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise OmnideskError(f"{path}: the folder {folder} does not exist; create it or write elsewhere")
+    if path.is_dir():
+        raise OmnideskError(f"{path} is a folder; give the name of a .wav file")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OmnideskError(f"{path}: no permission to write there; write elsewhere")
 
 
 class WavWriter:
@@ -21,17 +39,37 @@ class WavWriter:
         self.sample_rate = sample_rate
         self.channels = channels
         self.frames = 0
-        self._file = path.open("wb")
-        self._write_header()
+        try:
+            self._file = path.open("wb", buffering=0)  # unbuffered: a failed write leaves nothing pending
+            self._write_header(0)
+        except OSError as exc:
+            raise OmnideskError(f"{path}: cannot write the speech ({_why(exc)})") from None
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
 
     def write(self, samples: np.ndarray) -> None:
-        """samples: (n,) or (n, channels) floats in [-1, 1] (clipped)."""
+        """samples: (n,) or (n, channels) floats in [-1, 1] (clipped). OmnideskError if the disk
+        refuses them; the file then holds exactly the samples written before."""
         pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
         data = (pcm * 32767.0).round().astype("<i2").tobytes()
-        self._file.seek(0, 2)
-        self._file.write(data)
+        end = HEADER_BYTES + self.frames * 2 * self.channels
+        try:
+            self._file.seek(end)
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view) :]
+            self._write_header(self.frames + len(data) // (2 * self.channels))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.truncate(end)
+                self._write_header(self.frames)
+            raise OmnideskError(
+                f"{self.path}: {_why(exc)} after {self.seconds:.1f} s of speech; the file holds those "
+                f"{self.seconds:.1f} s"
+            ) from None
         self.frames += len(data) // (2 * self.channels)
-        self._write_header()
 
     def close(self) -> None:
         self._file.close()
@@ -44,8 +82,8 @@ class WavWriter:
     ) -> None:
         self.close()
 
-    def _write_header(self) -> None:
-        data_bytes = self.frames * 2 * self.channels
+    def _write_header(self, frames: int) -> None:
+        data_bytes = frames * 2 * self.channels
         block = 2 * self.channels
         header = b"RIFF" + struct.pack("<I", HEADER_BYTES - 8 + data_bytes) + b"WAVE"
         header += b"fmt " + struct.pack(
@@ -53,5 +91,9 @@ class WavWriter:
         )
         header += b"data" + struct.pack("<I", data_bytes)
         self._file.seek(0)
-        self._file.write(header)
-        self._file.flush()
+        if self._file.write(header) != HEADER_BYTES:
+            raise OSError(errno.ENOSPC, "the header was not written whole")
+
+
+def _why(exc: OSError) -> str:
+    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
 from model.files.bundle import Bundle
 from model.files.convert import convert_checkpoint
 from tests.fixtures.tiny_checkpoint import TinyCheckpoint, build_tiny_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_log_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The log file of this process and of the commands tests run goes to the session's folder."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +135,37 @@ def bundle_that_hears(bundle, seconds: float, folder: Path) -> Path:
         preprocessor,
     )
     return root
+
+
+def on_small_filesystem(
+    folder: Path,
+    script: str,
+    *args: str,
+    size_kib: int = 256,
+    prepare: str = "",
+    read_only: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the Python `script` (with `args`) where `folder` is a fresh tmpfs of `size_kib` KiB,
+    mounted in a mount namespace of the process's own: real ENOSPC (and EROFS with `read_only`,
+    after the Python `prepare` ran in it), nothing mounted outside. Skips the test where mount
+    namespaces are not allowed (an unprivileged user)."""
+    import pytest
+
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("mount namespaces are not allowed here (needs root): no small filesystem to fill")
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = [f'mount -t tmpfs -o size={size_kib}k tmpfs "$0"']
+    if prepare:
+        steps.append(f'"{sys.executable}" -c "$1"')
+    if read_only:
+        steps.append('mount -o remount,ro "$0"')
+    steps.append(f'shift; exec "{sys.executable}" -c "$@"')
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-ec", " && ".join(steps), str(folder), prepare, script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )

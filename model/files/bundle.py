@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelFileError
+from model.files.config_check import ConfigError, check_config
 
 MANIFEST = "omnidesk.json"
 VERIFIED_STAMP = ".verified.json"
@@ -77,8 +78,13 @@ class Bundle:
                 thinker_dtype=str(spec["thinker_dtype"]),
                 preprocessor=spec.get("preprocessor"),
             )
+            check_config(bundle.config)  # before anything is built from it
         except FileNotFoundError:
             raise ModelFileError(manifest_path, "bundle manifest not found", _REBUILD) from None
+        except ConfigError as exc:
+            raise ModelFileError(
+                manifest_path, f"the model configuration is out of range: {exc}", _REBUILD
+            ) from None
         except (
             OSError,
             UnicodeDecodeError,

@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 
 from model.errors import ModelFileError
+from model.files.config_check import ConfigError, check_config
+from model.token2wav.dit import DiTConfig
 
 ARCHITECTURES = ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration")
 INDEX_FILE = "model.safetensors.index.json"
@@ -26,6 +28,7 @@ SINGLE_FILE = "model.safetensors"
 SPEAKERS_FILE = "spk_dict.pt"
 PREPROCESSOR_FILE = "preprocessor_config.json"  # the released checkpoints': one flat object
 PROCESSOR_FILE = "processor_config.json"  # transformers 5's processor writes this, the extractor nested
+MAX_REF_MEL_FRAMES = 100_000  # a voice's reference mel: 1000 s at 100 frames a second, 32 MB
 
 _GET_CHECKPOINT = "Point to the folder of an original Qwen2.5-Omni checkpoint (it holds config.json)"
 
@@ -61,6 +64,8 @@ class Checkpoint:
         if not path.is_dir():
             raise ModelFileError(path, "not a folder", _GET_CHECKPOINT)
         config = read_json(path / "config.json", _GET_CHECKPOINT)
+        if not isinstance(config, dict):
+            raise ModelFileError(path / "config.json", "not a configuration (a JSON object)", _GET_CHECKPOINT)
         architectures = config.get("architectures") or []
         if not any(a in ARCHITECTURES for a in architectures):
             raise ModelFileError(
@@ -68,6 +73,12 @@ class Checkpoint:
                 f"architecture {architectures or 'unknown'} is not Qwen2.5-Omni",
                 _GET_CHECKPOINT,
             )
+        try:
+            check_config(config)
+        except ConfigError as exc:
+            raise ModelFileError(
+                path / "config.json", f"the model configuration is out of range: {exc}", _GET_CHECKPOINT
+            ) from None
         return cls(path=path, config=config, weight_map=_weight_map(path))
 
     @property
@@ -135,7 +146,8 @@ class Checkpoint:
             ) from None
         if not isinstance(raw, dict) or not raw:
             raise ModelFileError(path, "the speaker dictionary holds no voices", advice)
-        return [_voice(path, name, entry, advice) for name, entry in raw.items()]
+        shape = VoiceShape.from_config(self.config)
+        return [_voice(path, name, entry, shape, advice) for name, entry in raw.items()]
 
 
 def _weight_map(path: Path) -> dict[str, Path]:
@@ -163,7 +175,34 @@ def _open_shard(path: Path) -> Any:
         ) from None
 
 
-def _voice(path: Path, name: Any, entry: Any, advice: str) -> Voice:
+@dataclass(frozen=True)
+class VoiceShape:
+    """What the DiT takes of a voice: cond (enc_emb_dim,), ref_mel (frames, mel_dim)."""
+
+    enc_emb_dim: int
+    mel_dim: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VoiceShape:
+        """From a checked configuration (its token2wav_config.dit_config)."""
+        dit = DiTConfig.from_dict(config["token2wav_config"]["dit_config"])
+        return cls(enc_emb_dim=dit.enc_emb_dim, mel_dim=dit.mel_dim)
+
+    def problem(self, cond: torch.Tensor, ref_mel: torch.Tensor) -> str | None:
+        """What is wrong with a voice's tensors, found before any of them is copied or converted
+        (a view can claim far more elements than its storage holds); None if nothing."""
+        if cond.numel() != self.enc_emb_dim:
+            return f"cond has shape {tuple(cond.shape)}, not ({self.enc_emb_dim},)"
+        frames = ref_mel.shape[0] if ref_mel.dim() == 2 else 0
+        if ref_mel.dim() != 2 or ref_mel.shape[1] != self.mel_dim or not 1 <= frames <= MAX_REF_MEL_FRAMES:
+            return f"ref_mel has shape {tuple(ref_mel.shape)}, not (frames, {self.mel_dim})"
+        for key, tensor in (("cond", cond), ("ref_mel", ref_mel)):
+            if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+                return f"{key} holds values that are not finite numbers"
+        return None
+
+
+def _voice(path: Path, name: Any, entry: Any, shape: VoiceShape, advice: str) -> Voice:
     if not isinstance(name, str) or not isinstance(entry, dict):
         raise ModelFileError(path, f"voice {name!r} is not a name with a dictionary", advice)
     missing = {"cond", "ref_mel", "bos_token"} - set(entry)
@@ -172,12 +211,15 @@ def _voice(path: Path, name: Any, entry: Any, advice: str) -> Voice:
     cond, ref_mel, bos = entry["cond"], entry["ref_mel"], entry["bos_token"]
     if not isinstance(cond, torch.Tensor) or not isinstance(ref_mel, torch.Tensor):
         raise ModelFileError(path, f"voice {name}: cond and ref_mel must be tensors", advice)
-    cond = cond.reshape(-1).float()
     while ref_mel.dim() > 2 and ref_mel.shape[0] == 1:
         ref_mel = ref_mel[0]
-    bos_token = int(bos.item() if isinstance(bos, torch.Tensor) else bos)
-    if ref_mel.dim() != 2:
-        raise ModelFileError(
-            path, f"voice {name}: ref_mel has shape {tuple(ref_mel.shape)}, not (frames, mels)", advice
-        )
-    return Voice(name=name, cond=cond, ref_mel=ref_mel.float().contiguous(), bos_token=bos_token)
+    problem = shape.problem(cond, ref_mel)
+    if problem:
+        raise ModelFileError(path, f"voice {name}: {problem}", advice)
+    if isinstance(bos, torch.Tensor) and bos.numel() == 1 and not bos.is_floating_point():
+        bos = bos.item()
+    if not isinstance(bos, int) or isinstance(bos, bool):
+        raise ModelFileError(path, f"voice {name}: bos_token is not a token id", advice)
+    return Voice(
+        name=name, cond=cond.reshape(-1).float(), ref_mel=ref_mel.float().contiguous(), bos_token=bos
+    )

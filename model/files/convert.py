@@ -1,7 +1,8 @@
 """`omnidesk models convert`: an original Qwen2.5-Omni checkpoint becomes a model bundle.
 
-Every file is written under a `.part` name and renamed when complete, and the
-manifest is written last, so an interrupted conversion never looks like a bundle.
+The bundle is built in a staging folder beside its place and put there only when complete and
+checked (model/files/staging.py), so a failed conversion leaves an earlier bundle working; inside
+it, every file is written under a `.part` name and renamed when complete.
 The native parts keep the checkpoint's tensor names and dtypes (lossless).
 """
 
@@ -21,14 +22,17 @@ from model.errors import ModelFileError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
 from model.files.checkpoint import Checkpoint, Voice
 from model.files.mmproj_gguf import write_mmproj_gguf
+from model.files.staging import staged
 from model.files.thinker_gguf import (
     DTYPES,
     QUANT_TYPES,
     check_gguf_matches,
     check_mmproj_gguf,
     check_thinker_gguf,
+    check_thinker_layout,
     gguf_file_type,
     quantize,
+    read_thinker_gguf,
     write_thinker_gguf,
 )
 from model.files.tokenizer import TokenizerSpec, read_tokenizer
@@ -88,46 +92,53 @@ def convert_checkpoint(
     tokens, codec = _special_ids(checkpoint, tokenizer.special_ids)
     _check_voice_ids(checkpoint.path, voices, int(text_config["vocab_size"]))
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-
-    if thinker_gguf is None:
-        thinker, thinker_dtype = _convert_thinker(checkpoint, tokenizer, out, dtype, quant, report)
-    else:
-        info = check_thinker_gguf(thinker_gguf)
+    width = int(text_config["hidden_size"])
+    if thinker_gguf is not None:  # what llama.cpp would refuse, or abort on, is not imported
+        info = read_thinker_gguf(thinker_gguf)
         check_gguf_matches(info, tokenizer, text_config)
-        thinker_dtype = gguf_file_type(info)
-        thinker = out / f"thinker-{thinker_dtype}.gguf"
-        report(f"copying {thinker_gguf.name}")
-        _atomic(thinker, partial(link_or_copy if link_thinker else shutil.copyfile, thinker_gguf))
-
-    files = {"thinker": thinker, "mmproj": out / "mmproj.gguf"}
+        check_thinker_layout(info)
     if mmproj is not None:
-        check_mmproj_gguf(mmproj)
-        report(f"copying {mmproj.name}")
-        _atomic(files["mmproj"], partial(link_or_copy if link_thinker else shutil.copyfile, mmproj))
-    else:
-        report(f"writing {files['mmproj'].name}")
-        _atomic(files["mmproj"], lambda p: write_mmproj_gguf(checkpoint, p, dtype))
-    for part, prefix in NATIVE_PARTS.items():
-        files[part] = out / f"{part}.safetensors"
-        report(f"writing {files[part].name}")
-        tensors = dict(checkpoint.tensors(checkpoint.names(prefix)))
-        _atomic(files[part], partial(save_safetensors, tensors))
-    files["voices"] = out / "voices.safetensors"
-    _atomic(files["voices"], partial(save_safetensors, voice_tensors(voices)))
+        check_mmproj_gguf(mmproj, width)
+    copy = link_or_copy if link_thinker else shutil.copyfile
 
-    report(f"writing {MANIFEST}")
-    return write_manifest(
-        out,
-        files=files,
-        config=checkpoint.config,
-        tokens=tokens,
-        codec=codec,
-        voices={v.name: v.bos_token for v in voices},
-        thinker_dtype=thinker_dtype,
-        preprocessor=preprocessor,
-    )
+    with staged(out, f"the conversion of {source}") as folder:
+        if thinker_gguf is None:
+            thinker, thinker_dtype = _convert_thinker(checkpoint, tokenizer, folder, dtype, quant, report)
+        else:
+            thinker_dtype = gguf_file_type(info)
+            thinker = folder / f"thinker-{thinker_dtype}.gguf"
+            report(f"copying {thinker_gguf.name}")
+            _atomic(thinker, partial(copy, thinker_gguf))
+
+        files = {"thinker": thinker, "mmproj": folder / "mmproj.gguf"}
+        if mmproj is not None:
+            report(f"copying {mmproj.name}")
+            _atomic(files["mmproj"], partial(copy, mmproj))
+        else:
+            report(f"writing {files['mmproj'].name}")
+            _atomic(files["mmproj"], lambda p: write_mmproj_gguf(checkpoint, p, dtype))
+        for part, prefix in NATIVE_PARTS.items():
+            files[part] = folder / f"{part}.safetensors"
+            report(f"writing {files[part].name}")
+            tensors = dict(checkpoint.tensors(checkpoint.names(prefix)))
+            _atomic(files[part], partial(save_safetensors, tensors))
+        files["voices"] = folder / "voices.safetensors"
+        _atomic(files["voices"], partial(save_safetensors, voice_tensors(voices)))
+
+        report(f"writing {MANIFEST}")
+        write_manifest(
+            folder,
+            files=files,
+            config=checkpoint.config,
+            tokens=tokens,
+            codec=codec,
+            voices={v.name: v.bos_token for v in voices},
+            thinker_dtype=thinker_dtype,
+            preprocessor=preprocessor,
+        )
+        check_thinker_gguf(thinker)  # the new bundle replaces an old one only if llama.cpp can load it
+        check_mmproj_gguf(files["mmproj"], width)
+    return Bundle.open(out, verify=False)
 
 
 def _convert_thinker(

@@ -7,19 +7,27 @@ What is fetched, for size S (3b or 7b) and quantization Q:
   tokenizer_config.json, spk_dict.pt and the safetensors index whole, and from the shards only the byte
   ranges of the tensors the bundle needs (thinker.audio_tower.*, talker.*, token2wav.*).
 
-File lists come from huggingface_hub's API; transfers are ranged GETs through its
-HTTP session and URLs (HF_ENDPOINT and HF_TOKEN honoured), appended to `.part` files
+File lists come from the Hub's API (as huggingface_hub asks it); transfers are ranged GETs
+through huggingface_hub's HTTP session and URLs (HF_ENDPOINT and HF_TOKEN honoured), appended to `.part` files
 so that a killed run continues where it stopped. Whole files are checked against the
 Hub's sha256 (LFS files) or git blob id (small files). Tensor
 ranges cannot be checked against a shard's sha256 without fetching the whole shard:
 they are checked against the shard's own header (names, dtypes, shapes, lengths).
 Everything lands in "<bundle>.download/" first; an interrupted run resumes from it
 and no bundle manifest exists until the end, so a partial download never looks complete.
+What the Hub sent stays as it came (the checkpoint's own index in index/); what is made from
+it (the extracts' index) is written whole under a new name and renamed, so a failure at any
+step leaves the staging folder in a state the next run resumes from.
+
+A misbehaving server costs bounded memory: whole files and tensor ranges go to disk piece by
+piece, never past the size asked for, and the only bytes held in memory are a repository's
+file listing (at most 16 MiB) and a shard's header, refused above safetensors' own limit
+(100 MB) before a byte of it is read. Every network failure ends in one line saying what
+happened and what to do.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -28,7 +36,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx2
@@ -37,6 +45,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle, sha256_file
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.mmproj_gguf import VISION_PREFIX
+from model.files.staging import check_replaceable, mark_staging, write_failure
 
 CHECKPOINT_FILES = (
     "config.json",
@@ -48,7 +57,10 @@ CHECKPOINT_FILES = (
 INDEX_FILE = "model.safetensors.index.json"
 DISK_MARGIN = 1.05
 RETRIES = 3
-_TRANSIENT = (ConnectionError, TimeoutError, OSError, httpx2.TransportError)
+MAX_HEADER = 100_000_000  # bytes: safetensors refuses a longer header (its MAX_HEADER_SIZE)
+MAX_LISTING = 16 * 2**20  # bytes: a repository's file listing (Qwen2.5-Omni's are a few KB)
+_TRANSIENT = (ConnectionError, TimeoutError, httpx2.TransportError)  # the network, not the disk
+_RETRY_ADVICE = "check the connection and run again to resume"
 
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
@@ -127,36 +139,49 @@ class Hub:
         self, endpoint: str | None = None, token: str | None = None, stop: threading.Event | None = None
     ) -> None:
         """`stop`, set from any thread, ends transfers with DownloadStopped between pieces."""
-        from huggingface_hub import HfApi
-
         self.endpoint = endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
         self.token = token or os.environ.get("HF_TOKEN") or None
         self.stop = stop or threading.Event()
-        self._api = HfApi(endpoint=self.endpoint, token=self.token)
 
     def files(self, repo: str) -> tuple[str, dict[str, RemoteFile]]:
-        """The repository's commit and its files."""
-        from huggingface_hub.errors import HfHubHTTPError
+        """The repository's commit and its files (the Hub's model info with blobs, as huggingface_hub's
+        `model_info` asks for it, read up to MAX_LISTING bytes)."""
+        from huggingface_hub.utils import build_hf_headers, get_session
 
+        url = f"{self.endpoint}/api/models/{repo}"
+        headers = build_hf_headers(token=self.token)
         try:
-            info = self._api.model_info(repo, files_metadata=True)
-        except HfHubHTTPError as exc:
-            raise OmnideskError(f"{repo} on {self.endpoint}: {_http_reason(exc)}") from None
-        except OSError as exc:
+            with get_session().stream(
+                "GET", url, params={"blobs": "true"}, headers=headers, follow_redirects=True, timeout=60
+            ) as response:
+                if response.status_code != 200:
+                    raise OmnideskError(f"{repo} on {self.endpoint}: {_http_reason(response.status_code)}")
+                listing = bytearray()
+                for piece in response.iter_bytes():
+                    listing += piece
+                    if len(listing) > MAX_LISTING:
+                        raise ValueError(f"an answer longer than {MAX_LISTING:,} bytes")
+            info = json.loads(listing)
+            files = {}
+            for sibling in info["siblings"]:
+                lfs = sibling.get("lfs")
+                files[sibling["rfilename"]] = RemoteFile(
+                    repo=repo,
+                    path=_relative(sibling["rfilename"]),
+                    size=int(sibling.get("size") or 0),
+                    sha256=str(lfs["sha256"]) if lfs else None,
+                    blob_id=sibling.get("blobId"),
+                )
+        except (OSError, httpx2.TransportError) as exc:
             raise OmnideskError(
-                f"cannot reach {self.endpoint} ({exc}): check the network or HF_ENDPOINT"
+                f"cannot reach {self.endpoint} ({_reason(exc)}): check the connection, or HF_ENDPOINT"
             ) from None
-        files = {}
-        for sibling in info.siblings or []:
-            lfs = sibling.lfs
-            files[sibling.rfilename] = RemoteFile(
-                repo=repo,
-                path=sibling.rfilename,
-                size=int(sibling.size or 0),
-                sha256=lfs["sha256"] if lfs else None,
-                blob_id=sibling.blob_id,
-            )
-        return str(info.sha), files
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not the Hub's API answering
+            raise OmnideskError(
+                f"{self.endpoint} did not answer as the Hub does for {repo} ({_reason(exc)}): "
+                "check HF_ENDPOINT, or try again later"
+            ) from None
+        return str(info["sha"]), files
 
     def download(self, remote: RemoteFile, revision: str, folder: Path, progress: Progress) -> Path:
         """Fetch a whole file into `folder`, continuing an earlier run's `.part`, and check it.
@@ -179,9 +204,8 @@ class Hub:
                         progress(remote.path, have, remote.size)
                 break
             except _TRANSIENT as exc:
-                _raise_if_disk_full(exc, folder)
                 if attempt == RETRIES - 1:
-                    raise OmnideskError(f"{remote.repo}/{remote.path}: {exc}; run again to resume") from None
+                    raise _network_failure(f"{remote.repo}/{remote.path}", exc) from None
         try:
             remote.check(part)
         except OmnideskError:
@@ -189,6 +213,16 @@ class Hub:
             raise
         os.replace(part, local)
         return local
+
+    def read_bytes(self, remote: RemoteFile, revision: str, start: int, end: int) -> bytes:
+        """Bytes start..end-1 of a remote file into memory (callers bound end - start), with retries."""
+        for attempt in range(RETRIES):
+            try:
+                return b"".join(self.read_range(remote, revision, start, end))
+            except _TRANSIENT as exc:
+                if attempt == RETRIES - 1:
+                    raise _network_failure(f"{remote.repo}/{remote.path}", exc) from None
+        raise AssertionError("unreachable")
 
     def read_range(self, remote: RemoteFile, revision: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes start..end-1 of a remote file, in pieces."""
@@ -207,7 +241,10 @@ class Hub:
                     f"{remote.repo}: access denied (set HF_TOKEN to a token that may read it)"
                 )
             if response.status_code not in (200, 206):
-                raise OmnideskError(f"{remote.repo}/{remote.path}: HTTP {response.status_code}")
+                raise OmnideskError(
+                    f"{remote.repo}/{remote.path}: the server answered HTTP {response.status_code}: "
+                    "check HF_ENDPOINT, or try again later"
+                )
             skip = start if response.status_code == 200 else 0  # a server that ignores ranges
             received = 0
             for piece in response.iter_bytes():
@@ -233,10 +270,16 @@ def download_bundle(
     hub: Hub | None = None,
     listener: Listener | None = None,
 ) -> Bundle:
-    hub = hub or Hub()
-    listener = listener or Listener()
+    try:
+        return _download_bundle(size, quant, out, hub or Hub(), listener or Listener())
+    except OSError as exc:  # writing the staging folder (the network's failures are told where they happen)
+        raise write_failure(exc, out.parent, "what was fetched is kept: run it again to resume") from None
+
+
+def _download_bundle(size: str, quant: str, out: Path, hub: Hub, listener: Listener) -> Bundle:
     report, progress = listener.message, listener.progress
     repos = repos_for(size)
+    check_replaceable(out)  # before anything is fetched for a place the bundle cannot go
     staging = out.with_name(out.name + ".download")
     gguf_commit, gguf_files = hub.files(repos.gguf)
     ckpt_commit, ckpt_files = hub.files(repos.checkpoint)
@@ -248,11 +291,12 @@ def download_bundle(
             f"{repos.checkpoint} lacks {', '.join(missing)}: is it a Qwen2.5-Omni checkpoint?"
         )
 
-    staging.mkdir(parents=True, exist_ok=True)
-    index_path = hub.download(ckpt_files[INDEX_FILE], ckpt_commit, staging / "checkpoint", progress)
+    mark_staging(staging, f"the download of {repos.checkpoint} ({quant})")
+    # The Hub's index, kept as it came: the checkpoint folder gets the extracts' own at the end.
+    index_path = hub.download(ckpt_files[INDEX_FILE], ckpt_commit, staging / "index", progress)
     # Without an mmproj in the GGUF repository, the vision projector is made from the checkpoint.
     prefixes = (*NATIVE_PARTS.values(), *(() if mmproj else (VISION_PREFIX,)))
-    extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, json.loads(index_path.read_text()), prefixes)
+    extracts = _plan_extracts(hub, ckpt_commit, ckpt_files, _read_index(index_path), prefixes)
     whole = [thinker, *([mmproj] if mmproj else []), *(ckpt_files[name] for name in CHECKPOINT_FILES)]
     _check_disk_space(staging, out, whole, extracts)
     listener.planned([(f.path, f.size) for f in whole] + [(e.shard.path, e.size) for e in extracts])
@@ -274,7 +318,10 @@ def download_bundle(
         report(f"fetching {len(extract.names)} tensors from {extract.shard.path}")
         _fetch_extract(hub, ckpt_commit, extract, target, progress)
         weight_map |= {name: target.name for name in extract.names}
-    (staging / "checkpoint" / INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    extracts_index = staging / "checkpoint" / INDEX_FILE
+    part = extracts_index.with_name(INDEX_FILE + ".part")
+    part.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8")
+    os.replace(part, extracts_index)
 
     report("writing the bundle")
     bundle = convert_checkpoint(
@@ -328,14 +375,41 @@ def _plan_extracts(
             by_shard.setdefault(shard, []).append(name)
     extracts = []
     for shard_name in sorted(by_shard):
+        if shard_name not in files:
+            raise OmnideskError(
+                f"{files[INDEX_FILE].repo}/{INDEX_FILE} names {shard_name!r}, which the repository lacks: "
+                "try again later, or check HF_ENDPOINT"
+            )
         shard = files[shard_name]
-        (length,) = struct.unpack("<Q", b"".join(hub.read_range(shard, commit, 0, 8)))
-        header = json.loads(b"".join(hub.read_range(shard, commit, 8, 8 + length)))
-        extracts.append(_extract(shard, 8 + length, header, set(by_shard[shard_name])))
+        data_start, header = _shard_header(hub, commit, shard)
+        extracts.append(_extract(shard, data_start, header, set(by_shard[shard_name])))
     return extracts
 
 
-def _extract(shard: RemoteFile, data_start: int, header: dict, wanted: set[str]) -> Extract:
+def _shard_header(hub: Hub, commit: str, shard: RemoteFile) -> tuple[int, dict[str, Any]]:
+    """(where the shard's data begins, its header), read with at most MAX_HEADER bytes in memory."""
+    where = f"{shard.repo}/{shard.path}"
+    (length,) = struct.unpack("<Q", hub.read_bytes(shard, commit, 0, 8))
+    if length > min(MAX_HEADER, shard.size - 8):
+        raise OmnideskError(
+            f"{where} claims a {length:,}-byte header, more than safetensors allows ({MAX_HEADER:,}) "
+            f"or the shard holds ({shard.size:,}): the server sent something else; try again later, "
+            "or check HF_ENDPOINT"
+        )
+    try:
+        header = json.loads(hub.read_bytes(shard, commit, 8, 8 + length))
+        if not isinstance(header, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise OmnideskError(
+            f"{where} does not start with a safetensors header ({_reason(exc)}): the server sent something "
+            "else; try again later, or check HF_ENDPOINT"
+        ) from None
+    return 8 + length, header
+
+
+def _extract(shard: RemoteFile, data_start: int, header: dict[str, Any], wanted: set[str]) -> Extract:
+    header = {name: _tensor_entry(shard, header, name, data_start) for name in wanted}
     entries = sorted((header[name]["data_offsets"][0], name) for name in wanted)
     new_header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     spans: list[TensorSpan] = []
@@ -366,9 +440,8 @@ def _fetch_extract(hub: Hub, commit: str, extract: Extract, target: Path, progre
             _continue_extract(hub, commit, extract, part, progress)
             break
         except _TRANSIENT as exc:
-            _raise_if_disk_full(exc, part.parent)
             if attempt == RETRIES - 1:
-                raise OmnideskError(f"{extract.shard.path}: {exc}; run again to resume") from None
+                raise _network_failure(f"{extract.shard.repo}/{extract.shard.path}", exc) from None
     os.replace(part, target)
 
 
@@ -399,21 +472,67 @@ def _check_disk_space(staging: Path, out: Path, whole: list[RemoteFile], extract
         )
 
 
-def _raise_if_disk_full(exc: BaseException, folder: Path) -> None:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+def _read_index(path: Path) -> dict[str, Any]:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+            raise ValueError("no weight_map")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in index["weight_map"].items()):
+            raise ValueError("a weight_map entry is not a tensor name with a shard name")
+    except (OSError, ValueError) as exc:
+        path.unlink(missing_ok=True)
         raise OmnideskError(
-            f"the disk holding {folder} is full: free some space and run again to resume"
+            f"{INDEX_FILE} from the Hub is not a safetensors index ({_reason(exc)}): run again"
         ) from None
+    return index
 
 
-def _http_reason(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+def _tensor_entry(shard: RemoteFile, header: dict[str, Any], name: str, data_start: int) -> dict[str, Any]:
+    """The shard header's entry for `name`, checked: its bytes lie inside the shard."""
+    entry = header.get(name)
+    try:
+        if not isinstance(entry, dict):
+            raise ValueError("missing")
+        begin, end = entry["data_offsets"]
+        if not (
+            isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= shard.size - data_start
+        ):
+            raise ValueError(f"data offsets {begin}..{end} outside the shard")
+        if not (
+            isinstance(entry["dtype"], str) and all(isinstance(n, int) and n >= 0 for n in entry["shape"])
+        ):
+            raise ValueError("no dtype and shape")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OmnideskError(
+            f"{shard.repo}/{shard.path}: the header's entry for {name} is unusable ({_reason(exc)}): "
+            "try again later, or check HF_ENDPOINT"
+        ) from None
+    return entry
+
+
+def _relative(path: str) -> str:
+    """A repository file name, refused if it would lead out of the staging folder."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path:
+        raise ValueError(f"the file name {path!r} leads out of the repository")
+    return path
+
+
+def _network_failure(what: str, exc: BaseException) -> OmnideskError:
+    return OmnideskError(f"{what}: {_reason(exc)}; {_RETRY_ADVICE} (or check HF_ENDPOINT)")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def _http_reason(status: int) -> str:
     if status == 401:
         return "access denied (set HF_TOKEN to a token that may read it)"
     if status == 404:
         return "not found"
-    return f"HTTP {status}" if status else str(exc).splitlines()[0]
+    return f"the server answered HTTP {status}: try again later, or check HF_ENDPOINT"
 
 
 def _corrupt(remote: RemoteFile, problem: str) -> OmnideskError:

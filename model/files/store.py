@@ -2,7 +2,9 @@
 
 The models folder is platformdirs' user data dir + "models" (for example
 ~/.local/share/Omnidesk/models on Linux), or $OMNIDESK_MODELS_DIR when set.
-A bundle is named by its folder; commands accept a name or a path.
+A bundle is named by its folder; commands accept a name or a path. A staging folder that an
+interrupted import, conversion or download left there ("<name>.partial", "<name>.download") is
+listed as incomplete and can be removed like a bundle.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import platformdirs
 
 from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import MANIFEST, Bundle
+from model.files.staging import staging_purpose
 
 MODELS_DIR_VARIABLE = "OMNIDESK_MODELS_DIR"
 
@@ -34,20 +37,33 @@ class StoredBundle:
     size_bytes: int
     thinker_dtype: str
     problem: str  # empty when the bundle's files are all present with their sizes
+    incomplete: bool = False  # a staging folder left by an interrupted import, conversion or download
+
+    @property
+    def state(self) -> str:
+        """One line for a listing: ok, damaged or incomplete, and why."""
+        if self.incomplete:
+            return f"incomplete: {self.problem}"
+        return f"damaged: {self.problem}" if self.problem else "ok"
 
 
 def list_bundles(root: Path | None = None) -> list[StoredBundle]:
-    """Every folder of the models folder that is, or was meant to be, a bundle."""
+    """Every folder of the models folder that is, or was meant to be, a bundle, staging folders included."""
     root = root or models_dir()
     if not root.is_dir():
         return []
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        purpose = staging_purpose(folder)
+        if purpose is not None:
+            problem = f"{purpose} was interrupted: run it again, or omnidesk models remove {folder.name}"
+            found.append(StoredBundle(folder.name, folder, size, "?", problem, incomplete=True))
+            continue
         try:
             bundle = Bundle.open(folder, verify=False)
         except ModelFileError as exc:
-            if not (folder / MANIFEST).exists() and not any(folder.glob("*.part")):
+            if not _holds_bundle(folder):
                 continue  # not ours
             found.append(StoredBundle(folder.name, folder, size, "?", exc.problem))
             continue
@@ -68,7 +84,12 @@ def resolve(name_or_path: str) -> Path:
 
 
 def remove(path: Path) -> None:
-    """Delete a bundle folder; refuses folders that hold no bundle."""
-    if not (path / MANIFEST).exists() and not any(path.glob("*.part")):
+    """Delete a bundle folder, or a staging folder; refuses folders that hold neither."""
+    if not _holds_bundle(path) and staging_purpose(path) is None:
         raise OmnideskError(f"{path} holds no Omnidesk bundle: nothing was removed")
     shutil.rmtree(path)
+
+
+def _holds_bundle(folder: Path) -> bool:
+    """A bundle's manifest, or a file being written by an earlier Omnidesk, is there."""
+    return (folder / MANIFEST).exists() or any(folder.glob("*.part"))

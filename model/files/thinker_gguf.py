@@ -22,6 +22,7 @@ import torch
 
 from model.errors import ModelFileError
 from model.files.checkpoint import Checkpoint
+from model.files.gguf_layout import check_qwen2vl, check_qwen25o_vision
 from model.files.tokenizer import TokenizerSpec
 
 ARCHITECTURE = "qwen2vl"
@@ -171,7 +172,16 @@ class ThinkerFileInfo:
 
 
 def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
-    """Check that `path` is a complete GGUF of the Qwen2.5-Omni Thinker; raise ModelFileError if not."""
+    """Check that `path` is a complete GGUF of the Qwen2.5-Omni Thinker that llama.cpp can load and
+    run (every tensor it takes present, in the shape its header implies); raise ModelFileError if not."""
+    info = read_thinker_gguf(path)
+    check_thinker_layout(info)
+    return info
+
+
+def read_thinker_gguf(path: Path) -> ThinkerFileInfo:
+    """Read a complete GGUF of architecture qwen2vl that has token embeddings (its whole layout is
+    `check_thinker_layout`'s); raise ModelFileError if it is not one."""
     if not path.is_file():
         raise ModelFileError(path, "Thinker file not found", _GET_THINKER)
     reader = _read_gguf(path, _GET_THINKER)
@@ -185,9 +195,7 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ModelFileError(path, "the GGUF has no token embeddings", _GET_THINKER)
-    end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
-    if end > path.stat().st_size:
-        raise ModelFileError(path, "truncated (the file ends before its last tensor)", _GET_THINKER)
+    _check_complete(path, reader, _GET_THINKER)
     embd = tensors["token_embd.weight"]
     return ThinkerFileInfo(
         path=path,
@@ -198,17 +206,29 @@ def check_thinker_gguf(path: Path) -> ThinkerFileInfo:
     )
 
 
-def check_mmproj_gguf(path: Path) -> None:
-    """Check that `path` is a llama.cpp multimodal projector GGUF (architecture "clip")."""
+def check_thinker_layout(info: ThinkerFileInfo) -> None:
+    """Check that llama.cpp can load and run the Thinker GGUF that `info` was read from."""
+    check_qwen2vl(info.path, info.reader, _GET_THINKER)
+
+
+def check_mmproj_gguf(path: Path, width: int | None = None) -> None:
+    """Check that `path` is a llama.cpp multimodal projector GGUF (architecture "clip") of Qwen2.5-Omni's
+    vision tower that clip.cpp can load and run, giving embeddings `width` wide if given; raise
+    ModelFileError if not."""
     advice = "Download the mmproj GGUF of the same Qwen2.5-Omni size again"
-    arch = _field_str(_read_gguf(path, advice), "general.architecture")
+    reader = _read_gguf(path, advice)
+    arch = _field_str(reader, "general.architecture")
     if arch != "clip":
         raise ModelFileError(path, f"a GGUF of architecture {arch!r}, not a vision projector (clip)", advice)
-
-
-def mmproj_projection_dim(path: Path) -> int:
-    """The width of the embeddings a checked mmproj gives (the Thinker's width it was made for)."""
-    return _field_int(_read_gguf(path, "Download the mmproj GGUF again"), "clip.vision.projection_dim")
+    projected = _field_int(reader, "clip.vision.projection_dim")
+    if width is not None and projected != width:
+        raise ModelFileError(
+            path,
+            f"this vision projector gives {projected}-wide embeddings but the Thinker takes {width}",
+            "Use the mmproj GGUF of the same Qwen2.5-Omni size as the Thinker",
+        )
+    _check_complete(path, reader, advice)
+    check_qwen25o_vision(path, reader, advice)
 
 
 def check_gguf_matches(info: ThinkerFileInfo, tokenizer: TokenizerSpec, text_config: dict[str, Any]) -> None:
@@ -266,6 +286,12 @@ class _BoundedReader(gguf.GGUFReader):
         if len(values) != int(count):
             raise EOFError(f"the file ends before byte {offset + values.itemsize * int(count)}")
         return values
+
+
+def _check_complete(path: Path, reader: gguf.GGUFReader, advice: str) -> None:
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > path.stat().st_size:
+        raise ModelFileError(path, "truncated (the file ends before its last tensor)", advice)
 
 
 def _field_str(reader: gguf.GGUFReader, key: str) -> str | None:

@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 
-from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
 from model.perception import EncodedMedia, Perception, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import TurnOptions
-from model.pipeline.stages import TurnStages
+from model.pipeline.stages import TurnStages, failure_message
 from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan, talker_cache_positions
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
@@ -188,8 +187,8 @@ class Conversation:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
             media = self.perception.encode(question)
-        except OmnideskError as exc:
-            yield TurnFinished("error", "", (), (), str(exc))
+        except Exception as exc:  # a bad question, or a network that fails on its files: an event
+            yield TurnFinished("error", "", (), (), failure_message(exc, self.bundle))
             return
         yield from recording_cuts(media)
         fitted = self._fit(question.text, media, options.max_tokens)
@@ -206,7 +205,9 @@ class Conversation:
         except ValueError as exc:  # placeholders and media that disagree: nothing to decode
             yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
             return
-        run = TurnStages(self.thinker, ids, segments, options, voice, parts, started, self._cancel)
+        run = TurnStages(
+            self.thinker, ids, segments, options, voice, parts, started, self._cancel, self.bundle
+        )
         try:
             yield from run.events()
         finally:

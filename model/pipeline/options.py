@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.sampling import SamplingOptions
+from model.sampling import SamplingOptions, check_seed
 from model.talker import SpeechOptions
 from model.token2wav.streaming import StreamOptions
 
@@ -19,3 +19,6 @@ class TurnOptions:
     seed: int | None = None  # Token2Wav's noise, and the Talker's sampling unless it has its own seed
     full_utterance: bool = False  # the reference's path: all codes first, then one synthesis
     stream: StreamOptions | None = None  # Token2Wav's sampler and chunks; None: the plan's profile
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)

@@ -10,7 +10,9 @@ block; iterating the feed (inside `Talker.speak`, on the Talker's thread) blocks
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,9 @@ from typing import Any
 
 import torch
 
-from model.errors import OmnideskError
+from model.errors import ComputeError, OmnideskError
+from model.files.bundle import Bundle
+from model.files.store import models_dir
 from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinished
 from model.pipeline.options import TurnOptions
 from model.talker import Talker
@@ -31,7 +35,23 @@ from model.voices import Voice
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
 
+log = logging.getLogger(__name__)
+
 _END = object()
+
+
+def failure_message(exc: BaseException, bundle: Bundle) -> str:
+    """What the user reads when a turn failed. A failure that a damaged model file can explain
+    (llama.cpp refusing a batch, an error inside a network) says how to find out: opening a bundle
+    checks its files' sizes and dates only, `omnidesk models verify` hashes them."""
+    if isinstance(exc, OmnideskError) and not isinstance(exc, ComputeError):
+        return str(exc)
+    log.info("the turn failed", exc_info=exc)  # the details, for the log file (the terminal: one line)
+    cause = " ".join(str(exc).split())  # one line, whatever the library wrote
+    if not isinstance(exc, OmnideskError):
+        cause = f"{type(exc).__name__}: {cause}"
+    name = bundle.root.name if bundle.root.parent == models_dir() else shlex.quote(str(bundle.root))
+    return f"{cause}. If it happens again, a model file may be damaged: omnidesk models verify {name}"
 
 
 class TurnStages:
@@ -47,8 +67,10 @@ class TurnStages:
         parts: tuple[Talker, Token2Wav] | None,
         started: float,
         cancel: threading.Event,
+        bundle: Bundle,
     ) -> None:
         self.thinker = thinker
+        self.bundle = bundle
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         assert options.stream is not None, "the conversation sets the plan's stream options"
@@ -87,7 +109,7 @@ class TurnStages:
             if item is _END:
                 running -= 1
             elif isinstance(item, BaseException):
-                self.error = self.error or (str(item) if isinstance(item, OmnideskError) else repr(item))
+                self.error = self.error or failure_message(item, self.bundle)
                 self.cancel.set()
             else:
                 if isinstance(item, Mark):

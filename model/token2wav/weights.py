@@ -7,6 +7,7 @@ encoder is taken out of the DiT, and a few ModuleList indices become names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,11 +43,21 @@ def load_token2wav(
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise ModelFileError(path, f"unreadable token2wav weights ({exc})", _ADVICE) from None
-    dit_state, speaker_state = dit_tensors(_strip(tensors, DIT_PREFIX), dit_cfg)
+    try:
+        dit_state, speaker_state = dit_tensors(_strip(tensors, DIT_PREFIX), dit_cfg)
+    except (KeyError, RuntimeError) as exc:  # a tensor missing, or not split as the config says
+        raise ModelFileError(
+            path, f"token2wav weights do not fit the configuration ({exc})", _ADVICE
+        ) from None
+    vocoder_state = bigvgan_tensors(_strip(tensors, BIGVGAN_PREFIX))
+    # Nothing is allocated for a configuration the file does not fill.
+    _check_fits(lambda: DiT(dit_cfg), dit_state, path)
+    _check_fits(lambda: SpeakerEncoder(dit_cfg.speaker_encoder), speaker_state, path)
+    _check_fits(lambda: BigVGAN(vocoder_cfg), vocoder_state, path)
     dit, speaker, vocoder = DiT(dit_cfg), SpeakerEncoder(dit_cfg.speaker_encoder), BigVGAN(vocoder_cfg)
     _load(dit, dit_state, path)
     _load(speaker, speaker_state, path)
-    _load(vocoder, bigvgan_tensors(_strip(tensors, BIGVGAN_PREFIX)), path)
+    _load(vocoder, vocoder_state, path)
     return dit.eval(), speaker.eval(), vocoder.eval()
 
 
@@ -94,6 +105,17 @@ def bigvgan_tensors(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _check_fits(build: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], path: Path) -> None:
+    """The network `build` makes, built on the meta device (no memory), takes exactly `state`."""
+    with torch.device("meta"):
+        expected = {name: tuple(p.shape) for name, p in build().state_dict().items()}
+    for name in sorted(set(expected) | set(state)):
+        if name not in state or name not in expected or tuple(state[name].shape) != expected[name]:
+            found = tuple(state[name].shape) if name in state else "missing"
+            problem = f"tensor {name}: {found}, the configuration needs {expected.get(name, 'none')}"
+            raise ModelFileError(path, f"token2wav weights do not fit the configuration ({problem})", _ADVICE)
 
 
 def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -1,14 +1,27 @@
-"""Qt runs offscreen in tests; settings go to a temporary file."""
+"""Qt runs offscreen in tests; settings go to a temporary file; threads switch as in the app."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def switch_threads_as_the_app_does():
+    """The app's start-up sets the GIL's switch interval (process-wide); here it is set for each test
+    and put back after, so that the window is tested as it runs without leaking into other tests."""
+    from app.gui import switch_threads_often
+
+    previous = sys.getswitchinterval()
+    switch_threads_often()
+    yield
+    sys.setswitchinterval(previous)
 
 
 @pytest.fixture
@@ -25,6 +38,22 @@ def history_store(tmp_path):
     store = History(tmp_path / "history.sqlite3")
     yield store
     store.close()
+
+
+@pytest.fixture
+def questions(monkeypatch) -> list:
+    """The questions (model.media.Question) that reach the pipeline, and are answered by it."""
+    from model.pipeline import Conversation
+
+    asked: list = []
+    turn = Conversation.turn
+
+    def spy(self, question, options):
+        asked.append(question)
+        return turn(self, question, options)
+
+    monkeypatch.setattr(Conversation, "turn", spy)
+    return asked
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.history import History
+from tests.helpers import on_small_filesystem
 
 
 @pytest.fixture
@@ -95,3 +101,253 @@ def test_what_was_written_survives_a_killed_process(tmp_path):
     (chat,) = history.conversations()
     assert [m.text for m in history.messages(chat.id)] == ["saved before the crash", "partial reply, longer"]
     history.close()
+
+
+# -- a history that cannot be used never locks the user out ----------------------------------------
+
+DAMAGE = ["garbage", "truncated", "foreign columns", "another program's database", "another database's wal"]
+
+
+def saved_history(folder: Path, conversations: int = 3) -> Path:
+    """A history with conversations, the first with an image in its media folder."""
+    history = History(folder / "history.sqlite3")
+    for n in range(conversations):
+        chat = history.new_conversation()
+        question = history.add_message(chat, "user", f"question {n} " + "x" * 3000)
+        history.add_message(chat, "assistant", f"answer {n}")
+        if n == 0:
+            history.media_dir(chat).mkdir(parents=True)
+            (history.media_dir(chat) / "photo.png").write_bytes(b"png")
+            history.attach(question, "image", history.media_dir(chat) / "photo.png")
+    history.close()
+    return history.path
+
+
+def damage(path: Path, kind: str) -> None:
+    if kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 8192, np.uint8).tobytes())
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    elif kind == "foreign columns":
+        with sqlite3.connect(path) as db:
+            db.executescript(
+                "DROP TABLE attachments; DROP TABLE messages; DROP TABLE conversations;"
+                "CREATE TABLE conversations (name TEXT);"
+            )
+        db.close()
+    elif kind == "another program's database":
+        path.unlink()
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE bookmarks (url TEXT)")
+        db.close()
+    else:  # the -wal of another database, beside ours: SQLite would replay it into ours
+        other = sqlite3.connect(path.parent / "other.db", isolation_level=None)
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE bookmarks (url TEXT)")
+        other.executemany("INSERT INTO bookmarks VALUES (?)", [("x" * 500,)] * 20)
+        shutil.copy(f"{path.parent / 'other.db'}-wal", f"{path}-wal")
+        other.close()
+
+
+def opened(path: Path) -> tuple[History, list[str]]:
+    history = History(path)
+    notices: list[str] = []
+    history.listen(notices.append)
+    return history, notices
+
+
+class TestDamagedHistory:
+    @pytest.mark.parametrize("kind", DAMAGE)
+    def test_is_kept_aside_whole_and_a_new_history_starts(self, tmp_path, kind):
+        path = saved_history(tmp_path)
+        damage(path, kind)
+        damaged = path.read_bytes()
+        history, notices = opened(path)
+        (kept,) = tmp_path.glob("history-damaged-*")
+        assert (kept / "history.sqlite3").read_bytes() == damaged, "kept as it was"
+        assert (kept / "media" / "1" / "photo.png").read_bytes() == b"png"
+        assert len(notices) == 1 and str(kept) in notices[0] and "could not be read" in notices[0]
+        assert history.saving and history.conversations() == []
+        chat = history.new_conversation()
+        history.add_message(chat, "user", "after the damage")
+        assert not history.media_dir(chat).exists(), "the old media stay with the old history"
+        history.close()
+        again, later = opened(path)
+        assert [c.title for c in again.conversations()] == ["after the damage"] and later == []
+        again.close()
+
+    def test_a_foreign_wal_is_never_replayed_into_the_kept_history(self, tmp_path):
+        path = saved_history(tmp_path)
+        damage(path, "another database's wal")
+        History(path).close()
+        (kept,) = tmp_path.glob("history-damaged-*")
+        assert (kept / "history.sqlite3-wal").exists()
+        without_wal = sqlite3.connect(f"{(kept / 'history.sqlite3').as_uri()}?immutable=1", uri=True)
+        assert without_wal.execute("SELECT COUNT(*) FROM conversations").fetchone() == (3,)
+        without_wal.close()
+
+    def test_an_older_history_without_attachments_is_ours_and_completed(self, tmp_path):
+        path = saved_history(tmp_path)
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE attachments")
+        db.close()
+        history, notices = opened(path)
+        assert notices == [] and len(history.conversations()) == 3
+        history.close()
+
+
+class TestUnwritableHistory:
+    def test_a_full_disk_at_start_keeps_the_history_in_memory(self, tmp_path, monkeypatch):
+        path = saved_history(tmp_path)
+        real = sqlite3.connect
+
+        def full(target, *args, **kwargs):  # SQLite itself says that the database or disk is full
+            db = real(target, *args, **kwargs)
+            if target != ":memory:":
+                db.execute("PRAGMA max_page_count = 1")
+            return db
+
+        monkeypatch.setattr(sqlite3, "connect", full)
+        path.unlink()
+        for leftover in tmp_path.glob("history.sqlite3-*"):
+            leftover.unlink()
+        history, notices = opened(path)
+        assert not history.saving and len(notices) == 1 and "the disk is full" in notices[0]
+        chat = history.new_conversation()
+        history.add_message(chat, "user", "still answered")
+        assert [m.text for m in history.messages(chat)] == ["still answered"]
+        history.close()
+
+    def test_a_full_disk_mid_session_loses_nothing_of_the_session(self, tmp_path):
+        path = saved_history(tmp_path)
+        history, notices = opened(path)
+        pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+        history._db.execute(f"PRAGMA max_page_count = {pages}")
+        chat = history.new_conversation()
+        question = history.add_message(chat, "user", "a long question " + "y" * 20_000)
+        reply = history.add_message(chat, "assistant", "")
+        history.update_message(reply, "the answer")
+        assert not history.saving and len(notices) == 1 and "the disk is full" in notices[0]
+        assert [m.id for m in history.messages(chat)] == [question, reply]
+        assert len(history.conversations()) == 4, "what was saved before is still listed"
+        (photo,) = history.messages(1)[0].attachments
+        assert photo.path.read_bytes() == b"png", "and its media are where they were"
+        history.delete(1)
+        assert (tmp_path / "media" / "1" / "photo.png").exists(), "nothing on disk is touched any more"
+        history.close()
+        on_disk = History(path)
+        assert 1 in [c.id for c in on_disk.conversations()], "deleted from the session only"
+        on_disk.close()
+
+    def test_a_folder_that_cannot_be_made(self, tmp_path):
+        (tmp_path / "a file").write_text("not a folder")
+        history, notices = opened(tmp_path / "a file" / "history.sqlite3")
+        assert not history.saving and len(notices) == 1 and "cannot be saved" in notices[0]
+        history.add_message(history.new_conversation(), "user", "hello")
+        assert len(history.conversations()) == 1
+        history.close()
+
+    def test_on_a_full_filesystem(self, tmp_path):
+        script = (
+            "import json, sys; from pathlib import Path; from app.history import History\n"
+            "h = History(Path(sys.argv[1]) / 'history.sqlite3'); notices = []; h.listen(notices.append)\n"
+            "chat = h.new_conversation(); texts = [f'{n} ' + 'z' * 4000 for n in range(200)]\n"
+            "ids = [h.add_message(chat, 'user', t) for t in texts]\n"
+            "kept = [m.text for m in h.messages(chat)] == texts\n"
+            "print(json.dumps({'saving': h.saving, 'notices': notices, 'kept': kept}))\n"
+        )
+        result = on_small_filesystem(tmp_path / "data", script, str(tmp_path / "data"), size_kib=256)
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert not outcome["saving"] and outcome["kept"]
+        assert len(outcome["notices"]) == 1 and "the disk is full" in outcome["notices"][0]
+
+    def test_in_a_read_only_folder_the_saved_history_is_shown(self, tmp_path):
+        folder = tmp_path / "data"
+        prepare = f"import sys; sys.path.insert(0, {str(Path.cwd())!r}); " + (
+            "from pathlib import Path; from tests.app.test_history import saved_history; "
+            f"saved_history(Path({str(folder)!r}))"
+        )
+        script = (
+            "import json, sys; from pathlib import Path; from app.history import History\n"
+            "h = History(Path(sys.argv[1]) / 'history.sqlite3'); notices = []; h.listen(notices.append)\n"
+            "titles = [c.title[:10] for c in h.conversations()]\n"
+            "h.add_message(h.new_conversation(), 'user', 'asked anyway')\n"
+            "photo = h.messages(1)[0].attachments[0].path.read_bytes().decode()\n"
+            "print(json.dumps({'saving': h.saving, 'notices': notices, 'titles': titles, 'photo': photo,\n"
+            "                  'now': len(h.conversations())}))\n"
+        )
+        result = on_small_filesystem(folder, script, str(folder), prepare=prepare, read_only=True)
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert not outcome["saving"] and outcome["now"] == 4 and outcome["photo"] == "png"
+        assert sorted(outcome["titles"]) == [f"question {n}" for n in range(3)]
+        assert len(outcome["notices"]) == 1 and "read-only" in outcome["notices"][0]
+
+
+class TestWindowWithABadHistory:
+    @pytest.fixture
+    def open_window(self, qtbot, settings):
+        from app.main_window import MainWindow
+        from app.worker import ConversationWorker
+
+        windows = []
+
+        def open_window(history: History) -> MainWindow:
+            window = MainWindow(settings, ConversationWorker(), history)
+            qtbot.addWidget(window)
+            window.show()
+            windows.append(window)
+            return window
+
+        yield open_window
+        for window in windows:
+            window.close()
+
+    @pytest.mark.parametrize("kind", DAMAGE)
+    def test_opens_and_says_where_the_damaged_history_is(self, open_window, tmp_path, kind):
+        path = saved_history(tmp_path)
+        damage(path, kind)
+        window = open_window(History(path))
+        (kept,) = tmp_path.glob("history-damaged-*")
+        assert (kept / "history.sqlite3").is_file()
+        assert window.isVisible() and window.conversations.notice.isVisible()
+        assert str(kept) in window.conversations.notice.text()
+        assert window.conversations.items.count() == 0 and window.composer.send_button.isEnabled()
+
+    def test_a_full_disk_is_said_when_it_happens(self, open_window, tmp_path):
+        history = History(saved_history(tmp_path))
+        window = open_window(history)
+        assert not window.conversations.notice.isVisible()
+        history._db.execute(
+            f"PRAGMA max_page_count = {history._db.execute('PRAGMA page_count').fetchone()[0]}"
+        )
+        window.composer.question_box.setPlainText("a long question " + "y" * 20_000)
+        window.composer.send_button.click()  # no model: the question is kept, the turn fails
+        assert "the disk is full" in window.conversations.notice.text()
+        assert "a long question" in window.chat_view.transcript()
+
+    def test_a_window_that_fails_to_build_leaves_no_thread_running(self, tmp_path):
+        script = (
+            "import sys; from pathlib import Path; from PySide6.QtCore import QSettings\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "from app.history import History; from app.main_window import MainWindow\n"
+            "class Broken(History):\n"
+            "    def conversations(self, search=''):\n"
+            "        raise RuntimeError('a bug while listing')\n"
+            "app = QApplication(['omnidesk', '-platform', 'offscreen'])\n"
+            "settings = QSettings(sys.argv[1], QSettings.Format.IniFormat)\n"
+            "try:\n"
+            "    MainWindow(settings, history=Broken(Path(sys.argv[2])))\n"
+            "except RuntimeError as exc:\n"
+            "    print('raised:', exc)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "settings.ini"), str(tmp_path / "history.sqlite3")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr  # was SIGABRT: "QThread: Destroyed while ... running"
+        assert "raised: a bug while listing" in result.stdout and "QThread" not in result.stderr

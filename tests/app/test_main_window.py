@@ -11,32 +11,8 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Audio
 from model.pipeline import Conversation
+from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, RecordingSink, ask, load, worker
 from tests.helpers import bundle_that_hears, speech_like
-
-TIMEOUT_MS = 60_000
-MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
-
-
-class RecordingSink:
-    """Stands in for the speakers: keeps what it was given (written from the worker's thread)."""
-
-    def __init__(self) -> None:
-        self.chunks: list = []
-        self.stopped = 0
-
-    def write(self, samples) -> None:
-        self.chunks.append(samples)
-
-    def finish(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        self.stopped += 1
-
-
-def worker(sink: RecordingSink | None = None) -> ConversationWorker:
-    sink = sink or RecordingSink()
-    return ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=lambda rate: sink)
 
 
 @pytest.fixture
@@ -45,20 +21,6 @@ def window(qtbot, settings, history_store):
     qtbot.addWidget(win)
     yield win
     win.close()
-
-
-def load(qtbot, window: MainWindow, bundle: Bundle) -> None:
-    with qtbot.waitSignal(window.model_ready, timeout=TIMEOUT_MS):
-        window.load_bundle(str(bundle.root))
-
-
-def ask(qtbot, window: MainWindow, question: str) -> str:
-    """Send a question; return the reason the reply ended."""
-    window.question_box.setPlainText(question)
-    with qtbot.waitSignal(window.reply_completed, timeout=TIMEOUT_MS) as blocker:
-        window.send_button.click()
-    assert window.send_button.isEnabled()
-    return blocker.args[0]
 
 
 class TestWithoutModel:
@@ -76,8 +38,8 @@ class TestWithoutModel:
 
     def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
         with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):
-            window.question_box.setPlainText("hello?")
-            window.send_button.click()
+            window.composer.question_box.setPlainText("hello?")
+            window.composer.send_button.click()
         assert "No model" in window.notice.text()
 
 
@@ -87,11 +49,11 @@ class TestConversation:
         assert "CPU" in window.model_status.text()
         assert not window.choose_button.isVisibleTo(window), "the model is set up"
         pieces: list[str] = []
-        window.reply_progressed.connect(pieces.append)
+        window.session.reply_progressed.connect(pieces.append)
         reason = ask(qtbot, window, "What am I looking at?")
         assert reason in ("stop", "length")
         assert len(pieces) > 1, "the reply arrives in pieces"
-        assert "".join(pieces) in window.transcript()
+        assert "".join(pieces) in window.chat_view.transcript()
         assert "What am I looking at?" in window.chat_view.toPlainText()
         assert "tokens/s" in window.speed_status.text()
         assert settings.value(MODELS_FOLDER_KEY) == str(tiny_bundle.root)
@@ -100,7 +62,7 @@ class TestConversation:
         load(qtbot, window, tiny_bundle)
         ask(qtbot, window, "First question")
         ask(qtbot, window, "Second question")
-        text = window.transcript()
+        text = window.chat_view.transcript()
         assert text.index("First question") < text.index("Second question")
 
     def test_a_recording_longer_than_the_model_hears_is_cut_with_a_notice(
@@ -108,8 +70,8 @@ class TestConversation:
     ):
         """A bundle whose checkpoint hears 2 s (the released ones: 300 s), asked about 3 s of speech."""
         load(qtbot, window, Bundle.open(bundle_that_hears(tiny_bundle, 2, tmp_path)))
-        window.speech_toggle.setChecked(False)
-        window.attachments.add(Audio(speech_like(3.0)), "Recording, 3.0 s")
+        window.composer.speech_toggle.setChecked(False)
+        window.composer.attachments.add(Audio(speech_like(3.0)), "Recording, 3.0 s")
         ask(qtbot, window, "What did I say?")
         assert (
             window.notice.text()
@@ -118,11 +80,11 @@ class TestConversation:
 
     def test_stop_ends_the_reply_and_marks_it(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
         load(qtbot, window, tiny_bundle)
-        window.reply_progressed.connect(lambda _: window.stop_button.click())
+        window.session.reply_progressed.connect(lambda _: window.composer.stop_button.click())
         reason = ask(qtbot, window, "Tell me a long story")
         assert reason == "cancelled"
         assert "(interrupted)" in window.chat_view.toPlainText()
-        assert window.send_button.isEnabled() and not window.stop_button.isEnabled()
+        assert window.composer.send_button.isEnabled() and not window.composer.stop_button.isEnabled()
 
     def test_the_last_bundle_is_loaded_at_the_next_start(
         self, qtbot, tiny_bundle: Bundle, settings, history_store
@@ -144,7 +106,7 @@ class TestHistory:
         qtbot.addWidget(first)
         load(qtbot, first, tiny_bundle)
         ask(qtbot, first, "Remember this question")
-        said = first.transcript()
+        said = first.chat_view.transcript()
         first.close()
         first.history.close()
 
@@ -153,22 +115,22 @@ class TestHistory:
         assert second.conversations.items.count() == 1
         assert second.conversations.items.item(0).text() == "Remember this question"
         second.conversations.conversation_chosen.emit(second.conversations.items.item(0).data(256))
-        assert second.transcript() == said
+        assert second.chat_view.transcript() == said
         second.close()
         second.history.close()
 
     def test_new_chat_and_reopening_an_old_one(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
         load(qtbot, window, tiny_bundle)
         ask(qtbot, window, "Old question")
-        old = window.transcript()
+        old = window.chat_view.transcript()
         window.conversations.new_button.click()
-        assert window.transcript() == ""
+        assert window.chat_view.transcript() == ""
         ask(qtbot, window, "New question")
-        assert "Old question" not in window.transcript()
+        assert "Old question" not in window.chat_view.transcript()
         assert window.conversations.items.count() == 2
         old_id = next(c.id for c in window.history.conversations() if c.title == "Old question")
         window.conversations.conversation_chosen.emit(old_id)
-        assert window.transcript() == old
+        assert window.chat_view.transcript() == old
         ask(qtbot, window, "Follow-up")
         stored = [m.text for m in window.history.messages(old_id) if m.role == "user"]
         assert stored == ["Old question", "Follow-up"]
@@ -186,8 +148,11 @@ class TestSpeech:
 
     def test_a_spoken_turn_reaches_the_speakers(self, qtbot, spoken):
         window, sink = spoken
-        assert window.speech_toggle.isChecked()
-        assert [window.voice_box.itemText(i) for i in range(window.voice_box.count())] == ["Chelsie", "Ethan"]
+        assert window.composer.speech_toggle.isChecked()
+        assert [window.composer.voice_box.itemText(i) for i in range(window.composer.voice_box.count())] == [
+            "Chelsie",
+            "Ethan",
+        ]
         assert ask(qtbot, window, "Read this aloud") in ("end", "length")
         assert sum(len(c) for c in sink.chunks) > 0
         assert "first audio" in window.speed_status.text()
@@ -203,13 +168,13 @@ class TestSpeech:
 
         monkeypatch.setattr(Conversation, "turn", spy)
         ask(qtbot, window, "First")
-        window.voice_box.setCurrentText("Ethan")
+        window.composer.voice_box.setCurrentText("Ethan")
         ask(qtbot, window, "Second")
         assert voices == ["Chelsie", "Ethan"]
 
     def test_interrupting_speech_silences_the_speakers(self, qtbot, spoken):
         window, sink = spoken
-        window.reply_progressed.connect(lambda _: window.stop_button.click())
+        window.session.reply_progressed.connect(lambda _: window.composer.stop_button.click())
         assert ask(qtbot, window, "Talk a lot") == "cancelled"
         assert sink.stopped >= 1
 
@@ -222,8 +187,8 @@ class TestSpeech:
         qtbot.addWidget(win)
         load(qtbot, win, tiny_bundle)
         assert ask(qtbot, win, "Can you hear me?") in ("end", "length")
-        assert "Replies are in text only" in win.notice.text() and not win.speech_toggle.isChecked()
-        assert "Can you hear me?" in win.transcript()
+        assert "Replies are in text only" in win.notice.text() and not win.composer.speech_toggle.isChecked()
+        assert "Can you hear me?" in win.chat_view.transcript()
         win.close()
 
 

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt, QTimer
 
 from app.main_window import MainWindow
 from model.files.bundle import Bundle
-from tests.app.test_main_window import RecordingSink, ask, load, worker
+from tests.app.windows import RecordingSink, ask, load, worker
 
 TICK_S = 0.010
 MAX_STALL_S = 0.050

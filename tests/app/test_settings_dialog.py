@@ -15,8 +15,8 @@ from app.settings_dialog import SettingsDialog
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
-from tests.app.test_main_window import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
 from tests.app.test_playback import FakeStream
+from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
 
 
 def test_preferences_round_trip_and_defaults(settings):
@@ -91,11 +91,11 @@ class TestApplied:
         window.apply_preferences(replace(window.preferences(), talk_key="F2", theme="dark"))
         assert settings.value("appearance/theme") == "dark"
         qtbot.keyPress(window, Qt.Key.Key_Space)
-        assert window.microphone is None
+        assert window.push_to_talk.microphone is None
         qtbot.keyPress(window, Qt.Key.Key_F2)
-        assert window.microphone is not None
+        assert window.push_to_talk.microphone is not None
         qtbot.keyRelease(window, Qt.Key.Key_F2)
-        assert window.microphone is None
+        assert window.push_to_talk.microphone is None
         window.set_theme("system")
         window.close()
 
@@ -134,5 +134,5 @@ class TestApplied:
         assert ask(qtbot, window, "Say something") in ("end", "length")
         assert opened == [None]
         assert "“USB speakers” is missing: the system default plays" in window.notice.text()
-        assert window.speech_toggle.isChecked()
+        assert window.composer.speech_toggle.isChecked()
         window.close()

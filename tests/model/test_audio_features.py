@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import wave
 from pathlib import Path
@@ -11,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from model.audio_encoder import audio_token_count
 from model.audio_features import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
+    MIN_SAMPLES,
     N_MELS,
     RELEASED_MAX_SAMPLES,
     WHISPER_CHUNK_SECONDS,
+    check_recording,
     load_audio,
     log_mel,
     mel_filters,
@@ -289,3 +293,70 @@ class TestBadInput:
     def test_missing_file(self, tmp_path):
         with pytest.raises(OmnideskError, match="not found"):
             load_audio(tmp_path / "nothing.wav")
+
+
+def write_float_wav(path: Path, samples: np.ndarray, rate: int = INPUT_SAMPLE_RATE) -> Path:
+    """A mono 32-bit IEEE float WAV (format tag 3), which holds any float: NaN, infinities, 1e30."""
+    data = np.asarray(samples, "<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    riff = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(riff) + len(data)) + riff + data)
+    return path
+
+
+class TestUnhearable:
+    """Float recordings that would feed the Thinker NaN, and recordings too short to make one embedding."""
+
+    @pytest.mark.parametrize(
+        ("bad", "expected"),
+        [
+            (np.nan, "not numbers"),
+            (np.inf, "not numbers"),
+            (-np.inf, "not numbers"),
+            (1e30, r"samples reach 1e\+30, far beyond"),
+            (32767.0, "wrongly scaled"),
+        ],
+    )
+    def test_a_float_wav_that_is_not_sound(self, tmp_path, bad, expected):
+        samples = speech_like(1.0)
+        samples[8000:8010] = bad
+        path = write_float_wav(tmp_path / "damaged.wav", samples)
+        with pytest.raises(OmnideskError, match=expected) as raised:
+            load_audio(path)
+        assert str(raised.value).startswith(str(path))
+
+    def test_a_float_wav_of_sound_is_heard(self, tmp_path):
+        samples = speech_like(1.0) * 1.5  # a little beyond full scale, as processed sound may be
+        loaded = load_audio(write_float_wav(tmp_path / "loud.wav", samples))
+        assert np.abs(loaded - samples).max() < 1e-6
+
+    def test_the_shortest_recording_makes_one_embedding(self):
+        assert audio_token_count(mel_frame_count(MIN_SAMPLES)) == 1
+        assert audio_token_count(mel_frame_count(MIN_SAMPLES - 1)) == 0
+
+    @pytest.mark.parametrize("n", [1, 5, MIN_SAMPLES - 1])
+    def test_a_few_samples_are_too_short(self, tmp_path, n):
+        path = _write_wav(tmp_path / "blip.wav", np.full((1, n), 0.1), INPUT_SAMPLE_RATE)
+        with pytest.raises(OmnideskError, match=r"too short \(\d+ ms\): at least 20 ms"):
+            load_audio(path)
+        with pytest.raises(OmnideskError, match="too short"):
+            check_recording(np.full(n, 0.1, np.float32))
+        check_recording(np.full(MIN_SAMPLES, 0.1, np.float32))
+
+    def test_a_question_with_them_ends_in_one_clear_error(self, tiny_bundle):
+        from model.media import Audio, Question
+        from model.pipeline import Conversation, TurnFinished, TurnOptions
+        from model.thinker import ThinkerOptions
+
+        conversation = Conversation(tiny_bundle, ThinkerOptions(n_ctx=1024))
+        try:
+            for samples, expected in [
+                (np.full(40, 0.1, np.float32), "too short"),
+                (np.full(16_000, np.nan, np.float32), "not numbers"),
+            ]:
+                question = Question("what is this?", audios=(Audio(samples),))
+                (finished,) = list(conversation.turn(question, TurnOptions(speak=False, max_tokens=4)))
+                assert isinstance(finished, TurnFinished) and finished.reason == "error"
+                assert expected in finished.error
+        finally:
+            conversation.close()

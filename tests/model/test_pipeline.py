@@ -260,7 +260,7 @@ class TestBadInput:
 
     @pytest.mark.parametrize("stage", ["talker", "token2wav"])
     def test_a_failing_stage_ends_the_turn_and_the_conversation_goes_on(
-        self, conversation, monkeypatch, stage
+        self, conversation, monkeypatch, stage, tiny_bundle: Bundle
     ):
         talker, t2w = conversation._speech_parts()
 
@@ -274,9 +274,24 @@ class TestBadInput:
         threads_before = threading.active_count()
         finished = run(conversation, "Hi", SPOKEN)[-1]
         assert finished.reason == "error" and f"injected {stage} failure" in finished.error
+        assert f"omnidesk models verify {tiny_bundle.root}" in finished.error, "damage could explain it"
         assert threading.active_count() == threads_before
         monkeypatch.undo()
         assert run(conversation, "Hi again", SPOKEN)[-1].reason in ("end", "length")
+
+    def test_a_batch_llama_cpp_refuses_suggests_verifying_the_files(
+        self, conversation, monkeypatch, tiny_bundle
+    ):
+        monkeypatch.setattr("model.thinker.llama_cpp.llama_decode", lambda ctx, batch: 1)
+        finished = run(conversation, "Hi", SPOKEN)[-1]
+        assert (
+            finished.reason == "error" and "llama.cpp failed to decode a batch (status 1)" in finished.error
+        )
+        assert f"omnidesk models verify {tiny_bundle.root}" in finished.error
+
+    def test_a_bad_question_does_not_suggest_damage(self, conversation):
+        finished = run(conversation, "Hi", replace(SPOKEN, speech=SpeechOptions(voice="Nobody")))[-1]
+        assert finished.reason == "error" and "verify" not in finished.error
 
     def test_a_history_that_reads_as_media_is_an_error_event(self, conversation, tiny_bundle: Bundle):
         """A reply holding a media placeholder (never sampled, but a damaged history could hold one)."""

@@ -44,7 +44,7 @@ class TestVoices:
         tensors = load_file(str(bundle.file("voices")))
         tensors["Chelsie.cond"] = tensors["Chelsie.cond"][None]
         save_file(tensors, str(bundle.file("voices")))
-        with pytest.raises(ModelFileError, match="voice Chelsie has tensors of the wrong shape"):
+        with pytest.raises(ModelFileError, match="voice Chelsie: its tensors have the wrong shape"):
             load_voices(bundle)
 
 

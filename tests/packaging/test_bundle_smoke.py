@@ -42,7 +42,7 @@ def app() -> Path:
 def run_app(app: Path, bundle: Bundle, tmp_path: Path, wrapper: tuple[str, ...], **env: str):
     """The app's selftest as a user's desktop starts it: no Python environment, settings of its own."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "QT_"))}
-    clean.update(XDG_CONFIG_HOME=str(tmp_path / "config"), **env)
+    clean.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"), **env)
     started = time.perf_counter()
     result = subprocess.run(
         [*wrapper, str(app), "--selftest", "--models", str(bundle.root)],

@@ -15,22 +15,29 @@ from app.selftest import _stage
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import MODELS_DIR_VARIABLE
+from tests.helpers import on_small_filesystem
 
 OK_LINE = re.compile(
-    r"omnidesk selftest ok: Qt (?P<platform>\w+), llama\.cpp \w+, bundle (?P<bundle>\S+), "
+    r"omnidesk selftest ok: Qt (?P<platform>\w+), history (?P<history>\S+), llama\.cpp \w+, "
+    r"bundle (?P<bundle>\S+), "
     r"(?P<tokens>\d+) reply tokens \((end|length)\), \d+\.\d s"
 )
 
 
 def selftest(
-    *args: str | Path, home: Path, platform: str | None = "offscreen", wrapper: tuple[str, ...] = ()
+    *args: str | Path,
+    home: Path,
+    platform: str | None = "offscreen",
+    wrapper: tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`omnidesk --selftest` with settings and models folders of its own under `home`."""
-    env = dict(os.environ)
+    """`omnidesk --selftest` with settings, data and models folders of its own under `home`."""
+    env = dict(os.environ if environ is None else environ)
     env.pop("QT_QPA_PLATFORM", None)
     if platform is not None:
         env["QT_QPA_PLATFORM"] = platform
     env["XDG_CONFIG_HOME"] = str(home / "config")
+    env["XDG_DATA_HOME"] = str(home / "data")
     env.setdefault(MODELS_DIR_VARIABLE, str(home / "models"))
     return subprocess.run(
         [*wrapper, sys.executable, "-m", "app.cli", "--selftest", *map(str, args)],
@@ -49,6 +56,7 @@ def assert_ok(result: subprocess.CompletedProcess[str], platform: str, bundle: P
     match = OK_LINE.fullmatch(lines[0])
     assert match is not None, lines[0]
     assert match["platform"] == platform and Path(match["bundle"]) == bundle
+    assert Path(match["history"]).name == "history.sqlite3"
     assert 1 <= int(match["tokens"]) <= 8
 
 
@@ -95,6 +103,50 @@ class TestSelftest:
     def test_a_missing_qt_platform_fails_at_qt(self, tiny_bundle: Bundle, tmp_path: Path):
         result = selftest("--models", tiny_bundle.root, home=tmp_path, platform="nosuchscreen")
         assert_fails(result, "selftest failed at Qt", "no Qt platform plugin for 'nosuchscreen'")
+
+
+class TestHistoryCheck:
+    """The window's history must open and take writes; the selftest says when it would not."""
+
+    def test_a_damaged_history_fails_at_the_history_and_is_left_as_it_is(
+        self, tiny_bundle: Bundle, tmp_path: Path
+    ):
+        history = tmp_path / "data" / "Omnidesk" / "history.sqlite3"
+        history.parent.mkdir(parents=True)
+        history.write_bytes(b"not a database at all" * 100)
+        result = selftest("--models", tiny_bundle.root, home=tmp_path)
+        assert_fails(result, "selftest failed at history", str(history), "damaged", "file is not a database")
+        assert history.read_bytes() == b"not a database at all" * 100
+        assert list(history.parent.iterdir()) == [history]
+
+    def test_a_data_folder_that_cannot_be_made(self, tiny_bundle: Bundle, tmp_path: Path):
+        (tmp_path / "data").write_text("a file where the data folder should be")
+        result = selftest("--models", tiny_bundle.root, home=tmp_path)
+        assert_fails(result, "selftest failed at history", "cannot be written", "Not a directory")
+
+    def test_a_full_disk(self, tiny_bundle: Bundle, tmp_path: Path):
+        env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+        env["QT_QPA_PLATFORM"] = "offscreen"
+        script = "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"
+        result = on_small_filesystem(
+            tmp_path / "data", script, "--selftest", "--models", str(tiny_bundle.root), size_kib=512, env=env
+        )
+        assert_fails(result, "selftest failed at history", "cannot be written", "the disk is full")
+
+
+class TestNoDisplay:
+    """Qt aborts the process when its platform has no display: the selftest says so instead."""
+
+    def test_xcb_without_display(self, tiny_bundle: Bundle, tmp_path: Path):
+        env_home = dict(os.environ)
+        env_home.pop("DISPLAY", None)
+        result = selftest("--models", tiny_bundle.root, home=tmp_path, platform="xcb", environ=env_home)
+        assert_fails(result, "selftest failed at Qt", "xcb", "DISPLAY is not set", "xvfb-run")
+
+    def test_an_x_display_that_does_not_answer(self, tiny_bundle: Bundle, tmp_path: Path):
+        environ = dict(os.environ, DISPLAY=":97")
+        result = selftest("--models", tiny_bundle.root, home=tmp_path, platform="xcb", environ=environ)
+        assert_fails(result, "selftest failed at Qt", "the X display :97 does not answer")
 
 
 def test_an_unexpected_exception_names_the_stage_and_the_error():

@@ -6,35 +6,17 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 
 from model.errors import OmnideskError
 from model.files.bundle import MANIFEST, Bundle
+from model.files.checkpoint import Checkpoint
 from model.files.download import Hub, download_bundle
+from model.files.mmproj_gguf import write_mmproj_gguf
 from tests.fixtures.fake_hub import FakeHub
-
-GGUF_REPO, CHECKPOINT_REPO = "ggml-org/Qwen2.5-Omni-3B-GGUF", "Qwen/Qwen2.5-Omni-3B"
-THINKER = "Qwen2.5-Omni-3B-F32.gguf"
-
-
-@pytest.fixture
-def hub(tiny_checkpoint, tiny_bundle: Bundle):
-    checkpoint = {p.name: p.read_bytes() for p in tiny_checkpoint.path.iterdir() if p.is_file()}
-    ggufs = {
-        THINKER: tiny_bundle.file("thinker").read_bytes(),
-        "Qwen2.5-Omni-3B-Q4_K_M.gguf": b"GGUF not this one",
-        "mmproj-Qwen2.5-Omni-3B-F32.gguf": tiny_bundle.file("mmproj").read_bytes(),
-    }
-    with FakeHub({GGUF_REPO: ggufs, CHECKPOINT_REPO: checkpoint}) as server:
-        yield server
-
-
-def download(hub: FakeHub, out: Path) -> Bundle:
-    return download_bundle("3b", "F32", out, Hub(endpoint=hub.endpoint))
+from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, THINKER, download
 
 
 def shard_bytes(hub: FakeHub) -> tuple[int, int]:
@@ -129,18 +111,7 @@ def test_the_command_honours_hf_endpoint_and_hf_token(hub: FakeHub, tiny_bundle:
     hub.token = "secret-token"
     env = dict(os.environ, HF_ENDPOINT=hub.endpoint, OMNIDESK_MODELS_DIR=str(tmp_path))
     env.pop("HF_TOKEN", None)
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "models",
-        "download",
-        "3b",
-        "--quant",
-        "F32",
-        "--name",
-        "tiny",
-    ]
+    command = DOWNLOAD_COMMAND
     denied = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert denied.returncode != 0 and "HF_TOKEN" in denied.stderr and "Traceback" not in denied.stderr
     allowed = subprocess.run(
@@ -150,18 +121,10 @@ def test_the_command_honours_hf_endpoint_and_hf_token(hub: FakeHub, tiny_bundle:
     assert (tmp_path / "tiny" / MANIFEST).read_bytes() == (tiny_bundle.root / MANIFEST).read_bytes()
 
 
-def clip_gguf(path: Path) -> bytes:
-    writer = gguf.GGUFWriter(str(path), "clip")
-    writer.add_tensor("v.patch_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path.read_bytes()
-
-
-def test_the_vision_projector_comes_along(hub: FakeHub, tmp_path):
-    projector = clip_gguf(tmp_path / "clip.gguf")
+def test_the_vision_projector_comes_along(hub: FakeHub, tiny_checkpoint, tmp_path):
+    # A projector llama.cpp can load (a bundle refuses one it cannot), and not the repository's F32 one.
+    write_mmproj_gguf(Checkpoint.open(tiny_checkpoint.path), tmp_path / "clip.gguf", "f16")
+    projector = (tmp_path / "clip.gguf").read_bytes()
     hub.repos[GGUF_REPO] |= {
         "mmproj-Qwen2.5-Omni-3B-f16.gguf": b"GGUF?",
         "mmproj-Qwen2.5-Omni-3B-Q8_0.gguf": projector,

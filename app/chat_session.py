@@ -1,0 +1,168 @@
+"""The conversation in the window, turn by turn.
+
+A question (from the composer, or a recording from push-to-talk) goes to the worker; its
+reply streams into the chat view and, as it grows, into the history; a recording made while
+a reply runs waits for it to end. The conversation list switches between saved
+conversations while no reply runs.
+
+Threads: the GUI thread only; the worker's signals reach the `on_` slots queued.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
+
+from app.chat_view import ChatView, Message
+from app.composer import Composer
+from app.conversation_list import ConversationList
+from app.current_conversation import CurrentConversation
+from app.preferences import Preferences
+from app.worker import Ask, ReplyFinished
+from model.media import Audio, Image, Question
+
+RENDER_INTERVAL_MS = 50  # a streaming reply is re-rendered (and saved) at most this often
+NOTES = {"cancelled": "interrupted", "context_full": "the conversation is too long"}  # reason -> note
+
+
+class ChatSession(QObject):
+    """Signals:
+    question_asked(object): an Ask: the question with its media, voice and speech (to the worker).
+    conversation_restored(object): the (question, reply) texts of the conversation now shown (to the worker).
+    reply_progressed(str): a piece of the reply was received.
+    reply_completed(str): the reply ended, with the reason.
+    turn_failed(str): a turn could not run (no model, an error); the message to show.
+    """
+
+    question_asked = Signal(object)
+    conversation_restored = Signal(object)
+    reply_progressed = Signal(str)
+    reply_completed = Signal(str)
+    turn_failed = Signal(str)
+
+    def __init__(
+        self,
+        settings: QSettings,
+        chat_view: ChatView,
+        composer: Composer,
+        conversations: ConversationList,
+        current: CurrentConversation,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._settings = settings
+        self._chat_view = chat_view
+        self._composer = composer
+        self._conversations = conversations
+        self._current = current
+        self._busy = False
+        self._send_when_free = False  # a recording waits for the reply to end
+        self._render_pending = False
+
+    @property
+    def busy(self) -> bool:
+        """A reply is running."""
+        return self._busy
+
+    @Slot()
+    def send(self) -> None:
+        """Ask what the composer holds, unless a reply is running or there is nothing to ask."""
+        taken = None if self._busy else self._composer.take()
+        if taken is None:
+            return
+        text, media = taken
+        attached = self._current.ask(text, media)
+        self._conversations.refresh()
+        self._conversations.select(self._current.id)
+        self._chat_view.add_exchange(text, attached)
+        self._set_busy(True)
+        self.render()
+        images = tuple(m for m in media if isinstance(m, Image))
+        audios = tuple(m for m in media if isinstance(m, Audio))
+        question = Question(text, images=images, audios=audios)
+        preset = Preferences.load(self._settings).preset
+        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak, preset))
+
+    @Slot(object)
+    def on_recording_finished(self, audio: Audio) -> None:
+        """Attach a recording and send it, at once or when the running reply ends."""
+        self._composer.attachments.add(audio, f"Recording, {audio.seconds:.1f} s")
+        if self._busy:
+            self._send_when_free = True
+        else:
+            self.send()
+
+    @Slot()
+    def render(self) -> None:
+        """Show the messages; a reply still streaming is saved as far as it came."""
+        self._render_pending = False
+        if self._busy:
+            self.save_reply()
+        self._chat_view.render()
+
+    def save_reply(self) -> None:
+        reply = self._chat_view.reply()
+        if reply is not None:
+            self._current.save_reply(reply.text, reply.note)
+
+    @Slot(str)
+    def on_text_received(self, text: str) -> None:
+        self._chat_view.extend_reply(text)
+        if not self._render_pending:
+            self._render_pending = True
+            QTimer.singleShot(RENDER_INTERVAL_MS, self.render)
+        self.reply_progressed.emit(text)
+
+    @Slot(object)
+    def on_reply_finished(self, finished: ReplyFinished) -> None:
+        self._set_busy(False)
+        reply = self._chat_view.reply()
+        if reply is not None and finished.reason in NOTES:
+            reply.note = NOTES[finished.reason]
+        self.render()
+        self.save_reply()
+        self.reply_completed.emit(finished.reason)
+        self._send_waiting()
+
+    @Slot(str)
+    def on_turn_failed(self, message: str) -> None:
+        if self._chat_view.drop_empty_reply():
+            self._current.not_answered(message)
+        self._set_busy(False)
+        self.render()
+        self.turn_failed.emit(message)
+        self._send_waiting()
+
+    @Slot(int)
+    def on_conversation_chosen(self, conversation: int) -> None:
+        if self._busy or conversation == self._current.id:
+            return
+        stored = self._current.open(conversation)
+        self._chat_view.show_messages(Message(m.role, m.text, m.note, m.attachments) for m in stored)
+        questions = [m.text for m in stored if m.role == "user"]
+        replies = [m.text for m in stored if m.role == "assistant"]
+        self.conversation_restored.emit(list(zip(questions, replies, strict=False)))
+
+    @Slot()
+    def on_new_requested(self) -> None:
+        if self._busy:
+            return
+        self._current.start_new()
+        self._chat_view.show_messages([])
+        self.conversation_restored.emit([])
+        self._conversations.select(None)
+
+    @Slot(int)
+    def on_conversation_deleted(self, conversation: int) -> None:
+        if conversation == self._current.id:
+            self.on_new_requested()
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self._composer.set_busy(busy)
+        self._conversations.setEnabled(not busy)
+
+    def _send_waiting(self) -> None:
+        """A recording made while the reply was still running goes now."""
+        if self._send_when_free:
+            self._send_when_free = False
+            QTimer.singleShot(0, self.send)

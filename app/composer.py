@@ -1,0 +1,142 @@
+"""The next question, being written: its text, its attachments (files, the screen), how it is
+answered (voice, spoken or not), and the Send and Stop buttons.
+
+Threads: the GUI thread only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QPlainTextEdit, QPushButton, QWidget
+
+from app.attachment_strip import AttachmentStrip
+from app.attachments import FILE_FILTER, load_attachment
+from app.preferences import SPEECH_KEY, VOICE_KEY, Preferences
+from app.screen import grab_screen
+from model.errors import OmnideskError
+from model.media import Audio, Image
+
+DEFAULT_VOICE = "Chelsie"  # chosen when the remembered voice is not in the bundle
+
+
+class QuestionBox(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line."""
+
+    submitted = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt override)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+            event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        ):
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class Composer(QObject):
+    """The input widgets (the window lays them out); the voice and speech choices are remembered.
+
+    Signals:
+    send_requested(): Enter or Send.
+    stop_requested(): Stop.
+    notice(str): an attachment could not be had (a file that is not media, no screen shot).
+    """
+
+    send_requested = Signal()
+    stop_requested = Signal()
+    notice = Signal(str)
+
+    def __init__(self, settings: QSettings, window: QWidget) -> None:
+        super().__init__(window)
+        self._settings = settings
+        self._window = window
+        self.attachments = AttachmentStrip()
+        self.question_box = QuestionBox()
+        self.question_box.setPlaceholderText("Ask anything (Enter sends, Shift+Enter for a new line)")
+        self.question_box.setFixedHeight(70)
+        self.question_box.submitted.connect(self.send_requested)
+        self.send_button = QPushButton("Send")
+        self.send_button.clicked.connect(self.send_requested)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.attach_button = QPushButton("Attach…")
+        self.attach_button.setToolTip("Attach an image or a recording")
+        self.attach_button.clicked.connect(self._on_attach_clicked)
+        self.screen_button = QPushButton("Screen")
+        self.screen_button.setToolTip("Attach a shot of the screen")
+        self.screen_button.clicked.connect(self._on_screen_clicked)
+        self.voice_box = QComboBox()
+        self.voice_box.setToolTip("The voice that speaks the replies")
+        self.voice_box.currentTextChanged.connect(lambda voice: self._settings.setValue(VOICE_KEY, voice))
+        self.speech_toggle = QCheckBox("Speak")
+        self.speech_toggle.setChecked(Preferences.load(settings).speak)
+        self.speech_toggle.toggled.connect(
+            lambda on: self._settings.setValue(SPEECH_KEY, "true" if on else "false")
+        )
+        self.set_busy(False)
+
+    def take(self) -> tuple[str, list[Image | Audio]] | None:
+        """The question's text and media, leaving the row empty; None when there is nothing to send."""
+        text = self.question_box.toPlainText().strip()
+        if not text and not self.attachments.media:
+            return None
+        self.question_box.clear()
+        return text, self.attachments.take()
+
+    def set_busy(self, busy: bool) -> None:
+        """A reply is running: it can be stopped, and no question sent."""
+        self.send_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy)
+
+    @property
+    def voice(self) -> str:
+        return self.voice_box.currentText()
+
+    @property
+    def speak(self) -> bool:
+        return self.speech_toggle.isChecked()
+
+    def voices(self) -> list[str]:
+        return [self.voice_box.itemText(i) for i in range(self.voice_box.count())]
+
+    @Slot(object)
+    def set_voices(self, voices: list[str]) -> None:
+        """The bundle's voices; the remembered one is chosen if it is there, else DEFAULT_VOICE."""
+        remembered = Preferences.load(self._settings).voice
+        self.voice_box.blockSignals(True)
+        self.voice_box.clear()
+        self.voice_box.addItems(voices)
+        self.voice_box.blockSignals(False)
+        preferred = remembered if remembered in voices else (DEFAULT_VOICE if DEFAULT_VOICE in voices else "")
+        if preferred:
+            self.voice_box.setCurrentText(preferred)
+
+    def choose_voice(self, voice: str) -> None:
+        if voice and self.voice_box.findText(voice) >= 0:
+            self.voice_box.setCurrentText(voice)
+
+    def attach_file(self, path: Path) -> None:
+        try:
+            media = load_attachment(path)
+        except OmnideskError as exc:
+            self.notice.emit(str(exc))
+            return
+        self.attachments.add(media, path.name)
+
+    @Slot()
+    def _on_attach_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self._window, "Attach an image or a recording", "", FILE_FILTER)
+        if path:
+            self.attach_file(Path(path))
+
+    @Slot()
+    def _on_screen_clicked(self) -> None:
+        try:
+            image = grab_screen(self._window.screen())
+        except OmnideskError as exc:
+            self.notice.emit(f"{exc}.")
+            return
+        self.attachments.add(image, "Screen")

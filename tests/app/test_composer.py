@@ -1,0 +1,96 @@
+"""The composer: Enter and Shift+Enter, taking the question, Send and Stop, voices and speech
+remembered; then in the window: a screen shot and attached files."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QToolButton, QWidget
+
+from app.composer import Composer
+from app.main_window import Devices
+from app.preferences import SPEECH_KEY, VOICE_KEY
+from model.media import Image
+from tests.app.windows import open_window
+
+WAIT_MS = 5_000
+
+
+@pytest.fixture
+def composer(qtbot, settings):
+    window = QWidget()  # the composer's parent: kept alive here
+    qtbot.addWidget(window)
+    yield Composer(settings, window)
+
+
+class TestQuestion:
+    def test_enter_sends_and_shift_enter_starts_a_new_line(self, qtbot, composer):
+        box = composer.question_box
+        with qtbot.waitSignal(composer.send_requested, timeout=WAIT_MS):
+            qtbot.keyClick(box, Qt.Key.Key_Return)
+        with qtbot.assertNotEmitted(composer.send_requested):
+            qtbot.keyClicks(box, "a")
+            qtbot.keyClick(box, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+            qtbot.keyClicks(box, "b")
+        assert box.toPlainText() == "a\nb"
+
+    def test_taking_the_question_empties_the_row(self, composer, tmp_path):
+        assert composer.take() is None, "nothing to send"
+        cv2.imwrite(str(tmp_path / "photo.png"), np.full((30, 40, 3), 128, np.uint8))
+        composer.question_box.setPlainText("  What is this?\n")
+        composer.attach_file(tmp_path / "photo.png")
+        text, media = composer.take()
+        assert text == "What is this?" and len(media) == 1 and isinstance(media[0], Image)
+        assert composer.question_box.toPlainText() == "" and composer.attachments.media == []
+        composer.question_box.setPlainText("   ")
+        assert composer.take() is None
+
+    def test_a_running_reply_can_be_stopped_not_added_to(self, composer):
+        assert composer.send_button.isEnabled() and not composer.stop_button.isEnabled()
+        composer.set_busy(True)
+        assert not composer.send_button.isEnabled() and composer.stop_button.isEnabled()
+
+
+class TestVoice:
+    def test_the_remembered_voice_else_chelsie(self, composer, settings):
+        composer.set_voices(["Chelsie", "Ethan"])
+        assert composer.voice == "Chelsie" and composer.voices() == ["Chelsie", "Ethan"]
+        composer.voice_box.setCurrentText("Ethan")
+        assert settings.value(VOICE_KEY) == "Ethan"
+        composer.set_voices(["Chelsie", "Ethan"])
+        assert composer.voice == "Ethan"
+        composer.set_voices(["Serena"])
+        assert composer.voice == "Serena" and settings.value(VOICE_KEY) == "Ethan", "the choice is kept"
+        composer.choose_voice("Nobody")
+        assert composer.voice == "Serena"
+
+    def test_speaking_or_not_is_remembered(self, qtbot, composer, settings):
+        assert composer.speak
+        composer.speech_toggle.setChecked(False)
+        assert settings.value(SPEECH_KEY) == "false"
+        assert not Composer(settings, composer.parent()).speak
+
+
+class TestInTheWindow:
+    def test_a_screen_shot_is_shown_before_sending(self, qtbot, settings, history_store):
+        window = open_window(qtbot, settings, history_store, Devices())
+        window.composer.screen_button.click()
+        assert window.composer.attachments.labels() == ["Screen"]
+        (shot,) = window.composer.attachments.media
+        size = window.screen().size()
+        assert shot.pixels.shape == (size.height(), size.width(), 3)
+        window.composer.attachments.findChild(QToolButton).click()  # the thumbnail removes it
+        assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
+        window.close()
+
+    def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):
+        window = open_window(qtbot, settings, history_store, Devices())
+        cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((30, 40, 3), 128, np.uint8))
+        window.composer.attach_file(tmp_path / "photo.jpg")
+        (tmp_path / "notes.txt").write_text("hello")
+        window.composer.attach_file(tmp_path / "notes.txt")
+        assert "attach an image or a recording" in window.notice.text()
+        assert window.composer.attachments.labels() == ["photo.jpg"]
+        window.close()

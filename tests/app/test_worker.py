@@ -1,0 +1,67 @@
+"""The worker's signals: a reply's end as a ReplyFinished (None for what it lacks), and turns on
+the tiny bundle, run here on the test's thread (the window runs them on its own). Spoken turns
+are tested through the window (test_main_window.TestSpeech)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app.worker import Ask, ConversationWorker, ModelChoice, ReplyFinished
+from model.files.bundle import Bundle
+from model.media import Question
+from model.pipeline import TurnFinished
+from tests.app.windows import MAX_CODES, MAX_TOKENS
+
+
+class TestReplyFinished:
+    def test_a_missing_mark_is_none(self):
+        turn = TurnFinished(
+            "end", "Hi", (1, 2), (), tokens_per_s=None, marks={"first_text": 0.25, "done": 1.0}
+        )
+        assert ReplyFinished.of(turn) == ReplyFinished("end", 0.25, None, None)
+
+    def test_the_speeds_name_only_what_is_known(self):
+        assert ReplyFinished("end", 0.25, 1.5, 12.34).speeds == (
+            "first audio 1500 ms · first token 250 ms · 12.3 tokens/s"
+        )
+        assert ReplyFinished("end", 0.25, None, 12.34).speeds == "first token 250 ms · 12.3 tokens/s"
+        assert ReplyFinished("error", None, None, None).speeds == ""
+
+    def test_it_is_a_frozen_value(self):
+        finished = ReplyFinished("end", None, None, None)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            finished.reason = "cancelled"  # type: ignore[misc]
+
+
+class Signals:
+    """What a worker emitted, in order."""
+
+    def __init__(self, worker: ConversationWorker) -> None:
+        self.emitted: list[tuple[str, object]] = []
+        for name in ("model_loaded", "model_failed", "text_received", "reply_finished", "turn_failed"):
+            getattr(worker, name).connect(lambda value, name=name: self.emitted.append((name, value)))
+
+    def named(self, name: str) -> list:
+        return [value for emitted, value in self.emitted if emitted == name]
+
+
+class TestTurns:
+    def test_asking_without_a_model_fails_the_turn_only(self, qtbot):
+        worker = ConversationWorker()
+        signals = Signals(worker)
+        worker.ask(Ask(Question("Hello?"), "Chelsie", speak=False))
+        assert signals.emitted == [("turn_failed", "No model is loaded yet: choose a model bundle first.")]
+
+    def test_a_text_reply_has_no_first_audio(self, qtbot, tiny_bundle: Bundle):
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES)
+        signals = Signals(worker)
+        worker.load(ModelChoice(str(tiny_bundle.root)))
+        assert signals.named("model_loaded") and not signals.named("model_failed")
+        worker.ask(Ask(Question("What is this?"), "Chelsie", speak=False))
+        (finished,) = signals.named("reply_finished")
+        assert finished.reason in ("end", "length") and signals.named("text_received")
+        assert finished.first_text_s > 0 and finished.first_audio_s is None
+        assert signals.emitted[-1] == ("reply_finished", finished)
+        worker.close()

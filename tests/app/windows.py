@@ -1,0 +1,78 @@
+"""Helpers for tests of the whole window on the tiny bundle: a worker with short replies, a sink
+standing in for the speakers, loading, asking, and holding the talk button."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from app.main_window import Devices, MainWindow
+from app.worker import ConversationWorker
+from model.files.bundle import Bundle
+
+TIMEOUT_MS = 60_000
+MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
+
+
+class RecordingSink:
+    """Stands in for the speakers: keeps what it was given (written from the worker's thread)."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+        self.stopped = 0
+
+    def write(self, samples) -> None:
+        self.chunks.append(samples)
+
+    def finish(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def worker(sink: RecordingSink | None = None) -> ConversationWorker:
+    sink = sink or RecordingSink()
+    return ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=lambda rate: sink)
+
+
+def open_window(qtbot, settings, history_store, devices: Devices, sink: RecordingSink | None = None):
+    window = MainWindow(settings, worker(sink), history_store, devices)
+    qtbot.addWidget(window)
+    return window
+
+
+def load(qtbot, window: MainWindow, bundle: Bundle) -> None:
+    with qtbot.waitSignal(window.model_ready, timeout=TIMEOUT_MS):
+        window.load_bundle(str(bundle.root))
+
+
+def ask(qtbot, window: MainWindow, question: str) -> str:
+    """Send a question; return the reason the reply ended."""
+    window.composer.question_box.setPlainText(question)
+    with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS) as blocker:
+        window.composer.send_button.click()
+    assert window.composer.send_button.isEnabled()
+    return blocker.args[0]
+
+
+def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
+    """Hold the button until the fake microphone has said everything, then let go."""
+    qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+    assert window.push_to_talk.microphone is not None and window.in_use.text() == "● Microphone on"
+    factory = window._devices.microphone_stream
+    qtbot.waitUntil(lambda: factory.streams[stream_index].fed.is_set(), timeout=TIMEOUT_MS)
+    qtbot.wait(100)  # a few polls of the queue
+    qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+
+
+def kept_recordings(window: MainWindow) -> list[float]:
+    """Seconds of each recording the history keeps, oldest first."""
+    from model.audio_features import load_audio
+
+    return [
+        len(load_audio(a.path)) / 16_000
+        for chat in window.history.conversations()
+        for message in window.history.messages(chat.id)
+        for a in message.attachments
+        if a.kind == "audio"
+    ]
