@@ -16,7 +16,6 @@ from app.chat_view import ChatView, Message
 from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
-from app.preferences import Preferences
 from app.worker import Ask, ReplyFinished
 from model.media import Audio, Image, Question
 
@@ -79,8 +78,7 @@ class ChatSession(QObject):
         images = tuple(m for m in media if isinstance(m, Image))
         audios = tuple(m for m in media if isinstance(m, Audio))
         question = Question(text, images=images, audios=audios)
-        preset = Preferences.load(self._settings).preset
-        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak, preset))
+        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak))
 
     @Slot(object)
     def on_recording_finished(self, audio: Audio) -> None:

@@ -45,6 +45,7 @@ from app.preferences import MODELS_FOLDER_KEY, THEME_KEY, Preferences
 from app.push_to_talk import PushToTalk
 from app.theme import THEMES, apply_theme
 from app.worker import ConversationWorker, ModelChoice, ReplyFinished
+from model.hardware import Hardware, probe
 from model.media import Image
 
 __all__ = ["MODELS_FOLDER_KEY", "Devices", "MainWindow"]
@@ -60,6 +61,7 @@ class Devices:
     inputs: Callable[[], list[str]] = partial(sound_devices, "input")
     outputs: Callable[[], list[str]] = partial(sound_devices, "output")
     cameras: Callable[[], list[tuple[int, str]]] = camera_module.camera_devices
+    hardware: Callable[[], Hardware] = probe  # what the model may compute on (for the settings)
 
 
 class MainWindow(QMainWindow):
@@ -200,6 +202,7 @@ class MainWindow(QMainWindow):
         worker.turn_failed.connect(session.on_turn_failed)
         worker.speech_unavailable.connect(self._on_speech_unavailable)
         worker.speakers_changed.connect(self._show_notice)
+        worker.plan_noted.connect(self._show_notice)
         worker.recording_cut.connect(self._show_notice)
         worker.voices_known.connect(self.composer.set_voices)
         for room in (self.current, self.chat_view, self.composer, self.push_to_talk, self.camera_panel):
@@ -246,8 +249,11 @@ class MainWindow(QMainWindow):
     def load_bundle(self, folder: str) -> None:
         self._loading_folder = folder
         self.model_status.setText(f"Loading {folder}…")
-        preferences = self.preferences()
-        self.load_requested.emit(ModelChoice(folder, preferences.gpu_layers, preferences.persona))
+        p = self.preferences()
+        voice = (p.voice or self.composer.voice) if p.speak else ""
+        self.load_requested.emit(
+            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice)
+        )
 
     @Slot()
     def _open_setup(self) -> None:
@@ -270,6 +276,7 @@ class MainWindow(QMainWindow):
             devices.inputs(),
             devices.outputs(),
             devices.cameras(),
+            devices.hardware(),
             parent=self,
         )
 
@@ -289,11 +296,8 @@ class MainWindow(QMainWindow):
         if new.output_device != old.output_device:
             self.output_device_chosen.emit(new.output_device)
         self.push_to_talk.set_talk_key(new.talk_key)
-        reload = (new.models_folder, new.gpu_layers, new.persona) != (
-            old.models_folder,
-            old.gpu_layers,
-            old.persona,
-        )
+        loaded_with = ("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality")
+        reload = any(getattr(new, name) != getattr(old, name) for name in loaded_with)
         if reload and new.models_folder and not self.session.busy:
             self.load_bundle(new.models_folder)
 

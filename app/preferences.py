@@ -15,7 +15,9 @@ GPU_LAYERS_KEY = "models/gpu_layers"  # -1: as many as fit
 THEME_KEY = "appearance/theme"
 VOICE_KEY = "speech/voice"
 SPEECH_KEY = "speech/enabled"
-PRESET_KEY = "speech/preset"
+QUALITY_KEY = "speech/quality"  # "auto", "exact" or "fast"
+LEGACY_PRESET_KEY = "speech/preset"  # before: "reference" or "fast"
+SPEECH_DEVICE_KEY = "speech/device"  # "auto", "gpu" or "cpu"
 PERSONA_KEY = "speech/persona"
 TALK_KEY = "input/push_to_talk_key"  # a QKeySequence in its portable text form
 INPUT_DEVICE_KEY = "devices/input"
@@ -30,7 +32,8 @@ class Preferences:
     theme: str = "system"
     voice: str = ""
     speak: bool = True
-    preset: str = "reference"
+    speech_quality: str = "auto"
+    speech_device: str = "auto"
     persona: str = ""
     talk_key: str = "Space"
     input_device: str = ""
@@ -51,7 +54,8 @@ class Preferences:
             theme=text(THEME_KEY, default.theme),
             voice=text(VOICE_KEY, default.voice),
             speak=text(SPEECH_KEY, "true") == "true",
-            preset=text(PRESET_KEY, default.preset),
+            speech_quality=text(QUALITY_KEY, _legacy_quality(text(LEGACY_PRESET_KEY, ""))),
+            speech_device=text(SPEECH_DEVICE_KEY, default.speech_device),
             persona=text(PERSONA_KEY, default.persona),
             talk_key=text(TALK_KEY, default.talk_key) or default.talk_key,
             input_device=text(INPUT_DEVICE_KEY, default.input_device),
@@ -66,7 +70,8 @@ class Preferences:
             THEME_KEY: self.theme,
             VOICE_KEY: self.voice,
             SPEECH_KEY: "true" if self.speak else "false",
-            PRESET_KEY: self.preset,
+            QUALITY_KEY: self.speech_quality,
+            SPEECH_DEVICE_KEY: self.speech_device,
             PERSONA_KEY: self.persona,
             TALK_KEY: self.talk_key,
             INPUT_DEVICE_KEY: self.input_device,
@@ -79,3 +84,8 @@ class Preferences:
     @property
     def camera_index(self) -> int:
         return int(self.camera) if self.camera.isdigit() else 0
+
+
+def _legacy_quality(preset: str) -> str:
+    """The quality an older version's speech preset meant ("reference" was the exact path)."""
+    return {"reference": "exact", "fast": "fast"}.get(preset, "auto")

@@ -24,8 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.preferences import Preferences
+from model.hardware import Hardware
 
-PRESETS = {"reference": "Reference quality", "fast": "Fast (Euler solver, a quarter of the work)"}
+QUALITIES = {
+    "auto": "Automatic (exact on a GPU, fast on the CPU)",
+    "exact": "Exact (the reference's path)",
+    "fast": "Fast (quantized Talker, fewer ODE steps, an earlier first sound)",
+}
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 DEFAULT_DEVICE = "System default"
 
@@ -49,6 +54,7 @@ class SettingsDialog(QDialog):
         inputs: list[str],
         outputs: list[str],
         cameras: list[tuple[int, str]],
+        hardware: Hardware,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -67,16 +73,22 @@ class SettingsDialog(QDialog):
         self.gpu_layers.setValue(preferences.gpu_layers)
         model = QFormLayout()
         model.addRow("Model folder", folder_row)
-        model.addRow("GPU layers", self.gpu_layers)
+        if hardware.llama_backend != "CPU" and hardware.gpus:  # on a CPU build there is nothing to offload
+            model.addRow("GPU layers", self.gpu_layers)
 
-        self.preset = _combo(list(PRESETS.items()), preferences.preset)
+        self.quality = _combo(list(QUALITIES.items()), preferences.speech_quality)
+        places = [("auto", "Automatic"), ("cpu", "CPU")]
+        if hardware.torch_gpu is not None:
+            places.insert(1, ("gpu", hardware.torch_gpu.name))
+        self.speech_device = _combo(places, preferences.speech_device)
         voice = preferences.voice or (voices[0] if voices else "")
         self.voice = _combo([(v, v) for v in voices], voice, "{}") if voice else None
         self.persona = QPlainTextEdit(preferences.persona)
         self.persona.setPlaceholderText("Your instructions to the assistant (optional)")
         self.persona.setFixedHeight(70)
         speech = QFormLayout()
-        speech.addRow("Speech quality", self.preset)
+        speech.addRow("Speech quality", self.quality)
+        speech.addRow("Speech runs on", self.speech_device)
         if self.voice is not None:
             speech.addRow("Voice", self.voice)
         speech.addRow("Persona", self.persona)
@@ -124,7 +136,8 @@ class SettingsDialog(QDialog):
             self._preferences,
             models_folder=self.models_folder.text().strip(),
             gpu_layers=self.gpu_layers.value(),
-            preset=str(self.preset.currentData()),
+            speech_quality=str(self.quality.currentData()),
+            speech_device=str(self.speech_device.currentData()),
             voice=str(self.voice.currentData()) if self.voice is not None else self._preferences.voice,
             persona=self.persona.toPlainText().strip(),
             theme=str(self.theme.currentData()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
@@ -22,16 +22,9 @@ from model.files.bundle import Bundle
 from model.hardware import llama_backend
 from model.media import Question
 from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
+from model.placement import PlanChoice
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions
-from model.token2wav.sampler import FAST
-from model.token2wav.streaming import StreamOptions
-
-# Speech quality presets: Token2Wav's ODE solver (the reference's RK4, or Euler at a quarter of the work).
-SPEECH_PRESETS = {
-    "reference": StreamOptions(),
-    "fast": StreamOptions(sampler=FAST),
-}
 
 
 class AudioSink(Protocol):
@@ -45,11 +38,23 @@ SinkFactory = Callable[[int], AudioSink]  # sample rate -> sink; raises Omnidesk
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """What to load: a bundle folder, the Thinker's GPU layers (-1: as many as fit), the persona."""
+    """What to load and how: a bundle folder, the persona, where speech runs and how (the plan's
+    choice), and the voice to have ready ("" when replies are not spoken)."""
 
     folder: str
-    gpu_layers: int = -1
+    gpu_layers: int = -1  # the Thinker's on the GPU; -1: as many as fit
     persona: str = ""
+    speech_device: str = "auto"  # "auto", "gpu" or "cpu"
+    quality: str = "auto"  # "auto", "exact" or "fast"
+    voice: str = ""
+
+    @property
+    def plan_choice(self) -> PlanChoice:
+        return PlanChoice(
+            speech_device=_one_of(self.speech_device, ("auto", "gpu", "cpu")),
+            quality=_one_of(self.quality, ("auto", "exact", "fast")),
+            thinker_gpu_layers=self.gpu_layers,
+        )
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,6 @@ class Ask:
     question: Question
     voice: str
     speak: bool
-    preset: str = "reference"  # a SPEECH_PRESETS key
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,9 @@ class ReplyFinished:
 
 class ConversationWorker(QObject):
     """Signals:
-    model_loaded(str): a description of the loaded bundle and its device.
+    model_loaded(str): a description of the loaded bundle and where it runs.
+    plan_noted(str): something the user should know once about where the model runs (a GPU too
+        small, a torch that cannot use it) and what would help.
     model_failed(str): why the bundle could not be loaded (what to do included).
     text_received(str): the next piece of the reply.
     reply_finished(object): a ReplyFinished: why the reply ended, and its timings.
@@ -103,6 +109,7 @@ class ConversationWorker(QObject):
     """
 
     model_loaded = Signal(str)
+    plan_noted = Signal(str)
     model_failed = Signal(str)
     text_received = Signal(str)
     reply_finished = Signal(object)
@@ -117,13 +124,14 @@ class ConversationWorker(QObject):
         options: ThinkerOptions = ThinkerOptions(),
         max_tokens: int = 1024,
         sink_factory: SinkFactory | None = None,
-        max_codes: int = 4096,
+        speech: SpeechOptions = SpeechOptions(),
     ) -> None:
-        """`sink_factory`: where speech goes; by default the speakers chosen with `set_output_device`."""
+        """`sink_factory`: where speech goes; by default the speakers chosen with `set_output_device`.
+        `speech`: the Talker's options (each question brings its voice)."""
         super().__init__()
         self._options = options
         self._max_tokens = max_tokens
-        self._max_codes = max_codes
+        self._speech = speech
         self._sink_factory = sink_factory or self._speakers
         self._output_device: str | None = None
         self._sink: AudioSink | None = None
@@ -143,12 +151,24 @@ class ConversationWorker(QObject):
         try:
             bundle = Bundle.open(choice.folder)
             options = replace(self._options, n_gpu_layers=choice.gpu_layers)
-            self._conversation = Conversation(bundle, options, persona=choice.persona)
+            conversation = Conversation.planned(bundle, choice.plan_choice, options, persona=choice.persona)
         except OmnideskError as exc:
             self.model_failed.emit(str(exc))
             return
+        self._conversation = conversation
+        plan = conversation.plan
         self.voices_known.emit(sorted(bundle.voices))
-        self.model_loaded.emit(f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}")
+        self.model_loaded.emit(
+            f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}, "
+            f"speech on {plan.talker.label} ({plan.profile})"
+        )
+        for note in plan.notes:
+            self.plan_noted.emit(note)
+        voice = choice.voice if choice.voice in bundle.voices else None
+        try:  # now, not in the first question: the system prompt, and the speech stages to speak it
+            conversation.prepare(voice)
+        except OmnideskError as exc:
+            self.speech_unavailable.emit(f"Speech could not be made ready: {exc}")
 
     @Slot(object)
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
@@ -174,12 +194,10 @@ class ConversationWorker(QObject):
             self.turn_failed.emit("No model is loaded yet: choose a model bundle first.")
             return
         sink = self._open_sink() if request.speak else None
-        speech = SpeechOptions(voice=request.voice, max_codes=self._max_codes)
         options = TurnOptions(
             speak=sink is not None,
             max_tokens=self._max_tokens,
-            speech=speech,
-            stream=SPEECH_PRESETS.get(request.preset, StreamOptions()),
+            speech=replace(self._speech, voice=request.voice),
         )
         finished: TurnFinished | None = None
         for event in conversation.turn(request.question, options):
@@ -225,3 +243,8 @@ class ConversationWorker(QObject):
         if self._conversation is not None:
             self._conversation.close()
             self._conversation = None
+
+
+def _one_of(value: str, allowed: tuple[Any, ...]) -> Any:
+    """A stored choice, or the first (automatic) one if it is not one of `allowed` (an old setting)."""
+    return value if value in allowed else allowed[0]

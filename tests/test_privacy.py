@@ -42,6 +42,7 @@ from PySide6.QtWidgets import QApplication
 from app.history import History
 from app.main_window import MainWindow
 from app.worker import ConversationWorker
+from model.talker import SpeechOptions
 
 class Sink:
     def write(self, samples): pass
@@ -51,7 +52,8 @@ class Sink:
 app = QApplication([])
 folder = Path(tempfile.mkdtemp())
 settings = QSettings(str(folder / "s.ini"), QSettings.Format.IniFormat)
-worker = ConversationWorker(max_tokens=8, max_codes=30, sink_factory=lambda rate: Sink())
+speech = SpeechOptions(max_codes=30)
+worker = ConversationWorker(max_tokens=8, speech=speech, sink_factory=lambda rate: Sink())
 window = MainWindow(settings, worker, History(folder / "h.sqlite3"))
 def ask():
     window.composer.question_box.setPlainText("Is anyone listening?")

@@ -11,7 +11,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.media import Audio
 from model.pipeline import Conversation
-from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, RecordingSink, ask, load, worker
+from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, RecordingSink, ask, load, worker
 from tests.helpers import bundle_that_hears, speech_like
 
 
@@ -182,7 +182,7 @@ class TestSpeech:
         def no_speakers(rate: int):
             raise OmnideskError("cannot open the sound output (no device)")
 
-        quiet = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=no_speakers)
+        quiet = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=no_speakers)
         win = MainWindow(settings, quiet, history_store)
         qtbot.addWidget(win)
         load(qtbot, win, tiny_bundle)

@@ -16,7 +16,10 @@ from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
 from tests.app.test_playback import FakeStream
-from tests.app.windows import MAX_CODES, MAX_TOKENS, TIMEOUT_MS, ask, load, worker
+from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, ask, load, worker
+from tests.model.test_placement import CPU_ONLY, cuda_machine
+
+CUDA = cuda_machine(12)
 
 
 def test_preferences_round_trip_and_defaults(settings):
@@ -27,7 +30,8 @@ def test_preferences_round_trip_and_defaults(settings):
         theme="dark",
         voice="Ethan",
         speak=False,
-        preset="fast",
+        speech_quality="fast",
+        speech_device="cpu",
         persona="Answer briefly.",
         talk_key="F2",
         input_device="USB mic",
@@ -40,11 +44,17 @@ def test_preferences_round_trip_and_defaults(settings):
     assert Preferences.load(settings).gpu_layers == -1
 
 
+@pytest.mark.parametrize("preset, quality", [("reference", "exact"), ("fast", "fast"), ("other", "auto")])
+def test_an_older_speech_preset_is_read_as_a_quality(settings, preset, quality):
+    settings.setValue("speech/preset", preset)
+    assert Preferences.load(settings).speech_quality == quality
+
+
 class TestDialog:
     def test_devices_each_with_the_system_default_and_a_missing_one_marked(self, qtbot):
         preferences = Preferences(input_device="USB mic", camera="2")
         dialog = SettingsDialog(
-            preferences, ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")]
+            preferences, ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")], CUDA
         )
         qtbot.addWidget(dialog)
         items = [dialog.microphone.itemText(i) for i in range(dialog.microphone.count())]
@@ -57,12 +67,13 @@ class TestDialog:
 
     def test_edits_come_back_as_preferences(self, qtbot):
         dialog = SettingsDialog(
-            Preferences(), ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")]
+            Preferences(), ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")], CUDA
         )
         qtbot.addWidget(dialog)
         dialog.models_folder.setText(" /models/3b ")
         dialog.gpu_layers.setValue(12)
-        dialog.preset.setCurrentIndex(dialog.preset.findData("fast"))
+        dialog.quality.setCurrentIndex(dialog.quality.findData("fast"))
+        dialog.speech_device.setCurrentText("NVIDIA GeForce RTX 4070")
         dialog.voice.setCurrentText("Ethan")
         dialog.persona.setPlainText("Be brief.")
         dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
@@ -75,13 +86,22 @@ class TestDialog:
             gpu_layers=12,
             theme="dark",
             voice="Ethan",
-            preset="fast",
+            speech_quality="fast",
+            speech_device="gpu",
             persona="Be brief.",
             talk_key="F2",
             input_device="Built-in mic",
             output_device="Speakers",
             camera="0",
         )
+
+    def test_a_machine_without_a_gpu_offers_neither_gpu_layers_nor_gpu_speech(self, qtbot):
+        dialog = SettingsDialog(Preferences(), ["Chelsie"], [], [], [], CPU_ONLY)
+        qtbot.addWidget(dialog)
+        places = [dialog.speech_device.itemData(i) for i in range(dialog.speech_device.count())]
+        assert places == ["auto", "cpu"]
+        assert not dialog.gpu_layers.isVisibleTo(dialog)
+        assert dialog.speech_device.isVisibleTo(dialog) or not dialog.isVisible()
 
 
 class TestApplied:
@@ -105,7 +125,7 @@ class TestApplied:
         load(qtbot, window, tiny_bundle)
         with qtbot.waitSignal(window.load_requested, timeout=TIMEOUT_MS) as request:
             window.apply_preferences(replace(window.preferences(), gpu_layers=0, persona="Be brief."))
-        assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.")
+        assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
         qtbot.waitUntil(lambda: window.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert window.worker._conversation.persona == "Be brief."
         window.close()
@@ -125,7 +145,7 @@ class TestApplied:
         monkeypatch.setattr(playback, "default_stream_factory", lambda: outputs)
         if remembered:
             settings.setValue("devices/output", "USB speakers")
-        speakers = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES)
+        speakers = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)
         window = MainWindow(settings, speakers, history_store)
         qtbot.addWidget(window)
         load(qtbot, window, tiny_bundle)

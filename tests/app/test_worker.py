@@ -12,7 +12,7 @@ from app.worker import Ask, ConversationWorker, ModelChoice, ReplyFinished
 from model.files.bundle import Bundle
 from model.media import Question
 from model.pipeline import TurnFinished
-from tests.app.windows import MAX_CODES, MAX_TOKENS
+from tests.app.windows import MAX_TOKENS, SPEECH
 
 
 class TestReplyFinished:
@@ -55,7 +55,7 @@ class TestTurns:
         assert signals.emitted == [("turn_failed", "No model is loaded yet: choose a model bundle first.")]
 
     def test_a_text_reply_has_no_first_audio(self, qtbot, tiny_bundle: Bundle):
-        worker = ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES)
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)
         signals = Signals(worker)
         worker.load(ModelChoice(str(tiny_bundle.root)))
         assert signals.named("model_loaded") and not signals.named("model_failed")

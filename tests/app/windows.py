@@ -8,9 +8,12 @@ from PySide6.QtCore import Qt
 from app.main_window import Devices, MainWindow
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
+from model.talker import SpeechOptions
 
 TIMEOUT_MS = 60_000
 MAX_TOKENS, MAX_CODES = 48, 60  # the random tiny model rarely stops by itself
+# ... but its Talker may stop at its first code (a few turns in a hundred): spoken tests need sound.
+SPEECH = SpeechOptions(max_codes=MAX_CODES, min_codes=40)
 
 
 class RecordingSink:
@@ -32,7 +35,7 @@ class RecordingSink:
 
 def worker(sink: RecordingSink | None = None) -> ConversationWorker:
     sink = sink or RecordingSink()
-    return ConversationWorker(max_tokens=MAX_TOKENS, max_codes=MAX_CODES, sink_factory=lambda rate: sink)
+    return ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=lambda rate: sink)
 
 
 def open_window(qtbot, settings, history_store, devices: Devices, sink: RecordingSink | None = None):

@@ -270,7 +270,7 @@ class TestBadInput:
         if stage == "talker":
             monkeypatch.setattr(talker, "speak", broken)
         else:
-            monkeypatch.setattr("model.pipeline.stages.StreamingSynthesizer.push", broken)
+            monkeypatch.setattr("model.pipeline.stages.StreamingSynthesizer.mel", broken)
         threads_before = threading.active_count()
         finished = run(conversation, "Hi", SPOKEN)[-1]
         assert finished.reason == "error" and f"injected {stage} failure" in finished.error
