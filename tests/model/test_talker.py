@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import shutil
 import threading
@@ -17,7 +18,7 @@ from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
 from model.pipeline.stages import ThinkerFeed
 from model.sampling import SamplingOptions
-from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker
+from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker, graph
 from model.talker.network import TalkerConfig, talker_positions
 from model.thinker import Decoded, PositionStates, Thinker, ThinkerOptions, TokenRun
 from tests.helpers import give_the_talker_its_attention_mask
@@ -227,11 +228,14 @@ class TestParity:
         assert ours == theirs
 
     def test_compiled_static_step_matches_eager(self, tiny_bundle, thinker_embeddings, talker, monkeypatch):
-        """The static-shape step (whole cache, masked) gives the eager step's codes and logits.
+        """The static-shape step (`graph.StaticStep`: its buffers, a fixed span of the cache, masked)
+        gives the eager step's codes and logits: the very step a CUDA graph captures and replays.
 
         torch.compile itself is replaced by the identity here (compiling takes about a minute on
-        2 cores); `omnidesk bench talker --compile` runs the compiled step."""
+        2 cores); `omnidesk bench talker --compile` runs the compiled step, `omnidesk bench gpu` the
+        graphed one. Spans start at 16 slots, so the turn steps through four of them (16 to 128)."""
         monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+        monkeypatch.setattr(graph, "SMALLEST_SPAN", 16)
         static = Talker.load(
             tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256, compile=True
         )
@@ -241,8 +245,15 @@ class TestParity:
         full = list(static.steps([prompt, *reply], options))
         error = (torch.stack([s.logits for s in eager]) - torch.stack([s.logits for s in full])).abs().max()
         print(f"\nstatic vs eager: max abs logit difference {error:.2e}")
+        assert static._static_step is not None and static._static_step.spans == (16, 32, 64, 128, 256)
         assert [s.code for s in eager] == [s.code for s in full]
         assert error < 1e-5
+
+    def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_so(self, talker, caplog):
+        """Capture fails here (no CUDA), as it would on a GPU with a kernel that cannot be captured."""
+        with caplog.at_level(logging.WARNING, logger="model.talker.graph"):
+            assert graph.static_step(talker.model, talker.max_positions, graphs=True) is None
+        assert "runs eagerly" in caplog.text
 
 
 class TestGenerationRules:
