@@ -57,7 +57,8 @@ class StaticStep:
         pinned = device.type == "cuda"
         self._host_row = torch.zeros(1, model.config.embedding_size, pin_memory=pinned)
         self._runs: dict[int, Callable[[], torch.Tensor]] = {
-            span: (lambda span=span: self.forward(span)) for span in self.spans  # type: ignore[misc]
+            span: (lambda span=span: self.forward(span))
+            for span in self.spans  # type: ignore[misc]
         }
 
     def __call__(self, code: int, row: torch.Tensor, slot: int, position: int) -> torch.Tensor:
@@ -115,7 +116,9 @@ def static_step(model: TalkerModel, max_positions: int, graphs: bool) -> StaticS
     try:
         step.capture()
     except RuntimeError as exc:
-        log.warning("the Talker's decode step could not be captured as a CUDA graph, so it runs eagerly: %s", exc)
+        log.warning(
+            "the Talker's decode step could not be captured as a CUDA graph, so it runs eagerly: %s", exc
+        )
         return None
     return step
 

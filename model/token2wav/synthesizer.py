@@ -134,15 +134,24 @@ class Token2Wav:
         first_frame: int,
         options: SamplerOptions,
         cancel: threading.Event | None = None,
+        pad_to: int = 0,
     ) -> torch.Tensor:
         """codes: (n_codes,) starting at absolute frame `first_frame`; noise: (2 n_codes, mel_dim)
-        float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set."""
+        float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set.
+
+        pad_to: run the DiT on a window of this many codes (a fixed shape, for CUDA graphs or a
+        compiler), the codes after `codes` padding that the real frames never see (`DiT._masks`)."""
+        n_codes, repeats = codes.numel(), self.dit.cfg.repeats
+        padding = max(0, pad_to - n_codes)
+        if padding:
+            codes = torch.cat([codes, codes.new_zeros(padding)])
+            noise = torch.cat([noise, noise.new_zeros(padding * repeats, noise.shape[1])])
         with torch.inference_mode():
-            cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame)
+            cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame, n_codes)
             velocity = guided_velocity(self.dit, cond, options.guidance)
             if cancel is not None:
                 velocity = _cancellable(velocity, cancel)
-            return integrate(velocity, noise.to(self.device, self.dtype), options)
+            return integrate(velocity, noise.to(self.device, self.dtype), options)[: n_codes * repeats]
 
     def mel(
         self,

@@ -209,6 +209,31 @@ class TestStreaming:
         assert streamed.shape == whole.shape
         assert distance < 1e-2 * whole.abs().mean().item()
 
+    @pytest.mark.parametrize("n_codes", [30, 100, 113])
+    def test_windows_at_a_fixed_shape_give_the_same_mel(self, t2w, voice, n_codes):
+        """Every DiT window padded to the largest (72 codes): the first window (36 codes), a full
+        one, and the last ones, partial blocks included (113 codes), give the unpadded mel."""
+        codes = torch.randint(0, 100, (n_codes,), generator=torch.Generator().manual_seed(n_codes))
+        options = StreamOptions(sampler=FAST)
+        plain = _streamed_mel(t2w, voice, codes, options)
+        padded = []
+        original = t2w.mel_window
+
+        def window(codes, *args):  # MelStream passes pad_to last
+            padded.append((codes.numel(), args[-1]))
+            return original(codes, *args)
+
+        t2w.mel_window = window
+        try:
+            fixed = _streamed_mel(t2w, voice, codes, dataclasses.replace(options, fixed_windows=True))
+        finally:
+            del t2w.mel_window
+        assert options.window_codes(t2w.block_codes) == 72 and all(pad == 72 for _, pad in padded)
+        assert any(real < 72 for real, _ in padded)
+        assert fixed.shape == plain.shape
+        assert plain.abs().max() > 0.1
+        assert _report(f"{n_codes} codes, fixed-shape windows vs plain", fixed, plain) < 1e-5
+
     def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w):
         field = receptive_field_frames(t2w.vocoder.cfg)
         mel = torch.randn(80, 2 * field + 5, generator=torch.Generator().manual_seed(8)) - 4
