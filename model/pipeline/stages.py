@@ -22,6 +22,7 @@ import torch
 from model.errors import OmnideskError
 from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinished
 from model.pipeline.options import TurnOptions
+from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage
 from model.talker import Talker
 from model.thinker import Decoded, Finished, PositionStates, Sampled, Segment, Thinker
 from model.token2wav.streaming import StreamingSynthesizer
@@ -74,8 +75,9 @@ class TurnStages:
         stages = [("thinker", self._thinker)]
         if parts is not None:
             stages += [("talker", self._talker), ("token2wav", self._token2wav)]
+        self.out_of_memory: str | None = None  # the first stage that ran out of GPU memory
         self.threads = [
-            threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in stages
+            threading.Thread(target=self._guard, args=(n, f), name=n, daemon=True) for n, f in stages
         ]
 
     def events(self) -> Iterator[Event]:
@@ -87,6 +89,8 @@ class TurnStages:
             if item is _END:
                 running -= 1
             elif isinstance(item, BaseException):
+                if isinstance(item, StageOutOfMemory):
+                    self.out_of_memory = self.out_of_memory or item.stage
                 self.error = self.error or (str(item) if isinstance(item, OmnideskError) else repr(item))
                 self.cancel.set()
             else:
@@ -128,9 +132,10 @@ class TurnStages:
 
     # -- stages (each on its own thread) --
 
-    def _guard(self, stage: Any) -> None:
+    def _guard(self, name: str, stage: Any) -> None:
         try:
-            stage()
+            with gpu_stage(name):
+                stage()
         except BaseException as exc:  # every failure becomes an event; nothing dies silently
             self._put(self.out, exc, always=True)
         finally:
