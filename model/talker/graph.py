@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -57,8 +58,7 @@ class StaticStep:
         pinned = device.type == "cuda"
         self._host_row = torch.zeros(1, model.config.embedding_size, pin_memory=pinned)
         self._runs: dict[int, Callable[[], torch.Tensor]] = {
-            span: (lambda span=span: self.forward(span))
-            for span in self.spans  # type: ignore[misc]
+            span: partial(self.forward, span) for span in self.spans
         }
 
     def __call__(self, code: int, row: torch.Tensor, slot: int, position: int) -> torch.Tensor:
@@ -80,7 +80,7 @@ class StaticStep:
     def compile(self) -> None:
         """Each step through torch.compile (static shapes: one compilation per span)."""
         compiled = torch.compile(self.forward, fullgraph=True, dynamic=False)
-        self._runs = {span: (lambda span=span: compiled(span)) for span in self.spans}  # type: ignore[misc]
+        self._runs = {span: partial(compiled, span) for span in self.spans}
 
     @torch.inference_mode()
     def capture(self) -> None:
