@@ -10,8 +10,9 @@ picks there (`placement.make_plan`: bfloat16 on Ampere and newer, float16 on old
 2. Token2Wav (the released DiT and BigVGAN shapes, the same for both sizes): streaming synthesis
    of `--codes` codes pushed one at a time in float32, float16 and bfloat16, with the Exact
    profile's sampler (RK4, 36 DiT evaluations per window) and, on CUDA, windows at one fixed shape,
-   as the plan runs it: the first chunk's latency after the code that completes its window, and
-   the real-time factor (wall time per second of speech).
+   each one CUDA graph replay, as the plan runs it (and once eagerly, in the plan's precision): the
+   first chunk's latency after the code that completes its window, and the real-time factor (wall
+   time per second of speech).
 3. Time to first audio of a streaming turn, run as `Conversation.turn` runs it (`TurnStages`: the
    Thinker, Talker and Token2Wav threads at once): a random `--size` Thinker GGUF on llama.cpp (its
    GPU build if that is installed, else the CPU, said in the output), the Talker and Token2Wav where
@@ -233,26 +234,30 @@ def _random_talker(config: TalkerConfig, device: torch.device, dtype: torch.dtyp
 
 def _token2wav(shapes: Shapes, plan: Plan, device: torch.device, n_codes: int) -> float:
     """Prints each precision's first chunk and real-time factor; returns the plan precision's RTF."""
-    options = replace(EXACT_STREAM, fixed_windows=device.type == "cuda")
+    graphs = device.type == "cuda"
     seconds = n_codes / CODE_RATE
     print(
         f"\nToken2Wav, streaming {n_codes} codes ({seconds:.1f} s of speech) one at a time, "
-        f"{options.sampler.evaluations} DiT evaluations per window"
-        + (", windows at one shape" if options.fixed_windows else ""),
+        f"{EXACT_STREAM.sampler.evaluations} DiT evaluations per window"
+        + (", each window one CUDA graph (windows at one shape)" if graphs else ""),
         flush=True,
     )
     generator = torch.Generator().manual_seed(SEED)
     codes = torch.randint(0, 8192, (n_codes,), generator=generator)
     voice = _voice(shapes.dit, generator)
-    rtfs = {}
-    for name, dtype in PRECISIONS.items():
+    rtfs: dict[torch.dtype, float] = {}
+    runs = [(name, dtype, graphs) for name, dtype in PRECISIONS.items()]
+    if graphs:  # what the graphs save, in the plan's precision
+        runs.append((f"{_name(plan.token2wav.dtype)}, eager", plan.token2wav.dtype, False))
+    for name, dtype, fixed in runs:
+        options = replace(EXACT_STREAM, fixed_windows=fixed)
         t2w = _random_token2wav(shapes, device, dtype)
         t2w.voice_features(voice)
-        stream_one_by_one(t2w, voice, codes[: 4 * t2w.block_codes], options, SEED)  # kernels, allocator
+        stream_one_by_one(t2w, voice, codes[: 4 * t2w.block_codes], options, SEED)  # kernels, capture
         first, total = stream_one_by_one(t2w, voice, codes, options, SEED)
-        rtfs[dtype] = total / seconds
+        rtfs.setdefault(dtype, total / seconds)
         print(
-            f"  {name}: first chunk {first * 1e3:.0f} ms after its last code; RTF {rtfs[dtype]:.3f}",
+            f"  {name}: first chunk {first * 1e3:.0f} ms after its last code; RTF {total / seconds:.3f}",
             flush=True,
         )
         del t2w

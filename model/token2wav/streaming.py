@@ -49,9 +49,10 @@ from model.voices import Voice
 class StreamOptions:
     """Chunk sizes in DiT blocks (12 codes, 24 mel frames, 240 ms each).
     vocoder_context_frames: mel frames either side of a vocoder chunk; None: the receptive field.
-    fixed_windows: every DiT window padded to the largest one's shape (`window_codes`), so that a GPU
-    can replay it (CUDA graphs, a compiler); the padding changes no real frame (`DiT._masks`) but
-    costs work, up to twice the first window's on a CPU, so the plan sets it on CUDA only."""
+    fixed_windows: every DiT window padded to the largest one's shape (`window_codes`), so that on
+    CUDA each window's ODE is one CUDA graph replay (`graph.WindowGraph`); the padding changes no
+    real frame (`DiT._masks`) but costs work, up to twice the first window's on a CPU, so the plan
+    sets it on CUDA only."""
 
     first_chunk_blocks: int = 2
     chunk_blocks: int = 3

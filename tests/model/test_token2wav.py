@@ -7,6 +7,7 @@ so velocity, mel and waveform are of order 0.1-1 and the parity errors below mea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import subprocess
 import wave
@@ -19,6 +20,7 @@ import torch
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.token2wav.bigvgan import receptive_field_frames
+from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
@@ -233,6 +235,29 @@ class TestStreaming:
         assert fixed.shape == plain.shape
         assert plain.abs().max() > 0.1
         assert _report(f"{n_codes} codes, fixed-shape windows vs plain", fixed, plain) < 1e-5
+
+    def test_a_window_graphs_buffers_give_each_windows_own_mel(self, t2w, voice):
+        """What a captured window replays (`WindowGraph` on its buffers, run here uncaptured), for two
+        windows in turn (a full one, then a padded one at another place): each equals mel_window's."""
+        features = t2w.voice_features(voice)
+        window = WindowGraph(t2w.dit, 144, FAST)
+        generator = torch.Generator().manual_seed(9)
+        for n_codes, first_frame in ((72, 0), (40, 96)):
+            codes = torch.randint(0, 100, (n_codes,), generator=generator)
+            noise = torch.randn(2 * n_codes, 80, generator=generator)
+            plain = t2w.mel_window(codes, features, noise, first_frame, FAST, None, 72)
+            padded = torch.cat([codes, codes.new_zeros(72 - n_codes)])
+            with torch.inference_mode():
+                cond = t2w.dit.conditioning(padded, features.speaker, features.cond, first_frame, n_codes)
+                noise = torch.cat([noise, noise.new_zeros(144 - 2 * n_codes, 80)])
+                replayed = window(cond, noise)[: 2 * n_codes]
+            assert torch.equal(replayed, plain)
+
+    def test_a_window_that_cannot_be_captured_runs_eagerly_and_says_so(self, t2w, caplog):
+        """Capture fails here (no CUDA), as it would on a GPU with a kernel that cannot be captured."""
+        with caplog.at_level(logging.WARNING, logger="model.token2wav.graph"):
+            assert captured_window(t2w.dit, 144, FAST) is None
+        assert "runs eagerly" in caplog.text
 
     def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w):
         field = receptive_field_frames(t2w.vocoder.cfg)
