@@ -44,7 +44,10 @@ class WindowGraph:
             return torch.zeros(*shape, dtype=dtype, device=weight.device)
 
         self.noise = buffer(frames, cfg.mel_dim)
-        masks = tuple(buffer(frames, frames, dtype=torch.bool) for _ in range(cfg.num_hidden_layers))
+        # every frame attends to all until a window's masks come in: no empty row while capturing
+        masks = tuple(
+            buffer(frames, frames, dtype=torch.bool).logical_not_() for _ in range(cfg.num_hidden_layers)
+        )
         self.cond = Conditioning(
             static=buffer(2, frames, cfg.hidden_size),
             cos=buffer(frames, cfg.head_dim),
