@@ -122,6 +122,10 @@ class Perception:
             )
         return self._vision
 
+    def place_audio_encoder(self, device: str, dtype: torch.dtype) -> None:
+        """Run the audio encoder on `device` in `dtype` from now on (loaded again on next use)."""
+        self.device, self.dtype, self._audio = device, dtype, None
+
     def _audio_encoder(self) -> AudioEncoder:
         if self._audio is None:
             config = self.bundle.config["thinker_config"]["audio_config"]

@@ -199,6 +199,7 @@ class Plan:
             talker=placed["talker"],
             token2wav=placed["token2wav"],
             compile_talker=self.compile_talker and stage != "talker",
+            stream=replace(self.stream, fixed_windows=self.stream.fixed_windows and stage != "token2wav"),
             notes=(*self.notes, why),
         )
         fast = moved.quality == "fast" or (moved.quality == "auto" and _speaks_on_cpu(moved))
@@ -260,6 +261,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
         cpu_bf16=hardware.cpu_bf16,
         compile_talker=placements["talker"].device == "cuda",
+        stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
         thinker_gpu_layers=layers,
         threads=_threads(hardware, choice),
         notes=tuple(notes),
@@ -280,7 +282,7 @@ def _fast_on_cpu(plan: Plan) -> Plan:
     return replace(
         plan,
         profile="fast",
-        stream=FAST_STREAM,
+        stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda"),
         talker_weights="int8" if plan.talker.device == "cpu" else plan.talker_weights,
         token2wav=token2wav,
     )

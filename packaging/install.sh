@@ -8,10 +8,11 @@
 #   --find-links DIR  look for a prebuilt llama-cpp-python wheel in DIR first
 #   --rebuild-llama   build llama-cpp-python again even if a matching build is installed
 #
-# It picks llama.cpp's backend from the hardware (CUDA when an NVIDIA GPU answers,
-# Metal on Apple silicon, else CPU), installs torch before the project (a bare
-# "torch" requirement would pull a multi-GB CUDA build onto CPU-only Linux), and
-# can be run again safely: what is already right is kept.
+# It picks llama.cpp's backend and torch's build from the hardware (CUDA when an NVIDIA
+# GPU answers, Metal on Apple silicon, else CPU), installs torch before the project (a
+# bare "torch" requirement would pull a multi-GB CUDA build onto CPU-only Linux), and
+# can be run again safely: what is already right is kept, and a CPU build of torch on
+# an NVIDIA machine is replaced by a CUDA build.
 set -euo pipefail
 
 LLAMA_CPP_VERSION="0.3.36"
@@ -59,13 +60,36 @@ elif [ "$(uname -s)" = Darwin ] && [ "$(uname -m)" = arm64 ]; then
 fi
 say "accelerator: $accel"
 
-# torch: PyPI's Linux wheel is the CUDA build; CPU-only Linux takes the "+cpu" build, which
-# pip prefers (a local version label sorts higher) from PyTorch's CPU index or a local wheel.
-if "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-    say "torch $TORCH_VERSION already installed"
+# torch: the Talker and Token2Wav run where torch computes, so an NVIDIA machine needs a CUDA build.
+# PyTorch publishes torch 2.13 for CUDA 12.6 and 13.0 (13.2 experimental) on its own wheel index,
+# one folder per CUDA version. CUDA 13.0 (cu130, also what PyPI's Linux wheel is) needs driver 580
+# or newer and a Turing or newer GPU (compute capability 7.5: CUDA 13 dropped Maxwell, Pascal and
+# Volta); cu126 runs on drivers from 525 and on those older GPUs. The build is named exactly
+# (2.13.0+cu130), so a CPU build installed before is replaced. CPU-only Linux takes the "+cpu"
+# build from PyTorch's CPU index (a bare "torch" would pull the multi-GB CUDA build); macOS's
+# wheel from PyPI computes on Metal (MPS).
+torch_build=""
+if [ "$accel" = cuda ]; then
+    gpu_info="$(nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader 2>/dev/null | head -n 1 || true)"
+    driver_major="${gpu_info%%.*}"
+    capability="$(printf '%s' "${gpu_info##*,}" | tr -d ' .')"  # 8.9 -> 89
+    torch_build=cu126
+    if [[ "$driver_major" =~ ^[0-9]+$ && "$capability" =~ ^[0-9]+$ ]] \
+        && [ "$driver_major" -ge 580 ] && [ "$capability" -ge 75 ]; then
+        torch_build=cu130
+    elif [[ "$capability" =~ ^[0-9]+$ ]] && [ "$capability" -ge 100 ]; then
+        echo "install.sh: this GPU (compute capability ${gpu_info##*,}) needs NVIDIA driver 580 or newer for" \
+            "PyTorch's CUDA 13 build; update the driver, then run install.sh again." >&2
+    fi
 elif [ "$accel" = cpu ] && [ "$(uname -s)" = Linux ]; then
-    say "installing torch $TORCH_VERSION (CPU build)"
-    "${pip[@]}" install "torch==$TORCH_VERSION" --extra-index-url https://download.pytorch.org/whl/cpu
+    torch_build=cpu
+fi
+want_cuda=$([ "$accel" = cuda ] && echo 1 || echo 0)
+if "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION' or ($want_cuda and torch.version.cuda is None))" 2>/dev/null; then
+    say "torch $TORCH_VERSION already installed"
+elif [ -n "$torch_build" ]; then
+    say "installing torch $TORCH_VERSION ($torch_build build)"
+    "${pip[@]}" install "torch==$TORCH_VERSION+$torch_build" --extra-index-url "https://download.pytorch.org/whl/$torch_build"
 else
     say "installing torch $TORCH_VERSION"
     "${pip[@]}" install "torch==$TORCH_VERSION"

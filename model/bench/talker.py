@@ -16,36 +16,30 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from model.bench.parts.measure import DTYPES, median_seconds, peak_memory, sync
+from model.bench.parts.measure import DTYPES, median_seconds, peak_memory
 from model.bench.parts.random_bundle import VOICE_BOS, talker_config
-from model.sampling import SamplingOptions
-from model.talker import SpeechIds, SpeechOptions, Talker
+from model.bench.parts.talker_run import (
+    CODEC,
+    TEXT_EOS,
+    TEXT_PAD,
+    TalkerRun,
+    bench_talker,
+    run_talker,
+    thinker_rows,
+    thinker_states,
+)
+from model.talker import Talker
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.quantize import quantize_int8
 from model.talker.weights import talker_from_tensors
 from model.thinker import Decoded, PositionStates
 
 TALKER_7B = {**talker_config(3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
-CODEC = {"bos": 8293, "eos": 8294, "pad": 8292, "mask": 8296}
-TEXT_EOS, TEXT_PAD = 151861, 151859  # Thinker-vocabulary ids
-DIT_EMBEDDABLE = 8194  # the DiT's num_embeds + 1
-GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.05)
-
-
-@dataclass(frozen=True)
-class Run:
-    prefill_s: float
-    decode_s: float  # per code
-    codes: int
-    peak_bytes: int
-    logits: torch.Tensor  # (codes + 1, vocab) float32, ours only; empty for the reference
-    code_ids: tuple[int, ...]
 
 
 def main(argv: list[str]) -> int:
@@ -82,13 +76,13 @@ def main(argv: list[str]) -> int:
     print(f"parameters {parameters / 1e9:.3f} B; weights read per decode step {weight_bytes / 1e9:.2f} GB")
 
     bounds = [_weight_streaming_seconds(ours, device)]
-    rows = _thinker_rows(config.embedding_size, args.prompt + args.steps + 2)
-    states = _states(rows, args.prompt)
+    rows = thinker_rows(config.embedding_size, args.prompt + args.steps + 2)
+    states = thinker_states(rows, args.prompt)
     max_positions = args.prompt + args.steps + 8
-    talker = _talker(ours, rows, max_positions, args.compile)
-    warm_up = _states(rows, 8)[:4]
-    _run_ours(talker, warm_up, 3 if args.compile else 1, device)  # and compilation
-    mine = _run_ours(talker, states, args.steps, device)
+    talker = bench_talker(ours, rows, max_positions, args.compile)
+    warm_up = thinker_states(rows, 8)[:4]
+    run_talker(talker, warm_up, 3 if args.compile else 1, device)  # and compilation
+    mine = run_talker(talker, states, args.steps, device)
     _report("ours", mine)
     if not args.no_reference:
         _run_reference(reference, rows, warm_up, 1, device)
@@ -110,11 +104,11 @@ def main(argv: list[str]) -> int:
 
     if not args.no_int8:
         int8 = quantize_int8(talker_from_tensors(tensors, config, device, dtype))
-        variant = _talker(int8, rows, max_positions, False)
+        variant = bench_talker(int8, rows, max_positions, False)
         _variant("weight-only int8", variant, states, args.variant_steps, device, mine)
     if not args.no_bf16 and dtype != torch.bfloat16:
         bf16 = talker_from_tensors(tensors, config, device, torch.bfloat16)
-        variant = _talker(bf16, rows, max_positions, False)
+        variant = bench_talker(bf16, rows, max_positions, False)
         _variant("bfloat16", variant, states, args.variant_steps, device, mine)
     return 0
 
@@ -136,75 +130,13 @@ def _reference_talker(device: torch.device, dtype: torch.dtype) -> torch.nn.Modu
     return model.to(device=device, dtype=dtype).eval()
 
 
-def _talker(model: TalkerModel, rows: dict[int, np.ndarray], max_positions: int, compile: bool) -> Talker:
-    ids = SpeechIds(
-        codec_bos=CODEC["bos"],
-        codec_eos=CODEC["eos"],
-        codec_pad=CODEC["pad"],
-        codec_mask=CODEC["mask"],
-        text_eos=TEXT_EOS,
-        text_pad=TEXT_PAD,
-        voices={"Chelsie": VOICE_BOS},
-        embeddable=DIT_EMBEDDABLE,
-    )
-    return Talker(
-        model, ids, lambda token_ids: np.stack([rows[i] for i in token_ids]), max_positions, compile
-    )
-
-
-def _thinker_rows(width: int, n: int) -> dict[int, np.ndarray]:
-    """Random Thinker hidden+embedding rows: positions 0..n-1, and the special text ids' embeddings."""
-    rng = np.random.default_rng(0)
-    rows = {i: rng.standard_normal(width).astype(np.float32) for i in range(n)}
-    rows |= {i: rng.standard_normal(width).astype(np.float32) for i in (TEXT_EOS, TEXT_PAD, VOICE_BOS)}
-    return rows
-
-
-def _states(rows: dict[int, np.ndarray], prompt: int) -> list[PositionStates | Decoded]:
-    """A text prompt of `prompt` positions and a reply long enough for every step (embeddings zero)."""
-    n = len(rows) - 3
-    hidden = np.stack([rows[i] for i in range(n)])
-    zeros = np.zeros_like(hidden)
-    head = PositionStates(
-        np.zeros(prompt, dtype=np.int64), hidden[:prompt], zeros[:prompt], np.tile(np.arange(prompt), (3, 1))
-    )
-    return [head, *(Decoded(0, i, hidden[i], zeros[i]) for i in range(prompt, n))]
-
-
-def _run_ours(
-    talker: Talker, states: list[PositionStates | Decoded], steps: int, device: torch.device
-) -> Run:
-    options = SpeechOptions(voice="Chelsie", sampling=GREEDY, max_codes=steps + 1)
-    logits, codes = [], []
-    with peak_memory(device) as peak:
-        started = time.perf_counter()
-        iterator = talker.steps(states, options)
-        first = next(iterator)
-        sync(device)
-        prefilled = time.perf_counter()
-        for step in [first, *iterator]:
-            logits.append(step.logits)
-            codes.append(step.code)
-        sync(device)
-        ended = time.perf_counter()
-    decoded = max(len(codes) - 1, 1)
-    return Run(
-        prefilled - started,
-        (ended - prefilled) / decoded,
-        decoded,
-        peak[0],
-        torch.stack(logits),
-        tuple(codes),
-    )
-
-
 def _run_reference(
     reference: torch.nn.Module,
     rows: dict[int, np.ndarray],
     states: list[PositionStates | Decoded],
     steps: int,
     device: torch.device,
-) -> Run:
+) -> TalkerRun:
     """transformers' talker.generate fed as Qwen2_5OmniForConditionalGeneration.generate feeds it."""
     prompt = states[0]
     assert isinstance(prompt, PositionStates)
@@ -241,7 +173,7 @@ def _run_reference(
     codes = clock.times[1:]  # the first call hands over the prompt
     if len(codes) != steps + 1:
         raise RuntimeError(f"the reference made {len(codes)} codes, not {steps + 1}")
-    return Run(codes[0] - started, (codes[-1] - codes[0]) / steps, steps, peak[0], torch.empty(0), ())
+    return TalkerRun(codes[0] - started, (codes[-1] - codes[0]) / steps, steps, peak[0], torch.empty(0), ())
 
 
 class _TokenClock:
@@ -263,9 +195,9 @@ def _variant(
     states: list[PositionStates | Decoded],
     steps: int,
     device: torch.device,
-    base: Run,
+    base: TalkerRun,
 ) -> None:
-    run = _run_ours(talker, states, steps, device)
+    run = run_talker(talker, states, steps, device)
     same = 0
     while same < min(len(run.code_ids), len(base.code_ids)) and run.code_ids[same] == base.code_ids[same]:
         same += 1
@@ -282,7 +214,7 @@ def _variant(
     )
 
 
-def _report(name: str, run: Run) -> None:
+def _report(name: str, run: TalkerRun) -> None:
     print(
         f"{name}: prefill {run.prefill_s * 1e3:.0f} ms, "
         f"decode {run.decode_s * 1e3:.1f} ms/code over {run.codes} codes ({1 / run.decode_s:.1f} codes/s), "

@@ -27,11 +27,12 @@ from typing import Any
 import torch
 
 from model.bench.parts.measure import DTYPES, peak_memory, sync
+from model.bench.parts.streaming import stream_one_by_one
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
-from model.token2wav.sampler import FAST, REFERENCE, SamplerOptions
+from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.speaker_encoder import SpeakerEncoder
-from model.token2wav.streaming import StreamingSynthesizer, StreamOptions
+from model.token2wav.streaming import StreamOptions
 from model.token2wav.synthesizer import CODE_RATE, Token2Wav
 from model.token2wav.weights import bigvgan_tensors, dit_tensors
 from model.voices import Voice
@@ -65,19 +66,6 @@ def _build(device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, T
     vocoder.load_state_dict(bigvgan_tensors(dict(reference.code2wav_bigvgan_model.state_dict())))
     nets = (dit.eval().to(device, dtype), speaker.eval().to(device, dtype), vocoder.eval().to(device, dtype))
     return reference, Token2Wav(*nets)
-
-
-def _stream(t2w: Token2Wav, voice: Voice, codes: torch.Tensor, sampler: SamplerOptions) -> float:
-    """Streams `codes` one by one; returns the first chunk's latency in seconds."""
-    synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=StreamOptions(sampler=sampler))
-    first = None
-    for code in codes.tolist():
-        start = time.perf_counter()
-        audio = synth.push([code])
-        if first is None and audio.numel():
-            first = time.perf_counter() - start
-    synth.finish()
-    return first if first is not None else float("nan")
 
 
 def _warm_up(reference: Any, t2w: Token2Wav, voice: Voice, codes: torch.Tensor, device: torch.device) -> None:
@@ -123,10 +111,7 @@ def main(argv: list[str]) -> int:
             (f"ours, whole utterance, {name} ({sampler.evaluations} evals)", secs, float("nan"), peak)
         )
         with peak_memory(device) as peaks:
-            start = time.perf_counter()
-            first = _stream(t2w, voice, codes, sampler)
-            sync(device)
-            secs = time.perf_counter() - start
+            first, secs = stream_one_by_one(t2w, voice, codes, StreamOptions(sampler=sampler), SEED)
         rows.append((f"ours, streaming, {name} ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)
 

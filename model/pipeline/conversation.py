@@ -10,7 +10,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 
@@ -20,8 +21,19 @@ from model.media import Question
 from model.perception import EncodedMedia, Perception, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import TurnOptions
+from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage, release_cached_gpu_memory
 from model.pipeline.stages import TurnStages, failure_message
-from model.placement import EXACT, Plan, PlanChoice, bundle_needs, make_plan, talker_cache_positions
+from model.placement import (
+    EXACT,
+    IN_A_SENTENCE,
+    STAGES,
+    Plan,
+    PlanChoice,
+    Stage,
+    bundle_needs,
+    make_plan,
+    talker_cache_positions,
+)
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
 from model.thinker import Segment, Thinker, ThinkerOptions, TokenRun
@@ -116,18 +128,34 @@ class Conversation:
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
         plan = self.plan
         if self._talker is None:
-            self._talker = Talker.load(
-                self.bundle,
-                self.thinker.input_embeddings,
-                plan.talker.device,
-                plan.talker.dtype,
-                max_positions=talker_cache_positions(self.thinker.n_ctx),
-                compile=plan.compile_talker,
-                int8=plan.talker_weights == "int8",
-            )
+            with gpu_stage("talker"):
+                self._talker = Talker.load(
+                    self.bundle,
+                    self.thinker.input_embeddings,
+                    plan.talker.device,
+                    plan.talker.dtype,
+                    max_positions=talker_cache_positions(self.thinker.n_ctx),
+                    compile=plan.compile_talker,
+                    int8=plan.talker_weights == "int8",
+                )
         if self._token2wav is None:
-            self._token2wav = Token2Wav.load(self.bundle, plan.token2wav.device, plan.token2wav.dtype)
+            with gpu_stage("token2wav"):
+                self._token2wav = Token2Wav.load(self.bundle, plan.token2wav.device, plan.token2wav.dtype)
         return self._talker, self._token2wav
+
+    def _without_gpu(self, stage: Stage) -> str:
+        """After `stage` ran out of GPU memory: the next turns run it on the CPU (the plan without it on
+        the GPU; the stage is loaded again there). Returns what to tell the user."""
+        why = f"The GPU ran out of memory: {IN_A_SENTENCE[stage]} now runs on the CPU; ask again."
+        self.plan = self.plan.without_gpu(stage, why)
+        if stage == "talker":
+            self._talker = None
+        elif stage == "token2wav":
+            self._token2wav = None
+        else:
+            self.perception.place_audio_encoder(self.plan.audio_encoder.device, self.plan.audio_encoder.dtype)
+        release_cached_gpu_memory()
+        return why
 
     # -- turns --
 
@@ -186,7 +214,11 @@ class Conversation:
         try:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
-            media = self.perception.encode(question)
+            with gpu_stage("audio_encoder"):
+                media = self.perception.encode(question)
+        except StageOutOfMemory as exc:
+            yield TurnFinished("error", "", (), (), self._without_gpu(cast(Stage, exc.stage)))
+            return
         except Exception as exc:  # a bad question, or a network that fails on its files: an event
             yield TurnFinished("error", "", (), (), failure_message(exc, self.bundle))
             return
@@ -206,10 +238,21 @@ class Conversation:
             yield TurnFinished("error", "", (), (), f"the prompt could not be laid out ({exc})")
             return
         run = TurnStages(
-            self.thinker, ids, segments, options, voice, parts, started, self._cancel, self.bundle
+            self.thinker,
+            ids,
+            segments,
+            options,
+            voice,
+            parts,
+            started,
+            self._cancel,
+            partial(failure_message, bundle=self.bundle),
         )
         try:
-            yield from run.events()
+            for event in run.events():
+                if isinstance(event, TurnFinished) and run.out_of_memory in STAGES:
+                    event = replace(event, error=self._without_gpu(cast(Stage, run.out_of_memory)))
+                yield event
         finally:
             run.stop()
         finished = run.finished

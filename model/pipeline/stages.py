@@ -15,7 +15,7 @@ import queue
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from model.files.bundle import Bundle
 from model.files.store import models_dir
 from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinished
 from model.pipeline.options import TurnOptions
+from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage
 from model.talker import Talker
 from model.thinker import Decoded, Finished, PositionStates, Sampled, Segment, Thinker
 from model.token2wav.streaming import StreamingSynthesizer
@@ -67,10 +68,11 @@ class TurnStages:
         parts: tuple[Talker, Token2Wav] | None,
         started: float,
         cancel: threading.Event,
-        bundle: Bundle,
+        describe_failure: Callable[[BaseException], str] = repr,
     ) -> None:
+        """`describe_failure`: what the user reads of a stage's exception (`failure_message`)."""
         self.thinker = thinker
-        self.bundle = bundle
+        self.describe_failure = describe_failure
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         assert options.stream is not None, "the conversation sets the plan's stream options"
@@ -96,8 +98,9 @@ class TurnStages:
         stages = [("thinker", self._thinker)]
         if parts is not None:
             stages += [("talker", self._talker), ("token2wav", self._token2wav)]
+        self.out_of_memory: str | None = None  # the first stage that ran out of GPU memory
         self.threads = [
-            threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in stages
+            threading.Thread(target=self._guard, args=(n, f), name=n, daemon=True) for n, f in stages
         ]
 
     def events(self) -> Iterator[Event]:
@@ -109,7 +112,9 @@ class TurnStages:
             if item is _END:
                 running -= 1
             elif isinstance(item, BaseException):
-                self.error = self.error or failure_message(item, self.bundle)
+                if isinstance(item, StageOutOfMemory):
+                    self.out_of_memory = self.out_of_memory or item.stage
+                self.error = self.error or self.describe_failure(item)
                 self.cancel.set()
             else:
                 if isinstance(item, Mark):
@@ -150,9 +155,10 @@ class TurnStages:
 
     # -- stages (each on its own thread) --
 
-    def _guard(self, stage: Any) -> None:
+    def _guard(self, name: str, stage: Any) -> None:
         try:
-            stage()
+            with gpu_stage(name):
+                stage()
         except BaseException as exc:  # every failure becomes an event; nothing dies silently
             self._put(self.out, exc, always=True)
         finally:

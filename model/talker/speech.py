@@ -29,6 +29,7 @@ import torch
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
+from model.talker.graph import static_step
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
 from model.talker.quantize import quantize_int8
 from model.talker.weights import load_talker
@@ -112,8 +113,9 @@ class Talker:
     ) -> None:
         """`embed_text` gives Thinker input embeddings (the voices' text-bos, text-eos and text-pad rows).
 
-        With `compile`, the one-token step is compiled for static shapes (attending over the whole
-        cache, masked), with CUDA graphs on CUDA; otherwise it runs eagerly over the filled slots only.
+        With `compile`, the one-token step runs at static shapes (`graph.StaticStep`: attending over a
+        fixed span of the cache, masked), captured as CUDA graphs on CUDA and compiled elsewhere;
+        otherwise it runs eagerly over the filled slots only.
         """
         self.model = model
         self.ids = ids
@@ -124,12 +126,9 @@ class Talker:
         special = [ids.text_eos, ids.text_pad, *ids.voices.values()]
         rows = torch.from_numpy(np.asarray(embed_text(special), dtype=np.float32))
         self._text_rows = dict(zip(special, rows, strict=True))
-        self._step: Callable[..., torch.Tensor] = model
-        self._static = compile
         self._prompt_keys: tuple[object, ...] = ()  # what the cache's first slots hold (see `prime`)
-        if compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-            self._step = torch.compile(model, mode=mode, fullgraph=True, dynamic=False)
+        graphs = self.device.type == "cuda"
+        self._static_step = static_step(model, max_positions, graphs) if compile else None
 
     @classmethod
     def load(
@@ -220,8 +219,7 @@ class Talker:
             if _cancelled(cancel):
                 return
             seen.append(code)
-            x = (self.model.embed.weight[code] + row.to(self.device, self.dtype))[None]
-            logits = self._decode(x, next_slot, next_position)[0]
+            logits = self._decode(code, row, next_slot, next_position)[0]
             next_slot += 1
             next_position += 1
 
@@ -253,12 +251,15 @@ class Talker:
         self._prompt_keys = self._prompt_keys[:kept]
         return kept
 
-    def _decode(self, x: torch.Tensor, slot: int, position: int) -> torch.Tensor:
-        """One step: x (1, embedding_size) at cache `slot` -> logits (1, vocab)."""
+    def _decode(self, code: int, row: torch.Tensor, slot: int, position: int) -> torch.Tensor:
+        """One step: codec `code` plus the Thinker's `row` (embedding_size,) float32, at cache `slot`
+        -> logits (1, vocab)."""
+        if self._static_step is not None:
+            return self._static_step(code, row, slot, position)
+        x = (self.model.embed.weight[code] + row.to(self.device, self.dtype))[None]
         slots = torch.tensor([slot], device=self.device)
         positions = torch.full((3, 1), position, device=self.device)
-        span = self.max_positions if self._static else slot + 1
-        return self._step(x, slots, positions, span)
+        return self.model(x, slots, positions, slot + 1)
 
     def _rules(self, options: SpeechOptions) -> list[NeverSample | NoStopBefore]:
         """The reference's: the codec bos is never sampled, no stop before `min_codes`; and, unless

@@ -213,11 +213,17 @@ class DiT(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def conditioning(
-        self, codes: torch.Tensor, speaker: torch.Tensor, voice: torch.Tensor, first_frame: int
+        self,
+        codes: torch.Tensor,
+        speaker: torch.Tensor,
+        voice: torch.Tensor,
+        first_frame: int,
+        real_codes: int | None = None,
     ) -> Conditioning:
         """codes: (n_codes,) int64; speaker: (2, enc_dim) ECAPA outputs for the conditional and
         unconditional rows; voice: (enc_emb_dim,); first_frame: absolute mel frame of codes[0]
-        (a multiple of block_size)."""
+        (a multiple of block_size); real_codes: with fewer than n_codes, the codes after them are
+        padding (a window made to a fixed shape), which real frames never attend to (see `_masks`)."""
         cfg = self.cfg
         frames = codes.shape[0] * cfg.repeats
         code_emb = self.codec_embed(torch.stack([codes, torch.zeros_like(codes)]))
@@ -234,13 +240,23 @@ class DiT(nn.Module):
             static=static,
             cos=angles.cos().to(dtype),
             sin=angles.sin().to(dtype),
-            masks=self._masks(first_frame, frames, codes.device),
+            masks=self._masks(
+                first_frame, frames, codes.device, frames if real_codes is None else real_codes * cfg.repeats
+            ),
         )
 
-    def _masks(self, first_frame: int, frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def _masks(
+        self, first_frame: int, frames: int, device: torch.device, real_frames: int
+    ) -> tuple[torch.Tensor, ...]:
+        """Block attention; frames from `real_frames` on are padding: real and padded frames never
+        attend to each other, so the real frames compute what they would without the padding (every
+        other operation is per frame), and each padded frame still sees itself (no empty row)."""
         cfg = self.cfg
         block = (torch.arange(frames, device=device) + first_frame) // cfg.block_size
         diff = block[None, :] - block[:, None]  # key block - query block
+        if real_frames < frames:
+            real = torch.arange(frames, device=device) < real_frames
+            diff = diff.masked_fill(real[None, :] != real[:, None], frames)  # beyond any look-ahead
         cache: dict[tuple[int, int], torch.Tensor] = {}
         masks = []
         for layer in range(cfg.num_hidden_layers):

@@ -48,7 +48,11 @@ from model.voices import Voice
 @dataclass(frozen=True)
 class StreamOptions:
     """Chunk sizes in DiT blocks (12 codes, 24 mel frames, 240 ms each).
-    vocoder_context_frames: mel frames either side of a vocoder chunk; None: the receptive field."""
+    vocoder_context_frames: mel frames either side of a vocoder chunk; None: the receptive field.
+    fixed_windows: every DiT window padded to the largest one's shape (`window_codes`), so that on
+    CUDA each window's ODE is one CUDA graph replay (`graph.WindowGraph`); the padding changes no
+    real frame (`DiT._masks`) but costs work, up to twice the first window's on a CPU, so the plan
+    sets it on CUDA only."""
 
     first_chunk_blocks: int = 2
     chunk_blocks: int = 3
@@ -56,6 +60,12 @@ class StreamOptions:
     future_blocks: int = 1
     vocoder_context_frames: int | None = None
     sampler: SamplerOptions = field(default=REFERENCE)
+    fixed_windows: bool = False
+
+    def window_codes(self, block_codes: int) -> int:
+        """Codes of the largest DiT window: look-back, the larger chunk, look-ahead."""
+        chunk = max(self.first_chunk_blocks, self.chunk_blocks)
+        return (self.past_blocks + chunk + self.future_blocks) * block_codes
 
 
 class ChunkedVocoder:
@@ -144,8 +154,9 @@ class MelStream:
         start = max(0, first - opts.past_blocks) * per_block
         end = min((last + opts.future_blocks) * per_block, n_codes)
         noise = self._noise.frames(start * repeats, end * repeats)
+        pad_to = opts.window_codes(per_block) if opts.fixed_windows else 0
         mel = self._t2w.mel_window(
-            self._codes[start:end], self._features, noise, start * repeats, opts.sampler, self._cancel
+            self._codes[start:end], self._features, noise, start * repeats, opts.sampler, self._cancel, pad_to
         )
         keep_from = (first * per_block - start) * repeats
         keep_to = (min(last * per_block, n_codes) - start) * repeats

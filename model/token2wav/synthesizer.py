@@ -18,6 +18,7 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
+from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import REFERENCE, SamplerOptions, Velocity, guided_velocity, integrate
 from model.token2wav.speaker_encoder import SpeakerEncoder
 from model.token2wav.weights import load_token2wav
@@ -73,6 +74,7 @@ class Token2Wav:
     def __init__(self, dit: DiT, speaker_encoder: SpeakerEncoder, vocoder: BigVGAN) -> None:
         self.dit, self.speaker_encoder, self.vocoder = dit, speaker_encoder, vocoder
         self._features: dict[str, VoiceFeatures] = {}
+        self._windows: dict[tuple[int, SamplerOptions], WindowGraph | None] = {}  # see `mel_window`
 
     @classmethod
     def load(cls, bundle: Bundle, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Token2Wav:
@@ -134,15 +136,42 @@ class Token2Wav:
         first_frame: int,
         options: SamplerOptions,
         cancel: threading.Event | None = None,
+        pad_to: int = 0,
     ) -> torch.Tensor:
         """codes: (n_codes,) starting at absolute frame `first_frame`; noise: (2 n_codes, mel_dim)
-        float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set."""
+        float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set.
+
+        pad_to: run the DiT on a window of this many codes (a fixed shape), the codes after `codes`
+        padding that the real frames never see (`DiT._masks`); on CUDA such a window's whole ODE is
+        one CUDA graph (`graph.WindowGraph`), captured on first use."""
+        n_codes, repeats = codes.numel(), self.dit.cfg.repeats
+        padding = max(0, pad_to - n_codes)
+        if padding:
+            codes = torch.cat([codes, codes.new_zeros(padding)])
+            noise = torch.cat([noise, noise.new_zeros(padding * repeats, noise.shape[1])])
         with torch.inference_mode():
-            cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame)
+            cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame, n_codes)
+            window = (
+                self._window(codes.numel() * repeats, options)
+                if pad_to and self.device.type == "cuda"
+                else None
+            )
+            if window is not None:
+                mel = window(cond, noise.to(self.device, torch.float32))[: n_codes * repeats].clone()
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                return mel
             velocity = guided_velocity(self.dit, cond, options.guidance)
             if cancel is not None:
                 velocity = _cancellable(velocity, cancel)
-            return integrate(velocity, noise.to(self.device, torch.float32), options)
+            return integrate(velocity, noise.to(self.device, torch.float32), options)[: n_codes * repeats]
+
+    def _window(self, frames: int, options: SamplerOptions) -> WindowGraph | None:
+        """The captured window of `frames` frames for `options` (None: capture failed, run eagerly)."""
+        key = (frames, options)
+        if key not in self._windows:
+            self._windows[key] = captured_window(self.dit, frames, options)
+        return self._windows[key]
 
     def mel(
         self,

@@ -97,9 +97,16 @@ class TestParity:
         if frames > 3:
             assert max_abs_error(f"audio encoder, {frames} frames", ours.numpy(), reference.numpy()) < 1e-4
 
-    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-    def test_half_precision_stays_close(self, tiny_bundle, encoder, dtype):
-        """The GPU dtypes, run here on the CPU: same path, rounding error only."""
+    @pytest.mark.parametrize(
+        ("dtype", "bound"),
+        # Relative rounding per operation: float16 keeps 11 significant bits (2^-11 = 4.9e-4), bfloat16 8
+        # (2^-8 = 3.9e-3). An embedding is the end of ~10 chained roundings (two convolutions, the tiny
+        # tower's 2 layers of norm, attention and MLP, the pooling, the last norm and projection), each
+        # relative to values of the output's order: up to ~10 units of the last place, 0.5% and 4%.
+        [(torch.bfloat16, 0.04), (torch.float16, 0.005)],
+    )
+    def test_half_precision_stays_close(self, tiny_bundle, encoder, dtype, bound):
+        """The GPU dtypes, run here on the CPU: same path, rounding error only (printed with `-s`)."""
         audio_config = tiny_bundle.config["thinker_config"]["audio_config"]
         half = audio_encoder_from_file(tiny_bundle.file("audio_encoder"), audio_config, dtype=dtype)
         mel = log_mel(speech_like(2.5))
@@ -107,7 +114,7 @@ class TestParity:
         assert ours.dtype == dtype
         reference = encoder.encode(mel)
         error = max_abs_error(f"audio encoder {dtype} vs float32", ours.float().numpy(), reference.numpy())
-        assert error < 0.05 * reference.abs().max().item()
+        assert 0 < error < bound * reference.abs().max().item()
 
     def test_empty_mel_gives_no_tokens(self, encoder):
         assert encoder.encode(torch.zeros(128, 0)).shape == (0, encoder.config.output_dim)

@@ -23,6 +23,8 @@ from model.pipeline import (
     TurnFinished,
     TurnOptions,
 )
+from model.pipeline.out_of_memory import out_of_gpu_memory
+from model.placement import CPU_FLOAT32, Placement, Plan
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import Decoded, ThinkerOptions, TokenRun
@@ -299,6 +301,61 @@ class TestBadInput:
         conversation.history.append(Exchange("Hi", user_ids, (tiny_bundle.tokens["image"],), "?"))
         finished = run(conversation, "And now?", SPOKEN)[-1]
         assert finished.reason == "error" and "could not be laid out" in finished.error
+
+
+class TestOutOfMemory:
+    """A GPU that runs out of memory mid-turn, injected on this CPU: the stage's placement stands in for
+    a GPU one (CPU bfloat16), and the stage raises the error torch raises on CUDA."""
+
+    ON_GPU = Placement("cpu", torch.bfloat16)  # stands in for a GPU placement: what the move changes
+
+    @pytest.fixture
+    def placed(self, tiny_bundle: Bundle):
+        plan = Plan(audio_encoder=self.ON_GPU, talker=self.ON_GPU, token2wav=self.ON_GPU, quality="exact")
+        conversation = Conversation(tiny_bundle, ThinkerOptions(n_ctx=2048, kv_cache_type="f32"), plan)
+        yield conversation
+        conversation.close()
+
+    @pytest.mark.parametrize(
+        ("stage", "where", "said"),
+        [
+            ("talker", "model.talker.speech.Talker.speak", "the Talker"),
+            ("token2wav", "model.token2wav.streaming.StreamingSynthesizer.mel", "Token2Wav"),
+            ("audio_encoder", "model.audio_encoder.AudioEncoder.encode", "the audio encoder"),
+            ("talker", "model.talker.speech.Talker.load", "the Talker"),  # while loading it
+        ],
+    )
+    def test_the_turn_ends_with_a_clear_message_and_the_next_runs_the_stage_on_the_cpu(
+        self, placed: Conversation, monkeypatch, stage, where, said
+    ):
+        def out_of_memory(*args, **kwargs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        question = Question("What did I say?", audios=(Audio(speech_like(1.0)),))
+        placed.prepare(None if where.endswith(".load") else "Chelsie")
+        monkeypatch.setattr(where, out_of_memory)
+        threads_before = threading.active_count()
+        finished = run(placed, question, SPOKEN)[-1]
+        assert finished.reason == "error"
+        assert finished.error == f"The GPU ran out of memory: {said} now runs on the CPU; ask again."
+        assert threading.active_count() == threads_before
+        assert placed.plan.placement(stage) == CPU_FLOAT32 and placed.plan.notes[-1] == finished.error
+        others = [s for s in ("audio_encoder", "talker", "token2wav") if s != stage]
+        assert all(placed.plan.placement(s) == self.ON_GPU for s in others)
+
+        monkeypatch.undo()
+        again = run(placed, question, SPOKEN)
+        assert again[-1].reason in ("end", "length") and len(audio(again)) > 0
+        talker, t2w = placed._speech_parts()
+        loaded = {"talker": talker.dtype, "token2wav": t2w.dtype, "audio_encoder": placed.perception.dtype}
+        assert loaded[stage] == torch.float32
+        assert all(loaded[s] == torch.bfloat16 for s in others)
+
+    def test_other_failures_are_not_taken_for_memory(self):
+        assert out_of_gpu_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+        assert out_of_gpu_memory(RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"))
+        assert not out_of_gpu_memory(RuntimeError("CUDA error: device-side assert triggered"))
+        assert not out_of_gpu_memory(MemoryError())
 
 
 class TestEndToEnd:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,8 @@ import torch
 from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import MANIFEST, Bundle, write_manifest
 from model.pipeline.stages import ThinkerFeed
-from model.sampling import SamplingOptions
-from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker
+from model.sampling import Sampler, SamplingOptions
+from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker, graph, speech
 from model.talker.network import TalkerConfig, talker_positions
 from model.thinker import Decoded, PositionStates, Thinker, ThinkerOptions, TokenRun
 from tests.helpers import give_the_talker_its_attention_mask
@@ -227,11 +229,14 @@ class TestParity:
         assert ours == theirs
 
     def test_compiled_static_step_matches_eager(self, tiny_bundle, thinker_embeddings, talker, monkeypatch):
-        """The static-shape step (whole cache, masked) gives the eager step's codes and logits.
+        """The static-shape step (`graph.StaticStep`: its buffers, a fixed span of the cache, masked)
+        gives the eager step's codes and logits: the very step a CUDA graph captures and replays.
 
         torch.compile itself is replaced by the identity here (compiling takes about a minute on
-        2 cores); `omnidesk bench talker --compile` runs the compiled step."""
+        2 cores); `omnidesk bench talker --compile` runs the compiled step, `omnidesk bench gpu` the
+        graphed one. Spans start at 16 slots, so the turn steps through four of them (16 to 128)."""
         monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+        monkeypatch.setattr(graph, "SMALLEST_SPAN", 16)
         static = Talker.load(
             tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256, compile=True
         )
@@ -241,8 +246,15 @@ class TestParity:
         full = list(static.steps([prompt, *reply], options))
         error = (torch.stack([s.logits for s in eager]) - torch.stack([s.logits for s in full])).abs().max()
         print(f"\nstatic vs eager: max abs logit difference {error:.2e}")
+        assert static._static_step is not None and static._static_step.spans == (16, 32, 64, 128, 256)
         assert [s.code for s in eager] == [s.code for s in full]
         assert error < 1e-5
+
+    def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_so(self, talker, caplog):
+        """Capture fails here (no CUDA), as it would on a GPU with a kernel that cannot be captured."""
+        with caplog.at_level(logging.WARNING, logger="model.talker.graph"):
+            assert graph.static_step(talker.model, talker.max_positions, graphs=True) is None
+        assert "runs eagerly" in caplog.text
 
 
 class TestGenerationRules:
@@ -307,6 +319,46 @@ class TestGenerationRules:
         print(f"\n{dtype}: prefill logits max abs error relative to the largest logit {error:.2e}")
         assert 0 < error < 0.02
 
+    @pytest.mark.parametrize(
+        ("dtype", "bound"),
+        # Relative rounding per operation: float16 keeps 11 significant bits (2^-11 = 4.9e-4), bfloat16 8
+        # (2^-8 = 3.9e-3). A logit is the end of ~10 chained roundings (the tiny Talker's 2 blocks of
+        # norm, projection, attention and MLP, then the head), each relative to values of the logits'
+        # order, so its error may reach ~10 units of the last place: 0.5% and 4% of the largest logit.
+        [(torch.float16, 0.005), (torch.bfloat16, 0.04)],
+    )
+    def test_half_precision_over_200_greedy_steps(
+        self, tiny_bundle, thinker_embeddings, talker, dtype, bound, monkeypatch
+    ):
+        """Each step of a half-precision Talker against float32's on the same inputs (the half Talker is
+        fed float32's codes): logit error at every step, and how often its own greedy pick agrees. A
+        pick can differ only where float32's top two scores are closer than twice the error (the
+        repetition penalty scales scores by at most 1.05): every disagreement must be such a near tie."""
+        half = Talker.load(
+            tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), dtype=dtype, max_positions=256
+        )
+        prompt, reply = random_states(talker.model.config.embedding_size, seed=6)
+        options = SpeechOptions(sampling=GREEDY, max_codes=200, min_codes=200)
+        reference = TeacherForcing()
+        monkeypatch.setattr(speech, "Sampler", reference)
+        f32 = torch.stack([s.logits for s in talker.steps([prompt, *reply], options)])
+        forced = TeacherForcing(reference.picks)
+        monkeypatch.setattr(speech, "Sampler", forced)
+        ours = torch.stack([s.logits for s in half.steps([prompt, *reply], options)])
+
+        assert ours.shape == f32.shape == (200, talker.model.config.vocab_size)
+        errors = (ours - f32).abs().amax(dim=1)
+        relative = errors.max() / f32.abs().max()
+        agree = [a == b for a, b in zip(forced.picks, reference.picks, strict=True)]
+        print(
+            f"\n{dtype}: logits over 200 steps, max abs error {errors.max():.2e} = {relative:.2e} of the "
+            f"largest logit (mean {errors.mean():.2e}); greedy codes agree at {sum(agree)}/200 steps"
+        )
+        assert 0 < relative < bound
+        gaps = torch.tensor(reference.gaps)
+        for step in (i for i, same in enumerate(agree) if not same):
+            assert gaps[step] <= 2 * 1.05 * errors[step], f"step {step}: a clear choice changed"
+
     def test_int8_weights_stay_close_to_float32(self, tiny_bundle, thinker_embeddings, talker):
         int8 = Talker.load(
             tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256, int8=True
@@ -319,6 +371,31 @@ class TestGenerationRules:
         error = (f32[:n] - q8[:n]).abs().max() / f32.abs().max()
         print(f"\nint8: max abs logit error relative to the largest logit {error:.2e}")
         assert 0 < error < 0.05
+
+
+class TeacherForcing:
+    """Stands in for the Talker's `Sampler` class: each sampler it makes notes the greedy pick and the
+    gap between the two best scores (after the Talker's rules), and returns `codes[i]` at step i if
+    given (teacher forcing), else its own pick."""
+
+    def __init__(self, codes: list[int] | None = None) -> None:
+        self.codes = codes
+        self.picks: list[int] = []
+        self.gaps: list[float] = []
+
+    def __call__(self, options: SamplingOptions, rules) -> Callable[..., int]:
+        sampler = Sampler(options, rules)
+
+        def choose(logits: torch.Tensor, seen: torch.Tensor, generated: int = 0) -> int:
+            scores = logits.float()
+            for rule in sampler.rules:
+                scores = rule.apply(scores, seen, generated)
+            best = scores.topk(2).values
+            self.gaps.append(float(best[0] - best[1]))
+            self.picks.append(int(scores.argmax()))
+            return self.picks[-1] if self.codes is None else self.codes[generated]
+
+        return choose
 
 
 class TestStreaming:

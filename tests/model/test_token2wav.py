@@ -7,6 +7,7 @@ so velocity, mel and waveform are of order 0.1-1 and the parity errors below mea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import subprocess
 import wave
@@ -19,6 +20,7 @@ import torch
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.token2wav.bigvgan import receptive_field_frames
+from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
@@ -107,7 +109,13 @@ class TestParity:
         assert _report("full-utterance waveform", ours, ref_wave) < 1e-3
 
     @pytest.mark.parametrize(
-        ("dtype", "mel_bound", "min_snr_db"), [(torch.float16, 0.01, 35.0), (torch.bfloat16, 0.03, 25.0)]
+        ("dtype", "mel_bound", "min_snr_db"),
+        # Relative rounding per operation: float16 2^-11 = 4.9e-4, bfloat16 2^-8 = 3.9e-3. The mel is 9 RK4
+        # steps of the DiT (its 4 tiny blocks, each a chain of ~10 roundings); the steps' errors largely
+        # average out, so ~20 units of the last place bound it: 1% (float16) and 3% (bfloat16, 8 units:
+        # fewer bits, but the same chain). A waveform error of relative size e is an SNR of -20 log10(e):
+        # 1% and 3% give 40 and 30 dB; the vocoder's own roundings take 5 dB of that: 35 and 25 dB.
+        [(torch.float16, 0.01, 35.0), (torch.bfloat16, 0.03, 25.0)],
     )
     def test_half_precision_against_float32(
         self, tiny_bundle, t2w, voice, codes, dtype, mel_bound, min_snr_db
@@ -202,6 +210,54 @@ class TestStreaming:
         )
         assert streamed.shape == whole.shape
         assert distance < 1e-2 * whole.abs().mean().item()
+
+    @pytest.mark.parametrize("n_codes", [30, 100, 113])
+    def test_windows_at_a_fixed_shape_give_the_same_mel(self, t2w, voice, n_codes):
+        """Every DiT window padded to the largest (72 codes): the first window (36 codes), a full
+        one, and the last ones, partial blocks included (113 codes), give the unpadded mel."""
+        codes = torch.randint(0, 100, (n_codes,), generator=torch.Generator().manual_seed(n_codes))
+        options = StreamOptions(sampler=FAST)
+        plain = _streamed_mel(t2w, voice, codes, options)
+        padded = []
+        original = t2w.mel_window
+
+        def window(codes, *args):  # MelStream passes pad_to last
+            padded.append((codes.numel(), args[-1]))
+            return original(codes, *args)
+
+        t2w.mel_window = window
+        try:
+            fixed = _streamed_mel(t2w, voice, codes, dataclasses.replace(options, fixed_windows=True))
+        finally:
+            del t2w.mel_window
+        assert options.window_codes(t2w.block_codes) == 72 and all(pad == 72 for _, pad in padded)
+        assert any(real < 72 for real, _ in padded)
+        assert fixed.shape == plain.shape
+        assert plain.abs().max() > 0.1
+        assert _report(f"{n_codes} codes, fixed-shape windows vs plain", fixed, plain) < 1e-5
+
+    def test_a_window_graphs_buffers_give_each_windows_own_mel(self, t2w, voice):
+        """What a captured window replays (`WindowGraph` on its buffers, run here uncaptured), for two
+        windows in turn (a full one, then a padded one at another place): each equals mel_window's."""
+        features = t2w.voice_features(voice)
+        window = WindowGraph(t2w.dit, 144, FAST)
+        generator = torch.Generator().manual_seed(9)
+        for n_codes, first_frame in ((72, 0), (40, 96)):
+            codes = torch.randint(0, 100, (n_codes,), generator=generator)
+            noise = torch.randn(2 * n_codes, 80, generator=generator)
+            plain = t2w.mel_window(codes, features, noise, first_frame, FAST, None, 72)
+            padded = torch.cat([codes, codes.new_zeros(72 - n_codes)])
+            with torch.inference_mode():
+                cond = t2w.dit.conditioning(padded, features.speaker, features.cond, first_frame, n_codes)
+                noise = torch.cat([noise, noise.new_zeros(144 - 2 * n_codes, 80)])
+                replayed = window(cond, noise)[: 2 * n_codes]
+            assert torch.equal(replayed, plain)
+
+    def test_a_window_that_cannot_be_captured_runs_eagerly_and_says_so(self, t2w, caplog):
+        """Capture fails here (no CUDA), as it would on a GPU with a kernel that cannot be captured."""
+        with caplog.at_level(logging.WARNING, logger="model.token2wav.graph"):
+            assert captured_window(t2w.dit, 144, FAST) is None
+        assert "runs eagerly" in caplog.text
 
     def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w):
         field = receptive_field_frames(t2w.vocoder.cfg)

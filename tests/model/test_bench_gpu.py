@@ -1,0 +1,32 @@
+"""`omnidesk bench gpu` at toy shapes on the CPU: every part runs and reports, so the GPU check cannot rot."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from model.bench import gpu
+
+
+def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.CaptureFixture[str]):
+    argv = ["--device", "cpu", "--size", "tiny", "--cache", str(tmp_path)]
+    argv += ["--talker-steps", "20", "--codes", "48", "--tokens", "3", "--codes-per-token", "10"]
+    assert gpu.main(argv) == 0
+    report = capsys.readouterr().out
+    print(report)
+    assert re.search(r"tiny layout, eager: \d+\.\d codes/s", report)
+    for precision in ("float32", "float16", "bfloat16"):
+        assert re.search(rf"{precision}: first chunk \d+ ms after its last code; RTF \d+\.\d+", report)
+    turn = re.search(
+        r"on the CPU .*\n.*first audio (\d+) ms = prompt (\d+) \+ first code (\d+) \+ DiT window (\d+) "
+        r"\+ vocoder (\d+)",
+        report,
+    )
+    assert turn, "the turn's first audio and its parts"
+    first, *parts = (int(v) for v in turn.groups())
+    assert abs(first - sum(parts)) <= 2  # each part rounded to a millisecond
+    goals = re.findall(
+        r"^  (first audio|Talker codes/s|Token2Wav RTF).* (<=|>=) [\d.]+  (met|NOT met)$", report, re.M
+    )
+    assert [g[0] for g in goals] == ["first audio", "Talker codes/s", "Token2Wav RTF"]
