@@ -136,7 +136,7 @@ class Plan:
     quality: Literal["auto", "exact", "fast"] = "exact"  # what was chosen (auto: by where speech runs)
     gpu: str = ""  # the GPU the stages placed on it use, e.g. "NVIDIA GeForce RTX 4070, 12 GB"
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
-    talker_weights: Literal["float", "int8"] = "float"  # int8: weight-only, per output row
+    talker_weights: Literal["float", "int8", "int4"] = "float"  # weight-only quantization (talker/quantize)
     stream: StreamOptions = EXACT_STREAM
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
     thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
@@ -283,9 +283,18 @@ def _fast_on_cpu(plan: Plan) -> Plan:
         plan,
         profile="fast",
         stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda"),
-        talker_weights="int8" if plan.talker.device == "cpu" else plan.talker_weights,
+        talker_weights=_cpu_talker_weights(plan.cpu_bf16)
+        if plan.talker.device == "cpu"
+        else plan.talker_weights,
         token2wav=token2wav,
     )
+
+
+def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
+    """The faster weight-only kernels of this CPU (README, Performance: the Talker at the 7B layout,
+    one thread: int4 is 5.6x float32 where the CPU has bfloat16 instructions and slower than int8
+    without them, where int8 is 2.7x)."""
+    return "int4" if cpu_bf16 else "int8"
 
 
 def _torch_gpu(hardware: Hardware) -> tuple[str | None, torch.dtype | None]:

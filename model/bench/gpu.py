@@ -64,7 +64,7 @@ from model.sampling import SamplingOptions
 from model.sizing import SIZES
 from model.talker import SpeechOptions, Talker
 from model.talker.network import TalkerConfig, TalkerModel
-from model.talker.quantize import quantize_int8
+from model.talker.quantize import quantize
 from model.thinker import Thinker, ThinkerOptions, TokenRun
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
@@ -296,7 +296,7 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
     print(
         f"\nTurn: a random {shapes.thinker.name.upper()} {args.quant} Thinker on {where} (GGUF ready in "
         f"{time.perf_counter() - built:.0f} s), the Talker {plan.talker.label}"
-        + (", int8 weights" if plan.talker_weights == "int8" else "")
+        + (f", {plan.talker_weights} weights" if plan.talker_weights != "float" else "")
         + (" with CUDA graphs" if plan.compile_talker else "")
         + f", Token2Wav {plan.token2wav.label}, {plan.profile.capitalize()} speech",
         flush=True,
@@ -304,8 +304,8 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
     thinker = Thinker(path, special_tokens(), options)
     talker_config = next(c for c in shapes.talkers.values() if c.embedding_size == shapes.thinker.hidden)
     model = _random_talker(talker_config, device, plan.talker.dtype)
-    if plan.talker_weights == "int8":
-        quantize_int8(model)
+    if plan.talker_weights != "float":
+        quantize(model, plan.talker_weights)
     talker = Talker(
         model,
         SPEECH_IDS,

@@ -4,8 +4,9 @@ Both run in this process on the same weights (ours aliases the reference's tenso
 device allow): a prompt of `--prompt` positions, then `--steps` decode steps, greedy. It prints ms
 per code, the ratio, peak memory, this machine's weight-streaming bound (the time of one bare
 matrix-vector product with each weight matrix of the step, measured before and after the runs)
-with our decode step as a fraction of it, and the weight-only int8 and
-bfloat16 variants with their logit error against the float32 run.
+with our decode step as a fraction of it, and the weight-only int8 and int4 and the bfloat16
+variants: their speed, and at every one of their steps, fed the float32 run's codes (teacher
+forcing), the logit error against float32 and whether their own greedy pick is float32's.
 
 Times are wall-clock, `time.perf_counter`, after a device synchronisation. Peak memory is the peak
 resident set (sampled every 5 ms from /proc/self/statm, Linux) above the level before each run, or
@@ -28,6 +29,7 @@ from model.bench.parts.talker_run import (
     TEXT_EOS,
     TEXT_PAD,
     TalkerRun,
+    TeacherForcing,
     bench_talker,
     run_talker,
     thinker_rows,
@@ -35,7 +37,7 @@ from model.bench.parts.talker_run import (
 )
 from model.talker import Talker
 from model.talker.network import TalkerConfig, TalkerModel
-from model.talker.quantize import quantize_int8
+from model.talker.quantize import quantize
 from model.talker.weights import talker_from_tensors
 from model.thinker import Decoded, PositionStates
 
@@ -49,15 +51,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--prompt", type=int, default=200, help="prompt positions (default: 200)")
     parser.add_argument("--steps", type=int, default=100, help="decode steps measured (default: 100)")
     parser.add_argument(
-        "--variant-steps", type=int, default=30, help="decode steps of int8/bf16 (default: 30)"
+        "--variant-steps", type=int, default=200, help="decode steps of int8/int4/bf16 (default: 200)"
     )
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's)")
     parser.add_argument(
         "--compile", action="store_true", help="compile our decode step (CUDA graphs on CUDA)"
     )
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' Talker")
-    parser.add_argument("--no-int8", action="store_true", help="skip the weight-only int8 variant")
+    parser.add_argument("--no-quantized", action="store_true", help="skip the int8 and int4 variants")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 variant")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     torch.manual_seed(0)
 
@@ -78,11 +83,12 @@ def main(argv: list[str]) -> int:
     bounds = [_weight_streaming_seconds(ours, device)]
     rows = thinker_rows(config.embedding_size, args.prompt + args.steps + 2)
     states = thinker_states(rows, args.prompt)
-    max_positions = args.prompt + args.steps + 8
+    max_positions = args.prompt + max(args.steps, args.variant_steps) + 8
     talker = bench_talker(ours, rows, max_positions, args.compile)
     warm_up = thinker_states(rows, 8)[:4]
     run_talker(talker, warm_up, 3 if args.compile else 1, device)  # and compilation
-    mine = run_talker(talker, states, args.steps, device)
+    with TeacherForcing().standing_in():  # as run_talker does: the greedy pick (steps noted for variants)
+        mine = run_talker(talker, states, max(args.steps, args.variant_steps), device)
     _report("ours", mine)
     if not args.no_reference:
         _run_reference(reference, rows, warm_up, 1, device)
@@ -102,10 +108,11 @@ def main(argv: list[str]) -> int:
         f"reaches {bound_s / mine.decode_s:.0%} of that bound"
     )
 
-    if not args.no_int8:
-        int8 = quantize_int8(talker_from_tensors(tensors, config, device, dtype))
-        variant = bench_talker(int8, rows, max_positions, False)
-        _variant("weight-only int8", variant, states, args.variant_steps, device, mine)
+    for weights in () if args.no_quantized else ("int8", "int4"):
+        model = quantize(talker_from_tensors(tensors, config, device, dtype), weights)
+        variant = bench_talker(model, rows, max_positions, False)
+        _variant(f"weight-only {weights}", variant, states, args.variant_steps, device, mine)
+        del model, variant
     if not args.no_bf16 and dtype != torch.bfloat16:
         bf16 = talker_from_tensors(tensors, config, device, torch.bfloat16)
         variant = bench_talker(bf16, rows, max_positions, False)
@@ -197,20 +204,19 @@ def _variant(
     device: torch.device,
     base: TalkerRun,
 ) -> None:
-    run = run_talker(talker, states, steps, device)
-    same = 0
-    while same < min(len(run.code_ids), len(base.code_ids)) and run.code_ids[same] == base.code_ids[same]:
-        same += 1
-    compared = min(same + 1, len(run.logits), len(base.logits))
-    error = (run.logits[:compared] - base.logits[:compared]).abs().amax(dim=1)
-    scale = base.logits.abs().max()
+    """`talker`'s speed, and each of its `steps` steps fed `base`'s codes: logit error, greedy agreement."""
+    with TeacherForcing(list(base.code_ids)).standing_in() as forced:
+        run = run_talker(talker, states, steps, device)
+    compared = len(run.logits)
+    error = (run.logits - base.logits[:compared]).abs().amax(dim=1)
+    scale = base.logits[:compared].abs().max()
+    agree = sum(a == b for a, b in zip(forced.picks, base.code_ids, strict=False))
     print(
         f"{name}: prefill {run.prefill_s * 1e3:.0f} ms, decode {run.decode_s * 1e3:.1f} ms/code "
         f"({base.decode_s / run.decode_s:.2f}x our float32), peak +{run.peak_bytes / 2**30:.2f} GiB; "
-        f"logits vs float32 over the first {compared} steps (while the codes agree): "
-        f"max abs error {error.max():.2e} ({error.max() / scale:.1%} of the largest logit), "
-        f"prefill step {error[0]:.2e}; "
-        f"{same}/{len(base.code_ids)} greedy codes agree"
+        f"over {compared} steps fed float32's codes: logits max abs error {error.max():.2e} "
+        f"({error.max() / scale:.1%} of the largest logit, mean {error.mean() / scale:.1%}); "
+        f"its greedy code is float32's at {agree}/{compared} steps"
     )
 
 

@@ -136,7 +136,7 @@ class Conversation:
                     plan.talker.dtype,
                     max_positions=talker_cache_positions(self.thinker.n_ctx),
                     compile=plan.compile_talker,
-                    int8=plan.talker_weights == "int8",
+                    weights=None if plan.talker_weights == "float" else plan.talker_weights,
                 )
         if self._token2wav is None:
             with gpu_stage("token2wav"):

@@ -2,7 +2,7 @@
 
 Modules: `network` (the decoder, its config and KV cache), `graph` (its decode step at static
 shapes, a CUDA graph on CUDA), `weights` (checkpoint tensors -> the network), `quantize` (weight-only
-int8, swapped in from outside) and `speech` (the speech policy: ids, options and generation as the
+int8 and int4, swapped in from outside) and `speech` (the speech policy: ids, options and generation as the
 reference's `generate`). The names callers need are here.
 """
 

@@ -1,25 +1,34 @@
 """Weight-only quantization of a loaded Talker, applied from outside: the network never mentions it.
 
-`quantize_int8` swaps every linear layer for an `Int8Linear` in place (the codec embedding stays).
+`quantize(model, "int8" | "int4")` swaps every linear layer for a quantized one in place (the codec
+embedding stays, as it is read one row at a time). Both run on torch's own CPU kernels:
+
+- int8: one scale per output row; `torch._weight_int8pack_mm` takes bfloat16 activations.
+- int4: groups of `INT4_GROUP` input columns, each with a scale and a zero point (asymmetric, 16
+  levels); `torch._weight_int4pack_mm_for_cpu` on the packed weight, bfloat16 activations.
+
+Activations are rounded to bfloat16 on the way in and the result goes back to the caller's dtype.
+Which one is faster depends on the CPU's kernels (measured in the README: int4 where the CPU has
+bfloat16 instructions, int8 on AVX2); the errors against float32 are printed by the tests and the
+Talker bench. Off the CPU the weight is dequantized for each call (no GPU runs these: the plan puts
+a GPU's Talker in half precision instead).
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+Weights = Literal["int8", "int4"]
+INT4_GROUP = 32  # input columns per int4 scale (measured: 128 is no faster here, and less exact)
 
 
 class Int8Linear(nn.Module):
-    """A weight-only int8 linear layer: int8 weight (out, in) with one float32 scale per output row.
-
-    On the CPU a few rows (decode) go through torch's int8 kernel, which is fast with bfloat16
-    activations; more rows (prefill) and other devices use the dequantized weight.
-    """
+    """A weight-only int8 linear layer: int8 weight (out, in) with one float32 scale per output row."""
 
     weight: torch.Tensor
     scales: torch.Tensor
@@ -37,19 +46,84 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if flat.device.type == "cpu" and flat.shape[0] <= 4:
+        if flat.device.type == "cpu":
             y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight, self.scales_bf16).to(x.dtype)
         else:
             y = F.linear(flat, self.weight.to(flat.dtype)) * self.scales.to(flat.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], -1)
+        return _output(y, self.bias, x)
 
 
-def quantize_int8(model: ModuleT) -> ModuleT:
-    """Replace every linear layer (not the codec embedding) by its weight-only int8 version, in place."""
+class Int4Linear(nn.Module):
+    """A weight-only int4 linear layer: 16 levels per group of INT4_GROUP inputs, each group with its
+    own scale and zero point, packed as torch's CPU int4 kernel wants it."""
+
+    packed: torch.Tensor
+    scales_and_zeros: torch.Tensor  # (in / INT4_GROUP, out, 2) bfloat16
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        out_features, in_features = weight.shape
+        if not self.packs(linear):
+            raise ValueError(f"a {out_features}x{in_features} weight does not pack as int4")
+        groups = weight.reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        scales = (high - low).clamp(min=1e-12) / 15
+        levels = torch.round((groups - low[..., None]) / scales[..., None]).clamp(0, 15)
+        # The kernel computes (level - 8) * scale + zero: the zero is the value of level 8.
+        zeros = low + 8 * scales
+        self.register_buffer(
+            "packed",
+            torch._convert_weight_to_int4pack_for_cpu(
+                levels.reshape(out_features, in_features).to(torch.int32), 1
+            ),
+        )
+        self.register_buffer(
+            "scales_and_zeros", torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous().bfloat16()
+        )
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+
+    @staticmethod
+    def packs(linear: nn.Linear) -> bool:
+        """Whether the kernel takes this layer's shape: whole groups of inputs, outputs in 16s (true
+        of every layer of the released Talkers)."""
+        return linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.device.type == "cpu":
+            y = torch._weight_int4pack_mm_for_cpu(
+                flat.to(torch.bfloat16), self.packed, INT4_GROUP, self.scales_and_zeros
+            ).to(x.dtype)
+        else:
+            y = F.linear(flat, self.dequantized().to(flat.device, flat.dtype))
+        return _output(y, self.bias, x)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight (out, in) as the kernel computes with it, float32."""
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+        columns = torch._weight_int4pack_mm_for_cpu(eye, self.packed, INT4_GROUP, self.scales_and_zeros)
+        return columns.float().T
+
+
+QUANTIZED: dict[str, type[Int8Linear] | type[Int4Linear]] = {"int8": Int8Linear, "int4": Int4Linear}
+
+
+def quantize(model: ModuleT, weights: Weights) -> ModuleT:
+    """Replace every linear layer (not the codec embedding) by its weight-only `weights` version, in place
+    (an int4 layer whose shape the kernel does not take, as in the tiny test model, gets int8)."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, name, Int8Linear(child))
+                kind = QUANTIZED[weights]
+                if kind is Int4Linear and not Int4Linear.packs(child):
+                    kind = Int8Linear
+                setattr(module, name, kind(child))
     return model
+
+
+def _output(y: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], -1)

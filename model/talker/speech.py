@@ -31,7 +31,7 @@ from model.files.bundle import Bundle
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 from model.talker.graph import static_step
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
-from model.talker.quantize import quantize_int8
+from model.talker.quantize import Weights, quantize
 from model.talker.weights import load_talker
 from model.thinker import Decoded, PositionStates
 
@@ -139,12 +139,12 @@ class Talker:
         dtype: torch.dtype = torch.float32,
         max_positions: int = 8192,
         compile: bool = False,
-        int8: bool = False,
+        weights: Weights | None = None,
     ) -> Talker:
         config = TalkerConfig.from_dict(bundle.config["talker_config"])
         model = load_talker(bundle.file("talker"), config, device, dtype)
-        if int8:
-            quantize_int8(model)
+        if weights is not None:
+            quantize(model, weights)
         return cls(model, SpeechIds.from_bundle(bundle), embed_text, max_positions, compile)
 
     def speak(

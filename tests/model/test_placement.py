@@ -70,7 +70,8 @@ class TestDevicesAndPrecision:
         if hardware.torch_device != "cpu":
             pytest.skip("torch sees a GPU here")
         assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
-        assert plan.profile == "fast" and plan.stream == FAST_STREAM and plan.talker_weights == "int8"
+        assert plan.profile == "fast" and plan.stream == FAST_STREAM
+        assert plan.talker_weights == ("int4" if hardware.cpu_bf16 else "int8")
         assert plan.token2wav.dtype == (torch.bfloat16 if hardware.cpu_bf16 else torch.float32)
         assert plan.talker.dtype == plan.audio_encoder.dtype == torch.float32
         assert not plan.compile_talker
@@ -129,6 +130,9 @@ class TestMemory:
         show(smaller)
         assert smaller.talker == CPU_FLOAT32 and smaller.token2wav.device == "cuda"
         assert smaller.profile == "fast" and smaller.talker_weights == "int8" and not smaller.compile_talker
+        with_bf16 = replace(cuda_machine(24), cpu_bf16=True)
+        faster = make_plan(with_bf16, NEEDS_7B).without_gpu("talker", "full")
+        assert faster.talker_weights == "int4"  # the kernels this CPU runs fastest
         assert smaller.notes[-1].startswith("The GPU ran out of memory")
         assert smaller.stream == replace(FAST_STREAM, fixed_windows=True)  # Token2Wav stays on CUDA
         assert not plan.without_gpu("token2wav", "full").stream.fixed_windows

@@ -1,4 +1,5 @@
-"""A Talker fed random Thinker states, and one greedy run of it timed (the Talker and GPU benches).
+"""A Talker fed random Thinker states, one greedy run of it timed, and teacher forcing to compare two
+Talkers step by step on the same inputs (the Talker and GPU benches, and the Talker's tests).
 
 Times are wall-clock, `time.perf_counter`, after a device synchronisation; peak memory as
 `measure.peak_memory` takes it.
@@ -7,6 +8,8 @@ Times are wall-clock, `time.perf_counter`, after a device synchronisation; peak 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +17,8 @@ import torch
 
 from model.bench.parts.measure import peak_memory, sync
 from model.bench.parts.random_bundle import VOICE, VOICE_BOS
-from model.sampling import SamplingOptions
-from model.talker import SpeechIds, SpeechOptions, Talker
+from model.sampling import DecodingRule, Sampler, SamplingOptions
+from model.talker import SpeechIds, SpeechOptions, Talker, speech
 from model.talker.network import TalkerModel
 from model.thinker import Decoded, PositionStates
 
@@ -99,3 +102,38 @@ def run_talker(
         torch.stack(logits),
         tuple(codes),
     )
+
+
+class TeacherForcing:
+    """Stands in for the Talker's `Sampler` class: each sampler it makes notes the greedy pick and the
+    gap between the two best scores (after the Talker's rules), and returns `codes[i]` at step i if
+    given (teacher forcing), else its own pick."""
+
+    def __init__(self, codes: list[int] | None = None) -> None:
+        self.codes = codes
+        self.picks: list[int] = []
+        self.gaps: list[float] = []
+
+    def __call__(self, options: SamplingOptions, rules: Sequence[DecodingRule]) -> Callable[..., int]:
+        sampler = Sampler(options, rules)
+
+        def choose(logits: torch.Tensor, seen: torch.Tensor, generated: int = 0) -> int:
+            scores = logits.float()
+            for rule in sampler.rules:
+                scores = rule.apply(scores, seen, generated)
+            best = scores.topk(2).values
+            self.gaps.append(float(best[0] - best[1]))
+            self.picks.append(int(scores.argmax()))
+            return self.picks[-1] if self.codes is None else self.codes[generated]
+
+        return choose
+
+    @contextmanager
+    def standing_in(self) -> Iterator[TeacherForcing]:
+        """While inside, every Talker samples through this object."""
+        original = speech.Sampler
+        speech.Sampler = self  # type: ignore[assignment, misc]
+        try:
+            yield self
+        finally:
+            speech.Sampler = original  # type: ignore[misc]
