@@ -29,7 +29,7 @@ from model.pipeline.options import TurnOptions
 from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage
 from model.talker import Talker
 from model.thinker import Decoded, Finished, PositionStates, Sampled, Segment, Thinker
-from model.token2wav.streaming import StreamingSynthesizer
+from model.token2wav.streaming import MelChunk, StreamingSynthesizer
 from model.token2wav.synthesizer import Cancelled, Token2Wav
 from model.voices import Voice
 
@@ -84,6 +84,7 @@ class TurnStages:
         self.cancel = cancel
         self.out: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
         self.codes: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
+        self.mels: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)  # the DiT's MelChunks (or a whole mel)
         self.feed = ThinkerFeed(self.cancel, poll_s=POLL_S)
         self.text: list[str] = []
         self.reply_ids: tuple[int, ...] = ()
@@ -92,15 +93,22 @@ class TurnStages:
         self.error = ""
         self.heard = False
         self.marked: set[str] = set()  # marks of the Token2Wav stage already sent
+        self.synthesizer: StreamingSynthesizer | None = None  # streaming: made by the DiT's thread
         self.marks: dict[str, float] = {"input_ready": 0.0}
         self.thinker_finished: Finished | None = None
         self.finished = TurnFinished("error", "", (), (), "the turn did not run")
-        stages = [("thinker", self._thinker)]
+        # (thread, what it runs, the plan's stage it is part of): the vocoder is Token2Wav's second half
+        stages = [("thinker", self._thinker, "thinker")]
         if parts is not None:
-            stages += [("talker", self._talker), ("token2wav", self._token2wav)]
+            stages += [
+                ("talker", self._talker, "talker"),
+                ("dit", self._dit, "token2wav"),
+                ("vocoder", self._vocoder, "token2wav"),
+            ]
         self.out_of_memory: str | None = None  # the first stage that ran out of GPU memory
         self.threads = [
-            threading.Thread(target=self._guard, args=(n, f), name=n, daemon=True) for n, f in stages
+            threading.Thread(target=self._guard, args=(part, run), name=name, daemon=True)
+            for name, run, part in stages
         ]
 
     def events(self) -> Iterator[Event]:
@@ -214,46 +222,64 @@ class TurnStages:
             self._put(self.codes, _END, always=True)
             self._put(self.out, self._mark("talker_done"), always=True)
 
-    def _token2wav(self) -> None:
-        with contextlib.suppress(Cancelled):  # the turn was cancelled mid-window
-            self._synthesize()
+    def _dit(self) -> None:
+        """Token2Wav's first half: codes in, mel out to the vocoder's thread (whole, as the reference
+        makes it, in the full-utterance mode)."""
+        assert self.parts is not None and self.voice is not None
+        try:
+            with contextlib.suppress(Cancelled):  # the turn was cancelled mid-window
+                self._mels()
+        finally:
+            self._put(self.mels, _END, always=True)
 
-    def _synthesize(self) -> None:
+    def _mels(self) -> None:
         assert self.parts is not None and self.voice is not None
         t2w = self.parts[1]
         if self.options.full_utterance:
-            codes = list(self._drain_codes())
+            codes = list(self._drain(self.codes))
             if codes and not self.cancel.is_set():
-                self._audio(t2w.synthesize(codes, self.voice, self.options.seed, self.stream.sampler))
+                mel = t2w.mel(codes, self.voice, self.options.seed, self.stream.sampler)
+                self._to_vocoder(MelChunk(mel, mel[:, :0]), last=True)
             return
-        synth = StreamingSynthesizer(t2w, self.voice, self.options.seed, self.stream, self.cancel)
+        synthesizer = StreamingSynthesizer(t2w, self.voice, self.options.seed, self.stream, self.cancel)
+        self.synthesizer = synthesizer  # the vocoder's thread uses its second half
         pending: list[int] = []
-        for code in self._drain_codes():
+        for code in self._drain(self.codes):
             pending.append(code)
             if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
-                self._audio(synth.vocode(self._mel(synth.mel(pending))))
+                self._to_vocoder(synthesizer.mel(pending))
                 pending = []
         if pending:
-            self._audio(synth.vocode(self._mel(synth.mel(pending))))
+            self._to_vocoder(synthesizer.mel(pending))
         if self.spoken and not self.cancel.is_set():
-            self._audio(synth.vocode(self._mel(synth.mel_end()), last=True))
+            self._to_vocoder(synthesizer.mel_end(), last=True)
 
-    def _mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Marks the first mel the DiT finished (the vocoder's part of the first audio comes after)."""
-        if mel.shape[1] and "first_mel" not in self.marked:
+    def _to_vocoder(self, mel: MelChunk, last: bool = False) -> None:
+        """Hands `mel` to the vocoder's thread, marking the first mel the DiT finished."""
+        if mel.frames and "first_mel" not in self.marked:
             self.marked.add("first_mel")
             self._put(self.out, self._mark("first_mel"))
-        return mel
+        self._put(self.mels, (mel, last))
 
-    def _drain_codes(self) -> Iterator[int]:
+    def _vocoder(self) -> None:
+        """Token2Wav's second half, on a thread of its own: the DiT samples the next window meanwhile."""
+        assert self.parts is not None
+        for mel, last in self._drain(self.mels):
+            if self.synthesizer is None:  # the whole utterance, as the reference vocodes it
+                self._audio(self.parts[1].vocode(mel.final))
+            else:
+                self._audio(self.synthesizer.vocode(mel, last))
+
+    def _drain(self, source: queue.Queue[Any]) -> Iterator[Any]:
+        """The items of `source` up to its end, or until the turn is cancelled."""
         while not self.cancel.is_set():
             try:
-                item = self.codes.get(timeout=POLL_S)
+                item = source.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             if item is _END:
                 return
-            yield int(item)
+            yield item
 
     def _audio(self, samples: torch.Tensor) -> None:
         if samples.numel() and not self.cancel.is_set():

@@ -27,6 +27,14 @@ random vocoder) 16 frames left seams below one 16-bit step (-110 dB) and 8 frame
 (-45 dB); with `vocoder_context_frames=16, first_chunk_blocks=1` the first 80 ms of audio come
 with the 24th code. That margin belongs to those weights, so the default stays exact.
 
+Look-ahead (`vocoder_lookahead`, the Fast profile's). The DiT's window for a chunk computes one
+block past it (its look-ahead), a provisional mel of the next block that is then thrown away.
+Given to the vocoder as the right context of the chunk's last frames, it lets every chunk be
+vocoded to its end at once: the first sound comes with the first chunk whole (240 ms after 24
+codes) instead of its first frames only, and no frame waits for the next chunk. The frames at a
+chunk's end then saw a right context that the next window recomputes slightly differently:
+tests/model/test_token2wav.py and `omnidesk bench token2wav` measure the cost.
+
 No threads here: `push` and `finish` compute on the caller's thread; a `cancel` event set from
 another thread stops them between DiT evaluations.
 """
@@ -61,11 +69,25 @@ class StreamOptions:
     vocoder_context_frames: int | None = None
     sampler: SamplerOptions = field(default=REFERENCE)
     fixed_windows: bool = False
+    vocoder_lookahead: bool = False  # vocode each chunk to its end against the DiT's provisional mel
 
     def window_codes(self, block_codes: int) -> int:
         """Codes of the largest DiT window: look-back, the larger chunk, look-ahead."""
         chunk = max(self.first_chunk_blocks, self.chunk_blocks)
         return (self.past_blocks + chunk + self.future_blocks) * block_codes
+
+
+@dataclass(frozen=True)
+class MelChunk:
+    """final: (mel_dim, frames) mel that no later code changes; ahead: (mel_dim, frames') the DiT
+    window's provisional mel of the frames after it (empty at the end, or when not kept)."""
+
+    final: torch.Tensor
+    ahead: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return self.final.shape[1]
 
 
 class ChunkedVocoder:
@@ -79,20 +101,27 @@ class ChunkedVocoder:
         self._first = 0  # absolute index of self._mel[:, 0]
         self._emitted = 0  # frames whose audio is out
 
-    def push(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel: (mel_dim, frames) following the frames pushed before."""
+    def push(self, mel: torch.Tensor, ahead: torch.Tensor | None = None) -> torch.Tensor:
+        """mel: (mel_dim, frames) following the frames pushed before. With `ahead` (provisional mel of
+        the frames after `mel`), all of `mel` is vocoded now, `ahead` standing in for what follows."""
         self._mel = torch.cat([self._mel, mel.float().cpu()], dim=1)
-        return self._emit(self._first + self._mel.shape[1] - self._context)
+        end = self._first + self._mel.shape[1]
+        if ahead is None:
+            return self._emit(end - self._context)
+        return self._emit(end, ahead[:, : self._context].float().cpu())
 
     def finish(self) -> torch.Tensor:
         return self._emit(self._first + self._mel.shape[1])
 
-    def _emit(self, end: int) -> torch.Tensor:
+    def _emit(self, end: int, ahead: torch.Tensor | None = None) -> torch.Tensor:
         if end <= self._emitted:
             return torch.zeros(0)
         start = max(self._first, self._emitted - self._context)
         weight = self._vocoder.conv_pre.weight
-        window = self._mel[:, start - self._first :].to(weight.device, weight.dtype)
+        window = self._mel[:, start - self._first :]
+        if ahead is not None:
+            window = torch.cat([window, ahead], dim=1)
+        window = window.to(weight.device, weight.dtype)
         with torch.inference_mode():
             wave = self._vocoder(window.unsqueeze(0))[0].float().cpu()
         audio = wave[(self._emitted - start) * self._hop : (end - start) * self._hop]
@@ -104,7 +133,7 @@ class ChunkedVocoder:
 
 
 class MelStream:
-    """Codes in, final mel chunks out: push/finish return (mel_dim, frames), possibly 0 frames."""
+    """Codes in, mel chunks out: push/finish return a MelChunk (possibly of 0 frames)."""
 
     def __init__(
         self,
@@ -122,33 +151,34 @@ class MelStream:
         self._codes = torch.empty(0, dtype=torch.int64, device=t2w.device)
         self._next_block = 0  # first block not yet made
 
-    def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
+    def push(self, codes: torch.Tensor | list[int]) -> MelChunk:
         self._codes = torch.cat([self._codes, self._t2w.check_codes(codes)])
         return self._run(finished=False)
 
-    def finish(self) -> torch.Tensor:
+    def finish(self) -> MelChunk:
         if self._codes.numel() == 0:
             raise OmnideskError("no speech codes to turn into sound")
         return self._run(finished=True)
 
-    def _run(self, finished: bool) -> torch.Tensor:
+    def _run(self, finished: bool) -> MelChunk:
         opts, per_block = self._options, self._t2w.block_codes
         n_codes = self._codes.numel()
         total_blocks = -(-n_codes // per_block)
-        chunks = []
+        chunks, ahead = [], torch.empty(self._t2w.dit.cfg.mel_dim, 0)
         while self._next_block < total_blocks:
             first = self._next_block
             last = first + (opts.first_chunk_blocks if first == 0 else opts.chunk_blocks)
             if not finished and (last + opts.future_blocks) * per_block > n_codes:
                 break
-            chunks.append(self._chunk(first, min(last, total_blocks)))
+            final, ahead = self._chunk(first, min(last, total_blocks))
+            chunks.append(final)
             self._next_block = last
         if not chunks:
-            return torch.empty(self._t2w.dit.cfg.mel_dim, 0)
-        return torch.cat(chunks, dim=1)
+            return MelChunk(ahead, ahead)
+        return MelChunk(torch.cat(chunks, dim=1), ahead)
 
-    def _chunk(self, first: int, last: int) -> torch.Tensor:
-        """Mel of blocks [first, last): (mel_dim, frames)."""
+    def _chunk(self, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mel of blocks [first, last) and the window's provisional mel after them: (mel_dim, frames)."""
         opts, per_block, repeats = self._options, self._t2w.block_codes, self._t2w.dit.cfg.repeats
         n_codes = self._codes.numel()
         start = max(0, first - opts.past_blocks) * per_block
@@ -160,7 +190,7 @@ class MelStream:
         )
         keep_from = (first * per_block - start) * repeats
         keep_to = (min(last * per_block, n_codes) - start) * repeats
-        return mel[keep_from:keep_to].T.float().cpu()
+        return mel[keep_from:keep_to].T.float().cpu(), mel[keep_to:].T.float().cpu()
 
 
 class StreamingSynthesizer:
@@ -181,6 +211,7 @@ class StreamingSynthesizer:
         if context is None:
             context = receptive_field_frames(t2w.vocoder.cfg)
         self._vocoder = ChunkedVocoder(t2w.vocoder, context)
+        self._lookahead = options.vocoder_lookahead
 
     def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
         return self.vocode(self.mel(codes))
@@ -188,15 +219,21 @@ class StreamingSynthesizer:
     def finish(self) -> torch.Tensor:
         return self.vocode(self.mel_end(), last=True)
 
-    def mel(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
-        """The DiT's half of `push`: the final mel (mel_dim, frames) that `codes` complete."""
+    def mel(self, codes: torch.Tensor | list[int]) -> MelChunk:
+        """The DiT's half of `push`: the mel that `codes` complete. On the DiT's thread."""
         return self._mel.push(codes)
 
-    def mel_end(self) -> torch.Tensor:
+    def mel_end(self) -> MelChunk:
         """The DiT's half of `finish`: the rest of the mel, now that no more codes come."""
         return self._mel.finish()
 
-    def vocode(self, mel: torch.Tensor, last: bool = False) -> torch.Tensor:
-        """The vocoder's half: the audio of `mel` that is final (all of it when `last`)."""
-        audio = self._vocoder.push(mel) if mel.shape[1] else torch.zeros(0)
-        return torch.cat([audio, self._vocoder.finish()]) if last else audio
+    def vocode(self, mel: MelChunk, last: bool = False) -> torch.Tensor:
+        """The vocoder's half: the audio of `mel` that is ready (all of it when `last`). On the
+        vocoder's thread (one thread may do both halves)."""
+        if last:
+            audio = self._vocoder.push(mel.final) if mel.frames else torch.zeros(0)
+            return torch.cat([audio, self._vocoder.finish()])
+        if not mel.frames:
+            return torch.zeros(0)
+        ahead = mel.ahead if self._lookahead and mel.ahead.shape[1] else None
+        return self._vocoder.push(mel.final, ahead)

@@ -11,6 +11,7 @@ import logging
 import shutil
 import subprocess
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
+from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import FAST, REFERENCE
@@ -139,6 +141,10 @@ class TestParity:
         assert torch.equal(torch.cat([pieces[0], pieces[1][24:], pieces[2][24:]]), expected)
 
     def test_fast_preset_cost(self, t2w, voice, codes):
+        """The Fast profile's sampler (5 Euler steps, as MNN's default) against the reference's 36
+        evaluations. The tiny random DiT's flow is much rougher than a trained one's, so this is a
+        ceiling: 22% of the mean |mel| here (9 Euler steps gave 7%); the README gives the real-size
+        figure and the waveform's signal-to-error ratio."""
         reference = t2w.mel(codes, voice, seed=SEED)
         fast = t2w.mel(codes, voice, seed=SEED, options=FAST)
         distance = (fast - reference).abs().mean().item()
@@ -147,7 +153,7 @@ class TestParity:
             f"FAST ({FAST.evaluations} evaluations) vs REFERENCE ({REFERENCE.evaluations}): "
             f"mel L1 {distance:.4f} (mean |mel| {level:.3f})"
         )
-        assert 0 < distance < 0.2 * level
+        assert 0 < distance < 0.3 * level
 
 
 def _stream(t2w, voice, codes, options, piece=5):
@@ -158,7 +164,7 @@ def _stream(t2w, voice, codes, options, piece=5):
 
 def _streamed_mel(t2w, voice, codes, options):
     stream = MelStream(t2w, voice, SEED, options)
-    return torch.cat([stream.push(codes), stream.finish()], dim=1)
+    return torch.cat([stream.push(codes).final, stream.finish().final], dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -337,3 +343,24 @@ class TestBadInput:
 def test_options_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         StreamOptions().chunk_blocks = 2  # type: ignore[misc]
+
+
+class TestFastStreaming:
+    """The Fast profile's chunks: the first sound with the 24th code, each chunk vocoded to its end
+    against the DiT's provisional look-ahead, measured against exact vocoding of the same mel."""
+
+    def test_the_first_chunk_sounds_whole_with_the_24th_code(self, t2w, voice):
+        codes = torch.randint(0, 100, (24,), generator=torch.Generator().manual_seed(4))
+        synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=FAST_STREAM)
+        assert synth.push(codes[:23]).numel() == 0
+        assert synth.push(codes[23:]).numel() == 12 * 2 * 240  # one block: 240 ms
+
+    def test_look_ahead_vocoding_costs_little(self, t2w, voice):
+        codes = torch.randint(0, 100, (200,), generator=torch.Generator().manual_seed(5))
+        exact = replace(FAST_STREAM, vocoder_context_frames=None, vocoder_lookahead=False)
+        ours = torch.cat(_stream(t2w, voice, codes, FAST_STREAM))
+        reference = torch.cat(_stream(t2w, voice, codes, exact))  # = one BigVGAN run over the same mel
+        error = ours - reference
+        snr = 10 * torch.log10(reference.pow(2).mean() / error.pow(2).mean()).item()
+        print(f"\nFast chunks vocoded against the look-ahead vs exact: signal-to-error {snr:.1f} dB")
+        assert ours.shape == reference.shape and snr > 40
