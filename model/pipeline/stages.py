@@ -174,7 +174,6 @@ class TurnStages:
 
     def _thinker(self) -> None:
         speaking = self.parts is not None
-        first_decoded = True
         try:
             generate = self.thinker.generate(
                 self.prompt,
@@ -187,13 +186,12 @@ class TurnStages:
                 if isinstance(event, Sampled):
                     if not self.text:
                         self._put(self.out, self._mark("first_text"))
+                        if speaking:  # the prompt is decoded: the Talker may decode it too, meanwhile
+                            self.feed.put(self.thinker.states(0, self.thinker.n_cached))
                     self.text.append(event.text)
                     if event.text:
                         self._put(self.out, TextDelta(event.text))
                 elif isinstance(event, Decoded) and speaking:
-                    if first_decoded:
-                        self.feed.put(self.thinker.states(0, event.index))
-                        first_decoded = False
                     self.feed.put(event)
                 elif isinstance(event, Finished):
                     self.thinker_finished = event
@@ -309,8 +307,9 @@ class ThinkerFeed:
 
     The Thinker's thread calls `put` (the prompt's PositionStates first, then each Decoded) and
     `close` at the end of the text; neither blocks. The prompt's states are the whole context
-    before the reply, `thinker.states(0, first.index)` for the first Decoded `first`, so the
-    Talker starts once the Thinker has decoded its first reply token. Iterating (the Talker's
+    before the reply, put as soon as the Thinker has sampled its first reply token (its prompt is
+    decoded then), so that the Talker decodes the prompt while the Thinker decodes that token (the
+    earliest the reference's layout allows: the Talker's first step needs it). Iterating (the Talker's
     thread) blocks on the queue without spinning, waking every `poll_s` only to notice `cancel`;
     it ends at `close` or when cancelled.
     """

@@ -186,23 +186,20 @@ class Talker:
                 f"the Talker holds {self.max_positions} positions, too few for a prompt of {length} "
                 f"and {options.max_codes} codes: give it more positions or allow fewer codes"
             )
+        self.prime(prompt)  # now, while the Thinker samples its first reply token
         first = next(stream, None)
         if first is None or _cancelled(cancel):
             return  # no reply text was fed back: nothing to say
         if not isinstance(first, Decoded):
             raise TypeError("after the prompt, speak takes only Decoded reply states")
 
-        kept = self._kept(prompt)
-        rows = _row(prompt.hidden[kept:], prompt.embeddings[kept:])
-        x = torch.cat([rows, bos_row[None], _row(first.hidden, first.embedding)[None]])
-        x = x.to(self.device, self.dtype)
+        x = torch.stack([bos_row, _row(first.hidden, first.embedding)]).to(self.device, self.dtype)
         if options.prompt_codec_embeddings:
             x[-2] += self.model.embed.weight[ids.codec_pad]
             x[-1] += self.model.embed.weight[ids.codec_bos]
         positions = talker_positions(prompt.positions, length + 2).to(self.device)
-        slots = torch.arange(kept, length + 2, device=self.device)
-        logits = self.model(x, slots, positions[:, kept:], length + 2)[-1]
-        self._prompt_keys = prompt.keys
+        slots = torch.arange(length, length + 2, device=self.device)
+        logits = self.model(x, slots, positions[:, length:], length + 2)[-1]
 
         sampler = Sampler(options.sampling, self._rules(options))
         seen = [ids.codec_mask] * length + [ids.codec_pad, ids.codec_bos]
@@ -225,8 +222,9 @@ class Talker:
 
     @torch.inference_mode()
     def prime(self, prompt: PositionStates) -> None:
-        """Decode `prompt`'s positions into the cache now, so that a later prompt that starts with
-        them (as every turn starts with the system prompt) decodes only what follows."""
+        """Decode `prompt`'s positions into the cache (those it does not hold yet), so that a prompt
+        that starts with them (as every turn starts with the system prompt) decodes only what follows.
+        `speak` primes its prompt as soon as it has it, before the Thinker's first reply token."""
         kept = self._kept(prompt)
         length = len(prompt.token_ids)
         if kept < length:
