@@ -96,11 +96,16 @@ class ThreadBudget:
 
     thinker: llama.cpp's threads while decoding the reply (the Talker and Token2Wav run beside it);
     thinker_prompt: its threads while it decodes a prompt (nothing else runs yet);
-    torch: the intra-op threads of the native stages (torch has one pool per process)."""
+    torch: the intra-op threads of the native stages (torch has one pool per process);
+    downstream_first: where the stages' threads outnumber the cores, each stage's thread yields to
+    the stages after it (`stages.STAGE_NICENESS`), so that audio already sampled is vocoded before
+    more codes are made: the first sound comes sooner, and nothing upstream waits longer than the
+    stage it feeds needs (Linux only: threads have their own nice values there)."""
 
     thinker: int
     thinker_prompt: int
     torch: int
+    downstream_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,7 +329,13 @@ def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
     a prompt is decoded before the others start, so it may take every core."""
     cores = max(1, hardware.cpu_count)
     thinker = choice.thinker_threads or max(1, cores // 2)
-    return ThreadBudget(thinker=thinker, thinker_prompt=max(thinker, cores), torch=max(1, cores - thinker))
+    torch_threads = max(1, cores - thinker)
+    return ThreadBudget(
+        thinker=thinker,
+        thinker_prompt=max(thinker, cores),
+        torch=torch_threads,
+        downstream_first=thinker + 3 * torch_threads > cores,  # Talker, DiT and vocoder at once
+    )
 
 
 def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:

@@ -247,6 +247,7 @@ class Conversation:
             started,
             self._cancel,
             partial(failure_message, bundle=self.bundle),
+            downstream_first=self.plan.threads is not None and self.plan.threads.downstream_first,
         )
         try:
             for event in run.events():

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,9 @@ from model.token2wav.synthesizer import Cancelled, Token2Wav
 from model.voices import Voice
 
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
+# Nice values added to each stage's thread when the plan says downstream first (Linux): the later a
+# stage, the more CPU it gets when all compete (CFS weights 1024, 820, 655, 526 for 0, 1, 2, 3).
+STAGE_NICENESS = {"vocoder": 0, "dit": 1, "talker": 2, "thinker": 3}
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
 
 log = logging.getLogger(__name__)
@@ -69,10 +74,14 @@ class TurnStages:
         started: float,
         cancel: threading.Event,
         describe_failure: Callable[[BaseException], str] = repr,
+        downstream_first: bool = False,
     ) -> None:
-        """`describe_failure`: what the user reads of a stage's exception (`failure_message`)."""
+        """`describe_failure`: what the user reads of a stage's exception (`failure_message`);
+        `downstream_first`: each stage's thread yields the CPU to the stages after it (see the plan's
+        `ThreadBudget`)."""
         self.thinker = thinker
         self.describe_failure = describe_failure
+        self.downstream_first = downstream_first
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         assert options.stream is not None, "the conversation sets the plan's stream options"
@@ -107,7 +116,7 @@ class TurnStages:
             ]
         self.out_of_memory: str | None = None  # the first stage that ran out of GPU memory
         self.threads = [
-            threading.Thread(target=self._guard, args=(part, run), name=name, daemon=True)
+            threading.Thread(target=self._guard, args=(part, run, name), name=name, daemon=True)
             for name, run, part in stages
         ]
 
@@ -163,9 +172,11 @@ class TurnStages:
 
     # -- stages (each on its own thread) --
 
-    def _guard(self, name: str, stage: Any) -> None:
+    def _guard(self, part: str, stage: Any, name: str) -> None:
         try:
-            with gpu_stage(name):
+            if self.downstream_first:
+                yield_to_later_stages(STAGE_NICENESS[name])
+            with gpu_stage(part):
                 stage()
         except BaseException as exc:  # every failure becomes an event; nothing dies silently
             self._put(self.out, exc, always=True)
@@ -341,3 +352,12 @@ class ThinkerFeed:
 
 def _cancelled(cancel: threading.Event | None) -> bool:
     return cancel is not None and cancel.is_set()
+
+
+def yield_to_later_stages(niceness: int) -> None:
+    """Lower the calling thread's priority by `niceness` (Linux, where each thread has its own)."""
+    if niceness <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):  # a sandbox may forbid it: the stages then share alike
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)

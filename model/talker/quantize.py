@@ -107,20 +107,21 @@ class Int4Linear(nn.Module):
         return columns.float().T
 
 
-QUANTIZED: dict[str, type[Int8Linear] | type[Int4Linear]] = {"int8": Int8Linear, "int4": Int4Linear}
-
-
 def quantize(model: ModuleT, weights: Weights) -> ModuleT:
-    """Replace every linear layer (not the codec embedding) by its weight-only `weights` version, in place
-    (an int4 layer whose shape the kernel does not take, as in the tiny test model, gets int8)."""
+    """Replace every linear layer (not the codec embedding) by its weight-only `weights` version, in place."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                kind = QUANTIZED[weights]
-                if kind is Int4Linear and not Int4Linear.packs(child):
-                    kind = Int8Linear
-                setattr(module, name, kind(child))
+                setattr(module, name, quantized(child, weights))
     return model
+
+
+def quantized(linear: nn.Linear, weights: Weights) -> Int8Linear | Int4Linear:
+    """`linear` weight-only quantized (an int4 layer whose shape the kernel does not take, as in the
+    tiny test model, gets int8)."""
+    if weights == "int4" and Int4Linear.packs(linear):
+        return Int4Linear(linear)
+    return Int8Linear(linear)
 
 
 def _output(y: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

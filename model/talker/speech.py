@@ -31,7 +31,7 @@ from model.files.bundle import Bundle
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 from model.talker.graph import static_step
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
-from model.talker.quantize import Weights, quantize
+from model.talker.quantize import Weights
 from model.talker.weights import load_talker
 from model.thinker import Decoded, PositionStates
 
@@ -142,9 +142,7 @@ class Talker:
         weights: Weights | None = None,
     ) -> Talker:
         config = TalkerConfig.from_dict(bundle.config["talker_config"])
-        model = load_talker(bundle.file("talker"), config, device, dtype)
-        if weights is not None:
-            quantize(model, weights)
+        model = load_talker(bundle.file("talker"), config, device, dtype, weights)
         return cls(model, SpeechIds.from_bundle(bundle), embed_text, max_positions, compile)
 
     def speak(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -22,9 +24,10 @@ from model.pipeline import (
     TextDelta,
     TurnFinished,
     TurnOptions,
+    stages,
 )
 from model.pipeline.out_of_memory import out_of_gpu_memory
-from model.placement import CPU_FLOAT32, Placement, Plan
+from model.placement import CPU_FLOAT32, Placement, Plan, ThreadBudget
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker import Decoded, ThinkerOptions, TokenRun
@@ -428,3 +431,31 @@ class TestLongConversations:
         finished = run(conversation, "Hi", SPOKEN)[-1]
         assert 0 < finished.prompt_decoded == len(finished.prompt_ids) - system
         assert finished.codes
+
+
+class TestSharedCores:
+    def test_each_stage_yields_to_the_stages_after_it_when_the_plan_says(self, conversation, monkeypatch):
+        niceness: dict[str, int] = {}
+
+        def note(n: int) -> None:
+            niceness[threading.current_thread().name] = n
+
+        monkeypatch.setattr(stages, "yield_to_later_stages", note)
+        budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, downstream_first=True)
+        monkeypatch.setattr(conversation, "plan", replace(conversation.plan, threads=budget))
+        run(conversation, "Hi", SPOKEN)
+        assert niceness == {"thinker": 3, "talker": 2, "dit": 1, "vocoder": 0}
+
+    @pytest.mark.skipif(sys.platform != "linux", reason="threads have nice values of their own on Linux")
+    def test_a_thread_lowers_its_own_priority_only(self):
+        seen: list[int] = []
+
+        def stage() -> None:
+            stages.yield_to_later_stages(2)
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        thread = threading.Thread(target=stage)
+        thread.start()
+        thread.join()
+        assert seen == [before + 2] and os.getpriority(os.PRIO_PROCESS, 0) == before
