@@ -52,7 +52,10 @@ class TestTurns:
         worker = ConversationWorker()
         signals = Signals(worker)
         worker.ask(Ask(Question("Hello?"), "Chelsie", speak=False))
-        assert signals.emitted == [("turn_failed", "No model is loaded yet: choose a model bundle first.")]
+        assert signals.emitted == [
+            ("turn_failed", "No model is loaded yet: choose a model bundle first."),
+            ("reply_finished", ReplyFinished("error", None, None, None)),
+        ]
 
     def test_a_text_reply_has_no_first_audio(self, qtbot, tiny_bundle: Bundle):
         worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)
