@@ -9,7 +9,8 @@ Threads: the GUI thread only.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from app.theme import chat_colors
 
@@ -29,6 +30,7 @@ class ActivityChip(QLabel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance(max(LABELS.values(), key=len)) + 28)
         self.activity = ""
         self.show_activity("ready")
@@ -42,8 +44,9 @@ class ActivityChip(QLabel):
         self.restyle()
 
     def restyle(self) -> None:
-        """Colours for the current state in the current theme."""
-        colours = chat_colors(self.palette())
+        """Colours for the current state in the application's theme (its own palette is the style
+        sheet's)."""
+        colours = chat_colors(QGuiApplication.palette())
         background = getattr(colours, self.activity, "transparent")
         text = colours.chip_text if self.activity != "ready" else colours.muted
         border = colours.muted if self.activity == "ready" else background

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, QSettings, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -110,6 +110,11 @@ class ChatView(QTextBrowser):
         self.setHtml("".join(message_html(m, colours) for m in self.messages))
         self.moveCursor(QTextCursor.MoveOperation.End)
 
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # another theme: the bubbles' colours follow
+            self.render()
+
     def stop_replay(self) -> None:
         if self._replay is not None:
             self._replay.close()
@@ -145,8 +150,10 @@ def message_html(message: Message, colours: ChatColors) -> str:
     """One message as a bubble: the user's on the right, the assistant's on the left."""
     mine = message.role == "user"
     name = "You" if mine else "Omnidesk"
+    background, foreground = (colours.user, colours.user_text) if mine else (colours.assistant, colours.text)
     note = f' <i style="font-weight:400">({html.escape(displayed(message.note))})</i>' if message.note else ""
-    parts = [f'<p style="margin:0 0 4px 0; color:{colours.muted}"><b>{name}</b>{note}</p>']
+    heading = foreground if mine else colours.muted
+    parts = [f'<p style="margin:0 0 4px 0; color:{heading}"><b>{name}</b>{note}</p>']
     if mine:
         parts += [attachment_html(a) for a in message.attachments]
         if message.text:
@@ -154,7 +161,6 @@ def message_html(message: Message, colours: ChatColors) -> str:
             parts.append(f'<p style="margin:0">{text}</p>')
     elif message.text or not message.note:
         parts.append(markdown_html(message.text or "…", colours.code))
-    background, foreground = (colours.user, colours.user_text) if mine else (colours.assistant, colours.text)
     bubble = f'<td bgcolor="{background}" style="color:{foreground}">{"".join(parts)}</td>'
     aside = f'<td width="{ASIDE}%"></td>'
     row = aside + bubble if mine else bubble + aside

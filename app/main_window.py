@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         composer, talk, camera = self.composer, self.push_to_talk, self.camera_panel
         layout = QVBoxLayout()
         header = _row(self.notice, self.dismiss_button, self.choose_button)
-        header.addWidget(self.activity_chip, 0, Qt.AlignmentFlag.AlignTop)
+        header.addWidget(self.activity_chip, 0, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight)
         layout.addLayout(header)
         view_row = _row(self.chat_view)
         view_row.addWidget(camera.preview, 0, Qt.AlignmentFlag.AlignTop)
