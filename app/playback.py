@@ -6,7 +6,8 @@ Threads: PortAudio calls `_callback` on its own thread; it only copies samples o
 of chunks and never blocks, allocates large buffers or takes a lock (deque appends and pops are
 atomic, and every value shared with other threads is one attribute replaced whole). A shortfall
 is filled with silence and counted. `begin`, `write` and `finish` are called by the one thread
-that makes the audio; `stop`, `state` and `wait` may be called from any thread.
+that makes the audio; `stop`, `state` and `wait` may be called from any thread (`wait` blocks,
+looking every WAIT_POLL_S).
 
 Chunks carry the number of the reply they belong to (`begin` and `stop` start a new one), so a
 stopped reply's chunks are dropped by the callback itself, even one it is halfway through.
@@ -15,7 +16,6 @@ stopped reply's chunks are dropped by the callback itself, even one it is halfwa
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature
 Clock = Callable[[], float]  # seconds; time.perf_counter by default
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+WAIT_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Playback:
         self._finished = False
         self._stopped = False
         self._progress = _Progress(0)
-        self._drained = threading.Event()
+        self._drained = False  # everything written was played, or stopped
         factory = stream_factory or default_stream_factory()
         try:
             self._stream = factory(
@@ -102,8 +103,7 @@ class Playback:
         self._release = HOLD
         self._pacer.begin()
         self._written = 0
-        self._finished = self._stopped = False
-        self._drained.clear()
+        self._finished = self._stopped = self._drained = False
         self._reply += 1  # last: the callback sees the new reply only once the rest is reset
 
     def write(self, samples: np.ndarray) -> None:
@@ -122,18 +122,21 @@ class Playback:
         self._release = self._pacer.finished(self._clock())
         self._finished = True
         if self._written == 0 or self._stopped:
-            self._drained.set()
+            self._drained = True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until everything written was played (after `finish`) or stopped."""
-        return self._drained.wait(timeout)
+        """Block until everything written was played (after `finish`) or stopped; whether it was."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._drained and (deadline is None or time.monotonic() < deadline):
+            time.sleep(WAIT_POLL_S)
+        return self._drained
 
     def stop(self) -> None:
         """Silence at once: everything queued is dropped."""
         self._stopped = True
         self._release = HOLD
         self._reply += 1
-        self._drained.set()
+        self._drained = True
 
     def state(self) -> PlaybackState:
         progress = self._own_progress()
@@ -182,7 +185,7 @@ class Playback:
             if filled < frames:
                 playing = False
                 if self._finished and played >= self._written:
-                    self._drained.set()
+                    self._drained = True
                 elif release.bounded and played >= release.until:
                     self.pauses += 1
                 else:
