@@ -2,8 +2,9 @@
 
 A question (from the composer, or a recording from push-to-talk) goes to the worker; its
 reply streams into the chat view and, as it grows, into the history; a recording made while
-a reply runs waits for it to end. The conversation list switches between saved
-conversations while no reply runs.
+a reply runs waits for it to end, and one made with no model to answer it waits among the
+attachments (nothing is stored unanswered). A reply that fails stays, marked with the reason.
+The conversation list switches between saved conversations while no reply runs.
 
 Threads: the GUI thread only; the worker's signals reach the `on_` slots queued.
 """
@@ -25,11 +26,12 @@ NOTES = {"cancelled": "interrupted", "context_full": "the conversation is too lo
 
 class ChatSession(QObject):
     """Signals:
-    question_asked(object): an Ask: the question with its media, voice and speech (to the worker).
+    question_asked(object): an Ask: the question with its media, voice, speech and number (to the worker).
     conversation_restored(object): the (question, reply) texts of the conversation now shown (to the worker).
     reply_progressed(str): a piece of the reply was received.
     reply_completed(str): the reply ended, with the reason.
     turn_failed(str): a turn could not run (no model, an error); the message to show.
+    notice(str): a question cannot be sent yet; what it waits for.
     """
 
     question_asked = Signal(object)
@@ -37,6 +39,7 @@ class ChatSession(QObject):
     reply_progressed = Signal(str)
     reply_completed = Signal(str)
     turn_failed = Signal(str)
+    notice = Signal(str)
 
     def __init__(
         self,
@@ -56,15 +59,25 @@ class ChatSession(QObject):
         self._busy = False
         self._send_when_free = False  # a recording waits for the reply to end
         self._render_pending = False
+        self._asked = 0
 
     @property
     def busy(self) -> bool:
         """A reply is running."""
         return self._busy
 
+    @property
+    def asked(self) -> int:
+        """The number of the last question asked (the worker's `cancel(through=...)`)."""
+        return self._asked
+
     @Slot()
     def send(self) -> None:
-        """Ask what the composer holds, unless a reply is running or there is nothing to ask."""
+        """Ask what the composer holds, unless a reply is running, nothing can answer it yet (the
+        question waits where it is) or there is nothing to ask."""
+        if self._composer.missing and not self._busy:
+            self.notice.emit(self._composer.missing)
+            return
         taken = None if self._busy else self._composer.take()
         if taken is None:
             return
@@ -78,7 +91,8 @@ class ChatSession(QObject):
         images = tuple(m for m in media if isinstance(m, Image))
         audios = tuple(m for m in media if isinstance(m, Audio))
         question = Question(text, images=images, audios=audios)
-        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak))
+        self._asked += 1
+        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak, self._asked))
 
     @Slot(object)
     def on_recording_finished(self, audio: Audio) -> None:
@@ -112,6 +126,7 @@ class ChatSession(QObject):
 
     @Slot(object)
     def on_reply_finished(self, finished: ReplyFinished) -> None:
+        """The turn is over (its speech may play on)."""
         self._set_busy(False)
         reply = self._chat_view.reply()
         if reply is not None and finished.reason in NOTES:
@@ -123,12 +138,21 @@ class ChatSession(QObject):
 
     @Slot(str)
     def on_turn_failed(self, message: str) -> None:
-        if self._chat_view.drop_empty_reply():
-            self._current.not_answered(message)
-        self._set_busy(False)
+        """The turn failed (its reply_finished follows): the reply stays, marked with the reason."""
+        reply = self._chat_view.reply()
+        if reply is not None:
+            if reply.text:
+                reply.note = f"cut short: {message}"
+                self._current.save_reply(reply.text, reply.note)
+            else:
+                reply.note = f"not answered: {message}"
+                self._current.not_answered(message)
         self.render()
         self.turn_failed.emit(message)
-        self._send_waiting()
+
+    @Slot(bool)
+    def on_speaking_changed(self, speaking: bool) -> None:
+        self._composer.set_speaking(speaking)
 
     @Slot(int)
     def on_conversation_chosen(self, conversation: int) -> None:

@@ -1,5 +1,11 @@
-"""The chat: the conversation's messages as HTML, replies rendered from Markdown, attached
-images as thumbnails and recordings as links that play them again.
+"""The chat: the conversation's messages as HTML, the user's on the right and the assistant's on
+the left, each in a bubble of the theme's colours; replies rendered from Markdown (code blocks in
+monospace on their own background, wrapped so that nothing runs off the side), attached images
+as thumbnails and recordings as links that play them again.
+
+What is shown is sanitized: control characters a reply may hold (NUL, ESC and its terminal colour
+sequences, ...) never reach the renderer, and a reply's HTML is shown as text. The messages
+themselves keep the text as it came (the history stores what the model said).
 
 Threads: the GUI thread only; a replayed recording plays through PortAudio's own thread.
 """
@@ -7,11 +13,12 @@ Threads: the GUI thread only; a replayed recording plays through PortAudio's own
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, QSettings, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -20,11 +27,21 @@ from app.history import Attachment
 from app.playback import Playback
 from app.playback import StreamFactory as OutputStreamFactory
 from app.preferences import Preferences
+from app.theme import LIGHT_CHAT, ChatColors, chat_colors
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio
 
 THUMBNAIL_WIDTH = 160  # images in the chat view
+ASIDE = 18  # percent of the width left beside a message, on the side it does not come from
+EMPTY_HINT = "Ask anything: type below, hold to talk, or attach an image or a recording."
+
+# A terminal's escape sequences (colours, cursor moves), then every other control character but
+# tab and newline (C0, DEL, C1).
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_MARKDOWN = QTextDocument.MarkdownFeature
 
 
 @dataclass
@@ -83,30 +100,20 @@ class ChatView(QTextBrowser):
             return self.messages[-1]
         return None
 
-    def drop_empty_reply(self) -> bool:
-        """Remove the last reply if nothing of it came; whether it was removed."""
-        reply = self.reply()
-        if reply is None or reply.text:
-            return False
-        self.messages.pop()
-        return True
-
     @Slot()
     def render(self) -> None:
-        parts = []
-        for message in self.messages:
-            if message.role == "user":
-                parts.append("<p><b>You</b></p>")
-                parts += [attachment_html(a) for a in message.attachments]
-                if message.text:
-                    parts.append(f"<p>{html.escape(message.text).replace(chr(10), '<br>')}</p>")
-            else:
-                parts.append(
-                    f"<p><b>Omnidesk</b>{' <i>(' + message.note + ')</i>' if message.note else ''}</p>"
-                )
-                parts.append(markdown_html(message.text or "…"))
-        self.setHtml("".join(parts))
+        colours = chat_colors(self.palette())
+        if not self.messages:
+            hint = html.escape(EMPTY_HINT)
+            self.setHtml(f'<p align="center" style="margin-top:40px; color:{colours.muted}">{hint}</p>')
+            return
+        self.setHtml("".join(message_html(m, colours) for m in self.messages))
         self.moveCursor(QTextCursor.MoveOperation.End)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # another theme: the bubbles' colours follow
+            self.render()
 
     def stop_replay(self) -> None:
         if self._replay is not None:
@@ -132,6 +139,35 @@ class ChatView(QTextBrowser):
         self._replay.finish()
 
 
+def displayed(text: str) -> str:
+    """`text` as it may be shown: line ends made newlines, escape sequences and other control
+    characters (all but tab and newline) taken out."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+
+
+def message_html(message: Message, colours: ChatColors) -> str:
+    """One message as a bubble: the user's on the right, the assistant's on the left."""
+    mine = message.role == "user"
+    name = "You" if mine else "Omnidesk"
+    background, foreground = (colours.user, colours.user_text) if mine else (colours.assistant, colours.text)
+    note = f' <i style="font-weight:400">({html.escape(displayed(message.note))})</i>' if message.note else ""
+    heading = foreground if mine else colours.muted
+    parts = [f'<p style="margin:0 0 4px 0; color:{heading}"><b>{name}</b>{note}</p>']
+    if mine:
+        parts += [attachment_html(a) for a in message.attachments]
+        if message.text:
+            text = html.escape(displayed(message.text)).replace("\n", "<br>")
+            parts.append(f'<p style="margin:0">{text}</p>')
+    elif message.text or not message.note:
+        parts.append(markdown_html(message.text or "…", colours.code))
+    bubble = f'<td bgcolor="{background}" style="color:{foreground}">{"".join(parts)}</td>'
+    aside = f'<td width="{ASIDE}%"></td>'
+    row = aside + bubble if mine else bubble + aside
+    table = '<table width="100%" cellspacing="0" cellpadding="10" style="margin-bottom:10px">'
+    return f"{table}<tr>{row}</tr></table>"
+
+
 def attachment_html(attachment: Attachment) -> str:
     url = html.escape(QUrl.fromLocalFile(str(attachment.path)).toString(), quote=True)
     if attachment.kind == "image":
@@ -139,10 +175,49 @@ def attachment_html(attachment: Attachment) -> str:
     return f'<p><a href="{url}">▶ Play the recording</a></p>'
 
 
-def markdown_html(text: str) -> str:
-    """A reply's Markdown (code blocks, lists, emphasis) as HTML for the chat view."""
+def markdown_html(text: str, code_background: str = LIGHT_CHAT.code) -> str:
+    """A reply's Markdown (code blocks, lists, emphasis) as HTML for the chat view. Fenced code
+    blocks are set apart on `code_background`, wrapped; a block still open (the reply is streaming)
+    runs to the end."""
+    parts = []
+    for code, lines in _blocks(displayed(text).split("\n")):
+        if code:
+            parts.append(_code_html("\n".join(lines), code_background))
+        elif any(line.strip() for line in lines):
+            parts.append(_prose_html("\n".join(lines), code_background))
+    return "".join(parts)
+
+
+def _blocks(lines: list[str]) -> Iterable[tuple[bool, list[str]]]:
+    """(is code, lines) runs: prose, and the insides of fenced code blocks."""
+    run: list[str] = []
+    fence = ""
+    for line in lines:
+        opened = _FENCE.match(line)
+        if not fence and opened:
+            yield False, run
+            run, fence = [], opened.group(1)
+        elif fence and line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            yield True, run
+            run, fence = [], ""
+        else:
+            run.append(line)
+    yield bool(fence), run
+
+
+def _code_html(code: str, background: str) -> str:
+    return (
+        f'<table width="100%" cellspacing="0" cellpadding="8" bgcolor="{background}" style="margin:4px 0">'
+        f'<tr><td><pre style="white-space:pre-wrap; font-family:monospace">{html.escape(code)}</pre>'
+        "</td></tr></table>"
+    )
+
+
+def _prose_html(text: str, code_background: str) -> str:
     document = QTextDocument()
-    document.setMarkdown(text)
+    document.setMarkdown(text, _MARKDOWN.MarkdownDialectGitHub | _MARKDOWN.MarkdownNoHTML)
     body = document.toHtml()
     start, end = body.find("<body"), body.rfind("</body>")
-    return body[body.find(">", start) + 1 : end] if start >= 0 else body
+    body = body[body.find(">", start) + 1 : end] if start >= 0 else body
+    inline_code = "font-family:'monospace';"
+    return body.replace(inline_code, f"{inline_code} background-color:{code_background};")

@@ -1,5 +1,6 @@
 """The next question, being written: its text, its attachments (files, the screen), how it is
-answered (voice, spoken or not), and the Send and Stop buttons.
+answered (voice, spoken or not), and the Send and Stop buttons: Send while a model is there to
+answer and no reply runs, Stop while a reply runs or its speech still plays.
 
 Threads: the GUI thread only.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QPlainTextEdit, QPushButton, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QPlainTextEdit, QPushButton, QWidget
 
 from app.attachment_strip import AttachmentStrip
 from app.attachments import FILE_FILTER, load_attachment
@@ -20,6 +21,8 @@ from model.errors import OmnideskError
 from model.media import Audio, Image
 
 DEFAULT_VOICE = "Chelsie"  # chosen when the remembered voice is not in the bundle
+SEND_TIP = "Send the question (Enter)"
+STOP_TIP = "Stop the reply and its speech"
 
 
 class QuestionBox(QPlainTextEdit):
@@ -61,6 +64,7 @@ class Composer(QObject):
         self.send_button = QPushButton("Send")
         self.send_button.clicked.connect(self.send_requested)
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip(STOP_TIP)
         self.stop_button.clicked.connect(self.stop_requested)
         self.attach_button = QPushButton("Attach…")
         self.attach_button.setToolTip("Attach an image or a recording")
@@ -70,13 +74,17 @@ class Composer(QObject):
         self.screen_button.clicked.connect(self._on_screen_clicked)
         self.voice_box = QComboBox()
         self.voice_box.setToolTip("The voice that speaks the replies")
+        self.voice_label = QLabel("&Voice:")
+        self.voice_label.setBuddy(self.voice_box)
         self.voice_box.currentTextChanged.connect(lambda voice: self._settings.setValue(VOICE_KEY, voice))
         self.speech_toggle = QCheckBox("Speak")
         self.speech_toggle.setChecked(Preferences.load(settings).speak)
         self.speech_toggle.toggled.connect(
             lambda on: self._settings.setValue(SPEECH_KEY, "true" if on else "false")
         )
-        self.set_busy(False)
+        self._busy = self._speaking = False
+        self._missing = ""  # what the question needs before it can be sent ("": nothing)
+        self._show_state()
 
     def take(self) -> tuple[str, list[Image | Audio]] | None:
         """The question's text and media, leaving the row empty; None when there is nothing to send."""
@@ -88,8 +96,27 @@ class Composer(QObject):
 
     def set_busy(self, busy: bool) -> None:
         """A reply is running: it can be stopped, and no question sent."""
-        self.send_button.setEnabled(not busy)
-        self.stop_button.setEnabled(busy)
+        self._busy = busy
+        self._show_state()
+
+    def set_speaking(self, speaking: bool) -> None:
+        """A reply's speech waits to play or plays: it can be stopped (a new question silences it too)."""
+        self._speaking = speaking
+        self._show_state()
+
+    def set_missing(self, missing: str) -> None:
+        """What must come before a question can be answered (e.g. "No model yet: …"); "" for nothing."""
+        self._missing = missing
+        self._show_state()
+
+    @property
+    def missing(self) -> str:
+        return self._missing
+
+    def _show_state(self) -> None:
+        self.send_button.setEnabled(not self._busy and not self._missing)
+        self.send_button.setToolTip(self._missing or SEND_TIP)
+        self.stop_button.setEnabled(self._busy or self._speaking)
 
     @property
     def voice(self) -> str:

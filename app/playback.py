@@ -1,25 +1,58 @@
-"""Speakers: audio chunks played through sounddevice as they arrive.
+"""Speakers: a reply's audio chunks played through sounddevice as they arrive, paced by
+`app.pacing` (started once the queue will last, a sentence at a time where speech is made slower
+than it plays).
 
-Threads: PortAudio calls `_callback` on its own thread; it only copies samples out
-of a deque of chunks and never blocks, allocates large buffers or takes a lock
-(deque appends and pops are atomic); a shortfall is filled with silence and counted.
-`write`, `finish` and `stop` may be called from any thread. Playback starts once
-`preroll_s` of audio is queued (or the end is known), so the first chunk does not
-stutter; `stop` drops everything queued at once.
+Threads: PortAudio calls `_callback` on its own thread; it only copies samples out of a deque
+of chunks and never blocks, allocates large buffers or takes a lock (deque appends and pops are
+atomic, and every value shared with other threads is one attribute replaced whole). A shortfall
+is filled with silence and counted. `begin`, `write` and `finish` are called by the one thread
+that makes the audio; `stop`, `state` and `wait` may be called from any thread (`wait` blocks,
+looking every WAIT_POLL_S).
+
+Chunks carry the number of the reply they belong to (`begin` and `stop` start a new one), so a
+stopped reply's chunks are dropped by the callback itself, even one it is halfway through.
 """
 
 from __future__ import annotations
 
 import collections
-import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from app.pacing import HOLD, Pacer, PacingOptions, Release
 from model.errors import OmnideskError
 
 StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature
+Clock = Callable[[], float]  # seconds; time.perf_counter by default
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+WAIT_POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class PlaybackState:
+    """Where the current reply's speech stands (a snapshot, safe on any thread)."""
+
+    reply: int  # which reply: a new number at each `begin` and `stop`
+    pending: bool  # written and not yet all played (or more to come), and not stopped
+    played: int  # samples of the reply played so far
+    playing: bool  # sound is coming out now (False in a pause between sentences)
+    first_sound: float | None  # clock seconds when the reply's first sample reached the speakers
+    slow: bool  # the finished reply was made slower than real time (played a sentence at a time)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """The callback's account of the reply it plays, replaced whole each time it runs."""
+
+    reply: int
+    played: int = 0  # samples of that reply played
+    playing: bool = False
+    first_sound: float | None = None
 
 
 def default_stream_factory() -> StreamFactory:
@@ -36,18 +69,24 @@ class Playback:
         self,
         sample_rate: int,
         device: int | str | None = None,
-        preroll_s: float = 0.12,
         stream_factory: StreamFactory | None = None,
+        pacing: PacingOptions = PacingOptions(),
+        clock: Clock = time.perf_counter,
     ) -> None:
         self.sample_rate = sample_rate
-        self.underflows = 0
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
-        self._current = np.zeros(0, dtype=np.float32)
-        self._queued = 0  # samples waiting, approximate across threads
-        self._preroll = int(preroll_s * sample_rate)
-        self._started = False
+        self.underflows = 0  # the speakers ran dry while playing
+        self.pauses = 0  # ... stopped on purpose between sentences
+        self._clock = clock
+        self._pacer = Pacer(sample_rate, pacing)
+        self._chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._current = _EMPTY  # the callback's chunk in progress
+        self._reply = 0
+        self._release: Release = HOLD
+        self._written = 0
         self._finished = False
-        self._drained = threading.Event()
+        self._stopped = False
+        self._progress = _Progress(0)
+        self._drained = False  # everything written was played, or stopped
         factory = stream_factory or default_stream_factory()
         try:
             self._stream = factory(
@@ -56,56 +95,100 @@ class Playback:
             self._stream.start()
         except Exception as exc:  # sounddevice.PortAudioError and friends: no usable device
             raise OmnideskError(f"cannot open the sound output ({exc}): write to a file instead") from None
+        latency = getattr(self._stream, "latency", 0.0)  # seconds from the callback to the speakers
+        self._latency = float(latency) if isinstance(latency, int | float) else 0.0
+
+    def begin(self) -> None:
+        """A new reply follows (what is still queued of the last one is dropped)."""
+        self._release = HOLD
+        self._pacer.begin()
+        self._written = 0
+        self._finished = self._stopped = self._drained = False
+        self._reply += 1  # last: the callback sees the new reply only once the rest is reset
 
     def write(self, samples: np.ndarray) -> None:
+        """samples: (n,) float32 at `sample_rate`. A stopped reply's late chunks are dropped."""
         chunk = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
-        if chunk.size:
-            self._drained.clear()
-            self._chunks.append(chunk)
-            self._queued += chunk.size
+        if not chunk.size or self._stopped:
+            return
+        progress = self._own_progress()
+        # The release first: the callback never sees this chunk under the last release's terms.
+        self._release = self._pacer.written(chunk, self._clock(), progress.played, progress.playing)
+        self._chunks.append((self._reply, chunk))
+        self._written += chunk.size
 
     def finish(self) -> None:
-        """No more chunks will come: play what is queued even if shorter than the pre-roll."""
+        """No more chunks will come: play what is queued."""
+        self._release = self._pacer.finished(self._clock())
         self._finished = True
-        if not self._chunks and not self._current.size:
-            self._drained.set()
+        if self._written == 0 or self._stopped:
+            self._drained = True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until everything written was played (after `finish`)."""
-        return self._drained.wait(timeout)
+        """Block until everything written was played (after `finish`) or stopped; whether it was."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._drained and (deadline is None or time.monotonic() < deadline):
+            time.sleep(WAIT_POLL_S)
+        return self._drained
 
     def stop(self) -> None:
-        """Silence at once: drop all queued audio."""
-        self._chunks.clear()
-        self._current = np.zeros(0, dtype=np.float32)
-        self._queued = 0
-        self._drained.set()
+        """Silence at once: everything queued is dropped."""
+        self._stopped = True
+        self._release = HOLD
+        self._reply += 1
+        self._drained = True
+
+    def state(self) -> PlaybackState:
+        progress = self._own_progress()
+        written, finished = self._written, self._finished
+        pending = not self._stopped and written > 0 and (not finished or progress.played < written)
+        return PlaybackState(
+            self._reply, pending, progress.played, progress.playing, progress.first_sound, self._pacer.slow
+        )
 
     def close(self) -> None:
         self.stop()
         self._stream.stop()
         self._stream.close()
 
+    def _own_progress(self) -> _Progress:
+        """The callback's progress if it is of the current reply (it may not have seen it yet)."""
+        progress = self._progress
+        return progress if progress.reply == self._reply else _Progress(self._reply)
+
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         out = outdata[:, 0]
-        if not self._started and self._queued < self._preroll and not self._finished:
-            out.fill(0.0)
-            return
-        self._started = True
+        reply, release = self._reply, self._release
+        progress = self._progress
+        if progress.reply != reply:  # a new reply, or stopped: what is left of the old one goes
+            progress, self._current = _Progress(reply), _EMPTY
+        played, playing, first_sound = progress.played, progress.playing, progress.first_sound
+        limit = min(release.until, self._written)
         filled = 0
-        while filled < frames:
-            if not self._current.size:
-                if not self._chunks:
-                    break
-                self._current = self._chunks.popleft()
-            take = min(frames - filled, self._current.size)
-            out[filled : filled + take] = self._current[:take]
-            self._current = self._current[take:]
-            self._queued -= take
-            filled += take
-        if filled < frames:
-            out[filled:] = 0.0
-            if self._finished:
-                self._drained.set()
-            else:
-                self.underflows += 1
+        if playing or (self._clock() >= release.start_at and played < limit):
+            if first_sound is None:
+                first_sound = self._clock() + self._latency
+            playing = True
+            while filled < frames and played < limit:
+                if not self._current.size:
+                    if not self._chunks:
+                        break
+                    owner, self._current = self._chunks.popleft()
+                    if owner != reply:
+                        self._current = _EMPTY
+                        continue
+                take = min(frames - filled, self._current.size, limit - played)
+                out[filled : filled + take] = self._current[:take]
+                self._current = self._current[take:]
+                played += take
+                filled += take
+            if filled < frames:
+                playing = False
+                if self._finished and played >= self._written:
+                    self._drained = True
+                elif release.bounded and played >= release.until:
+                    self.pauses += 1
+                else:
+                    self.underflows += 1
+        out[filled:] = 0.0
+        self._progress = _Progress(reply, played, playing, first_sound)

@@ -1,10 +1,12 @@
 """`omnidesk ask` and `omnidesk chat`: turns of the streaming pipeline in a terminal.
 
 Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
-every moment) and/or to the speakers; notices (a recording heard only in part) go to
-stderr. Everything the user gives (options, the question, `--out`) is checked before the
-model loads. Ctrl-C during a reply stops the reply (in `chat`, not the program); anywhere
-else it ends the program at once with status 130.
+every moment) and/or to the speakers, paced as the window's are (app.pacing: started once the
+audio queued will last, a sentence at a time on a machine that makes speech slower than it plays,
+which is said once); notices (a recording heard only in part) go to stderr. In `chat`, a new
+question silences what is still spoken of the last reply. Everything the user gives (options,
+the question, `--out`) is checked before the model loads. Ctrl-C during a reply stops the reply
+(in `chat`, not the program); anywhere else it ends the program at once with status 130.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import replace
 
 from app.ask_media import question_from_args
 from app.cli import EXIT_INTERRUPTED
+from app.pacing import slow_speech_note
 from app.playback import Playback
 from app.text_input import checked_text, keep_undecodable_input
 from model.audio_rates import OUTPUT_SAMPLE_RATE
@@ -100,11 +103,11 @@ def run_ask(args: argparse.Namespace) -> int:
     out = WavWriter(out_path, OUTPUT_SAMPLE_RATE) if out_path is not None else None
     try:
         finished, marks = speak_turn(conversation, question, options, speakers, out)
+        say_if_slow(speakers, conversation)
     finally:
         if out is not None:
             out.close()
         if speakers is not None:
-            speakers.finish()
             speakers.wait(600)
             speakers.close()
     if finished.reason == "error":
@@ -134,6 +137,7 @@ def run_chat(args: argparse.Namespace) -> int:
     conversation = open_conversation(args)
     conversation.prepare(None if args.text_only else args.voice)  # before the first question, not in it
     speakers = open_speakers(args)
+    said_slow = False
     keep_undecodable_input()
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:
@@ -150,7 +154,10 @@ def run_chat(args: argparse.Namespace) -> int:
         if not question.strip():
             continue
         print("omnidesk> ", end="", flush=True)
+        if speakers is not None:  # a new question silences what is still spoken
+            speakers.stop()
         finished, _ = speak_turn(conversation, question, options, speakers, None)
+        said_slow = said_slow or say_if_slow(speakers, conversation)
         if finished.reason == "cancelled":
             if speakers is not None:
                 speakers.stop()
@@ -165,6 +172,14 @@ def run_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def say_if_slow(speakers: Playback | None, conversation: Conversation) -> bool:
+    """Tell the user if the last reply was made slower than it plays (and what would help); whether told."""
+    if speakers is None or not speakers.state().slow:
+        return False
+    print(f"omnidesk: {slow_speech_note(conversation.plan.profile == 'fast')}", file=sys.stderr)
+    return True
+
+
 def speak_turn(
     conversation: Conversation,
     question: str | Question,
@@ -172,10 +187,13 @@ def speak_turn(
     speakers: Playback | None,
     out: WavWriter | None,
 ) -> tuple[TurnFinished, dict[str, float]]:
-    """Run one turn: text to stdout, audio to the sinks; Ctrl-C cancels the turn. A WAV file the
-    disk stops taking ends the writing, not the reply: its error is raised after the turn."""
+    """Run one turn: text to stdout, audio to the sinks (the speakers play on after it returns);
+    Ctrl-C cancels the turn. A WAV file the disk stops taking ends the writing, not the reply: its
+    error is raised after the turn."""
     finished: TurnFinished | None = None
     unwritten: OmnideskError | None = None
+    if speakers is not None:
+        speakers.begin()
     with _interrupt_cancels(conversation):
         for event in conversation.turn(question, options):
             if isinstance(event, TextDelta):
@@ -193,6 +211,8 @@ def speak_turn(
                 print(f"omnidesk: {event.message}", file=sys.stderr)
             elif isinstance(event, TurnFinished):
                 finished = event
+    if speakers is not None:
+        speakers.finish()
     sys.stdout.write("\n")
     if unwritten is not None:
         raise unwritten

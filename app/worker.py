@@ -1,14 +1,19 @@
 """The model side of the window: loads a bundle and runs conversation turns on its own thread.
 
 Threads: a `ConversationWorker` lives on a QThread of its own; its slots run there
-and may block (loading, a whole turn). `cancel()` may be called from any thread and
-stops the turn within one decode step. Audio chunks go straight from this thread to
-the audio sink (whose `write` never blocks); the GUI thread receives only signals
-carrying plain values: str, a list of str, or a frozen dataclass (`ReplyFinished`).
+and may block (loading, a whole turn). `cancel()` and `speech_state()` may be called from any
+thread: `cancel` stops the turn within one decode step (or a question not yet begun, before it
+begins) and silences the speakers. Audio chunks go straight from this thread to the audio sink
+(whose `write` never blocks), which plays them on its own thread, possibly long after the turn
+ended; the GUI thread receives only signals carrying plain values: str, a list of str, or a
+frozen dataclass (`ReplyFinished`), and polls `speech_state` (app.speech_watch) to know when the
+speech is heard.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -16,21 +21,29 @@ from typing import Any, Protocol
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from app.pacing import slow_speech_note
+from app.playback import PlaybackState
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import llama_backend
 from model.media import Question
-from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, Mark, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.placement import PlanChoice
 from model.talker import SpeechOptions
 from model.thinker import ThinkerOptions
 
+log = logging.getLogger(__name__)
+
 
 class AudioSink(Protocol):
-    def write(self, samples: np.ndarray) -> None: ...
-    def finish(self) -> None: ...
-    def stop(self) -> None: ...
+    """Where a reply's speech goes (app.playback.Playback; tests give their own)."""
+
+    def begin(self) -> None: ...  # a new reply follows
+    def write(self, samples: np.ndarray) -> None: ...  # never blocks
+    def finish(self) -> None: ...  # the reply's audio is all written
+    def stop(self) -> None: ...  # silence at once (any thread)
+    def state(self) -> PlaybackState: ...  # any thread
 
 
 SinkFactory = Callable[[int], AudioSink]  # sample rate -> sink; raises OmnideskError if none
@@ -64,6 +77,7 @@ class Ask:
     question: Question
     voice: str
     speak: bool
+    number: int = 0  # the asker's count of questions: `cancel(through=n)` stops questions up to n
 
 
 @dataclass(frozen=True)
@@ -72,13 +86,12 @@ class ReplyFinished:
 
     reason: str  # "end", "length", "cancelled", "context_full" or "error"
     first_text_s: float | None  # seconds from the end of the question to the first text; None: no text
-    first_audio_s: float | None  # ... to the first audio; None: not spoken
+    first_audio_s: float | None  # ... to the first sound from the speakers; None: none yet, or not spoken
     tokens_per_s: float | None  # the Thinker's, after its first token; None: unknown
 
     @classmethod
-    def of(cls, finished: TurnFinished) -> ReplyFinished:
-        marks = finished.marks
-        return cls(finished.reason, marks.get("first_text"), marks.get("first_audio"), finished.tokens_per_s)
+    def of(cls, finished: TurnFinished, first_audio_s: float | None = None) -> ReplyFinished:
+        return cls(finished.reason, finished.marks.get("first_text"), first_audio_s, finished.tokens_per_s)
 
     @property
     def speeds(self) -> str:
@@ -93,15 +106,27 @@ class ReplyFinished:
         return " · ".join(parts)
 
 
+@dataclass(frozen=True)
+class SpeechState:
+    """The speakers' part of the conversation, as the window polls it."""
+
+    reply: int  # which reply is (or was last) spoken: it changes when one begins or is stopped
+    pending: bool  # speech written and not yet all played, or more to come: Stop still has something to do
+    first_audio_s: float | None  # from the end of the question to the reply's first sound; None: not yet
+
+
+SILENT = SpeechState(0, False, None)
+
+
 class ConversationWorker(QObject):
     """Signals:
     model_loaded(str): a description of the loaded bundle and where it runs.
     plan_noted(str): something the user should know once about where the model runs (a GPU too
-        small, a torch that cannot use it) and what would help.
+        small, a torch that cannot use it, speech made slower than it plays) and what would help.
     model_failed(str): why the bundle could not be loaded (what to do included).
     text_received(str): the next piece of the reply.
     reply_finished(object): a ReplyFinished: why the reply ended, and its timings.
-    turn_failed(str): a turn ended in an error; the conversation stays usable.
+    turn_failed(str): a turn ended in an error (a reply_finished follows); the conversation stays usable.
     recording_cut(str): a recording was longer than the model hears; how much of it was heard.
     speech_unavailable(str): there is no sound output; replies continue in text.
     speakers_changed(str): the chosen sound output is missing; the system default plays instead.
@@ -137,17 +162,33 @@ class ConversationWorker(QObject):
         self._sink: AudioSink | None = None
         self._sink_failed = False
         self._conversation: Conversation | None = None
+        self._cancelled_through = -1  # questions numbered up to this one are cancelled (any thread)
+        self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's input was ready
+        self._said_slow = False
 
-    def cancel(self) -> None:
-        """Stop the reply and silence the speakers (callable from any thread)."""
+    def cancel(self, through: int | None = None) -> None:
+        """Stop the reply and silence the speakers (callable from any thread). `through`: the
+        number of the last question asked; one not begun yet ends as cancelled when it would."""
+        if through is not None:
+            self._cancelled_through = max(self._cancelled_through, through)
         if self._conversation is not None:
             self._conversation.cancel()
-        if self._sink is not None:
-            self._sink.stop()
+        sink = self._sink
+        if sink is not None:
+            sink.stop()
+
+    def speech_state(self) -> SpeechState:
+        """The speakers' state (callable from any thread)."""
+        sink, since = self._sink, self._spoken_since
+        if sink is None:
+            return SILENT
+        state = sink.state()
+        heard = state.first_sound is not None and since is not None
+        return SpeechState(state.reply, state.pending, state.first_sound - since if heard else None)
 
     @Slot(object)
     def load(self, choice: ModelChoice) -> None:
-        self.close()
+        self._close_conversation()
         try:
             bundle = Bundle.open(choice.folder)
             options = replace(self._options, n_gpu_layers=choice.gpu_layers)
@@ -181,40 +222,65 @@ class ConversationWorker(QObject):
         """Speak through `device` ("" for the system default) from the next turn on."""
         self._output_device = device or None
         self._sink_failed = False
-        if self._sink is not None:
-            close = getattr(self._sink, "close", None)
-            if close is not None:
-                close()
-            self._sink = None
+        self._close_sink()
 
     @Slot(object)
     def ask(self, request: Ask) -> None:
+        """Answer one question; a reply_finished always follows (after a turn_failed if it failed)."""
+        if self._sink is not None:  # a new question silences what is still spoken
+            self._sink.stop()
         conversation = self._conversation
         if conversation is None:
             self.turn_failed.emit("No model is loaded yet: choose a model bundle first.")
+            self.reply_finished.emit(ReplyFinished("error", None, None, None))
+            return
+        if request.number <= self._cancelled_through:  # stopped before it began
+            self.reply_finished.emit(ReplyFinished("cancelled", None, None, None))
             return
         sink = self._open_sink() if request.speak else None
+        if sink is not None:
+            sink.begin()
         options = TurnOptions(
             speak=sink is not None,
             max_tokens=self._max_tokens,
             speech=replace(self._speech, voice=request.voice),
         )
+        finished = self._run(conversation, request, options, sink)
+        if sink is not None:
+            sink.finish()
+        if finished.reason == "error" and request.number <= self._cancelled_through:
+            log.info("a stopped turn ended in an error: %s", finished.error)  # stopped is what the user did
+            finished = replace(finished, reason="cancelled", error="")
+        if finished.reason == "error":
+            self.turn_failed.emit(finished.error)
+        first_audio_s = self.speech_state().first_audio_s if sink is not None else None
+        self.reply_finished.emit(ReplyFinished.of(finished, first_audio_s))
+        if sink is not None and not self._said_slow and sink.state().slow:
+            self._said_slow = True
+            self.plan_noted.emit(slow_speech_note(conversation.plan.profile == "fast"))
+
+    def _run(
+        self, conversation: Conversation, request: Ask, options: TurnOptions, sink: AudioSink | None
+    ) -> TurnFinished:
         finished: TurnFinished | None = None
+        stopping = False
         for event in conversation.turn(request.question, options):
+            # A cancel that came as the turn began (which clears the conversation's) is applied here.
+            if not stopping and request.number <= self._cancelled_through:
+                stopping = True
+                conversation.cancel()
             if isinstance(event, TextDelta):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:
                 sink.write(event.samples)
+            elif isinstance(event, Mark) and event.name == "input_ready" and sink is not None:
+                self._spoken_since = time.perf_counter()
             elif isinstance(event, RecordingCut):
                 self.recording_cut.emit(event.message)
             elif isinstance(event, TurnFinished):
                 finished = event
-        if sink is not None:
-            sink.finish()
         assert finished is not None
-        if finished.reason == "error":
-            self.turn_failed.emit(finished.error)
-        self.reply_finished.emit(ReplyFinished.of(finished))
+        return finished
 
     def _speakers(self, sample_rate: int) -> AudioSink:
         from app.playback import Playback
@@ -240,9 +306,20 @@ class ConversationWorker(QObject):
         return self._sink
 
     def close(self) -> None:
+        """Free the model and the speakers."""
+        self._close_conversation()
+        self._close_sink()
+
+    def _close_conversation(self) -> None:
         if self._conversation is not None:
             self._conversation.close()
             self._conversation = None
+
+    def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
 
 
 def _one_of(value: str, allowed: tuple[Any, ...]) -> Any:

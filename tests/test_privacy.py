@@ -41,13 +41,16 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from app.history import History
 from app.main_window import MainWindow
+from app.playback import PlaybackState
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions
 
 class Sink:
+    def begin(self): pass
     def write(self, samples): pass
     def finish(self): pass
     def stop(self): pass
+    def state(self): return PlaybackState(0, False, 0, False, None, False)
 
 app = QApplication([])
 folder = Path(tempfile.mkdtemp())

@@ -114,3 +114,55 @@ class FakeCapture:
 
     def release(self) -> None:
         self.released = True
+
+
+class PulledOutput:
+    """Stands in for sounddevice.OutputStream: from its own thread (as PortAudio does) calls the
+    callback for a block every block's duration, keeping what it played. `latency`: seconds from
+    the callback to the speakers, as PortAudio reports it."""
+
+    def __init__(self, callback, samplerate: int, latency: float = 0.0, block: int = 480, **settings) -> None:
+        self.callback, self.settings = callback, settings
+        self.samplerate, self.latency, self.block = samplerate, latency, block
+        self.played: list[np.ndarray] = []
+        self._running = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread = threading.Thread(target=self._pull, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+
+    def heard(self) -> np.ndarray:
+        """Every sample played so far, silence included."""
+        return np.concatenate(self.played) if self.played else np.zeros(0, np.float32)
+
+    def _pull(self) -> None:
+        period = self.block / self.samplerate
+        next_at = time.perf_counter()
+        while self._running.is_set():
+            buffer = np.zeros((self.block, 1), np.float32)
+            self.callback(buffer, self.block, None, None)
+            self.played.append(buffer[:, 0].copy())
+            next_at += period
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+class Speakers:
+    """A playback stream factory of PulledOutput devices that remembers them."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.outputs: list[PulledOutput] = []
+
+    def __call__(self, callback, samplerate: int, **settings) -> PulledOutput:
+        self.outputs.append(PulledOutput(callback, samplerate, self.latency, **settings))
+        return self.outputs[-1]

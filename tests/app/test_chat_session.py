@@ -94,17 +94,54 @@ class TestTurn:
             room.session.send()
         assert room.composer.question_box.toPlainText() == "Second", "the question waits in its box"
 
-    def test_a_failed_turn_drops_its_empty_reply_and_keeps_why(self, qtbot, room):
+    def test_a_failed_turn_stays_in_the_chat_marked_with_why(self, qtbot, room):
         ask(qtbot, room, "Hello?")
         with qtbot.waitSignal(room.session.turn_failed, timeout=WAIT_MS) as failed:
-            room.session.on_turn_failed("No model is loaded yet: choose a model bundle first.")
-        assert failed.args == ["No model is loaded yet: choose a model bundle first."]
-        assert room.view.transcript() == "user: Hello?" and not room.session.busy
-        assert stored(room)[-1] == (
-            "assistant",
-            "",
-            "not answered: No model is loaded yet: choose a model bundle first.",
-        )
+            room.session.on_turn_failed("the model went away")
+        assert failed.args == ["the model went away"]
+        room.session.on_reply_finished(ReplyFinished("error", None, None, None))
+        assert "Omnidesk (not answered: the model went away)" in room.view.toPlainText()
+        assert "…" not in room.view.toPlainText() and not room.session.busy
+        assert stored(room)[-1] == ("assistant", "", "not answered: the model went away")
+
+    def test_a_reply_cut_by_an_error_keeps_what_came(self, qtbot, room):
+        ask(qtbot, room, "Hello?")
+        room.session.on_text_received("Hi th")
+        room.session.on_turn_failed("the model went away")
+        room.session.on_reply_finished(ReplyFinished("error", 0.1, None, None))
+        plain = room.view.toPlainText()
+        assert "Omnidesk (cut short: the model went away)" in plain and "Hi th" in plain
+        assert stored(room)[-1] == ("assistant", "Hi th", "cut short: the model went away")
+
+    def test_with_nothing_to_answer_the_question_waits_where_it_is(self, qtbot, room):
+        room.composer.set_missing("No model yet: set one up.")
+        room.composer.question_box.setPlainText("Hello?")
+        recording = Audio(np.zeros(8000, np.float32))
+        with qtbot.assertNotEmitted(room.session.question_asked):
+            with qtbot.waitSignal(room.session.notice, timeout=WAIT_MS) as notice:
+                room.session.send()
+            room.session.on_recording_finished(recording)
+        assert notice.args == ["No model yet: set one up."]
+        assert room.composer.question_box.toPlainText() == "Hello?"
+        assert room.composer.attachments.media == [recording]
+        assert room.history.conversations() == [], "nothing is stored unanswered"
+        room.composer.set_missing("")
+        with qtbot.waitSignal(room.session.question_asked, timeout=WAIT_MS) as asked:
+            room.session.send()
+        assert asked.args[0].question.text == "Hello?" and asked.args[0].question.audios == (recording,)
+
+    def test_questions_are_numbered_for_stopping(self, qtbot, room):
+        assert ask(qtbot, room, "First").number == 1 == room.session.asked
+        reply(room, "One")
+        assert ask(qtbot, room, "Second").number == 2 == room.session.asked
+
+    def test_stop_stays_while_the_speech_plays_on(self, qtbot, room):
+        ask(qtbot, room, "Hello?")
+        room.session.on_speaking_changed(True)
+        reply(room, "Hi")
+        assert room.composer.stop_button.isEnabled() and room.composer.send_button.isEnabled()
+        room.session.on_speaking_changed(False)
+        assert not room.composer.stop_button.isEnabled()
 
 
 class TestRecording:

@@ -1,5 +1,6 @@
-"""The chat view: questions, Markdown replies and their notes, attachments, the transcript,
-and replaying a recording from its link."""
+"""The chat view: questions and replies in bubbles, Markdown replies with code blocks and their
+notes, what is shown sanitized, attachments, the transcript, and replaying a recording from its
+link."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import numpy as np
 from PySide6.QtCore import QUrl
 
 from app.attachments import save_media
-from app.chat_view import ChatView, Message, attachment_html, markdown_html
+from app.chat_view import EMPTY_HINT, ChatView, Message, attachment_html, displayed, markdown_html
 from app.history import Attachment
 from app.main_window import Devices
+from app.theme import DARK_CHAT, LIGHT_CHAT
 from model.media import Audio
 from tests.app.fakes import MicrophoneFactory
 from tests.app.test_playback import FakeStream
-from tests.app.windows import TIMEOUT_MS, open_window, talk
+from tests.app.windows import TIMEOUT_MS, load, open_window, talk
 
 WAIT_MS = 5_000
 
@@ -24,24 +26,94 @@ def view_for(qtbot, settings, playback_stream=None) -> ChatView:
     return view
 
 
+def shown(view: ChatView) -> list[str]:
+    """The lines the view shows, without the empty ones between bubbles."""
+    return [line for line in view.toPlainText().split("\n") if line]
+
+
 class TestRendering:
     def test_a_question_is_shown_as_written(self, qtbot, settings):
         view = view_for(qtbot, settings)
         view.add_exchange("Is <b>this</b> bold?\nSecond line", ())
         view.render()
-        assert view.toPlainText() == "You\nIs <b>this</b> bold?\nSecond line\nOmnidesk\n…"
+        assert shown(view) == ["You", "Is <b>this</b> bold?", "Second line", "Omnidesk", "…"]
 
     def test_a_reply_is_rendered_from_markdown_with_its_note(self, qtbot, settings):
         view = view_for(qtbot, settings)
         view.show_messages(
             [Message("user", "Hi"), Message("assistant", "Some **bold** words", "interrupted")]
         )
-        assert view.toPlainText() == "You\nHi\nOmnidesk (interrupted)\nSome bold words"
+        assert shown(view) == ["You", "Hi", "Omnidesk (interrupted)", "Some bold words"]
+
+    def test_the_user_speaks_from_the_right_the_assistant_from_the_left(self, qtbot, settings):
+        view = view_for(qtbot, settings)
+        view.show_messages([Message("user", "Hi"), Message("assistant", "Hello")])
+        document = view.toHtml()
+        mine, theirs = document.index(LIGHT_CHAT.user), document.index(LIGHT_CHAT.assistant)
+        assert mine < theirs, "each bubble in its own colour, in order"
+        aside = 'width="18%"'
+        assert document.rfind(aside, 0, mine) > document.rfind("<table", 0, mine), "room left of the user's"
+        assert document.find(aside, theirs) < document.find("</table>", theirs), "room right of the reply"
+
+    def test_bubbles_take_the_dark_theme_colours(self, qtbot, settings):
+        from PySide6.QtGui import QColor, QPalette
+
+        view = view_for(qtbot, settings)
+        palette = view.palette()
+        palette.setColor(QPalette.ColorRole.Window, QColor("#202124"))
+        view.setPalette(palette)
+        view.show_messages([Message("user", "Hi"), Message("assistant", "Hello")])
+        document = view.toHtml()
+        assert DARK_CHAT.user in document and DARK_CHAT.assistant in document
+        assert LIGHT_CHAT.assistant not in document
+
+    def test_a_new_chat_says_how_to_start(self, qtbot, settings):
+        view = view_for(qtbot, settings)
+        view.show_messages([])
+        assert view.toPlainText() == EMPTY_HINT and view.transcript() == ""
+
+    def test_an_empty_reply_with_a_note_shows_only_the_note(self, qtbot, settings):
+        view = view_for(qtbot, settings)
+        view.show_messages([Message("user", "Hi"), Message("assistant", "", "interrupted")])
+        assert shown(view) == ["You", "Hi", "Omnidesk (interrupted)"]
 
     def test_markdown_becomes_body_html(self):
         assert "font-weight:700" in markdown_html("Some **bold** words")
         listed = markdown_html("- one\n- two")
         assert listed.count("<li") == 2 and "<body" not in listed and "</html>" not in listed
+
+    def test_code_blocks_are_set_apart_and_wrap(self):
+        shown_html = markdown_html(
+            "Try:\n\n```python\nprint('<hi>')  # " + "x" * 300 + "\n```\n\nDone `x`.", "#123456"
+        )
+        (block,) = shown_html.split('bgcolor="#123456"')[1:]
+        assert "white-space:pre-wrap" in block and "font-family:monospace" in block, "wrapped monospace"
+        assert "print(&#x27;&lt;hi&gt;&#x27;)" in block and "```" not in shown_html
+        assert "Try:" in shown_html and "Done" in shown_html
+        assert "background-color:#123456" in shown_html.split("Done")[1], "inline code too"
+
+    def test_a_code_block_still_streaming_shows_as_code(self):
+        assert "white-space:pre-wrap" in markdown_html("Here:\n```\nfor i in range(")
+
+    def test_html_in_a_reply_is_shown_as_text(self, qtbot, settings):
+        view = view_for(qtbot, settings)
+        view.show_messages([Message("assistant", 'See <img src="file:///etc/passwd"> <b>here</b>')])
+        assert "<img" not in view.toHtml().split("<body")[1]
+        assert "<b>here</b>" in view.toPlainText()
+
+
+class TestSanitizing:
+    RAW = "A\x00B\x1b[31mred\x1b[0m\rC\x7fD\x9b\tE\ufffd"
+
+    def test_control_characters_are_taken_out_for_display(self):
+        assert displayed(self.RAW) == "ABred\nCD\tE\ufffd"
+
+    def test_they_never_reach_the_renderer(self, qtbot, settings):
+        view = view_for(qtbot, settings)
+        view.show_messages([Message("user", self.RAW), Message("assistant", self.RAW, note="x\x1b")])
+        document = view.toHtml() + view.toPlainText()
+        assert not any(c in document for c in "\x00\x1b\x7f\x9b"), "no control character"
+        assert view.messages[1].text == self.RAW, "the message keeps what came"
 
     def test_images_are_thumbnails_and_recordings_links(self, tmp_path):
         photo, question = tmp_path / "a photo.png", tmp_path / "a question.wav"
@@ -64,15 +136,6 @@ class TestMessages:
         assert view.reply() == Message("assistant", "Hello")
         assert view.transcript() == "user: Hi\n\nassistant: Hello"
 
-    def test_only_an_empty_reply_is_dropped(self, qtbot, settings):
-        view = view_for(qtbot, settings)
-        view.add_exchange("Hi", ())
-        view.extend_reply("Hello")
-        assert not view.drop_empty_reply()
-        view.add_exchange("Again", ())
-        assert view.drop_empty_reply() and view.reply() is None
-        assert view.transcript() == "user: Hi\n\nassistant: Hello\n\nuser: Again"
-
 
 class TestReplay:
     def test_a_recording_that_cannot_be_played_is_a_notice(self, qtbot, settings, tmp_path):
@@ -88,7 +151,9 @@ class TestReplay:
             view.anchorClicked.emit(QUrl.fromLocalFile(str(tmp_path / "gone.wav")))
         assert notice.args[0].startswith("Cannot play the recording: ")
 
-    def test_a_recording_in_the_chat_plays_back(self, qtbot, settings, history_store, spoken_samples):
+    def test_a_recording_in_the_chat_plays_back(
+        self, qtbot, settings, history_store, spoken_samples, tiny_bundle
+    ):
         outputs: list[FakeStream] = []
 
         def speakers(**settings) -> FakeStream:
@@ -97,7 +162,9 @@ class TestReplay:
 
         devices = Devices(microphone_stream=MicrophoneFactory(spoken_samples), playback_stream=speakers)
         window = open_window(qtbot, settings, history_store, devices)
-        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):  # no model: not answered
+        load(qtbot, window, tiny_bundle)
+        window.composer.speech_toggle.setChecked(False)
+        with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS):
             talk(qtbot, window)
         (chat,) = window.history.conversations()
         (recording,) = window.history.messages(chat.id)[0].attachments

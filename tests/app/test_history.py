@@ -287,17 +287,19 @@ class TestUnwritableHistory:
 
 class TestWindowWithABadHistory:
     @pytest.fixture
-    def open_window(self, qtbot, settings):
+    def open_window(self, qtbot, settings, tiny_bundle):
+        """A window on `history`, with a model to answer (Send waits for one)."""
         from app.main_window import MainWindow
-        from app.worker import ConversationWorker
+        from tests.app.windows import load, worker
 
         windows = []
 
         def open_window(history: History) -> MainWindow:
-            window = MainWindow(settings, ConversationWorker(), history)
+            window = MainWindow(settings, worker(), history)
             qtbot.addWidget(window)
             window.show()
             windows.append(window)
+            load(qtbot, window, tiny_bundle)
             return window
 
         yield open_window
@@ -323,7 +325,7 @@ class TestWindowWithABadHistory:
             f"PRAGMA max_page_count = {history._db.execute('PRAGMA page_count').fetchone()[0]}"
         )
         window.composer.question_box.setPlainText("a long question " + "y" * 20_000)
-        window.composer.send_button.click()  # no model: the question is kept, the turn fails
+        window.composer.send_button.click()  # the question is kept before it is answered
         assert "the disk is full" in window.conversations.notice.text()
         assert "a long question" in window.chat_view.transcript()
 

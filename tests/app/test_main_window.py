@@ -37,10 +37,12 @@ class TestWithoutModel:
         assert window.model_status.text() == "No model"
 
     def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
-        with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):
-            window.composer.question_box.setPlainText("hello?")
-            window.composer.send_button.click()
-        assert "No model" in window.notice.text()
+        window.composer.question_box.setPlainText("hello?")
+        with qtbot.waitSignal(window.session.notice, timeout=TIMEOUT_MS):
+            window.composer.send_requested.emit()  # Enter in the question box; Send is disabled
+        assert "No model" in window.notice.text() and "No model" in window.composer.send_button.toolTip()
+        box = window.composer.question_box
+        assert box.toPlainText() == "hello?" and box.isEnabled()
 
 
 class TestConversation:

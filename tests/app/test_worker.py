@@ -12,7 +12,7 @@ from app.worker import Ask, ConversationWorker, ModelChoice, ReplyFinished
 from model.files.bundle import Bundle
 from model.media import Question
 from model.pipeline import TurnFinished
-from tests.app.windows import MAX_TOKENS, SPEECH
+from tests.app.windows import MAX_TOKENS, SPEECH, RecordingSink
 
 
 class TestReplyFinished:
@@ -52,7 +52,10 @@ class TestTurns:
         worker = ConversationWorker()
         signals = Signals(worker)
         worker.ask(Ask(Question("Hello?"), "Chelsie", speak=False))
-        assert signals.emitted == [("turn_failed", "No model is loaded yet: choose a model bundle first.")]
+        assert signals.emitted == [
+            ("turn_failed", "No model is loaded yet: choose a model bundle first."),
+            ("reply_finished", ReplyFinished("error", None, None, None)),
+        ]
 
     def test_a_text_reply_has_no_first_audio(self, qtbot, tiny_bundle: Bundle):
         worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)
@@ -64,4 +67,20 @@ class TestTurns:
         assert finished.reason in ("end", "length") and signals.named("text_received")
         assert finished.first_text_s > 0 and finished.first_audio_s is None
         assert signals.emitted[-1] == ("reply_finished", finished)
+        worker.close()
+
+    def test_a_question_stopped_before_it_began_is_not_run(self, qtbot, tiny_bundle: Bundle, questions):
+        sink = RecordingSink()
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=lambda rate: sink)
+        signals = Signals(worker)
+        worker.load(ModelChoice(str(tiny_bundle.root)))
+        worker.ask(Ask(Question("First"), "Chelsie", speak=True, number=1))
+        assert sink.chunks and sink.stopped == 0
+        worker.cancel(through=2)  # Stop, pressed before the worker takes the second question
+        worker.ask(Ask(Question("Second"), "Chelsie", speak=True, number=2))
+        assert sink.stopped == 2, "Stop silenced the speakers, and so did the next question"
+        assert signals.named("reply_finished")[-1] == ReplyFinished("cancelled", None, None, None)
+        assert [q.text for q in questions] == ["First"] and not signals.named("turn_failed")
+        worker.ask(Ask(Question("Third"), "Chelsie", speak=False, number=3))
+        assert signals.named("reply_finished")[-1].reason in ("end", "length"), "later ones run"
         worker.close()

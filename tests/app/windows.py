@@ -3,9 +3,12 @@ standing in for the speakers, loading, asking, and holding the talk button."""
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import Qt
 
 from app.main_window import Devices, MainWindow
+from app.playback import PlaybackState
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.talker import SpeechOptions
@@ -17,20 +20,34 @@ SPEECH = SpeechOptions(max_codes=MAX_CODES, min_codes=40)
 
 
 class RecordingSink:
-    """Stands in for the speakers: keeps what it was given (written from the worker's thread)."""
+    """Stands in for the speakers: keeps what it was given (written from the worker's thread), and
+    plays each chunk the moment it is written."""
 
     def __init__(self) -> None:
         self.chunks: list = []
         self.stopped = 0
+        self._reply = 0
+        self._first_sound: float | None = None
+
+    def begin(self) -> None:
+        self._reply += 1
+        self._first_sound = None
 
     def write(self, samples) -> None:
         self.chunks.append(samples)
+        if self._first_sound is None:
+            self._first_sound = time.perf_counter()
 
     def finish(self) -> None:
         pass
 
     def stop(self) -> None:
         self.stopped += 1
+        self._reply += 1
+
+    def state(self) -> PlaybackState:
+        played = sum(len(c) for c in self.chunks)
+        return PlaybackState(self._reply, False, played, False, self._first_sound, slow=False)
 
 
 def worker(sink: RecordingSink | None = None) -> ConversationWorker:
@@ -69,13 +86,16 @@ def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
 
 
 def kept_recordings(window: MainWindow) -> list[float]:
-    """Seconds of each recording the history keeps, oldest first."""
+    """Seconds of each recording kept, oldest first: in the history, then those waiting among the
+    attachments to be sent (with no model to answer, a recording waits there, stored nowhere)."""
     from model.audio_features import load_audio
+    from model.media import Audio
 
-    return [
+    stored = [
         len(load_audio(a.path)) / 16_000
         for chat in window.history.conversations()
         for message in window.history.messages(chat.id)
         for a in message.attachments
         if a.kind == "audio"
     ]
+    return stored + [m.seconds for m in window.composer.attachments.media if isinstance(m, Audio)]

@@ -1,0 +1,85 @@
+"""`ask --play` and `chat --play` speak through the same paced speakers as the window: each turn
+begins and finishes a reply on them, the speech plays whole and in order after the turn returns, a
+new question silences the last reply, and a machine that speaks slowly is told so once."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from app.playback import Playback
+from app.talk import say_if_slow, speak_turn
+from model.files.bundle import Bundle
+from model.pipeline import AudioChunk, Conversation, TurnOptions
+from model.talker import SpeechOptions
+from model.thinker import ThinkerOptions
+from tests.app.fakes import Speakers
+from tests.app.windows import MAX_TOKENS, SPEECH
+
+WAIT_S = 60
+
+
+@pytest.fixture
+def conversation(tiny_bundle: Bundle):
+    conversation = Conversation.planned(tiny_bundle, thinker_options=ThinkerOptions(n_ctx=2048))
+    yield conversation
+    conversation.close()
+
+
+@pytest.fixture
+def made(monkeypatch) -> list[np.ndarray]:
+    """Every audio chunk the pipeline makes."""
+    chunks: list[np.ndarray] = []
+    turn = Conversation.turn
+
+    def spy(self, question, options):
+        for event in turn(self, question, options):
+            if isinstance(event, AudioChunk):
+                chunks.append(event.samples)
+            yield event
+
+    monkeypatch.setattr(Conversation, "turn", spy)
+    return chunks
+
+
+def test_a_turn_plays_whole_and_in_order_after_it_returns(conversation, made, capsys):
+    speakers = Speakers()
+    playback = Playback(24_000, stream_factory=speakers)
+    options = TurnOptions(max_tokens=MAX_TOKENS, speech=SPEECH)
+    finished, _ = speak_turn(conversation, "Read this aloud", options, playback, None)
+    assert finished.reason in ("end", "length") and made
+    assert playback.wait(WAIT_S), "played to the end"
+    heard = speakers.outputs[0].heard()
+    spoken = np.concatenate(made)
+    assert np.array_equal(heard[heard != 0], spoken[spoken != 0])
+    assert not say_if_slow(playback, conversation) and "slower" not in capsys.readouterr().err
+    playback.close()
+
+
+def test_a_new_reply_after_a_stop_plays_only_itself(conversation, made):
+    speakers = Speakers()
+    playback = Playback(24_000, stream_factory=speakers)
+    options = TurnOptions(max_tokens=MAX_TOKENS, speech=SPEECH)
+    speak_turn(conversation, "First", options, playback, None)
+    playback.stop()  # what chat does at the next question
+    first = len(made)
+    speak_turn(conversation, "Second", options, playback, None)
+    assert playback.wait(WAIT_S)
+    heard = speakers.outputs[0].heard()
+    second = np.concatenate(made[first:])
+    second = second[second != 0]
+    assert np.array_equal(heard[heard != 0][-second.size :], second), "the second reply, whole, last"
+    playback.close()
+
+
+def test_a_machine_that_speaks_slowly_is_told_what_would_help(conversation, capsys):
+    slowed = lambda: 100 * time.perf_counter()  # noqa: E731 (on this clock, speech is made 100x slower)
+    playback = Playback(24_000, stream_factory=Speakers(), clock=slowed)
+    long_speech = TurnOptions(max_tokens=MAX_TOKENS, speech=SpeechOptions(max_codes=200, min_codes=150))
+    speak_turn(conversation, "Tell me more", long_speech, playback, None)
+    assert say_if_slow(playback, conversation)
+    said = capsys.readouterr().err
+    assert said.count("slower than it plays") == 1 and "a GPU" in said and said.endswith("\n")
+    playback.close()
