@@ -115,7 +115,7 @@ class TestApplied:
         qtbot.keyPress(window, Qt.Key.Key_F2)
         assert window.push_to_talk.microphone is not None
         qtbot.keyRelease(window, Qt.Key.Key_F2)
-        assert window.push_to_talk.microphone is None
+        qtbot.waitUntil(lambda: window.push_to_talk.microphone is None, timeout=TIMEOUT_MS)
         window.set_theme("system")
         window.close()
 
