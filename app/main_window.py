@@ -39,10 +39,10 @@ from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
 from app.history import History
 from app.microphone import StreamFactory as MicrophoneStreamFactory
-from app.microphone import sound_devices
 from app.playback import StreamFactory as OutputStreamFactory
 from app.preferences import MODELS_FOLDER_KEY, THEME_KEY, Preferences
 from app.push_to_talk import PushToTalk
+from app.sound_devices import SoundDevice, sound_devices
 from app.theme import THEMES, apply_theme
 from app.worker import ConversationWorker, ModelChoice, ReplyFinished
 from model.hardware import Hardware, probe
@@ -58,8 +58,8 @@ class Devices:
     microphone_stream: MicrophoneStreamFactory | None = None  # None: sounddevice's
     camera_source: camera_module.SourceFactory = camera_module.open_capture
     playback_stream: OutputStreamFactory | None = None  # for replaying recordings; None: sounddevice's
-    inputs: Callable[[], list[str]] = partial(sound_devices, "input")
-    outputs: Callable[[], list[str]] = partial(sound_devices, "output")
+    inputs: Callable[[], list[SoundDevice]] = partial(sound_devices, "input")
+    outputs: Callable[[], list[SoundDevice]] = partial(sound_devices, "output")
     cameras: Callable[[], list[tuple[int, str]]] = camera_module.camera_devices
     hardware: Callable[[], Hardware] = probe  # what the model may compute on (for the settings)
 

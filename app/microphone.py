@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.sound_devices import server_stream, sounddevice_module
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio
@@ -50,26 +51,13 @@ class Level:
 
 
 def default_stream_factory() -> StreamFactory:
-    """sounddevice's InputStream, or an OmnideskError saying why there is no microphone."""
+    """sounddevice's InputStream (opening the sound server's sources too), or an OmnideskError saying
+    why there is no microphone."""
     try:
-        import sounddevice
+        sounddevice = sounddevice_module()
     except OSError as exc:  # raised when the PortAudio library is missing
         raise OmnideskError(f"no microphone ({exc}): on Linux, install libportaudio2") from None
-    return sounddevice.InputStream
-
-
-def sound_devices(kind: str, query: Callable[[], Any] | None = None) -> list[str]:
-    """Names of the input ("input") or output ("output") devices; [] when there are none."""
-    try:
-        if query is None:
-            import sounddevice
-
-            query = sounddevice.query_devices
-        devices = query()
-    except Exception:  # no PortAudio, or PortAudio failing to list: no devices to offer
-        return []
-    channels = f"max_{kind}_channels"
-    return [str(d["name"]) for d in devices if int(d.get(channels, 0)) > 0]
+    return server_stream(sounddevice.InputStream, "input")
 
 
 class Microphone:

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.preferences import Preferences
+from app.sound_devices import SoundDevice
 from model.hardware import Hardware
 
 QUALITIES = {
@@ -46,13 +47,17 @@ def _combo(items: list[tuple[str, str]], current: str, missing: str = "{} (not c
     return box
 
 
+def _labelled(devices: list[SoundDevice]) -> list[tuple[str, str]]:
+    return [(device.id, device.label) for device in devices]
+
+
 class SettingsDialog(QDialog):
     def __init__(
         self,
         preferences: Preferences,
         voices: list[str],
-        inputs: list[str],
-        outputs: list[str],
+        inputs: list[SoundDevice],
+        outputs: list[SoundDevice],
         cameras: list[tuple[int, str]],
         hardware: Hardware,
         parent: QWidget | None = None,
@@ -97,8 +102,8 @@ class SettingsDialog(QDialog):
         self.talk_key = QKeySequenceEdit(QKeySequence(preferences.talk_key))
         self.talk_key.setMaximumSequenceLength(1)
         self.talk_key.setToolTip("Hold it to talk while the question box does not have the focus")
-        self.microphone = _combo([("", DEFAULT_DEVICE), *((d, d) for d in inputs)], preferences.input_device)
-        self.speakers = _combo([("", DEFAULT_DEVICE), *((d, d) for d in outputs)], preferences.output_device)
+        self.microphone = _combo([("", DEFAULT_DEVICE), *_labelled(inputs)], preferences.input_device)
+        self.speakers = _combo([("", DEFAULT_DEVICE), *_labelled(outputs)], preferences.output_device)
         self.camera = _combo([("", DEFAULT_DEVICE), *((str(i), n) for i, n in cameras)], preferences.camera)
         devices = QFormLayout()
         devices.addRow("Push-to-talk key", self.talk_key)
