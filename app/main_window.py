@@ -37,6 +37,7 @@ from app.chat_view import ChatView
 from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
+from app.hands_free import HandsFree
 from app.history import History
 from app.microphone import StreamFactory as MicrophoneStreamFactory
 from app.playback import StreamFactory as OutputStreamFactory
@@ -119,6 +120,9 @@ class MainWindow(QMainWindow):
         self.chat_view = ChatView(self._settings, devices.playback_stream)
         self.composer = Composer(self._settings, self)
         self.push_to_talk = PushToTalk(self._settings, devices.microphone_stream, self)
+        self.hands_free = HandsFree(
+            self._settings, devices.microphone_stream, self.push_to_talk.level_meter, self
+        )
         self.camera_panel = CameraPanel(self._settings, devices.camera_source, self)
         self.conversations = ConversationList(self.history)
         self.current = CurrentConversation(self.history, self)
@@ -149,8 +153,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(composer.attachments)
         layout.addLayout(_row(composer.question_box, composer.send_button, composer.stop_button))
         tools_row = QHBoxLayout()
-        for widget in (talk.button, talk.level_meter, composer.attach_button, composer.screen_button):
+        for widget in (talk.button, self.hands_free.button, talk.level_meter, composer.attach_button):
             tools_row.addWidget(widget)
+        tools_row.addWidget(composer.screen_button)
         tools_row.addWidget(camera.button)
         tools_row.addWidget(camera.snapshot_button)
         tools_row.addStretch(1)
@@ -215,6 +220,11 @@ class MainWindow(QMainWindow):
         self.push_to_talk.talk_pressed.connect(self._on_talk_pressed)
         self.push_to_talk.listening_changed.connect(self._show_devices_in_use)
         self.push_to_talk.recording_finished.connect(session.on_recording_finished)
+        self.hands_free.notice.connect(self._show_notice)
+        self.hands_free.button.toggled.connect(self.push_to_talk.set_hands_free)
+        self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
+        self.hands_free.listening_changed.connect(self._show_devices_in_use)
+        self.hands_free.recording_finished.connect(session.on_recording_finished)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
         self.conversations.conversation_chosen.connect(session.on_conversation_chosen)
@@ -239,7 +249,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _show_devices_in_use(self) -> None:
-        devices = (("Microphone", self.push_to_talk.microphone), ("Camera", self.camera_panel.camera))
+        microphone = self.push_to_talk.microphone or self.hands_free.microphone
+        devices = (("Microphone", microphone), ("Camera", self.camera_panel.camera))
         in_use = [name for name, device in devices if device is not None]
         self.in_use.setText("  ".join(f"● {name} on" for name in in_use))
         self.in_use.setVisible(bool(in_use))
@@ -345,6 +356,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.push_to_talk.close()
+        self.hands_free.close()
         self.camera_panel.close()
         self.chat_view.stop_replay()
         if self._thread.isRunning():

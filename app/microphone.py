@@ -1,4 +1,4 @@
-"""The microphone: push-to-talk recording at 16 kHz mono through sounddevice.
+"""The microphone: recording at 16 kHz mono through sounddevice, for push-to-talk and hands-free.
 
 Threads: PortAudio calls `_callback` on its own thread; it copies the block and appends
 it to a bounded deque, never blocking or taking a lock (deque appends are atomic); when
@@ -136,6 +136,13 @@ class Microphone:
             ) from None
         self.device = None
         return f"The microphone “{lost}” went away: recording goes on with the system default."
+
+    def take(self) -> np.ndarray:
+        """The samples recorded since the last `take` (up to the last poll), which are not kept:
+        (n,) float32 at INPUT_SAMPLE_RATE. For listening without end (hands-free)."""
+        taken = np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)
+        self._recorded = []
+        return taken
 
     def stop(self) -> Audio:
         """Close the stream; return everything recorded (possibly empty)."""

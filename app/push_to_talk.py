@@ -72,6 +72,7 @@ class PushToTalk(QObject):
         self.microphone: Microphone | None = None
         self._recorded_before_loss: Audio | None = None
         self._talking = False
+        self._hands_free = False
 
         self.button = QPushButton("Hold to talk")
         self.button.setToolTip(talk_tip(self._preferences().talk_key))
@@ -101,6 +102,16 @@ class PushToTalk(QObject):
 
     def set_talk_key(self, key: str) -> None:
         self.button.setToolTip(talk_tip(key))
+
+    @Slot(bool)
+    def set_hands_free(self, on: bool) -> None:
+        """While hands-free listens (app.hands_free), push-to-talk rests: its button is off and the
+        talk key is left to the window."""
+        self._hands_free = on
+        self.button.setEnabled(not on)
+        self.button.setToolTip(
+            "Hands-free is on: just speak" if on else talk_tip(self._preferences().talk_key)
+        )
 
     def _preferences(self) -> Preferences:
         return Preferences.load(self._settings)
@@ -193,7 +204,9 @@ class PushToTalk(QObject):
         if kind not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
             return False
         assert isinstance(event, QKeyEvent)
-        if event.isAutoRepeat() or not self._is_talk_key(event) or not self._in_window(watched):
+        if self._hands_free or event.isAutoRepeat():
+            return False
+        if not self._is_talk_key(event) or not self._in_window(watched):
             return False
         if self._typing():
             return False

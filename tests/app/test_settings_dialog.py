@@ -79,6 +79,16 @@ class TestDialog:
         chosen = dialog.preferences()
         assert (chosen.input_device, chosen.output_device) == (yeti.id, headphones.id)
 
+    def test_hands_free_silence_and_headphones_are_edited(self, qtbot):
+        dialog = SettingsDialog(Preferences(silence_s=1.2), ["Chelsie"], [], [], [], CUDA)
+        qtbot.addWidget(dialog)
+        assert dialog.silence.text() == "1.2 s" and not dialog.headphones.isChecked()
+        assert (dialog.silence.minimum(), dialog.silence.maximum()) == (0.3, 3.0)
+        dialog.silence.setValue(0.7)
+        dialog.headphones.setChecked(True)
+        chosen = dialog.preferences()
+        assert (chosen.silence_s, chosen.headphones) == (0.7, True)
+
     def test_edits_come_back_as_preferences(self, qtbot):
         dialog = SettingsDialog(Preferences(), ["Chelsie", "Ethan"], [MIC], [SPEAKERS], [(0, "Webcam")], CUDA)
         qtbot.addWidget(dialog)
