@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QToolButton, QWidget
 from app.composer import Composer
 from app.main_window import Devices
 from app.preferences import SPEECH_KEY, VOICE_KEY
+from app.screen import grab_screen
 from model.media import Image
 from tests.app.windows import open_window
 
@@ -83,6 +84,27 @@ class TestInTheWindow:
         assert shot.pixels.shape == (size.height(), size.width(), 3)
         window.composer.attachments.findChild(QToolButton).click()  # the thumbnail removes it
         assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
+        window.close()
+
+    def test_the_screen_shot_leaves_omnidesks_own_window_out(self, qtbot, settings, history_store):
+        window = open_window(qtbot, settings, history_store, Devices())
+        window.setStyleSheet("* { background: rgb(255, 0, 255); }")  # magenta, found nowhere else
+        window.show()
+        qtbot.waitExposed(window)
+        qtbot.wait(200)  # painted
+
+        def magenta(pixels: np.ndarray) -> int:
+            return int(np.count_nonzero(np.all(pixels == (255, 0, 255), axis=-1)))
+
+        assert magenta(grab_screen().pixels) > 10_000, (
+            "a plain grab shows the window (else this proves nothing)"
+        )
+        window.composer.screen_button.click()
+        assert not window.isVisible() and not window.composer.screen_button.isEnabled()
+        qtbot.waitUntil(lambda: window.composer.attachments.labels() == ["Screen"], timeout=WAIT_MS)
+        (shot,) = window.composer.attachments.media
+        assert magenta(shot.pixels) == 0, "the window was hidden while the screen was grabbed"
+        assert window.isVisible() and window.composer.screen_button.isEnabled(), "and shown again"
         window.close()
 
     def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):
