@@ -90,7 +90,7 @@ class HandsFree(QObject):
         self._timer.setInterval(MIC_POLL_MS)
         self._timer.timeout.connect(self._on_poll_due)
         if Preferences.load(settings).hands_free:  # on again, once the window has connected its signals
-            QTimer.singleShot(0, lambda: self.button.setChecked(True))
+            QTimer.singleShot(0, self._on_restore_due)
 
     @property
     def state(self) -> str:
@@ -117,6 +117,10 @@ class HandsFree(QObject):
         if self.microphone is not None:
             self.microphone.stop()
             self.microphone = None
+
+    @Slot()
+    def _on_restore_due(self) -> None:
+        self.button.setChecked(True)
 
     @Slot(bool)
     def _on_toggled(self, on: bool) -> None:
