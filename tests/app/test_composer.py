@@ -9,10 +9,10 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QToolButton, QWidget
 
+import app.screen
 from app.composer import Composer
 from app.main_window import Devices
 from app.preferences import SPEECH_KEY, VOICE_KEY
-from app.screen import grab_screen
 from model.media import Image
 from tests.app.windows import open_window
 
@@ -86,24 +86,25 @@ class TestInTheWindow:
         assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
         window.close()
 
-    def test_the_screen_shot_leaves_omnidesks_own_window_out(self, qtbot, settings, history_store):
+    def test_the_screen_shot_leaves_omnidesks_own_window_out(
+        self, qtbot, settings, history_store, monkeypatch
+    ):
+        """The window is hidden while the screen is grabbed, and shown again. (What Qt's offscreen
+        screen holds where no window is drawn is uninitialised memory: a grab is watched, not looked at.)"""
         window = open_window(qtbot, settings, history_store, Devices())
-        window.setStyleSheet("* { background: rgb(255, 0, 255); }")  # magenta, found nowhere else
         window.show()
         qtbot.waitExposed(window)
-        qtbot.wait(200)  # painted
+        seen: list[bool] = []
 
-        def magenta(pixels: np.ndarray) -> int:
-            return int(np.count_nonzero(np.all(pixels == (255, 0, 255), axis=-1)))
+        def grab(screen=None) -> Image:
+            seen.append(window.isVisible())
+            return Image(np.zeros((8, 8, 3), np.uint8))
 
-        assert magenta(grab_screen().pixels) > 10_000, (
-            "a plain grab shows the window (else this proves nothing)"
-        )
+        monkeypatch.setattr(app.screen, "grab_screen", grab)
         window.composer.screen_button.click()
         assert not window.isVisible() and not window.composer.screen_button.isEnabled()
         qtbot.waitUntil(lambda: window.composer.attachments.labels() == ["Screen"], timeout=WAIT_MS)
-        (shot,) = window.composer.attachments.media
-        assert magenta(shot.pixels) == 0, "the window was hidden while the screen was grabbed"
+        assert seen == [False], "grabbed while hidden"
         assert window.isVisible() and window.composer.screen_button.isEnabled(), "and shown again"
         window.close()
 
