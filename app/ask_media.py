@@ -61,15 +61,14 @@ def screen_shot() -> Image:
 
 def camera_frame(index: int) -> Image:
     """One frame from webcam `index` (the first frames are skipped while the camera adjusts)."""
-    import cv2
+    from app.camera import listed_cameras, open_capture, why_closed
+    from app.native_logs import opencv
 
-    from app.camera import open_capture
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our message says it, once
+    cv2 = opencv()  # silenced: our message says it, once
     capture = open_capture(index)
     try:
         if not capture.isOpened():
-            raise OmnideskError(f"--camera: there is no camera {index} here (or it is in use)")
+            raise OmnideskError(f"--camera: {why_closed(index, listed_cameras())}")
         frame = None
         for _ in range(WARM_UP_FRAMES):
             ok, frame = capture.read()

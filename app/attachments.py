@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.native_logs import opencv
 from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
@@ -42,8 +43,7 @@ def save_media(media: Image | Audio, folder: Path, stem: str) -> Path:
     """Write an image as PNG or a recording as WAV in `folder`; returns the file."""
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(media, Image):
-        import cv2
-
+        cv2 = opencv()
         path = folder / f"{stem}.png"
         if not cv2.imwrite(str(path), cv2.cvtColor(media.pixels, cv2.COLOR_RGB2BGR)):
             raise OmnideskError(f"cannot write {path}")

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from app.native_logs import opencv
 from model.errors import OmnideskError
 from model.media import Image
 
@@ -37,14 +38,20 @@ SourceFactory = Callable[[int], FrameSource]  # camera index -> source
 
 
 def open_capture(index: int) -> FrameSource:
-    import cv2
-
-    return cv2.VideoCapture(index)
+    return opencv().VideoCapture(index)
 
 
 def camera_devices(root: Path = VIDEO4LINUX) -> list[tuple[int, str]]:
     """(index, name) of the cameras Linux lists; [] elsewhere (only the default is offered)."""
-    if not sys.platform.startswith("linux") or not root.is_dir():
+    return listed_cameras(root) or []
+
+
+def listed_cameras(root: Path = VIDEO4LINUX) -> list[tuple[int, str]] | None:
+    """(index, name) of the cameras Linux lists (none without video4linux); None where the system
+    does not list them."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if not root.is_dir():
         return []
     found = []
     for entry in root.glob("video*"):
@@ -56,11 +63,29 @@ def camera_devices(root: Path = VIDEO4LINUX) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def why_closed(index: int, listed: list[tuple[int, str]] | None) -> str:
+    """Why camera `index` did not open, as far as the cameras the system lists tell (None: it lists none)."""
+    if listed is None:
+        return f"camera {index} could not be opened: it is missing, or another program is using it"
+    if not listed:
+        return "no camera was found: connect one, then turn the camera on"
+    numbers = [number for number, _ in listed]
+    if index not in numbers:
+        return f"there is no camera {index} (the cameras here: {', '.join(map(str, numbers))})"
+    return f"camera {index} could not be opened: another program may be using it"
+
+
 class Camera:
     """An open camera. `index`: OpenCV's camera number (0 is the system's default camera).
-    Opening raises OmnideskError with the reason when the camera cannot be used."""
+    Opening raises OmnideskError with the reason, as a sentence, when the camera cannot be used;
+    `listed` gives the cameras the system lists, to tell a missing camera from a busy one."""
 
-    def __init__(self, index: int = 0, source_factory: SourceFactory = open_capture) -> None:
+    def __init__(
+        self,
+        index: int = 0,
+        source_factory: SourceFactory = open_capture,
+        listed: Callable[[], list[tuple[int, str]] | None] | None = None,  # None: listed_cameras
+    ) -> None:
         self.index = index
         self.lost = False
         self._latest: np.ndarray | None = None
@@ -68,13 +93,13 @@ class Camera:
         self._source = source_factory(index)
         if not self._source.isOpened():
             self._source.release()
-            raise OmnideskError(f"cannot open camera {index}: it is missing or used by another program")
+            reason = why_closed(index, (listed or listed_cameras)())
+            raise OmnideskError(reason[0].upper() + reason[1:])
         self._thread = threading.Thread(target=self._capture, name="camera", daemon=True)
         self._thread.start()
 
     def _capture(self) -> None:
-        import cv2
-
+        cv2 = opencv()
         failed = 0
         while not self._stop.is_set():
             ok, frame = self._source.read()

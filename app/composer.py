@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QPlainT
 from app.attachment_strip import AttachmentStrip
 from app.attachments import FILE_FILTER, load_attachment
 from app.preferences import SPEECH_KEY, VOICE_KEY, Preferences
-from app.screen import grab_screen
+from app.screen import grab_screen_without
 from model.errors import OmnideskError
 from model.media import Audio, Image
 
@@ -161,9 +161,14 @@ class Composer(QObject):
 
     @Slot()
     def _on_screen_clicked(self) -> None:
-        try:
-            image = grab_screen(self._window.screen())
-        except OmnideskError as exc:
-            self.notice.emit(f"{exc}.")
-            return
+        """A shot of the screen without Omnidesk's window (hidden while it is taken)."""
+        self.screen_button.setEnabled(False)
+        grab_screen_without(self._window, self._on_screen_taken, self._on_screen_failed)
+
+    def _on_screen_taken(self, image: Image) -> None:
+        self.screen_button.setEnabled(True)
         self.attachments.add(image, "Screen")
+
+    def _on_screen_failed(self, problem: OmnideskError) -> None:
+        self.screen_button.setEnabled(True)
+        self.notice.emit(f"{problem}.")

@@ -2,8 +2,9 @@
 
 The file is <user log dir>/omnidesk.log (for example ~/.local/state/Omnidesk/log on
 Linux), rotated at 2 MB with 5 old files kept. The command line logs warnings on stderr
-too, except llama.cpp's (unless -v), which go to the file only. `install_exception_hooks` routes
-uncaught exceptions of any thread to the log and to a callback (the crash dialog).
+too, except llama.cpp's, ALSA's and PortAudio's (unless -v), which go to the file only.
+`install_exception_hooks` routes uncaught exceptions of any thread to the log and to a callback
+(the crash dialog).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ MAX_BYTES = 2 * 1024 * 1024
 BACKUPS = 5
 FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
 LLAMA_LOGGER = "llama.cpp"  # model/llama_logs.py's
+ALSA_LOGGER = "alsa"  # app/native_logs.py's
+PORTAUDIO_LOGGER = "portaudio"  # app/native_logs.py's
+FILE_ONLY_LOGGERS = (LLAMA_LOGGER, ALSA_LOGGER, PORTAUDIO_LOGGER)  # on the terminal only with -v
 
 log = logging.getLogger("omnidesk")
 
@@ -58,14 +62,15 @@ def setup_file_logging(folder: Path | None = None, level: int = logging.INFO) ->
 
 def setup_terminal_logging(verbose: bool) -> None:
     """Warnings and errors (with `verbose`, details too) on stderr, and everything in the log file.
-    llama.cpp's own lines go to the terminal only with `verbose`: its warnings on every load are
-    about ordinary details of the Qwen tokenizer, and its errors come before Omnidesk's one line,
-    which says what they mean."""
+    llama.cpp's, ALSA's and PortAudio's own lines go to the terminal only with `verbose`: llama.cpp's
+    warnings on every load are about ordinary details of the Qwen tokenizer, and its errors come before
+    Omnidesk's one line, which says what they mean; ALSA's are mostly underruns, hundreds in a spoken
+    reply; PortAudio's come when a device does not open, which Omnidesk's own notice says."""
     terminal = logging.StreamHandler()
     terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     terminal.setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
-        terminal.addFilter(lambda record: not record.name.startswith(LLAMA_LOGGER))
+        terminal.addFilter(lambda record: not record.name.startswith(FILE_ONLY_LOGGERS))
     logging.getLogger().addHandler(terminal)
     logging.getLogger(LLAMA_LOGGER).setLevel(logging.DEBUG if verbose else logging.WARNING)
     setup_file_logging()

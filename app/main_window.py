@@ -43,12 +43,13 @@ from app.chat_view import ChatView
 from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
+from app.hands_free import HandsFree
 from app.history import History
 from app.microphone import StreamFactory as MicrophoneStreamFactory
-from app.microphone import sound_devices
 from app.playback import StreamFactory as OutputStreamFactory
 from app.preferences import MODELS_FOLDER_KEY, THEME_KEY, Preferences
 from app.push_to_talk import PushToTalk
+from app.sound_devices import SoundDevice, sound_devices
 from app.speech_watch import SpeechWatch
 from app.theme import THEMES, apply_theme
 from app.worker import ConversationWorker, ModelChoice, ReplyFinished
@@ -70,8 +71,8 @@ class Devices:
     microphone_stream: MicrophoneStreamFactory | None = None  # None: sounddevice's
     camera_source: camera_module.SourceFactory = camera_module.open_capture
     playback_stream: OutputStreamFactory | None = None  # for replaying recordings; None: sounddevice's
-    inputs: Callable[[], list[str]] = partial(sound_devices, "input")
-    outputs: Callable[[], list[str]] = partial(sound_devices, "output")
+    inputs: Callable[[], list[SoundDevice]] = partial(sound_devices, "input")
+    outputs: Callable[[], list[SoundDevice]] = partial(sound_devices, "output")
     cameras: Callable[[], list[tuple[int, str]]] = camera_module.camera_devices
     hardware: Callable[[], Hardware] = probe  # what the model may compute on (for the settings)
 
@@ -136,6 +137,9 @@ class MainWindow(QMainWindow):
         self.chat_view = ChatView(self._settings, devices.playback_stream)
         self.composer = Composer(self._settings, self)
         self.push_to_talk = PushToTalk(self._settings, devices.microphone_stream, self)
+        self.hands_free = HandsFree(
+            self._settings, devices.microphone_stream, self.push_to_talk.level_meter, self
+        )
         self.camera_panel = CameraPanel(self._settings, devices.camera_source, self)
         self.conversations = ConversationList(self.history)
         self.current = CurrentConversation(self.history, self)
@@ -183,8 +187,9 @@ class MainWindow(QMainWindow):
         wider = metrics.horizontalAdvance(LISTENING_LABEL) - metrics.horizontalAdvance(talk.button.text())
         talk.button.setMinimumWidth(hint + max(0, wider))
         tools_row = QHBoxLayout()
-        for widget in (talk.button, talk.level_meter, composer.attach_button, composer.screen_button):
+        for widget in (talk.button, self.hands_free.button, talk.level_meter, composer.attach_button):
             tools_row.addWidget(widget)
+        tools_row.addWidget(composer.screen_button)
         tools_row.addWidget(camera.button)
         tools_row.addWidget(camera.snapshot_button)
         tools_row.addStretch(1)
@@ -255,6 +260,7 @@ class MainWindow(QMainWindow):
         session.turn_failed.connect(self.model_unavailable)
         self.speech.speaking_changed.connect(session.on_speaking_changed)
         self.speech.speaking_changed.connect(self._show_activity)
+        self.speech.speaking_changed.connect(self.hands_free.set_assistant_speaking)  # not its own voice
         self.speech.first_sound.connect(self._on_first_sound)
         self.dismiss_button.clicked.connect(lambda: self._show_notice(""))
         self.choose_button.clicked.connect(self._open_setup)
@@ -264,6 +270,11 @@ class MainWindow(QMainWindow):
         self.push_to_talk.listening_changed.connect(self._show_devices_in_use)
         self.push_to_talk.listening_changed.connect(self._show_activity)
         self.push_to_talk.recording_finished.connect(session.on_recording_finished)
+        self.hands_free.notice.connect(self._show_notice)
+        self.hands_free.button.toggled.connect(self.push_to_talk.set_hands_free)
+        self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
+        self.hands_free.listening_changed.connect(self._show_devices_in_use)
+        self.hands_free.recording_finished.connect(session.on_recording_finished)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
         self.conversations.conversation_chosen.connect(session.on_conversation_chosen)
@@ -302,7 +313,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _show_devices_in_use(self) -> None:
-        devices = (("Microphone", self.push_to_talk.microphone), ("Camera", self.camera_panel.camera))
+        microphone = self.push_to_talk.microphone or self.hands_free.microphone
+        devices = (("Microphone", microphone), ("Camera", self.camera_panel.camera))
         in_use = [name for name, device in devices if device is not None]
         self.in_use.setText("  ".join(f"● {name} on" for name in in_use))
         self.in_use.setVisible(bool(in_use))
@@ -432,6 +444,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.push_to_talk.close()
+        self.hands_free.close()
         self.camera_panel.close()
         self.chat_view.stop_replay()
         self.speech.stop()

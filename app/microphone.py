@@ -1,4 +1,4 @@
-"""The microphone: push-to-talk recording at 16 kHz mono through sounddevice.
+"""The microphone: recording at 16 kHz mono through sounddevice, for push-to-talk and hands-free.
 
 Threads: PortAudio calls `_callback` on its own thread; it copies the block and appends
 it to a bounded deque, never blocking or taking a lock (deque appends are atomic); when
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.sound_devices import server_stream, sounddevice_module
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio
@@ -50,26 +51,13 @@ class Level:
 
 
 def default_stream_factory() -> StreamFactory:
-    """sounddevice's InputStream, or an OmnideskError saying why there is no microphone."""
+    """sounddevice's InputStream (opening the sound server's sources too), or an OmnideskError saying
+    why there is no microphone."""
     try:
-        import sounddevice
+        sounddevice = sounddevice_module()
     except OSError as exc:  # raised when the PortAudio library is missing
         raise OmnideskError(f"no microphone ({exc}): on Linux, install libportaudio2") from None
-    return sounddevice.InputStream
-
-
-def sound_devices(kind: str, query: Callable[[], Any] | None = None) -> list[str]:
-    """Names of the input ("input") or output ("output") devices; [] when there are none."""
-    try:
-        if query is None:
-            import sounddevice
-
-            query = sounddevice.query_devices
-        devices = query()
-    except Exception:  # no PortAudio, or PortAudio failing to list: no devices to offer
-        return []
-    channels = f"max_{kind}_channels"
-    return [str(d["name"]) for d in devices if int(d.get(channels, 0)) > 0]
+    return server_stream(sounddevice.InputStream, "input")
 
 
 class Microphone:
@@ -148,6 +136,13 @@ class Microphone:
             ) from None
         self.device = None
         return f"The microphone “{lost}” went away: recording goes on with the system default."
+
+    def take(self) -> np.ndarray:
+        """The samples recorded since the last `take` (up to the last poll), which are not kept:
+        (n,) float32 at INPUT_SAMPLE_RATE. For listening without end (hands-free)."""
+        taken = np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)
+        self._recorded = []
+        return taken
 
     def stop(self) -> Audio:
         """Close the stream; return everything recorded (possibly empty)."""

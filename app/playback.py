@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.pacing import HOLD, Pacer, PacingOptions, Release
+from app.sound_devices import server_stream, sounddevice_module
 from model.errors import OmnideskError
 
 StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature
@@ -56,12 +57,13 @@ class _Progress:
 
 
 def default_stream_factory() -> StreamFactory:
-    """sounddevice's OutputStream, or an OmnideskError saying why there is no sound output."""
+    """sounddevice's OutputStream (opening the sound server's sinks too), or an OmnideskError saying
+    why there is no sound output."""
     try:
-        import sounddevice
+        sounddevice = sounddevice_module()
     except OSError as exc:  # raised when the PortAudio library is missing
         raise OmnideskError(f"no sound output ({exc}): on Linux, install libportaudio2") from None
-    return sounddevice.OutputStream
+    return server_stream(sounddevice.OutputStream, "output")
 
 
 class Playback:

@@ -20,6 +20,10 @@ LEGACY_PRESET_KEY = "speech/preset"  # before: "reference" or "fast"
 SPEECH_DEVICE_KEY = "speech/device"  # "auto", "gpu" or "cpu"
 PERSONA_KEY = "speech/persona"
 TALK_KEY = "input/push_to_talk_key"  # a QKeySequence in its portable text form
+HANDS_FREE_KEY = "input/hands_free"  # "true": the microphone listens and speech starts a turn
+SILENCE_KEY = "input/hands_free_silence_s"  # seconds of silence that end what the user says
+HEADPHONES_KEY = "input/headphones"  # "true": the microphone does not hear the speakers
+SILENCE_RANGE_S = (0.3, 3.0)  # the silences that may end what the user says
 INPUT_DEVICE_KEY = "devices/input"
 OUTPUT_DEVICE_KEY = "devices/output"
 CAMERA_KEY = "devices/camera"  # OpenCV's camera number, or empty for the default camera
@@ -36,6 +40,9 @@ class Preferences:
     speech_device: str = "auto"
     persona: str = ""
     talk_key: str = "Space"
+    hands_free: bool = False
+    silence_s: float = 0.8
+    headphones: bool = False
     input_device: str = ""
     output_device: str = ""
     camera: str = ""
@@ -48,6 +55,7 @@ class Preferences:
             return str(settings.value(key, fallback, type=str))
 
         layers = text(GPU_LAYERS_KEY, str(default.gpu_layers))
+        silence = _seconds(text(SILENCE_KEY, ""))
         return cls(
             models_folder=text(MODELS_FOLDER_KEY, default.models_folder),
             gpu_layers=int(layers) if layers.lstrip("-").isdigit() else default.gpu_layers,
@@ -58,6 +66,9 @@ class Preferences:
             speech_device=text(SPEECH_DEVICE_KEY, default.speech_device),
             persona=text(PERSONA_KEY, default.persona),
             talk_key=text(TALK_KEY, default.talk_key) or default.talk_key,
+            hands_free=text(HANDS_FREE_KEY, "false") == "true",
+            silence_s=silence if silence is not None else default.silence_s,
+            headphones=text(HEADPHONES_KEY, "false") == "true",
             input_device=text(INPUT_DEVICE_KEY, default.input_device),
             output_device=text(OUTPUT_DEVICE_KEY, default.output_device),
             camera=text(CAMERA_KEY, default.camera),
@@ -74,6 +85,9 @@ class Preferences:
             SPEECH_DEVICE_KEY: self.speech_device,
             PERSONA_KEY: self.persona,
             TALK_KEY: self.talk_key,
+            HANDS_FREE_KEY: "true" if self.hands_free else "false",
+            SILENCE_KEY: str(self.silence_s),
+            HEADPHONES_KEY: "true" if self.headphones else "false",
             INPUT_DEVICE_KEY: self.input_device,
             OUTPUT_DEVICE_KEY: self.output_device,
             CAMERA_KEY: self.camera,
@@ -84,6 +98,16 @@ class Preferences:
     @property
     def camera_index(self) -> int:
         return int(self.camera) if self.camera.isdigit() else 0
+
+
+def _seconds(text: str) -> float | None:
+    """A stored silence, if it is one in SILENCE_RANGE_S."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    low, high = SILENCE_RANGE_S
+    return seconds if low <= seconds <= high else None
 
 
 def _legacy_quality(preset: str) -> str:

@@ -1,5 +1,9 @@
 """Push-to-talk: hold the button (or the talk key) to record a question, let go to send it.
 
+A held key may come as release/press pairs: X11 repeats a held key by sending both every ~40 ms
+after ~660 ms, and Qt does not always mark them as repeats (`isAutoRepeat()` false, seen under
+Xvfb). So a key release counts only once RELEASE_GRACE_MS pass without the key going down again.
+
 Threads: everything here runs on the GUI thread. The microphone's own PortAudio thread
 only fills its queue; a timer empties it every MIC_POLL_MS and moves the level meter,
 never blocking.
@@ -29,6 +33,9 @@ from model.media import Audio
 
 MIC_POLL_MS = 30  # the microphone's queue is emptied (and the meter updated) this often
 METER_FLOOR_DB = -60.0  # the level meter's empty end
+# A key release followed within this by a press of the key is X11's autorepeat, not letting go:
+# the pair comes at once, the next pair ~40 ms later; a real release is sent this much later.
+RELEASE_GRACE_MS = 50
 
 
 def meter_percent(peak: float) -> int:
@@ -65,6 +72,7 @@ class PushToTalk(QObject):
         self.microphone: Microphone | None = None
         self._recorded_before_loss: Audio | None = None
         self._talking = False
+        self._hands_free = False
 
         self.button = QPushButton("Hold to talk")
         self.button.setToolTip(talk_tip(self._preferences().talk_key))
@@ -79,6 +87,10 @@ class PushToTalk(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(MIC_POLL_MS)
         self._timer.timeout.connect(self._on_poll_due)
+        self._release = QTimer(self)  # a key release waiting to count (see the module's docstring)
+        self._release.setSingleShot(True)
+        self._release.setInterval(RELEASE_GRACE_MS)
+        self._release.timeout.connect(self.stop)
         app = QApplication.instance()
         if app is not None:
             app.installEventFilter(self)  # the talk key, wherever the focus is in the window
@@ -90,6 +102,16 @@ class PushToTalk(QObject):
 
     def set_talk_key(self, key: str) -> None:
         self.button.setToolTip(talk_tip(key))
+
+    @Slot(bool)
+    def set_hands_free(self, on: bool) -> None:
+        """While hands-free listens (app.hands_free), push-to-talk rests: its button is off and the
+        talk key is left to the window."""
+        self._hands_free = on
+        self.button.setEnabled(not on)
+        self.button.setToolTip(
+            "Hands-free is on: just speak" if on else talk_tip(self._preferences().talk_key)
+        )
 
     def _preferences(self) -> Preferences:
         return Preferences.load(self._settings)
@@ -135,17 +157,21 @@ class PushToTalk(QObject):
         self.recording_finished.emit(audio)
 
     def talk_key(self, pressed: bool) -> None:
-        """The talk key went down (`pressed`) or up; auto-repeats and typing are already left out."""
-        if pressed:
-            self.start()
+        """The talk key went down (`pressed`) or up; auto-repeats and typing are already left out.
+        A release counts once RELEASE_GRACE_MS pass without the key going down again."""
+        if not pressed:
+            self._release.start()
+        elif self._release.isActive():
+            self._release.stop()  # down again at once: still held
         else:
-            self.stop()
+            self.start()
 
     def close(self) -> None:
         """Stop listening at once, keeping nothing (the window is closing)."""
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self)
+        self._release.stop()
         self._timer.stop()
         if self.microphone is not None:
             self.microphone.stop()
@@ -178,7 +204,9 @@ class PushToTalk(QObject):
         if kind not in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
             return False
         assert isinstance(event, QKeyEvent)
-        if event.isAutoRepeat() or not self._is_talk_key(event) or not self._in_window(watched):
+        if self._hands_free or event.isAutoRepeat():
+            return False
+        if not self._is_talk_key(event) or not self._in_window(watched):
             return False
         if self._typing():
             return False

@@ -1,5 +1,9 @@
 """Screen shots with Qt's own grab, and conversions between QImage and RGB pixels.
 
+A shot asked for from the window must not show the window itself: `grab_screen_without` hides it,
+grabs the screen once the window system has drawn what was under it (HIDDEN_MS later), and shows
+it again.
+
 On macOS (10.15 and later) an app without the Screen Recording permission gets a picture of the
 wallpaper and the menu bar, not of the windows; `grab_screen` checks the permission first and, if
 it is missing, asks the system to offer it and says how to grant it, instead of sending the model
@@ -11,13 +15,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QGuiApplication, QImage, QScreen
+from PySide6.QtWidgets import QWidget
 
 from model.errors import OmnideskError
 from model.media import Image
+
+# After hiding the window, the window system unmaps it (a compositor may fade it out) and the windows
+# under it redraw; 350 ms covers both on the desktops tried (X11 with and without a compositor).
+HIDDEN_MS = 350
 
 
 def grab_screen(screen: QScreen | None = None) -> Image:
@@ -31,6 +42,35 @@ def grab_screen(screen: QScreen | None = None) -> Image:
     if shot.isNull():
         raise OmnideskError("the screen could not be captured (the system refused it)")
     return Image(rgb_pixels(shot.toImage()))
+
+
+def grab_screen_without(
+    window: QWidget, taken: Callable[[Image], None], failed: Callable[[OmnideskError], None]
+) -> None:
+    """A shot of `window`'s screen without `window` in it, handed to `taken` (or the reason to
+    `failed`) HIDDEN_MS later, from the event loop; at once if the window is not shown."""
+
+    def grab() -> None:
+        try:
+            shot = grab_screen(window.screen())
+        except OmnideskError as exc:
+            failed(exc)
+            return
+        finally:
+            if hidden:
+                window.show()
+                window.activateWindow()
+        taken(shot)
+
+    if not screen_capture_allowed():  # macOS: asked first, so the window does not vanish for nothing
+        failed(OmnideskError(SCREEN_PERMISSION_HELP))
+        return
+    hidden = window.isVisible()
+    if hidden:
+        window.hide()
+        QTimer.singleShot(HIDDEN_MS, grab)
+    else:
+        grab()
 
 
 SCREEN_PERMISSION_HELP = (

@@ -1,4 +1,4 @@
-"""The settings dialog: model, speech, appearance, push-to-talk key and devices."""
+"""The settings dialog: model, speech, appearance, push-to-talk key, hands-free and devices."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from dataclasses import replace
 from PySide6.QtCore import Slot
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -23,7 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.preferences import Preferences
+from app.preferences import SILENCE_RANGE_S, Preferences
+from app.sound_devices import SoundDevice
 from model.hardware import Hardware
 
 QUALITIES = {
@@ -46,13 +49,17 @@ def _combo(items: list[tuple[str, str]], current: str, missing: str = "{} (not c
     return box
 
 
+def _labelled(devices: list[SoundDevice]) -> list[tuple[str, str]]:
+    return [(device.id, device.label) for device in devices]
+
+
 class SettingsDialog(QDialog):
     def __init__(
         self,
         preferences: Preferences,
         voices: list[str],
-        inputs: list[str],
-        outputs: list[str],
+        inputs: list[SoundDevice],
+        outputs: list[SoundDevice],
         cameras: list[tuple[int, str]],
         hardware: Hardware,
         parent: QWidget | None = None,
@@ -97,11 +104,26 @@ class SettingsDialog(QDialog):
         self.talk_key = QKeySequenceEdit(QKeySequence(preferences.talk_key))
         self.talk_key.setMaximumSequenceLength(1)
         self.talk_key.setToolTip("Hold it to talk while the question box does not have the focus")
-        self.microphone = _combo([("", DEFAULT_DEVICE), *((d, d) for d in inputs)], preferences.input_device)
-        self.speakers = _combo([("", DEFAULT_DEVICE), *((d, d) for d in outputs)], preferences.output_device)
+        self.microphone = _combo([("", DEFAULT_DEVICE), *_labelled(inputs)], preferences.input_device)
+        self.speakers = _combo([("", DEFAULT_DEVICE), *_labelled(outputs)], preferences.output_device)
         self.camera = _combo([("", DEFAULT_DEVICE), *((str(i), n) for i, n in cameras)], preferences.camera)
+        self.silence = QDoubleSpinBox()
+        self.silence.setRange(*SILENCE_RANGE_S)
+        self.silence.setSingleStep(0.1)
+        self.silence.setDecimals(1)
+        self.silence.setSuffix(" s")
+        self.silence.setValue(preferences.silence_s)
+        self.silence.setToolTip("Hands-free sends what you said once you have been quiet this long")
+        self.headphones = QCheckBox("I wear headphones: speaking over a reply interrupts it")
+        self.headphones.setChecked(preferences.headphones)
+        self.headphones.setToolTip(
+            "Without headphones the microphone would hear Omnidesk's voice, so hands-free does not "
+            "listen while Omnidesk speaks"
+        )
         devices = QFormLayout()
         devices.addRow("Push-to-talk key", self.talk_key)
+        devices.addRow("Hands-free sends after", self.silence)
+        devices.addRow("", self.headphones)
         devices.addRow("Microphone", self.microphone)
         devices.addRow("Speakers", self.speakers)
         devices.addRow("Camera", self.camera)
@@ -142,6 +164,8 @@ class SettingsDialog(QDialog):
             persona=self.persona.toPlainText().strip(),
             theme=str(self.theme.currentData()),
             talk_key=key or self._preferences.talk_key,
+            silence_s=round(self.silence.value(), 1),
+            headphones=self.headphones.isChecked(),
             input_device=str(self.microphone.currentData()),
             output_device=str(self.speakers.currentData()),
             camera=str(self.camera.currentData()),

@@ -66,3 +66,22 @@ def spoken_samples(tmp_path_factory):
     path = tmp_path_factory.mktemp("speech") / "question.wav"
     subprocess.run(["espeak-ng", "-w", str(path), "What is on my screen right now?"], check=True)
     return load_audio(path)
+
+
+@pytest.fixture(scope="session")
+def sound_server(tmp_path_factory):
+    """A private PulseAudio daemon (tests/app/sound_server.py), its address in PULSE_SERVER while the
+    session runs; the test is skipped where PulseAudio is not installed (.ci/run installs it)."""
+    from tests.app import sound_server as module
+
+    if not module.available():
+        pytest.skip("PulseAudio (pulseaudio, pulseaudio-utils) is not installed")
+    server = module.SoundServer(tmp_path_factory.mktemp("pulse"))
+    before = os.environ.get("PULSE_SERVER")
+    os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
+    yield server
+    server.stop()
+    if before is None:
+        del os.environ["PULSE_SERVER"]
+    else:
+        os.environ["PULSE_SERVER"] = before

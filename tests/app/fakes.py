@@ -10,6 +10,8 @@ import numpy as np
 
 from app.microphone import BLOCK
 
+REAL_TIME_S = BLOCK / 16_000  # a FakeInputStream's pace as a real microphone's
+
 
 class FakeInputStream:
     """Stands in for sounddevice.InputStream: calls the callback with BLOCK-sized blocks of
@@ -53,6 +55,20 @@ class FakeInputStream:
             block = samples[start : start + BLOCK].reshape(-1, 1).astype(np.float32)
             self.callback(block, len(block), None, None)
 
+    def speak(self, samples: np.ndarray, pace_s: float = REAL_TIME_S) -> threading.Thread:
+        """Say `samples` from a thread of its own (started), a block every `pace_s`."""
+
+        def say() -> None:
+            for start in range(0, len(samples), BLOCK):
+                if not self.active:
+                    return
+                self.push(samples[start : start + BLOCK])
+                time.sleep(pace_s)
+
+        thread = threading.Thread(target=say, daemon=True)
+        thread.start()
+        return thread
+
     def _feed(self) -> None:
         assert self._samples is not None
         for n, start in enumerate(range(0, len(self._samples), BLOCK)):
@@ -67,10 +83,18 @@ class FakeInputStream:
 
 
 class MicrophoneFactory:
-    """A stream factory that remembers its streams; `unplugged` names devices that fail to open."""
+    """A stream factory that remembers its streams; `unplugged` names devices that fail to open. The
+    first stream says `samples`, a block every `pace_s` (REAL_TIME_S: as fast as they were spoken)."""
 
-    def __init__(self, samples: np.ndarray | None = None, unplug_after: int | None = None, unplugged=()):
+    def __init__(
+        self,
+        samples: np.ndarray | None = None,
+        unplug_after: int | None = None,
+        unplugged=(),
+        pace_s: float = 0.002,
+    ):
         self.samples, self.unplug_after, self.unplugged = samples, unplug_after, set(unplugged)
+        self.pace_s = pace_s
         self.streams: list[FakeInputStream] = []
 
     def __call__(self, callback, device=None, **settings) -> FakeInputStream:
@@ -80,6 +104,7 @@ class MicrophoneFactory:
         stream = FakeInputStream(
             callback,
             self.samples if first else None,
+            pace_s=self.pace_s,
             unplug_after=self.unplug_after if first else None,
             device=device,
             **settings,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from app import camera as camera_module
 from app.camera_panel import CameraPanel
 from app.main_window import Devices
 from app.preferences import CAMERA_KEY
@@ -79,14 +81,23 @@ class TestPanel:
         capture.go.set()
         panel.close()
 
-    def test_a_camera_that_does_not_open_is_a_notice(self, qtbot, settings):
+    @pytest.mark.parametrize(
+        "listed, message",
+        [
+            ([(0, "Webcam (video0)")], "There is no camera 3 (the cameras here: 0)."),
+            ([], "No camera was found: connect one, then turn the camera on."),
+            ([(3, "USB (video3)")], "Camera 3 could not be opened: another program may be using it."),
+        ],
+    )
+    def test_a_camera_that_does_not_open_is_a_notice(self, qtbot, settings, monkeypatch, listed, message):
+        monkeypatch.setattr(camera_module, "listed_cameras", lambda: listed)
         settings.setValue(CAMERA_KEY, "3")
         missing = FakeCapture()
         missing.released = True
         panel, _window, changes = panel_for(qtbot, settings, lambda index: missing)
         with qtbot.waitSignal(panel.notice, timeout=WAIT_MS) as notice:
             panel.button.click()
-        assert notice.args[0].startswith("cannot open camera 3:")
+        assert notice.args[0] == message
         assert panel.camera is None and not panel.button.isChecked() and changes == []
 
     def test_the_default_camera_going_away_turns_the_camera_off(self, qtbot, settings):

@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 import pytest
 
+from app.camera import listed_cameras, why_closed
 from model.files.bundle import Bundle, write_manifest
 from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
 from tests.fixtures.media_files import write_audio, write_video
@@ -144,4 +145,4 @@ def test_no_screen_and_no_camera_here(tiny_bundle: Bundle, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert_one_line_error(ask(tiny_bundle, "--screen"), "no screen here")
-    assert_one_line_error(ask(tiny_bundle, "--camera", "7"), "no camera 7")
+    assert_one_line_error(ask(tiny_bundle, "--camera", "7"), f"--camera: {why_closed(7, listed_cameras())}")

@@ -9,6 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QToolButton, QWidget
 
+import app.screen
 from app.composer import Composer
 from app.main_window import Devices
 from app.preferences import SPEECH_KEY, VOICE_KEY
@@ -83,6 +84,28 @@ class TestInTheWindow:
         assert shot.pixels.shape == (size.height(), size.width(), 3)
         window.composer.attachments.findChild(QToolButton).click()  # the thumbnail removes it
         assert window.composer.attachments.media == [] and not window.composer.attachments.isVisibleTo(window)
+        window.close()
+
+    def test_the_screen_shot_leaves_omnidesks_own_window_out(
+        self, qtbot, settings, history_store, monkeypatch
+    ):
+        """The window is hidden while the screen is grabbed, and shown again. (What Qt's offscreen
+        screen holds where no window is drawn is uninitialised memory: a grab is watched, not looked at.)"""
+        window = open_window(qtbot, settings, history_store, Devices())
+        window.show()
+        qtbot.waitExposed(window)
+        seen: list[bool] = []
+
+        def grab(screen=None) -> Image:
+            seen.append(window.isVisible())
+            return Image(np.zeros((8, 8, 3), np.uint8))
+
+        monkeypatch.setattr(app.screen, "grab_screen", grab)
+        window.composer.screen_button.click()
+        assert not window.isVisible() and not window.composer.screen_button.isEnabled()
+        qtbot.waitUntil(lambda: window.composer.attachments.labels() == ["Screen"], timeout=WAIT_MS)
+        assert seen == [False], "grabbed while hidden"
+        assert window.isVisible() and window.composer.screen_button.isEnabled(), "and shown again"
         window.close()
 
     def test_attached_files(self, qtbot, settings, history_store, tmp_path, spoken_samples):

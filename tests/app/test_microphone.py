@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.microphone import BLOCK, DeviceLost, Microphone, sound_devices
+from app.microphone import BLOCK, DeviceLost, Microphone
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from tests.app.fakes import MicrophoneFactory
@@ -68,17 +68,3 @@ class TestDeviceLoss:
         with pytest.raises(DeviceLost, match="went away and cannot open the microphone"):
             mic.poll()
         assert len(mic.stop().samples) == 20 * BLOCK
-
-
-def test_device_names_by_kind():
-    devices = [
-        {"name": "Built-in mic", "max_input_channels": 2, "max_output_channels": 0},
-        {"name": "Speakers", "max_input_channels": 0, "max_output_channels": 2},
-    ]
-    assert sound_devices("input", lambda: devices) == ["Built-in mic"]
-    assert sound_devices("output", lambda: devices) == ["Speakers"]
-
-    def broken():
-        raise OSError("PortAudio library not found")
-
-    assert sound_devices("input", broken) == []

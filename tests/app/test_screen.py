@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtGui import QColor, QImage
+from PySide6.QtWidgets import QWidget
 
 import app.screen
-from app.screen import grab_screen, qimage, rgb_pixels, screen_capture_allowed
+from app.screen import grab_screen, grab_screen_without, qimage, rgb_pixels, screen_capture_allowed
 from model.errors import OmnideskError
+from model.media import Image
 
 
 def test_a_qimage_becomes_rgb_pixels_whatever_its_format(qtbot):
@@ -64,3 +66,28 @@ class TestMacOSPermission:
 
     def test_elsewhere_there_is_no_such_permission(self):
         assert screen_capture_allowed()
+
+
+class TestWithoutTheWindow:
+    def test_a_window_not_shown_is_grabbed_around_at_once(self, qtbot):
+        window = QWidget()
+        qtbot.addWidget(window)
+        taken: list = []
+        grab_screen_without(window, taken.append, pytest.fail)
+        assert len(taken) == 1 and isinstance(taken[0], Image) and not window.isVisible()
+
+    def test_a_failed_grab_is_told_and_the_window_comes_back(self, qtbot, monkeypatch):
+        window = QWidget()
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+
+        def refused(screen=None):
+            assert not window.isVisible()
+            raise OmnideskError("the screen could not be captured (the system refused it)")
+
+        monkeypatch.setattr(app.screen, "grab_screen", refused)
+        failed: list = []
+        grab_screen_without(window, pytest.fail, failed.append)
+        qtbot.waitUntil(lambda: len(failed) == 1, timeout=5_000)
+        assert "refused" in str(failed[0]) and window.isVisible()

@@ -12,6 +12,7 @@ from app import playback
 from app.main_window import Devices, MainWindow
 from app.preferences import GPU_LAYERS_KEY, Preferences
 from app.settings_dialog import SettingsDialog
+from app.sound_devices import SoundDevice
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
@@ -20,6 +21,7 @@ from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, ask, load, worker
 from tests.model.test_placement import CPU_ONLY, cuda_machine
 
 CUDA = cuda_machine(12)
+MIC, SPEAKERS = SoundDevice("Built-in mic", "Built-in mic"), SoundDevice("Speakers", "Speakers")
 
 
 def test_preferences_round_trip_and_defaults(settings):
@@ -53,9 +55,7 @@ def test_an_older_speech_preset_is_read_as_a_quality(settings, preset, quality):
 class TestDialog:
     def test_devices_each_with_the_system_default_and_a_missing_one_marked(self, qtbot):
         preferences = Preferences(input_device="USB mic", camera="2")
-        dialog = SettingsDialog(
-            preferences, ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")], CUDA
-        )
+        dialog = SettingsDialog(preferences, ["Chelsie", "Ethan"], [MIC], [SPEAKERS], [(0, "Webcam")], CUDA)
         qtbot.addWidget(dialog)
         items = [dialog.microphone.itemText(i) for i in range(dialog.microphone.count())]
         assert items == ["System default", "Built-in mic", "USB mic (not connected)"]
@@ -65,10 +65,32 @@ class TestDialog:
         assert dialog.gpu_layers.text() == "Auto (as many as fit)"
         assert dialog.preferences() == replace(preferences, voice="Chelsie")
 
+    def test_the_sound_servers_devices_show_their_descriptions_and_are_kept_by_name(self, qtbot):
+        yeti = SoundDevice("pulse:alsa_input.usb-Blue_Yeti-00", "Yeti Stereo Microphone")
+        headphones = SoundDevice("pulse:bluez_sink.a2dp", "Headphones")
+        dialog = SettingsDialog(Preferences(), ["Chelsie"], [yeti], [headphones], [], CUDA)
+        qtbot.addWidget(dialog)
+        assert [dialog.microphone.itemText(i) for i in range(2)] == [
+            "System default",
+            "Yeti Stereo Microphone",
+        ]
+        dialog.microphone.setCurrentText("Yeti Stereo Microphone")
+        dialog.speakers.setCurrentText("Headphones")
+        chosen = dialog.preferences()
+        assert (chosen.input_device, chosen.output_device) == (yeti.id, headphones.id)
+
+    def test_hands_free_silence_and_headphones_are_edited(self, qtbot):
+        dialog = SettingsDialog(Preferences(silence_s=1.2), ["Chelsie"], [], [], [], CUDA)
+        qtbot.addWidget(dialog)
+        assert dialog.silence.text() == "1.2 s" and not dialog.headphones.isChecked()
+        assert (dialog.silence.minimum(), dialog.silence.maximum()) == (0.3, 3.0)
+        dialog.silence.setValue(0.7)
+        dialog.headphones.setChecked(True)
+        chosen = dialog.preferences()
+        assert (chosen.silence_s, chosen.headphones) == (0.7, True)
+
     def test_edits_come_back_as_preferences(self, qtbot):
-        dialog = SettingsDialog(
-            Preferences(), ["Chelsie", "Ethan"], ["Built-in mic"], ["Speakers"], [(0, "Webcam")], CUDA
-        )
+        dialog = SettingsDialog(Preferences(), ["Chelsie", "Ethan"], [MIC], [SPEAKERS], [(0, "Webcam")], CUDA)
         qtbot.addWidget(dialog)
         dialog.models_folder.setText(" /models/3b ")
         dialog.gpu_layers.setValue(12)
@@ -115,7 +137,7 @@ class TestApplied:
         qtbot.keyPress(window, Qt.Key.Key_F2)
         assert window.push_to_talk.microphone is not None
         qtbot.keyRelease(window, Qt.Key.Key_F2)
-        assert window.push_to_talk.microphone is None
+        qtbot.waitUntil(lambda: window.push_to_talk.microphone is None, timeout=TIMEOUT_MS)
         window.set_theme("system")
         window.close()
 
