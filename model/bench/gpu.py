@@ -255,7 +255,7 @@ def _token2wav(shapes: Shapes, plan: Plan, device: torch.device, n_codes: int) -
         t2w = _random_token2wav(shapes, device, dtype)
         t2w.voice_features(voice)
         stream_one_by_one(t2w, voice, codes[: 4 * t2w.block_codes], options, SEED)  # kernels, capture
-        first, total = stream_one_by_one(t2w, voice, codes, options, SEED)
+        first, total, _ = stream_one_by_one(t2w, voice, codes, options, SEED)
         rtfs.setdefault(dtype, total / seconds)
         print(
             f"  {name}: first chunk {first * 1e3:.0f} ms after its last code; RTF {total / seconds:.3f}",

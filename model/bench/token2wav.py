@@ -3,11 +3,14 @@
 The reference `Qwen2_5OmniToken2WavModel` is built from the package-default configs (DiT 334 M,
 BigVGAN 115 M parameters) and ours loads the very same tensors through our checkpoint adapters.
 For `--codes` codes (50 codes = 1 s of speech) it times: the reference's whole-utterance run
-(`--reference-repeats` times), our whole-utterance run and our streaming run, each with the
-reference sampler (RK4, 36 evaluations) and the fast one (Euler, 9). Streaming gets the codes
-one at a time as fast as it takes them; its first-chunk latency is the time from the push of the
-code that completes the first chunk's window to the return of its audio. Real-time factor =
-wall time / seconds of speech.
+(`--reference-repeats` times), and our whole-utterance run and our streaming run in each speech
+profile: Exact (float32, the reference's RK4 sampler, 36 evaluations, exact chunk joins) and Fast
+(the plan's precision for this machine, `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks
+vocoded against the DiT's look-ahead). Streaming gets the codes one at a time as fast as it takes
+them; its first-chunk latency is the time from the push of the code that completes the first
+chunk's window to the return of its audio. Real-time factor = wall time / seconds of speech. What
+Fast costs is the waveform's signal-to-error ratio against Exact's (random weights: the figures
+bound the numerics, not what an ear would hear of a trained model).
 
 On a 2-core CPU the reference needs ~30 s per second of speech, so the default is 50 codes
 (1 s) and one reference run, ~6 minutes in all; `--codes 500` gives the 10 s utterance.
@@ -20,6 +23,7 @@ peak resident set above the level before each run (CPU) or the peak allocated by
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,11 +32,13 @@ import torch
 
 from model.bench.parts.measure import DTYPES, peak_memory, sync
 from model.bench.parts.streaming import stream_one_by_one
+from model.hardware import probe
+from model.placement import EXACT_STREAM, FAST_STREAM, PlanChoice, estimated_needs, make_plan
+from model.sizing import SIZES
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
-from model.token2wav.sampler import FAST, REFERENCE
+from model.token2wav.sampler import FAST
 from model.token2wav.speaker_encoder import SpeakerEncoder
-from model.token2wav.streaming import StreamOptions
 from model.token2wav.synthesizer import CODE_RATE, Token2Wav
 from model.token2wav.weights import bigvgan_tensors, dit_tensors
 from model.voices import Voice
@@ -68,9 +74,12 @@ def _build(device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, T
     return reference, Token2Wav(*nets)
 
 
-def _warm_up(reference: Any, t2w: Token2Wav, voice: Voice, codes: torch.Tensor, device: torch.device) -> None:
+def _warm_up(
+    reference: Any, exact: Token2Wav, fast: Token2Wav, voice: Voice, codes: torch.Tensor, device: torch.device
+) -> None:
     """One short untimed run of each, so that one-time costs (allocator, kernels) stay out of the times."""
-    t2w.synthesize(codes, voice, SEED, FAST)
+    exact.synthesize(codes, voice, SEED, FAST)
+    fast.synthesize(codes, voice, SEED, FAST)
     with torch.no_grad():
         reference.code2wav_dit_model.sample(
             voice.cond[None].to(device), voice.ref_mel[None].to(device), codes[None].to(device), num_steps=2
@@ -81,21 +90,32 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="omnidesk bench token2wav", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float32", help="our dtype (the reference: float32)"
+        "--fast-dtype",
+        choices=sorted(DTYPES),
+        help="the Fast profile's dtype (default: the plan's for this machine; Exact is float32)",
     )
     parser.add_argument("--codes", type=int, default=50, help="utterance length in codes (50 per second)")
     parser.add_argument("--reference-repeats", type=int, default=1, help="reference runs (0: skip it)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's)")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    fast_dtype = DTYPES[args.fast_dtype] if args.fast_dtype else _plan_dtype(device)
     seconds_of_speech = args.codes / CODE_RATE
     print(
         f"token2wav bench: {args.codes} codes = {seconds_of_speech:.1f} s of speech, {device}, "
-        f"ours in {args.dtype}"
+        f"{torch.get_num_threads()} threads; Exact in float32, Fast in {str(fast_dtype)[6:]}"
     )
     if args.codes < 500:
         print("(shorter than the issue's 10 s / 500 codes, to keep the run near 6 minutes; pass --codes 500)")
 
-    reference, t2w = _build(device, dtype)
+    reference, exact = _build(device, torch.float32)
+    fast = Token2Wav(
+        copy.deepcopy(exact.dit).to(device, fast_dtype),
+        copy.deepcopy(exact.speaker_encoder).to(device, fast_dtype),
+        copy.deepcopy(exact.vocoder).to(device, fast_dtype),
+    )
     generator = torch.Generator().manual_seed(SEED)
     codes = torch.randint(0, 8192, (args.codes,), generator=generator)
     cond = torch.randn(DiTConfig().enc_emb_dim, generator=generator)
@@ -103,16 +123,22 @@ def main(argv: list[str]) -> int:
     voice = Voice(name="bench", cond=cond, ref_mel=ref_mel, bos_token=0)
     rows: list[tuple[str, float, float, int]] = []  # name, seconds, first chunk, peak bytes
 
-    t2w.voice_features(voice)  # once per voice, as in use
-    _warm_up(reference, t2w, voice, codes[:24], device)
-    for name, sampler in (("reference sampler", REFERENCE), ("fast sampler", FAST)):
-        secs, peak = _timed(device, lambda s=sampler: t2w.synthesize(codes, voice, SEED, s))  # type: ignore[misc]
-        rows.append(
-            (f"ours, whole utterance, {name} ({sampler.evaluations} evals)", secs, float("nan"), peak)
+    for t2w in (exact, fast):
+        t2w.voice_features(voice)  # once per voice, as in use
+    _warm_up(reference, exact, fast, voice, codes[:24], device)
+    audio: dict[str, torch.Tensor] = {}
+    for profile, t2w, stream in (("Exact", exact, EXACT_STREAM), ("Fast", fast, FAST_STREAM)):
+        sampler = stream.sampler
+        whole: list[torch.Tensor] = []
+        secs, peak = _timed(
+            device,
+            lambda t=t2w, s=sampler, out=whole: out.append(t.synthesize(codes, voice, SEED, s)),  # type: ignore[misc]
         )
+        audio[f"{profile} whole"] = whole[0]
+        rows.append((f"{profile}, whole utterance ({sampler.evaluations} evals)", secs, float("nan"), peak))
         with peak_memory(device) as peaks:
-            first, secs = stream_one_by_one(t2w, voice, codes, StreamOptions(sampler=sampler), SEED)
-        rows.append((f"ours, streaming, {name} ({sampler.evaluations} evals)", secs, first, peaks[0]))
+            first, secs, audio[profile] = stream_one_by_one(t2w, voice, codes, stream, SEED)
+        rows.append((f"{profile}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)
 
     ref_seconds = float("nan")
@@ -129,11 +155,34 @@ def main(argv: list[str]) -> int:
             (f"transformers, whole utterance (best of {len(times)})", ref_seconds, float("nan"), peak)
         )
 
-    print(f"{'run':<58} {'wall s':>8} {'RTF':>7} {'vs ref':>7} {'1st chunk s':>11} {'peak MB':>8}")
+    exact_stream = rows[1][1]
+    header = f"{'run':<44} {'wall s':>8} {'RTF':>7} {'vs Exact':>9} {'vs ref':>7} {'1st chunk s':>11}"
+    print(f"{header} {'peak MB':>8}")
     for name, secs, first_chunk, peak in rows:
         print(
-            f"{name:<58} {secs:8.2f} {secs / seconds_of_speech:7.2f} {ref_seconds / secs:6.2f}x "
-            f"{first_chunk:11.3f} {peak / 2**20:8.0f}"
+            f"{name:<44} {secs:8.2f} {secs / seconds_of_speech:7.2f} {exact_stream / secs:8.2f}x "
+            f"{ref_seconds / secs:6.2f}x {first_chunk:11.3f} {peak / 2**20:8.0f}"
         )
-    print("RTF: wall time per second of speech; vs ref: the reference's whole-utterance time / this run's.")
+    print(
+        "RTF: wall time per second of speech; vs Exact: Exact streaming's time / this run's; vs ref: the\n"
+        "reference's whole-utterance time / this run's."
+    )
+    for what, ours, base in (
+        ("Fast streaming vs Exact streaming", audio["Fast"], audio["Exact"]),
+        ("Fast whole utterance vs Exact whole utterance", audio["Fast whole"], audio["Exact whole"]),
+        ("Exact streaming vs Exact whole utterance", audio["Exact"], audio["Exact whole"]),
+    ):
+        print(f"{what}: waveform signal-to-error {_snr_db(ours, base):.1f} dB")
     return 0
+
+
+def _plan_dtype(device: torch.device) -> torch.dtype:
+    """The precision the plan gives Token2Wav in the Fast profile on this machine."""
+    plan = make_plan(probe(), estimated_needs(SIZES["3b"], "Q4_K_M"), PlanChoice(quality="fast"))
+    return plan.token2wav.dtype if device.type == plan.token2wav.device else torch.float16
+
+
+def _snr_db(ours: torch.Tensor, base: torch.Tensor) -> float:
+    n = min(len(ours), len(base))
+    error = ours[:n].float() - base[:n].float()
+    return 10 * torch.log10(base[:n].float().pow(2).mean() / error.pow(2).mean().clamp(min=1e-30)).item()

@@ -17,16 +17,19 @@ from model.voices import Voice
 
 def stream_one_by_one(
     t2w: Token2Wav, voice: Voice, codes: torch.Tensor, options: StreamOptions, seed: int
-) -> tuple[float, float]:
-    """(first-chunk latency, whole run) in seconds. The latency runs from the push of the code that
-    completes the first chunk's window to the return of its audio (nan if no chunk came before the end)."""
+) -> tuple[float, float, torch.Tensor]:
+    """(first-chunk latency, whole run in seconds, the audio (samples,)). The latency runs from the
+    push of the code that completes the first chunk's window to the return of its audio (nan if no
+    chunk came before the end)."""
     synth = StreamingSynthesizer(t2w, voice, seed=seed, options=options)
     first = None
+    chunks = []
     started = time.perf_counter()
     for code in codes.tolist():
         start = time.perf_counter()
-        audio = synth.push([code])
-        if first is None and audio.numel():
+        chunks.append(synth.push([code]))
+        if first is None and chunks[-1].numel():
             first = time.perf_counter() - start
-    synth.finish()
-    return (first if first is not None else float("nan")), time.perf_counter() - started
+    chunks.append(synth.finish())
+    seconds = time.perf_counter() - started
+    return (first if first is not None else float("nan")), seconds, torch.cat(chunks)
