@@ -111,7 +111,7 @@ def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
     from model.hardware import llama_backend
     from model.pipeline import Conversation, TurnOptions
     from model.sampling import SamplingOptions
-    from model.thinker import ThinkerOptions
+    from model.thinker_types import ThinkerOptions
 
     conversation = Conversation.planned(bundle, thinker_options=ThinkerOptions(n_ctx=CONTEXT))
     try:

@@ -22,7 +22,7 @@ from model.files.bundle import Bundle
 from model.media import Image
 from model.pipeline import ContextTrimmed, Conversation, Mark, TextDelta, TurnFinished
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from tests.app.fakes import MicrophoneFactory, Speakers
 from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, RecordingSink, ask, load, worker
 
