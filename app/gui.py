@@ -43,6 +43,6 @@ def run(models: Path | None) -> int:
     reporter = CrashReporter(window)
     install_exception_hooks(reporter.report, log_file)
     if models is not None:
-        window.load_bundle(str(models))
+        window.models.load(str(models))
     window.show()
     return app.exec()

@@ -1,13 +1,11 @@
 """The main window: it builds the rooms, lays them out and connects their signals.
 
 The rooms: the conversation list (the sidebar), the chat view, the composer (question,
-attachments, voice), push-to-talk, the camera panel, the current conversation as the
-history keeps it, the chat session that runs the turns, the speech watch (whether the reply's
-speech still plays) and the activity chip. Wiring happens in one place, `_connect_signals`.
-
-Notices are about now: they show (the last few, one a line) until the next question, another
-conversation, or the user dismisses them; "No model yet" stays until a model is loaded, and
-Send says it too.
+attachments, voice), push-to-talk and hands-free, the camera panel, the current conversation as
+the history keeps it, the chat session that runs the turns, the speech watch (whether the reply's
+speech still plays), the activity chip, the notices, the model loader (which bundle, and what is
+said while there is none), the menus and the status line. Wiring happens in one place,
+`_connect_signals`.
 
 Threads: the window never waits on the model: questions and bundle choices go to the
 `ConversationWorker` on its own QThread ("thinker", which blocks in loads and turns) as
@@ -22,18 +20,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from PySide6.QtCore import QSettings, Qt, QThread, Signal, Slot
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (
-    QApplication,
-    QHBoxLayout,
-    QLabel,
-    QMainWindow,
-    QPushButton,
-    QSplitter,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
 from app import camera as camera_module
 from app.activity import ActivityChip, activity
@@ -46,22 +33,21 @@ from app.current_conversation import CurrentConversation
 from app.hands_free import HandsFree
 from app.history import History
 from app.microphone import StreamFactory as MicrophoneStreamFactory
+from app.model_loader import ModelLoader
+from app.notices import Notices
 from app.playback import StreamFactory as OutputStreamFactory
-from app.preferences import MODELS_FOLDER_KEY, THEME_KEY, Preferences
+from app.preferences import THEME_KEY, Preferences
 from app.push_to_talk import PushToTalk
 from app.sound_devices import SoundDevice, sound_devices
 from app.speech_watch import SpeechWatch
-from app.theme import THEMES, apply_theme
-from app.worker import ConversationWorker, ModelChoice, ReplyFinished
+from app.status_line import StatusLine
+from app.theme import apply_theme
+from app.window_menu import WindowMenu
+from app.worker import ConversationWorker, ReplyFinished
 from model.hardware import Hardware, probe
 from model.media import Image
 
-__all__ = ["MODELS_FOLDER_KEY", "Devices", "MainWindow"]
-
-NO_MODEL = "No model yet: set one up (download it, or use files you already have)."
-LOADING = "The model is still loading: your question can wait here."
-NOTICES_SHOWN = 3  # notices shown at once, the newest last
-LISTENING_LABEL = "Listening… release to send"  # the talk button's longest label (app.push_to_talk)
+__all__ = ["Devices", "MainWindow"]
 
 
 @dataclass(frozen=True)
@@ -79,15 +65,14 @@ class Devices:
 
 class MainWindow(QMainWindow):
     """Signals (all emitted on the GUI thread):
-    load_requested(object): a ModelChoice to load (to the worker).
     output_device_chosen(str): the speakers to use, "" for the system default (to the worker).
     model_ready(str): a bundle is loaded; its description.
     model_unavailable(str): loading failed, or a turn could not run; the message shown.
-    The turns' own signals are the `session`'s (a ChatSession); whether the assistant is speaking
-    is the `speech`'s (a SpeechWatch: speaking_changed(bool)).
+    Loading a bundle is the `models`' (a ModelLoader: load_requested(object)); the turns' own
+    signals are the `session`'s (a ChatSession); whether the assistant is speaking is the `speech`'s
+    (a SpeechWatch: speaking_changed(bool)).
     """
 
-    load_requested = Signal(object)
     output_device_chosen = Signal(str)
     model_ready = Signal(str)
     model_unavailable = Signal(str)
@@ -105,25 +90,18 @@ class MainWindow(QMainWindow):
         self._settings = settings
         self._devices = devices or Devices()
         self.history = history or History()
-        self._loading_folder = ""
         self._thread = QThread(self)
         self._thread.setObjectName("thinker")
         self.worker = worker or ConversationWorker()
         self.worker.moveToThread(self._thread)
-        self._speeds = ReplyFinished("", None, None, None)  # the last reply's, for the status bar
         self._first_sound_s: float | None = None  # the current reply's, once heard
-        self._notices: list[str] = []
 
         self._build()
         self._connect_signals()
         preferences = self.preferences()
         if preferences.output_device:
             self.output_device_chosen.emit(preferences.output_device)
-        if preferences.models_folder:
-            self.load_bundle(preferences.models_folder)
-        else:
-            self.composer.set_missing(NO_MODEL)
-            self._show_notice("")  # what is missing shows
+        self.models.start(preferences.models_folder)
         # Last: a running QThread whose window failed to build would abort the process when destroyed.
         self._thread.start()
 
@@ -136,6 +114,8 @@ class MainWindow(QMainWindow):
         devices = self._devices
         self.chat_view = ChatView(self._settings, devices.playback_stream)
         self.composer = Composer(self._settings, self)
+        self.notices = Notices(lambda: self.composer.missing, self)
+        self.models = ModelLoader(self._settings, self.composer, self.notices, self)
         self.push_to_talk = PushToTalk(self._settings, devices.microphone_stream, self)
         self.hands_free = HandsFree(
             self._settings, devices.microphone_stream, self.push_to_talk.level_meter, self
@@ -154,23 +134,17 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([240, 860])
         self.setCentralWidget(splitter)
-        self._build_menu()
-        self._build_status_bar()
+        self.menu = WindowMenu(self)
+        self.set_theme(self.preferences().theme)
+        self.statusBar().addWidget(self.models.status, 1)
+        self.status_line = StatusLine(self.statusBar())
 
     def _chat_column(self) -> QWidget:
-        """The activity chip, the notice, the chat beside the camera preview, the attachments, the
-        question, the tools."""
-        self.notice = QLabel()
-        self.notice.setWordWrap(True)
-        self.notice.setObjectName("notice")
-        self.dismiss_button = QToolButton()
-        self.dismiss_button.setText("✕")
-        self.dismiss_button.setToolTip("Dismiss this notice")
-        self.dismiss_button.setAutoRaise(True)
-        self.choose_button = QPushButton("Set up a model…")
+        """The notice and the activity chip, the chat beside the camera preview, the attachments,
+        the question, the tools."""
         composer, talk, camera = self.composer, self.push_to_talk, self.camera_panel
         layout = QVBoxLayout()
-        header = _row(self.notice, self.dismiss_button, self.choose_button)
+        header = _row(self.notices.label, self.notices.dismiss_button, self.models.choose_button)
         header.addWidget(self.activity_chip, 0, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight)
         layout.addLayout(header)
         view_row = _row(self.chat_view)
@@ -178,14 +152,6 @@ class MainWindow(QMainWindow):
         layout.addLayout(view_row, 1)
         layout.addWidget(composer.attachments)
         layout.addLayout(_row(composer.question_box, composer.send_button, composer.stop_button))
-        # The level meter shows only while listening, and the talk button then says more: the room
-        # of both is kept from the start, so that nothing moves sideways.
-        meter_policy = talk.level_meter.sizePolicy()
-        meter_policy.setRetainSizeWhenHidden(True)
-        talk.level_meter.setSizePolicy(meter_policy)
-        metrics, hint = talk.button.fontMetrics(), talk.button.sizeHint().width()
-        wider = metrics.horizontalAdvance(LISTENING_LABEL) - metrics.horizontalAdvance(talk.button.text())
-        talk.button.setMinimumWidth(hint + max(0, wider))
         tools_row = QHBoxLayout()
         for widget in (talk.button, self.hands_free.button, talk.level_meter, composer.attach_button):
             tools_row.addWidget(widget)
@@ -201,76 +167,47 @@ class MainWindow(QMainWindow):
         column.setLayout(layout)
         return column
 
-    def _build_menu(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        settings = file_menu.addAction("Settings…")
-        settings.setShortcut(QKeySequence.StandardKey.Preferences)
-        settings.triggered.connect(self._open_settings)
-        file_menu.addAction("Set up a model…").triggered.connect(self._open_setup)
-        file_menu.addSeparator()
-        self.quit_action = file_menu.addAction("&Quit")
-        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))  # Cmd+Q on macOS; not every platform has one
-        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        self.quit_action.triggered.connect(self.close)
-        themes = self.menuBar().addMenu("&View").addMenu("Theme")
-        self._theme_actions = QActionGroup(self)
-        labels = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
-        for theme in THEMES:
-            action = themes.addAction(labels[theme])
-            action.setCheckable(True)
-            action.setData(theme)
-            action.triggered.connect(lambda _=False, t=theme: self.set_theme(t))
-            self._theme_actions.addAction(action)
-        self.set_theme(self.preferences().theme)
-
-    def _build_status_bar(self) -> None:
-        self.model_status = QLabel("No model")
-        self.in_use = QLabel()
-        self.in_use.setStyleSheet("color: #d93025; font-weight: bold")
-        self.in_use.setVisible(False)
-        self.speed_status = QLabel("")
-        self.statusBar().addWidget(self.model_status, 1)
-        self.statusBar().addPermanentWidget(self.in_use)
-        self.statusBar().addPermanentWidget(self.speed_status)
-
     def _connect_signals(self) -> None:
-        worker = self.worker
-        session = self.session
-        self.load_requested.connect(worker.load)
+        worker, session, models, notices = self.worker, self.session, self.models, self.notices
+        models.load_requested.connect(worker.load)
         self.output_device_chosen.connect(worker.set_output_device)
         session.question_asked.connect(worker.ask)
         session.conversation_restored.connect(worker.restore)
-        worker.model_loaded.connect(self._on_model_loaded)
-        worker.model_failed.connect(self._on_model_failed)
+        worker.model_loaded.connect(models.on_model_loaded)
+        worker.model_failed.connect(models.on_model_failed)
+        models.ready.connect(self.model_ready)
+        models.failed.connect(self.model_unavailable)
         worker.text_received.connect(session.on_text_received)
         worker.text_received.connect(self._show_activity)
         worker.reply_finished.connect(self._on_reply_finished)
         worker.turn_failed.connect(session.on_turn_failed)
         worker.speech_unavailable.connect(self._on_speech_unavailable)
-        worker.speakers_changed.connect(self._show_notice)
-        worker.plan_noted.connect(self._show_notice)
-        worker.recording_cut.connect(self._show_notice)
+        worker.speakers_changed.connect(notices.show)
+        worker.plan_noted.connect(notices.show)
+        worker.recording_cut.connect(notices.show)
         worker.voices_known.connect(self.composer.set_voices)
         rooms = (self.current, self.chat_view, self.composer, self.push_to_talk, self.camera_panel, session)
         for room in rooms:
-            room.notice.connect(self._show_notice)
+            room.notice.connect(notices.show)
         session.question_asked.connect(self._on_question_asked)
-        session.conversation_restored.connect(lambda _: self._show_notice(""))
-        session.turn_failed.connect(self._show_notice)
+        session.conversation_restored.connect(lambda _: notices.clear())
+        session.turn_failed.connect(notices.show)
         session.turn_failed.connect(self.model_unavailable)
         self.speech.speaking_changed.connect(session.on_speaking_changed)
         self.speech.speaking_changed.connect(self._show_activity)
         self.speech.speaking_changed.connect(self.hands_free.set_assistant_speaking)  # not its own voice
         self.speech.first_sound.connect(self._on_first_sound)
-        self.dismiss_button.clicked.connect(lambda: self._show_notice(""))
-        self.choose_button.clicked.connect(self._open_setup)
+        self.menu.settings_action.triggered.connect(self._open_settings)
+        self.menu.setup_action.triggered.connect(models.open_setup)
+        self.menu.quit_action.triggered.connect(self.close)
+        self.menu.theme_chosen.connect(self.set_theme)
         self.composer.send_requested.connect(session.send)
         self.composer.stop_requested.connect(self._on_stop_requested)
         self.push_to_talk.talk_pressed.connect(self._on_talk_pressed)
         self.push_to_talk.listening_changed.connect(self._show_devices_in_use)
         self.push_to_talk.listening_changed.connect(self._show_activity)
         self.push_to_talk.recording_finished.connect(session.on_recording_finished)
-        self.hands_free.notice.connect(self._show_notice)
+        self.hands_free.notice.connect(notices.show)
         self.hands_free.button.toggled.connect(self.push_to_talk.set_hands_free)
         self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
         self.hands_free.listening_changed.connect(self._show_devices_in_use)
@@ -288,22 +225,9 @@ class MainWindow(QMainWindow):
         if isinstance(app, QApplication):
             apply_theme(app, theme)
         self._settings.setValue(THEME_KEY, theme)
-        for action in self._theme_actions.actions():
-            action.setChecked(action.data() == theme)
+        self.menu.show_theme(theme)
         self.activity_chip.restyle()
         self.session.render()
-
-    @Slot(str)
-    def _show_notice(self, text: str) -> None:
-        """Add a notice to those shown ("": clear them); the last few show, one a line."""
-        if not text:
-            self._notices = []
-        elif text not in self._notices:
-            self._notices = [*self._notices, text][-NOTICES_SHOWN:]
-        shown = "\n".join(self._notices) or self.composer.missing  # what stops a question stays said
-        self.notice.setText(shown)
-        self.notice.setVisible(bool(shown))
-        self.dismiss_button.setVisible(bool(self._notices))
 
     @Slot()
     def _show_activity(self) -> None:
@@ -315,31 +239,9 @@ class MainWindow(QMainWindow):
     def _show_devices_in_use(self) -> None:
         microphone = self.push_to_talk.microphone or self.hands_free.microphone
         devices = (("Microphone", microphone), ("Camera", self.camera_panel.camera))
-        in_use = [name for name, device in devices if device is not None]
-        self.in_use.setText("  ".join(f"● {name} on" for name in in_use))
-        self.in_use.setVisible(bool(in_use))
+        self.status_line.show_in_use([name for name, device in devices if device is not None])
 
-    # -- the model and the settings ----------------------------------------------------------
-
-    def load_bundle(self, folder: str) -> None:
-        self._loading_folder = folder
-        self.model_status.setText(f"Loading {folder}…")
-        self.composer.set_missing(LOADING)
-        p = self.preferences()
-        voice = (p.voice or self.composer.voice) if p.speak else ""
-        self.load_requested.emit(
-            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice)
-        )
-
-    @Slot()
-    def _open_setup(self) -> None:
-        from app.setup_dialog import SetupDialog
-        from model.hardware import probe
-
-        dialog = SetupDialog(probe(), parent=self)
-        dialog.bundle_ready.connect(self.load_bundle)
-        dialog.bundle_ready.connect(lambda _: dialog.accept())
-        dialog.exec()
+    # -- the settings -------------------------------------------------------------------------
 
     def settings_dialog(self):  # -> SettingsDialog
         """The settings dialog for the current preferences and devices (not yet shown)."""
@@ -375,7 +277,7 @@ class MainWindow(QMainWindow):
         loaded_with = ("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality")
         reload = any(getattr(new, name) != getattr(old, name) for name in loaded_with)
         if reload and new.models_folder and not self.session.busy:
-            self.load_bundle(new.models_folder)
+            self.models.load(new.models_folder)
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -392,7 +294,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_question_asked(self, _ask: object) -> None:
-        self._show_notice("")  # notices were about the last question
+        self.notices.clear()  # notices were about the last question
         self._first_sound_s = None
         self._show_activity()
 
@@ -402,29 +304,11 @@ class MainWindow(QMainWindow):
 
     # -- worker signals --------------------------------------------------------------------------
 
-    @Slot(str)
-    def _on_model_loaded(self, description: str) -> None:
-        self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
-        self.model_status.setText(f"Model: {description}")
-        self.choose_button.setVisible(False)  # still in the File menu
-        self.composer.set_missing("")
-        self._show_notice("")
-        self.model_ready.emit(description)
-
-    @Slot(str)
-    def _on_model_failed(self, message: str) -> None:
-        self.model_status.setText("No model")
-        self.choose_button.setVisible(True)
-        self.composer.set_missing(NO_MODEL)
-        self._show_notice(message)
-        self.model_unavailable.emit(message)
-
     @Slot(object)
     def _on_reply_finished(self, finished: ReplyFinished) -> None:
         if finished.first_audio_s is None:  # heard before the turn ended, or heard later
             finished = replace(finished, first_audio_s=self._first_sound_s)
-        self._speeds = finished
-        self.speed_status.setText(finished.speeds)
+        self.status_line.show_speeds(finished)
         self.session.on_reply_finished(finished)
         self._show_activity()
 
@@ -432,15 +316,14 @@ class MainWindow(QMainWindow):
     def _on_first_sound(self, seconds: float) -> None:
         """The reply was heard: the status bar's first audio is when sound came out."""
         self._first_sound_s = seconds
-        if not self.session.busy and self._speeds.reason:
-            self._speeds = replace(self._speeds, first_audio_s=seconds)
-            self.speed_status.setText(self._speeds.speeds)
+        if not self.session.busy:
+            self.status_line.show_first_sound(seconds)
         self._show_activity()
 
     @Slot(str)
     def _on_speech_unavailable(self, message: str) -> None:
         self.composer.speech_toggle.setChecked(False)
-        self._show_notice(message)
+        self.notices.show(message)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.push_to_talk.close()

@@ -36,6 +36,7 @@ METER_FLOOR_DB = -60.0  # the level meter's empty end
 # A key release followed within this by a press of the key is X11's autorepeat, not letting go:
 # the pair comes at once, the next pair ~40 ms later; a real release is sent this much later.
 RELEASE_GRACE_MS = 50
+LISTENING_LABEL = "Listening… release to send"  # the talk button's longest label
 
 
 def meter_percent(peak: float) -> int:
@@ -84,6 +85,7 @@ class PushToTalk(QObject):
         self.level_meter.setFixedWidth(100)
         self.level_meter.setToolTip("Microphone level")
         self.level_meter.setVisible(False)
+        self._keep_room()
         self._timer = QTimer(self)
         self._timer.setInterval(MIC_POLL_MS)
         self._timer.timeout.connect(self._on_poll_due)
@@ -94,6 +96,16 @@ class PushToTalk(QObject):
         app = QApplication.instance()
         if app is not None:
             app.installEventFilter(self)  # the talk key, wherever the focus is in the window
+
+    def _keep_room(self) -> None:
+        """The level meter shows only while listening, and the button then says more: the room of
+        both is kept from the start, so that nothing beside them moves sideways."""
+        meter_policy = self.level_meter.sizePolicy()
+        meter_policy.setRetainSizeWhenHidden(True)
+        self.level_meter.setSizePolicy(meter_policy)
+        metrics, hint = self.button.fontMetrics(), self.button.sizeHint().width()
+        wider = metrics.horizontalAdvance(LISTENING_LABEL) - metrics.horizontalAdvance(self.button.text())
+        self.button.setMinimumWidth(hint + max(0, wider))
 
     @property
     def talking(self) -> bool:
@@ -197,7 +209,7 @@ class PushToTalk(QObject):
 
     def _show_state(self) -> None:
         self.level_meter.setVisible(self.microphone is not None)
-        self.button.setText("Listening… release to send" if self._talking else "Hold to talk")
+        self.button.setText(LISTENING_LABEL if self._talking else "Hold to talk")
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
         kind = event.type()

@@ -71,7 +71,8 @@ def check_qt() -> str:
 
 def check_saved_history() -> Path:
     """The history the window would open can be read and its folder written; returns its path."""
-    from app.history import check_history, default_path
+    from app.history import default_path
+    from app.history_file import check_history
 
     path = default_path()
     check_history(path)
@@ -110,7 +111,7 @@ def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
     from model.hardware import llama_backend
     from model.pipeline import Conversation, TurnOptions
     from model.sampling import SamplingOptions
-    from model.thinker import ThinkerOptions
+    from model.thinker_types import ThinkerOptions
 
     conversation = Conversation.planned(bundle, thinker_options=ThinkerOptions(n_ctx=CONTEXT))
     try:

@@ -30,7 +30,8 @@ from PySide6.QtWidgets import (
 
 from model.errors import OmnideskError
 from model.files.bundle import MANIFEST
-from model.files.download import DownloadStopped, Hub, Listener, download_bundle
+from model.files.download import Listener, download_bundle
+from model.files.hub import DownloadStopped, Hub
 from model.files.store import list_bundles, models_dir, remove
 from model.hardware import GIB, Hardware
 from model.sizing import PREFERRED_QUANT, options, recommend

@@ -34,7 +34,7 @@ from model.placement import PlanChoice
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
 from model.talker import REFERENCE_SAMPLING, SpeechOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from model.wav_writer import WavWriter, check_target
 
 # --greedy is the reference's greedy decoding, generate(thinker_do_sample=False, talker_do_sample=False):

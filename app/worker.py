@@ -31,7 +31,7 @@ from model.media import Question
 from model.pipeline import AudioChunk, Conversation, Mark, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.placement import PlanChoice
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from model.hardware import GIB, Hardware
 from model.sizing import BITS_PER_WEIGHT, CONTEXT_TOKENS, ModelSize
 from model.talker import SpeechOptions
 from model.talker.network import TalkerConfig
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from model.perception import EncodedMedia
-from model.thinker import EmbeddingRun, Segment, TokenRun
+from model.thinker_types import EmbeddingRun, Segment, TokenRun
 from model.tmrope import (
     AudioSpan,
     ImageGrid,

@@ -65,7 +65,8 @@ from model.sizing import SIZES
 from model.talker import SpeechOptions, Talker
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.quantize import quantize
-from model.thinker import Thinker, ThinkerOptions, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import ThinkerOptions, TokenRun
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.speaker_encoder import SpeakerEncoder

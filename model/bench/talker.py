@@ -39,7 +39,7 @@ from model.talker import Talker
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.quantize import quantize
 from model.talker.weights import talker_from_tensors
-from model.thinker import Decoded, PositionStates
+from model.thinker_types import Decoded, PositionStates
 
 TALKER_7B = {**talker_config(3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
 

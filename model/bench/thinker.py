@@ -20,7 +20,8 @@ from model.bench.parts.measure import peak_rss
 from model.bench.parts.random_thinker import SHAPES, random_thinker, special_tokens
 from model.hardware import llama_backend
 from model.sampling import SamplingOptions
-from model.thinker import Finished, Thinker, ThinkerOptions, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import Finished, ThinkerOptions, TokenRun
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,8 @@ from model.bench.parts.measure import median_seconds
 from model.bench.parts.random_thinker import ThinkerShape, random_thinker, special_tokens
 from model.files.mmproj_gguf import VISION_PREFIX, write_vision_gguf
 from model.media import Image
-from model.thinker import Thinker, ThinkerOptions
+from model.thinker import Thinker
+from model.thinker_types import ThinkerOptions
 from model.vision import FACTOR, VisionEncoder, VisionOptions
 
 CPU = torch.device("cpu")  # llama.cpp's build decides where mtmd runs; the reference runs here

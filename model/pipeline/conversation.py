@@ -36,7 +36,8 @@ from model.placement import (
 )
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
-from model.thinker import Segment, Thinker, ThinkerOptions, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import Segment, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
 from model.token2wav.synthesizer import Token2Wav
 from model.vision import VisionOptions

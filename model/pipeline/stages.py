@@ -30,7 +30,8 @@ from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinish
 from model.pipeline.options import TurnOptions
 from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage
 from model.talker import Talker
-from model.thinker import Decoded, Finished, PositionStates, Sampled, Segment, Thinker
+from model.thinker import Thinker
+from model.thinker_types import Decoded, Finished, PositionStates, Sampled, Segment
 from model.token2wav.streaming import MelChunk, StreamingSynthesizer
 from model.token2wav.synthesizer import Cancelled, Token2Wav
 from model.voices import Voice

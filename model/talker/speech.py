@@ -33,7 +33,7 @@ from model.talker.graph import static_step
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
 from model.talker.quantize import Weights
 from model.talker.weights import load_talker
-from model.thinker import Decoded, PositionStates
+from model.thinker_types import Decoded, PositionStates
 
 # The reference's talker sampling defaults (generate's talker_* arguments).
 REFERENCE_SAMPLING = SamplingOptions(temperature=0.9, top_k=40, top_p=0.8, repetition_penalty=1.05)

@@ -121,14 +121,16 @@ class TestInTheWindow:
 
         window = open_window(qtbot, settings, history_store, Devices(camera_source=cameras))
         window.camera_panel.button.click()
-        qtbot.waitUntil(lambda: "showing the default camera" in window.notice.text(), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(
+            lambda: "showing the default camera" in window.notices.label.text(), timeout=TIMEOUT_MS
+        )
         assert (
             opened == [2, 0]
             and window.camera_panel.camera is not None
-            and window.in_use.text() == "● Camera on"
+            and window.status_line.in_use.text() == "● Camera on"
         )
         window.camera_panel.button.click()
-        assert window.camera_panel.camera is None and not window.in_use.isVisibleTo(window)
+        assert window.camera_panel.camera is None and not window.status_line.in_use.isVisibleTo(window)
         window.close()
 
     def test_ask_about_the_camera_frame(self, qtbot, settings, history_store, tiny_bundle: Bundle, questions):
@@ -138,7 +140,10 @@ class TestInTheWindow:
         load(qtbot, window, tiny_bundle)
         assert not window.camera_panel.snapshot_button.isEnabled()
         window.camera_panel.button.click()
-        assert window.camera_panel.preview.isVisibleTo(window) and window.in_use.text() == "● Camera on"
+        assert (
+            window.camera_panel.preview.isVisibleTo(window)
+            and window.status_line.in_use.text() == "● Camera on"
+        )
         qtbot.waitUntil(lambda: not window.camera_panel.preview.pixmap().isNull(), timeout=TIMEOUT_MS)
         window.camera_panel.snapshot_button.click()
         assert window.composer.attachments.labels() == ["Camera"]

@@ -16,7 +16,8 @@ import pytest
 from model.files.bundle import Bundle, write_manifest
 from model.files.store import MODELS_DIR_VARIABLE
 from model.sampling import SamplingOptions
-from model.thinker import Finished, Thinker, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import Finished, TokenRun
 
 
 def omnidesk(

@@ -18,7 +18,7 @@ import pytest
 from app.logs import setup_terminal_logging
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk, rewrite_manifest
 from tests.fixtures.gguf_surgery import rewrite_gguf
 from tests.helpers import on_small_filesystem

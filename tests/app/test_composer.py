@@ -114,6 +114,6 @@ class TestInTheWindow:
         window.composer.attach_file(tmp_path / "photo.jpg")
         (tmp_path / "notes.txt").write_text("hello")
         window.composer.attach_file(tmp_path / "notes.txt")
-        assert "attach an image or a recording" in window.notice.text()
+        assert "attach an image or a recording" in window.notices.label.text()
         assert window.composer.attachments.labels() == ["photo.jpg"]
         window.close()

@@ -201,14 +201,14 @@ class TestInTheWindow:
         window.show()
         talk, hands_free = window.push_to_talk, window.hands_free
         hands_free.button.click()
-        assert hands_free.microphone is not None and window.in_use.text() == "● Microphone on"
+        assert hands_free.microphone is not None and window.status_line.in_use.text() == "● Microphone on"
         assert not talk.button.isEnabled()
         window.chat_view.setFocus()
         qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
         assert talk.microphone is None and not talk.talking, "the key is left to the window"
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
         hands_free.button.click()
-        assert talk.button.isEnabled() and not window.in_use.isVisibleTo(window)
+        assert talk.button.isEnabled() and not window.status_line.in_use.isVisibleTo(window)
         qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
         assert talk.talking
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
@@ -273,7 +273,7 @@ def spoken_window(
 
 
 def nothing_wrong_reached_the_user(window: MainWindow, capfd) -> None:
-    shown = window.notice.text() + window.chat_view.toPlainText() + capfd.readouterr().err
+    shown = window.notices.label.text() + window.chat_view.toPlainText() + capfd.readouterr().err
     for wrong in ("Traceback", "TypeError", "ALSA lib", "Expression '"):
         assert wrong not in shown
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.history import History
-from app.main_window import MODELS_FOLDER_KEY, MainWindow
+from app.main_window import MainWindow
+from app.preferences import MODELS_FOLDER_KEY
 from app.worker import ConversationWorker
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
@@ -25,22 +26,24 @@ def window(qtbot, settings, history_store):
 
 class TestWithoutModel:
     def test_first_start_says_there_is_no_model_and_offers_a_folder(self, window: MainWindow):
-        assert window.notice.isVisible() or not window.isVisible()
-        assert "No model yet" in window.notice.text()
-        assert window.choose_button.isEnabled()
+        assert window.notices.label.isVisible() or not window.isVisible()
+        assert "No model yet" in window.notices.label.text()
+        assert window.models.choose_button.isEnabled()
 
     def test_a_bad_bundle_is_explained_in_the_window(self, qtbot, window: MainWindow, tmp_path):
         with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS) as blocker:
-            window.load_bundle(str(tmp_path / "missing"))
+            window.models.load(str(tmp_path / "missing"))
         assert "missing" in blocker.args[0]
-        assert "missing" in window.notice.text()
-        assert window.model_status.text() == "No model"
+        assert "missing" in window.notices.label.text()
+        assert window.models.status.text() == "No model"
 
     def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
         window.composer.question_box.setPlainText("hello?")
         with qtbot.waitSignal(window.session.notice, timeout=TIMEOUT_MS):
             window.composer.send_requested.emit()  # Enter in the question box; Send is disabled
-        assert "No model" in window.notice.text() and "No model" in window.composer.send_button.toolTip()
+        assert (
+            "No model" in window.notices.label.text() and "No model" in window.composer.send_button.toolTip()
+        )
         box = window.composer.question_box
         assert box.toPlainText() == "hello?" and box.isEnabled()
 
@@ -48,8 +51,8 @@ class TestWithoutModel:
 class TestConversation:
     def test_reply_streams_into_the_chat_view(self, qtbot, window: MainWindow, tiny_bundle: Bundle, settings):
         load(qtbot, window, tiny_bundle)
-        assert "CPU" in window.model_status.text()
-        assert not window.choose_button.isVisibleTo(window), "the model is set up"
+        assert "CPU" in window.models.status.text()
+        assert not window.models.choose_button.isVisibleTo(window), "the model is set up"
         pieces: list[str] = []
         window.session.reply_progressed.connect(pieces.append)
         reason = ask(qtbot, window, "What am I looking at?")
@@ -57,7 +60,7 @@ class TestConversation:
         assert len(pieces) > 1, "the reply arrives in pieces"
         assert "".join(pieces) in window.chat_view.transcript()
         assert "What am I looking at?" in window.chat_view.toPlainText()
-        assert "tokens/s" in window.speed_status.text()
+        assert "tokens/s" in window.status_line.speed_status.text()
         assert settings.value(MODELS_FOLDER_KEY) == str(tiny_bundle.root)
 
     def test_second_turn_sees_the_first(self, qtbot, window: MainWindow, tiny_bundle: Bundle):
@@ -76,7 +79,7 @@ class TestConversation:
         window.composer.attachments.add(Audio(speech_like(3.0)), "Recording, 3.0 s")
         ask(qtbot, window, "What did I say?")
         assert (
-            window.notice.text()
+            window.notices.label.text()
             == "Heard only the first 0:02 of a 0:03 recording: the most this model takes."
         )
 
@@ -94,8 +97,8 @@ class TestConversation:
         settings.setValue(MODELS_FOLDER_KEY, str(tiny_bundle.root))
         win = MainWindow(settings, worker(), history_store)
         qtbot.addWidget(win)
-        qtbot.waitUntil(lambda: win.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
-        assert not win.notice.text()
+        qtbot.waitUntil(lambda: win.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        assert not win.notices.label.text()
         win.close()
 
 
@@ -157,7 +160,7 @@ class TestSpeech:
         ]
         assert ask(qtbot, window, "Read this aloud") in ("end", "length")
         assert sum(len(c) for c in sink.chunks) > 0
-        assert "first audio" in window.speed_status.text()
+        assert "first audio" in window.status_line.speed_status.text()
 
     def test_switching_the_voice_between_turns(self, qtbot, spoken, monkeypatch):
         window, _ = spoken
@@ -189,7 +192,10 @@ class TestSpeech:
         qtbot.addWidget(win)
         load(qtbot, win, tiny_bundle)
         assert ask(qtbot, win, "Can you hear me?") in ("end", "length")
-        assert "Replies are in text only" in win.notice.text() and not win.composer.speech_toggle.isChecked()
+        assert (
+            "Replies are in text only" in win.notices.label.text()
+            and not win.composer.speech_toggle.isChecked()
+        )
         assert "Can you hear me?" in win.chat_view.transcript()
         win.close()
 

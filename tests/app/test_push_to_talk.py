@@ -210,7 +210,7 @@ class TestInTheWindow:
             talk(qtbot, window)
         assert reply.args[0] in ("end", "length"), "the pipeline answered the recording"
         assert max(levels) > 50, "the meter moved while the question was spoken"
-        assert not window.in_use.isVisibleTo(window) and window.push_to_talk.microphone is None
+        assert not window.status_line.in_use.isVisibleTo(window) and window.push_to_talk.microphone is None
         (question,) = questions
         (recording,) = question.audios
         assert np.array_equal(recording.samples, spoken_samples)
@@ -231,8 +231,8 @@ class TestInTheWindow:
         with qtbot.assertNotEmitted(window.session.question_asked):
             qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
             qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
-        assert "too short (0.0 s)" in window.notice.text()
-        assert window.composer.attachments.media == [] and not window.in_use.isVisibleTo(window)
+        assert "too short (0.0 s)" in window.notices.label.text()
+        assert window.composer.attachments.media == [] and not window.status_line.in_use.isVisibleTo(window)
         window.close()
 
     def test_without_a_microphone_the_window_says_so(self, qtbot, settings, history_store):
@@ -242,10 +242,10 @@ class TestInTheWindow:
         qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
         qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
         assert (
-            "cannot open the microphone" in window.notice.text()
-            and "Type your question" in window.notice.text()
+            "cannot open the microphone" in window.notices.label.text()
+            and "Type your question" in window.notices.label.text()
         )
-        assert window.push_to_talk.microphone is None and not window.in_use.isVisibleTo(window)
+        assert window.push_to_talk.microphone is None and not window.status_line.in_use.isVisibleTo(window)
         window.close()
 
     def test_the_key_talks_unless_the_question_box_has_the_focus(self, qtbot, settings, history_store):
@@ -256,7 +256,7 @@ class TestInTheWindow:
         assert window.push_to_talk.microphone is not None
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
         qtbot.waitUntil(lambda: window.push_to_talk.microphone is None, timeout=WAIT_MS)
-        assert "too short" in window.notice.text()
+        assert "too short" in window.notices.label.text()
         window.composer.question_box.setFocus()
         qtbot.keyClick(window.composer.question_box, Qt.Key.Key_Space)
         assert window.push_to_talk.microphone is None and window.composer.question_box.toPlainText() == " "
@@ -289,9 +289,9 @@ class TestDeviceLoss:
         factory = MicrophoneFactory(spoken_samples, unplug_after=20)
         window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
         qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: "went away" in window.notice.text(), timeout=TIMEOUT_MS)
-        assert "“USB mic” went away: recording goes on with the system default" in window.notice.text()
-        assert factory.streams[1].settings["device"] is None and window.in_use.isVisibleTo(window)
+        qtbot.waitUntil(lambda: "went away" in window.notices.label.text(), timeout=TIMEOUT_MS)
+        assert "“USB mic” went away: recording goes on with the system default" in window.notices.label.text()
+        assert factory.streams[1].settings["device"] is None and window.status_line.in_use.isVisibleTo(window)
         factory.streams[1].push(np.full(10 * BLOCK, 0.25, np.float32))  # the default microphone hears more
         with qtbot.waitSignal(window.push_to_talk.recording_finished, timeout=TIMEOUT_MS) as finished:
             qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
@@ -306,8 +306,8 @@ class TestDeviceLoss:
         factory = MicrophoneFactory(spoken_samples, unplug_after=20, unplugged={None})
         window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
         talk(qtbot, window)
-        assert "what was recorded is kept" in window.notice.text()
-        assert not window.in_use.isVisibleTo(window)
-        qtbot.waitUntil(lambda: "No model" in window.notice.text(), timeout=TIMEOUT_MS)
+        assert "what was recorded is kept" in window.notices.label.text()
+        assert not window.status_line.in_use.isVisibleTo(window)
+        qtbot.waitUntil(lambda: "No model" in window.notices.label.text(), timeout=TIMEOUT_MS)
         assert kept_recordings(window) == [pytest.approx(20 * BLOCK / 16_000, abs=1e-4)]
         window.close()

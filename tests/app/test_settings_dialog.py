@@ -145,10 +145,10 @@ class TestApplied:
         window = MainWindow(settings, worker(), history_store)
         qtbot.addWidget(window)
         load(qtbot, window, tiny_bundle)
-        with qtbot.waitSignal(window.load_requested, timeout=TIMEOUT_MS) as request:
+        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
             window.apply_preferences(replace(window.preferences(), gpu_layers=0, persona="Be brief."))
         assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
-        qtbot.waitUntil(lambda: window.model_status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert window.worker._conversation.persona == "Be brief."
         window.close()
 
@@ -175,6 +175,6 @@ class TestApplied:
             window.apply_preferences(replace(window.preferences(), output_device="USB speakers"))
         assert ask(qtbot, window, "Say something") in ("end", "length")
         assert opened == [None]
-        assert "“USB speakers” is missing: the system default plays" in window.notice.text()
+        assert "“USB speakers” is missing: the system default plays" in window.notices.label.text()
         assert window.composer.speech_toggle.isChecked()
         window.close()

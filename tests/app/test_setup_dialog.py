@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.setup_dialog import DownloadWorker, SetupDialog
 from model.files.bundle import MANIFEST, Bundle
-from model.files.download import Hub
+from model.files.hub import Hub
 from model.files.store import MODELS_DIR_VARIABLE
 from model.hardware import GIB, Hardware
 from tests.fixtures.fake_hub import FakeHub

@@ -14,7 +14,7 @@ from app.talk import say_if_slow, speak_turn
 from model.files.bundle import Bundle
 from model.pipeline import AudioChunk, Conversation, TurnOptions
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from tests.app.fakes import Speakers
 from tests.app.windows import MAX_TOKENS, SPEECH
 

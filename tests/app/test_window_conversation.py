@@ -14,14 +14,15 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
-from app.main_window import NO_MODEL, MainWindow
+from app.main_window import MainWindow
+from app.model_loader import NO_MODEL
 from app.playback import Playback
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.media import Image
 from model.pipeline import ContextTrimmed, Conversation, Mark, TextDelta, TurnFinished
 from model.talker import SpeechOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 from tests.app.fakes import MicrophoneFactory, Speakers
 from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, RecordingSink, ask, load, worker
 
@@ -44,7 +45,12 @@ class Said:
 
     def check(self) -> None:
         w = self.window
-        shown = [w.notice.text(), w.chat_view.toPlainText(), w.model_status.text(), w.speed_status.text()]
+        shown = [
+            w.notices.label.text(),
+            w.chat_view.toPlainText(),
+            w.models.status.text(),
+            w.status_line.speed_status.text(),
+        ]
         for text in self.messages + shown:
             assert not any(bad in text for bad in UNSAYABLE), text
 
@@ -149,7 +155,7 @@ class TestStopBeforeTheFirstToken:
             window.composer.stop_button.click()  # before the worker has even begun
         assert completed.args == ["cancelled"] and pieces == []
         assert "Omnidesk (interrupted)" in window.chat_view.toPlainText()
-        assert window.notice.text() == "" and window.composer.send_button.isEnabled()
+        assert window.notices.label.text() == "" and window.composer.send_button.isEnabled()
         (chat,) = window.history.conversations()
         assert [(m.text, m.note) for m in window.history.messages(chat.id)][-1] == ("", "interrupted")
 
@@ -176,7 +182,9 @@ class TestStopBeforeTheFirstToken:
             window.composer.stop_button.click()
             go_on.set()
         assert completed.args == ["cancelled"]
-        assert "Omnidesk (interrupted)" in window.chat_view.toPlainText() and window.notice.text() == ""
+        assert (
+            "Omnidesk (interrupted)" in window.chat_view.toPlainText() and window.notices.label.text() == ""
+        )
 
 
 def failing_turns(monkeypatch, failures: dict[str, tuple[str, ...]]) -> None:
@@ -204,15 +212,18 @@ class TestNoticesAndFailures:
         window = open_window()
         load(qtbot, window, tiny_bundle)
         assert ask(qtbot, window, "Fail") == "error"
-        assert window.notice.text() == "the model went away" and window.dismiss_button.isVisibleTo(window)
+        assert (
+            window.notices.label.text() == "the model went away"
+            and window.notices.dismiss_button.isVisibleTo(window)
+        )
         assert ask(qtbot, window, "Now answer") in ("end", "length")
-        assert window.notice.text() == "" and not window.notice.isVisibleTo(window)
+        assert window.notices.label.text() == "" and not window.notices.label.isVisibleTo(window)
         assert ask(qtbot, window, "Fail") == "error"
         window.conversations.new_button.click()
-        assert window.notice.text() == ""
+        assert window.notices.label.text() == ""
         assert ask(qtbot, window, "Fail") == "error"
-        window.dismiss_button.click()
-        assert window.notice.text() == ""
+        window.notices.dismiss_button.click()
+        assert window.notices.label.text() == ""
 
     def test_failed_turns_stay_in_the_chat_with_the_reason(
         self, qtbot, open_window, tiny_bundle: Bundle, monkeypatch
@@ -264,18 +275,18 @@ class TestNoticesAndFailures:
     ):
         window = open_window()
         send = window.composer.send_button
-        assert not send.isEnabled() and send.toolTip() == NO_MODEL and window.notice.text() == NO_MODEL
+        assert not send.isEnabled() and send.toolTip() == NO_MODEL and window.notices.label.text() == NO_MODEL
         window.composer.question_box.setPlainText("Hello?")
         with qtbot.assertNotEmitted(window.session.question_asked):
             qtbot.keyClick(window.composer.question_box, Qt.Key.Key_Return)
         assert window.composer.question_box.toPlainText() == "Hello?" and window.history.conversations() == []
-        assert window.notice.text() == NO_MODEL
-        window.dismiss_button.click()
-        assert window.notice.text() == NO_MODEL, "what is missing stays said"
-        window.load_bundle(str(tiny_bundle.root))
+        assert window.notices.label.text() == NO_MODEL
+        window.notices.dismiss_button.click()
+        assert window.notices.label.text() == NO_MODEL, "what is missing stays said"
+        window.models.load(str(tiny_bundle.root))
         assert not send.isEnabled() and "loading" in send.toolTip()
         qtbot.waitUntil(send.isEnabled, timeout=TIMEOUT_MS)
-        assert window.notice.text() == ""
+        assert window.notices.label.text() == ""
         with qtbot.waitSignal(window.session.reply_completed, timeout=TIMEOUT_MS):
             send.click()
         assert "Hello?" in window.chat_view.transcript()
@@ -283,12 +294,12 @@ class TestNoticesAndFailures:
     def test_a_bundle_that_fails_to_load_leaves_send_saying_why(self, qtbot, open_window, tmp_path):
         window = open_window()
         with qtbot.waitSignal(window.model_unavailable, timeout=TIMEOUT_MS):
-            window.load_bundle(str(tmp_path / "missing"))
-        assert "missing" in window.notice.text()
+            window.models.load(str(tmp_path / "missing"))
+        assert "missing" in window.notices.label.text()
         send = window.composer.send_button
         assert not send.isEnabled() and send.toolTip() == NO_MODEL
-        window.dismiss_button.click()
-        assert window.notice.text() == NO_MODEL
+        window.notices.dismiss_button.click()
+        assert window.notices.label.text() == NO_MODEL
 
 
 class TestControls:
@@ -298,9 +309,9 @@ class TestControls:
         window = open_window()
         window.show()
         file_menu = window.menuBar().actions()[0].menu()
-        assert window.quit_action in file_menu.actions()
-        assert window.quit_action.shortcut() == QKeySequence("Ctrl+Q")
-        window.quit_action.trigger()
+        assert window.menu.quit_action in file_menu.actions()
+        assert window.menu.quit_action.shortcut() == QKeySequence("Ctrl+Q")
+        window.menu.quit_action.trigger()
         assert not window.isVisible()
 
     def test_the_voice_box_has_a_label(self, open_window):
@@ -353,13 +364,13 @@ class TestLongConversation:
             before = sum(len(c) for c in sink.chunks)
             assert ask(qtbot, window, f"Question {n}: what do you see?") in ("end", "length"), n
             samples_per_turn.append(sum(len(c) for c in sink.chunks) - before)
-            assert window.notice.text() == "", (n, window.notice.text())
+            assert window.notices.label.text() == "", (n, window.notices.label.text())
         print(f"seconds of speech per turn: {[round(s / 24_000, 2) for s in samples_per_turn]}")
         print(f"context trimmed {len(trimmed)} times, the last kept {trimmed[-1].kept if trimmed else 0}")
         assert all(samples_per_turn), "every turn was spoken"
         assert trimmed, "the conversation outgrew the context"
         assert sum(len(q.images) for q in questions) == 10 and window.composer.speech_toggle.isChecked()
-        assert "first audio" in window.speed_status.text()
+        assert "first audio" in window.status_line.speed_status.text()
 
 
 class TestPacedSpeakers:
@@ -386,10 +397,10 @@ class TestPacedSpeakers:
         window.speech.first_sound.connect(heard.append)
         ask(qtbot, window, "Say something")
         qtbot.waitUntil(lambda: len(heard) == 1, timeout=TIMEOUT_MS)
-        qtbot.waitUntil(lambda: "first audio" in window.speed_status.text(), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: "first audio" in window.status_line.speed_status.text(), timeout=TIMEOUT_MS)
         (first_made,) = made
         assert heard[0] >= first_made + 0.4 - 0.01, "not when the first chunk was made"
-        assert f"first audio {heard[0] * 1000:.0f} ms" in window.speed_status.text()
+        assert f"first audio {heard[0] * 1000:.0f} ms" in window.status_line.speed_status.text()
         (output,) = speakers.outputs
         qtbot.waitUntil(lambda: not window.speech.speaking, timeout=TIMEOUT_MS)
         print(f"chunk made {first_made:.3f} s, heard {heard[0]:.3f} s, {output.block} per block")
@@ -403,7 +414,9 @@ class TestPacedSpeakers:
         window.worker.plan_noted.connect(notes.append)
         ask(qtbot, window, "First")
         qtbot.waitUntil(lambda: bool(notes), timeout=TIMEOUT_MS)
-        assert "slower than it plays" in window.notice.text() and "a GPU" in window.notice.text()
+        assert (
+            "slower than it plays" in window.notices.label.text() and "a GPU" in window.notices.label.text()
+        )
         assert "a sentence at a time" in notes[0]
         ask(qtbot, window, "Second")
         qtbot.wait(200)

@@ -63,7 +63,7 @@ def open_window(qtbot, settings, history_store, devices: Devices, sink: Recordin
 
 def load(qtbot, window: MainWindow, bundle: Bundle) -> None:
     with qtbot.waitSignal(window.model_ready, timeout=TIMEOUT_MS):
-        window.load_bundle(str(bundle.root))
+        window.models.load(str(bundle.root))
 
 
 def ask(qtbot, window: MainWindow, question: str) -> str:
@@ -78,7 +78,9 @@ def ask(qtbot, window: MainWindow, question: str) -> str:
 def talk(qtbot, window: MainWindow, stream_index: int = 0) -> None:
     """Hold the button until the fake microphone has said everything, then let go."""
     qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
-    assert window.push_to_talk.microphone is not None and window.in_use.text() == "● Microphone on"
+    assert (
+        window.push_to_talk.microphone is not None and window.status_line.in_use.text() == "● Microphone on"
+    )
     factory = window._devices.microphone_stream
     qtbot.waitUntil(lambda: factory.streams[stream_index].fed.is_set(), timeout=TIMEOUT_MS)
     qtbot.wait(100)  # a few polls of the queue

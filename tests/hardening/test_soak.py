@@ -19,7 +19,7 @@ import pytest
 from model.files.bundle import Bundle
 from model.pipeline import ContextTrimmed, Conversation, TurnFinished, TurnOptions
 from model.sampling import SamplingOptions
-from model.thinker import ThinkerOptions
+from model.thinker_types import ThinkerOptions
 
 TURNS = 200
 WARM_UP = 20  # turns before the baseline is taken

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from model.perception import Perception
-from model.thinker import Thinker, ThinkerOptions
+from model.thinker import Thinker
+from model.thinker_types import ThinkerOptions
 from model.tmrope import TMRoPEConfig
 
 

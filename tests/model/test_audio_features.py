@@ -346,7 +346,7 @@ class TestUnhearable:
     def test_a_question_with_them_ends_in_one_clear_error(self, tiny_bundle):
         from model.media import Audio, Question
         from model.pipeline import Conversation, TurnFinished, TurnOptions
-        from model.thinker import ThinkerOptions
+        from model.thinker_types import ThinkerOptions
 
         conversation = Conversation(tiny_bundle, ThinkerOptions(n_ctx=1024))
         try:

@@ -10,7 +10,7 @@ import torch
 from model.media import Audio, Image
 from model.perception import EncodedMedia, RecordingCut, recording_cuts
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout, prompt_segments
-from model.thinker import Finished, Sampled
+from model.thinker_types import Finished, Sampled
 from tests.helpers import max_abs_error, photo_like, reference_inputs, speech_like
 from tests.model.test_thinker import GREEDY
 

@@ -30,7 +30,7 @@ from model.pipeline.out_of_memory import out_of_gpu_memory
 from model.placement import CPU_FLOAT32, Placement, Plan, ThreadBudget
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
-from model.thinker import Decoded, ThinkerOptions, TokenRun
+from model.thinker_types import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
 from tests.helpers import (
     bundle_that_hears,

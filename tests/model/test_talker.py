@@ -21,7 +21,8 @@ from model.pipeline.stages import ThinkerFeed
 from model.sampling import SamplingOptions
 from model.talker import REFERENCE_SAMPLING, SpeechOptions, Talker, graph
 from model.talker.network import TalkerConfig, talker_positions
-from model.thinker import Decoded, PositionStates, Thinker, ThinkerOptions, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import Decoded, PositionStates, ThinkerOptions, TokenRun
 from tests.helpers import give_the_talker_its_attention_mask
 
 # The reference's talker repetition penalty applies to greedy decoding too.

@@ -12,7 +12,8 @@ import torch
 from model.files.bundle import Bundle
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.sampling import SamplingOptions
-from model.thinker import Decoded, EmbeddingRun, Finished, Sampled, Thinker, ThinkerOptions, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import Decoded, EmbeddingRun, Finished, Sampled, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
 from tests.helpers import max_abs_error
 

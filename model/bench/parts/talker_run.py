@@ -20,7 +20,7 @@ from model.bench.parts.random_bundle import VOICE, VOICE_BOS
 from model.sampling import DecodingRule, Sampler, SamplingOptions
 from model.talker import SpeechIds, SpeechOptions, Talker, speech
 from model.talker.network import TalkerModel
-from model.thinker import Decoded, PositionStates
+from model.thinker_types import Decoded, PositionStates
 
 CODEC = {"bos": 8293, "eos": 8294, "pad": 8292, "mask": 8296}  # the released Talker's codec ids
 TEXT_EOS, TEXT_PAD = 151861, 151859  # Thinker-vocabulary ids

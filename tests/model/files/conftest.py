@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from model.files.bundle import Bundle
-from model.files.download import Hub, download_bundle
+from model.files.download import download_bundle
+from model.files.hub import Hub
 from tests.fixtures.fake_hub import FakeHub
 
 GGUF_REPO, CHECKPOINT_REPO = "ggml-org/Qwen2.5-Omni-3B-GGUF", "Qwen/Qwen2.5-Omni-3B"

@@ -19,7 +19,8 @@ from model.files.bundle import MANIFEST, Bundle, sha256_file, write_manifest
 from model.files.checkpoint import Checkpoint
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.thinker_gguf import check_thinker_gguf
-from model.thinker import Thinker, TokenRun
+from model.thinker import Thinker
+from model.thinker_types import TokenRun
 
 
 def test_manifest_lists_every_file_with_size_and_hash(tiny_bundle: Bundle):

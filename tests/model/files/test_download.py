@@ -13,7 +13,8 @@ import pytest
 from model.errors import OmnideskError
 from model.files.bundle import MANIFEST, Bundle
 from model.files.checkpoint import Checkpoint
-from model.files.download import Hub, download_bundle
+from model.files.download import download_bundle
+from model.files.hub import Hub
 from model.files.mmproj_gguf import write_mmproj_gguf
 from tests.fixtures.fake_hub import FakeHub
 from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, THINKER, download
@@ -43,7 +44,8 @@ def test_a_killed_download_resumes_without_fetching_bytes_twice(hub: FakeHub, tm
     size = len(hub.repos[GGUF_REPO][THINKER])
     hub.faults.delay_per_chunk_s[key] = 0.2
     script = (
-        "import sys; from pathlib import Path; from model.files.download import Hub, download_bundle; "
+        "import sys; from pathlib import Path; from model.files.download import download_bundle; "
+        "from model.files.hub import Hub; "
         f"download_bundle('3b', 'F32', Path(sys.argv[1]), Hub(endpoint='{hub.endpoint}'))"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "tiny")])

@@ -17,7 +17,8 @@ from safetensors import SafetensorError
 
 from model.errors import OmnideskError
 from model.files.bundle import MANIFEST, Bundle
-from model.files.download import MAX_HEADER, MAX_LISTING, Hub
+from model.files.extracts import MAX_HEADER
+from model.files.hub import MAX_LISTING, Hub
 from model.files.store import MODELS_DIR_VARIABLE, list_bundles
 from tests.fixtures.fake_hub import FakeHub
 from tests.model.files.conftest import CHECKPOINT_REPO, DOWNLOAD_COMMAND, GGUF_REPO, MMPROJ, THINKER, download
@@ -211,7 +212,7 @@ def test_a_full_disk_while_writing_the_staging_folder_is_one_line(hub: FakeHub, 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("model.files.download._fetch_extract", no_space)
+    monkeypatch.setattr("model.files.download.fetch_extract", no_space)
     with pytest.raises(OmnideskError, match=r"is full: free some space .*what was fetched is kept"):
         download(hub, tmp_path / "tiny")
     assert (tmp_path / "tiny.download" / "gguf" / THINKER).is_file(), "kept for the next run"

@@ -1,0 +1,91 @@
+"""Which model bundle the window uses: loading one (the remembered one at start, one the setup
+dialog made or found, or again when the settings change how it loads), and what the window says
+meanwhile (the status bar's model, "Set up a model…", why a question cannot be sent yet).
+
+Threads: the GUI thread only; loads go to the worker's thread as `load_requested`, and its answers
+come back to `on_model_loaded` and `on_model_failed`.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QSettings, Signal, Slot
+from PySide6.QtWidgets import QLabel, QPushButton, QWidget
+
+from app.composer import Composer
+from app.notices import Notices
+from app.preferences import MODELS_FOLDER_KEY, Preferences
+from app.worker import ModelChoice
+
+NO_MODEL = "No model yet: set one up (download it, or use files you already have)."
+LOADING = "The model is still loading: your question can wait here."
+
+
+class ModelLoader(QObject):
+    """The model's `status` label (for the status bar) and the `choose_button` ("Set up a model…",
+    shown while there is no model).
+
+    Signals:
+    load_requested(object): a ModelChoice to load (to the worker).
+    ready(str): a bundle is loaded; its description.
+    failed(str): loading failed; the message shown.
+    """
+
+    load_requested = Signal(object)
+    ready = Signal(str)
+    failed = Signal(str)
+
+    def __init__(self, settings: QSettings, composer: Composer, notices: Notices, window: QWidget) -> None:
+        super().__init__(window)
+        self._settings = settings
+        self._composer = composer
+        self._notices = notices
+        self._window = window
+        self._loading_folder = ""
+        self.status = QLabel("No model")
+        self.choose_button = QPushButton("Set up a model…")
+        self.choose_button.clicked.connect(self.open_setup)
+
+    def start(self, folder: str) -> None:
+        """At the window's start: load the bundle in `folder`, or say there is none ("")."""
+        if folder:
+            self.load(folder)
+        else:
+            self._composer.set_missing(NO_MODEL)
+            self._notices.clear()  # what is missing shows
+
+    def load(self, folder: str) -> None:
+        self._loading_folder = folder
+        self.status.setText(f"Loading {folder}…")
+        self._composer.set_missing(LOADING)
+        p = Preferences.load(self._settings)
+        voice = (p.voice or self._composer.voice) if p.speak else ""
+        self.load_requested.emit(
+            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice)
+        )
+
+    @Slot()
+    def open_setup(self) -> None:
+        from app.setup_dialog import SetupDialog
+        from model.hardware import probe
+
+        dialog = SetupDialog(probe(), parent=self._window)
+        dialog.bundle_ready.connect(self.load)
+        dialog.bundle_ready.connect(lambda _: dialog.accept())
+        dialog.exec()
+
+    @Slot(str)
+    def on_model_loaded(self, description: str) -> None:
+        self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
+        self.status.setText(f"Model: {description}")
+        self.choose_button.setVisible(False)  # still in the File menu
+        self._composer.set_missing("")
+        self._notices.clear()
+        self.ready.emit(description)
+
+    @Slot(str)
+    def on_model_failed(self, message: str) -> None:
+        self.status.setText("No model")
+        self.choose_button.setVisible(True)
+        self._composer.set_missing(NO_MODEL)
+        self._notices.show(message)
+        self.failed.emit(message)
