@@ -185,6 +185,8 @@ class PushToTalk(QObject):
             app.removeEventFilter(self)
         self._release.stop()
         self._timer.stop()
+        self._talking = False
+        self._recorded_before_loss = None
         if self.microphone is not None:
             self.microphone.stop()
             self.microphone = None

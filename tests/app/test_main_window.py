@@ -56,7 +56,7 @@ class TestConversation:
         pieces: list[str] = []
         window.session.reply_progressed.connect(pieces.append)
         reason = ask(qtbot, window, "What am I looking at?")
-        assert reason in ("stop", "length")
+        assert reason in ("end", "length")
         assert len(pieces) > 1, "the reply arrives in pieces"
         assert "".join(pieces) in window.chat_view.transcript()
         assert "What am I looking at?" in window.chat_view.toPlainText()

@@ -100,6 +100,18 @@ class TestTalking:
         assert presses == ["pressed"] and len(factory.streams) == 1
         push_to_talk.talk_key(False)
 
+    def test_closing_while_talking_stops_listening_and_keeps_nothing(self, qtbot, alone):
+        push_to_talk, factory, _ = alone
+        finished: list[object] = []
+        push_to_talk.recording_finished.connect(finished.append)
+        push_to_talk.talk_key(True)
+        push_to_talk.close()
+        assert not push_to_talk.talking and push_to_talk.microphone is None
+        assert factory.streams[0].closed and not finished
+        push_to_talk.start()  # a later press listens again, on a new stream
+        assert push_to_talk.talking and len(factory.streams) == 2
+        push_to_talk.stop()
+
     def test_without_a_microphone_a_press_is_a_notice(self, qtbot, settings):
         window = QWidget()
         qtbot.addWidget(window)
