@@ -190,7 +190,7 @@ class History:
     def rename(self, conversation: int, title: str) -> None:
         self._run(
             lambda db: db.execute(
-                "UPDATE conversations SET title = ? WHERE id = ?", (title.strip() or "Untitled", conversation)
+                "UPDATE conversations SET title = ? WHERE id = ?", (_title(title) or "Untitled", conversation)
             )
         )
 

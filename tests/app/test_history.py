@@ -45,6 +45,11 @@ def test_search_rename_delete(history: History):
     assert [c.id for c in history.conversations("VOLCANO")] == [first]
     history.rename(first, "Geology")
     assert [c.title for c in history.conversations("geology")] == ["Geology"]
+    history.rename(second, "  Bread\n\tand " + "butter " * 20)  # pasted: one line, kept short
+    title = history.conversations("bread")[0].title
+    assert title.startswith("Bread and butter butter") and title.endswith("…") and len(title) == 60
+    history.rename(second, " \n ")
+    assert history.conversations("bread")[0].title == "Untitled"
     history.media_dir(second).mkdir(parents=True)
     history.delete(second)
     assert [c.id for c in history.conversations()] == [first]
