@@ -207,7 +207,8 @@ class ConversationWorker(QObject):
             self.plan_noted.emit(note)
         voice = choice.voice if choice.voice in bundle.voices else None
         try:  # now, not in the first question: the system prompt, and the speech stages to speak it
-            conversation.prepare(voice)
+            for note in conversation.prepare(voice):
+                self.plan_noted.emit(note)
         except OmnideskError as exc:
             self.speech_unavailable.emit(f"Speech could not be made ready: {exc}")
 

@@ -116,15 +116,26 @@ class Conversation:
             self._voices = load_voices(self.bundle)
         return self._voices
 
-    def prepare(self, voice: str | None = None) -> None:
+    def prepare(self, voice: str | None = None) -> list[str]:
         """Do now what every turn needs, so that the first question does not wait for it: decode the
         system prompt; with a `voice`, also load the Talker and Token2Wav, put the system prompt in
-        the Talker's cache and compute the voice's speaker features."""
+        the Talker's cache and compute the voice's speaker features. A stage that runs out of GPU
+        memory here moves to the CPU at once; returns what to tell the user of such moves."""
         self.thinker.prefill([TokenRun(tuple(self._system))])
-        if voice is not None:
-            talker, token2wav = self._speech_parts()
-            talker.prime(self.thinker.states(0, len(self._system)))
-            token2wav.voice_features(pick_voice(self.voices, voice))
+        moves: list[str] = []
+        if voice is None:
+            return moves
+        for _ in STAGES:  # each stage moves at most once; after that it runs on the CPU
+            try:
+                talker, token2wav = self._speech_parts()
+                with gpu_stage("talker"):
+                    talker.prime(self.thinker.states(0, len(self._system)))
+                with gpu_stage("token2wav"):
+                    token2wav.voice_features(pick_voice(self.voices, voice))
+                break
+            except StageOutOfMemory as exc:
+                moves.append(self._without_gpu(cast(Stage, exc.stage), then="."))
+        return moves
 
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
         plan = self.plan
@@ -144,10 +155,10 @@ class Conversation:
                 self._token2wav = Token2Wav.load(self.bundle, plan.token2wav.device, plan.token2wav.dtype)
         return self._talker, self._token2wav
 
-    def _without_gpu(self, stage: Stage) -> str:
+    def _without_gpu(self, stage: Stage, then: str = "; ask again.") -> str:
         """After `stage` ran out of GPU memory: the next turns run it on the CPU (the plan without it on
-        the GPU; the stage is loaded again there). Returns what to tell the user."""
-        why = f"The GPU ran out of memory: {IN_A_SENTENCE[stage]} now runs on the CPU; ask again."
+        the GPU; the stage is loaded again there). Returns what to tell the user, ending in `then`."""
+        why = f"The GPU ran out of memory: {IN_A_SENTENCE[stage]} now runs on the CPU{then}"
         self.plan = self.plan.without_gpu(stage, why)
         if stage == "talker":
             self._talker = None

@@ -29,9 +29,10 @@ from model.pipeline import (
 from model.pipeline.out_of_memory import out_of_gpu_memory
 from model.placement import CPU_FLOAT32, Placement, Plan, ThreadBudget
 from model.sampling import SamplingOptions
-from model.talker import SpeechOptions
+from model.talker import SpeechOptions, Talker
 from model.thinker_types import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
+from model.token2wav.synthesizer import Token2Wav
 from tests.helpers import (
     bundle_that_hears,
     generate_inputs,
@@ -353,6 +354,26 @@ class TestOutOfMemory:
         loaded = {"talker": talker.dtype, "token2wav": t2w.dtype, "audio_encoder": placed.perception.dtype}
         assert loaded[stage] == torch.float32
         assert all(loaded[s] == torch.bfloat16 for s in others)
+
+    @pytest.mark.parametrize(
+        ("stage", "part", "method", "said"),
+        [("talker", Talker, "prime", "the Talker"), ("token2wav", Token2Wav, "voice_features", "Token2Wav")],
+    )
+    def test_running_out_while_getting_ready_moves_the_stage_to_the_cpu_at_once(
+        self, placed: Conversation, monkeypatch, stage, part, method, said
+    ):
+        real = getattr(part, method)
+
+        def out_of_memory_on_the_gpu(self, *args, **kwargs):
+            if self.dtype != torch.float32:  # the stand-in GPU placement
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(part, method, out_of_memory_on_the_gpu)
+        assert placed.prepare("Chelsie") == [f"The GPU ran out of memory: {said} now runs on the CPU."]
+        assert placed.plan.placement(stage) == CPU_FLOAT32
+        spoken = run(placed, "Hi", SPOKEN)
+        assert spoken[-1].reason in ("end", "length") and len(audio(spoken)) > 0
 
     def test_other_failures_are_not_taken_for_memory(self):
         assert out_of_gpu_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
