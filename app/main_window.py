@@ -211,6 +211,7 @@ class MainWindow(QMainWindow):
         self.hands_free.button.toggled.connect(self.push_to_talk.set_hands_free)
         self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
         self.hands_free.listening_changed.connect(self._show_devices_in_use)
+        self.hands_free.state_changed.connect(self._show_activity)  # Listening while it hears the user
         self.hands_free.recording_finished.connect(session.on_recording_finished)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
@@ -232,7 +233,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def _show_activity(self) -> None:
         speaking = self.speech.speaking and (self._first_sound_s is not None or not self.session.busy)
-        listening = self.push_to_talk.microphone is not None
+        listening = self.push_to_talk.microphone is not None or self.hands_free.state == "hearing"
         self.activity_chip.show_activity(activity(listening, self.session.busy, speaking))
 
     @Slot()

@@ -201,7 +201,7 @@ class ConversationWorker(QObject):
         self.voices_known.emit(sorted(bundle.voices))
         self.model_loaded.emit(
             f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}, "
-            f"speech on {plan.talker.label} ({plan.profile})"
+            f"speech on {plan.talker_label} ({plan.profile})"
         )
         for note in plan.notes:
             self.plan_noted.emit(note)

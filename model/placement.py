@@ -179,10 +179,9 @@ class Plan:
         lines = []
         for stage in STAGES:
             placement = self.placement(stage)
+            label = self.talker_label if stage == "talker" else placement.label
             where = f" ({self.gpu})" if placement.device != "cpu" and self.gpu else ""
-            lines.append(f"{_title(STAGE_NAMES[stage]) + ':':15}{placement.label}{where}")
-        if self.talker_weights != "float":
-            lines[1] += f", {self.talker_weights} weights"
+            lines.append(f"{_title(STAGE_NAMES[stage]) + ':':15}{label}{where}")
         sampler = self.stream.sampler
         lines.append(
             f"{'Speech:':15}{self.profile.capitalize()} ({sampler.solver}, {sampler.evaluations} DiT "
@@ -194,6 +193,12 @@ class Plan:
                 f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}"
             )
         return lines
+
+    @property
+    def talker_label(self) -> str:
+        """Where the Talker runs and its weights, e.g. "CUDA bfloat16", "CPU float32, int4 weights"."""
+        weights = "" if self.talker_weights == "float" else f", {self.talker_weights} weights"
+        return self.talker.label + weights
 
     @property
     def first_sound_codes(self) -> int:
@@ -302,8 +307,8 @@ def _fast_on_cpu(plan: Plan) -> Plan:
 
 def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
     """The faster weight-only kernels of this CPU (README, Performance: the Talker at the 7B layout,
-    one thread: int4 is 5.6x float32 where the CPU has bfloat16 instructions and slower than int8
-    without them, where int8 is 2.7x)."""
+    one thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with
+    AVX2 alone int8 is 2.7x and int4 only 2.1x)."""
     return "int4" if cpu_bf16 else "int8"
 
 

@@ -2,17 +2,25 @@
 
     xvfb-run -s "-screen 0 1280x900x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
 
-Writes window-light.png and window-dark.png (a conversation) and new-chat-light.png and
-new-chat-dark.png (a new chat) to OUT_DIR (assets/screenshots by default). The model is the
+Writes window-light.png and window-dark.png (a conversation), new-chat-light.png and
+new-chat-dark.png (a new chat) and hands-free-light.png and hands-free-dark.png (the conversation
+with Hands-free hearing a question) to OUT_DIR (assets/screenshots by default). The model is the
 random-weight tiny bundle the tests build, loaded and asked one real question (the status bar's
 figures are that turn's); its replies are gibberish, so the conversation shown is staged: written
 to the history as a user's would be, with a picture drawn here, and opened from the sidebar.
+Hands-free is real: the window listens through PortAudio to a private PulseAudio server
+(tests/app/sound_server.py) whose microphone is played a question spoken by espeak-ng; without
+PulseAudio and espeak-ng those two shots are left out.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -26,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 from app.history import History  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.worker import ConversationWorker  # noqa: E402
+from model.audio_features import load_audio  # noqa: E402
 from model.files.convert import convert_checkpoint  # noqa: E402
 from model.talker import SpeechOptions  # noqa: E402
+from tests.app import sound_server  # noqa: E402
 from tests.fixtures.tiny_checkpoint import build_tiny_checkpoint  # noqa: E402
 
 SIZE = (1180, 760)
@@ -44,6 +54,7 @@ recipes.sort(key=lambda recipe: recipe["minutes"])
 - add `reverse=True` for the longest first."""
 FOLLOW_UP = "And how long should it bake?"
 INTERRUPTED = "At about 250 °C, a thin pizza like this one bakes in"
+SPOKEN = "Hey, can you tell me what the weather looks like outside this window, and whether I need a coat?"
 
 
 def wait(app: QApplication, until, seconds: float = 120.0) -> None:
@@ -97,9 +108,30 @@ def shoot(app: QApplication, window: MainWindow, stem: Path) -> None:
         window.grab().save(str(stem.parent / f"{stem.name}-{theme}.png"))
 
 
+def hands_free(
+    app: QApplication, window: MainWindow, server: sound_server.SoundServer, work: Path, stem: Path
+) -> None:
+    """Hands-free on in the conversation, shot while it hears a question played into the microphone."""
+    subprocess.run(["espeak-ng", "-w", str(work / "spoken.wav"), SPOKEN], check=True)
+    window.hands_free.button.setChecked(True)
+    wait(app, lambda: window.hands_free.state == "listening")
+    speaker = threading.Thread(target=server.say, args=(load_audio(work / "spoken.wav"),), daemon=True)
+    speaker.start()
+    wait(app, lambda: window.hands_free.state == "hearing" and window.hands_free.level_meter.value() > 40)
+    shoot(app, window, stem)
+    window.hands_free.button.setChecked(False)
+    speaker.join()
+
+
 def main(out: Path) -> None:
     app = QApplication(sys.argv[:1])
     work = Path(tempfile.mkdtemp(prefix="omnidesk-shots-"))
+    server = None
+    if sound_server.available() and shutil.which("espeak-ng"):
+        server = sound_server.SoundServer(work / "pulse")
+        os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
+    else:
+        print("PulseAudio or espeak-ng is not installed: the Hands-free shots are left out")
     bundle = convert_checkpoint(build_tiny_checkpoint(work / "checkpoint").path, work / "bundle", dtype="f32")
     settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
     history = History(work / "history.sqlite3")
@@ -125,6 +157,11 @@ def main(out: Path) -> None:
     window.activity_chip.show_activity("speaking")  # as while a reply is heard (staged too)
     window.composer.set_speaking(True)
     shoot(app, window, out / "window")
+    window.activity_chip.show_activity("ready")
+    window.composer.set_speaking(False)
+    if server is not None:
+        hands_free(app, window, server, work, out / "hands-free")
+        server.stop()
     window.close()
     history.close()
 

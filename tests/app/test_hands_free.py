@@ -290,9 +290,12 @@ class TestConversations:
         load(qtbot, window, tiny_bundle)
         reasons: list[str] = []
         window.session.reply_completed.connect(reasons.append)
+        chip_states: list[str] = []
+        window.hands_free.state_changed.connect(lambda _: chip_states.append(window.activity_chip.activity))
         window.hands_free.button.click()
         qtbot.waitUntil(lambda: len(reasons) == 2, timeout=TIMEOUT_MS)
         assert reasons[1] in ("end", "length"), reasons  # the first may be cut by the second question
+        assert "listening" in chip_states, "the chip says Listening while it hears the user"
         assert [q.text for q in questions] == ["", ""] and all(len(q.audios) == 1 for q in questions)
         for question, said in zip(questions, (spoken_samples, second_question), strict=True):
             spoken = np.flatnonzero(np.abs(said) > 0.02)

@@ -72,6 +72,8 @@ class TestDevicesAndPrecision:
         assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
         assert plan.profile == "fast" and plan.stream == FAST_STREAM
         assert plan.talker_weights == ("int4" if hardware.cpu_bf16 else "int8")
+        assert plan.talker_label == f"CPU float32, {plan.talker_weights} weights"
+        assert f"Talker:        CPU float32, {plan.talker_weights} weights" in plan.describe()
         assert plan.token2wav.dtype == (torch.bfloat16 if hardware.cpu_bf16 else torch.float32)
         assert plan.talker.dtype == plan.audio_encoder.dtype == torch.float32
         assert not plan.compile_talker

@@ -58,6 +58,20 @@ def random_states(width: int, seed: int = 0) -> tuple[PositionStates, list[Decod
     return prompt, reply
 
 
+def teacher_forced(
+    talker: Talker, variant: Talker, seed: int, steps: int = 200
+) -> tuple[torch.Tensor, torch.Tensor, TeacherForcing, TeacherForcing]:
+    """`steps` greedy steps of `talker` on random states, then of `variant` fed `talker`'s codes:
+    both runs' logits (steps, vocab), and each run's picks (the reference's and the variant's own)."""
+    prompt, reply = random_states(talker.model.config.embedding_size, seed=seed)
+    options = SpeechOptions(sampling=GREEDY, max_codes=steps, min_codes=steps)
+    with TeacherForcing().standing_in() as reference:
+        f32 = torch.stack([s.logits for s in talker.steps([prompt, *reply], options)])
+    with TeacherForcing(reference.picks).standing_in() as forced:
+        ours = torch.stack([s.logits for s in variant.steps([prompt, *reply], options)])
+    return f32, ours, reference, forced
+
+
 def reference_talker_generate(
     reference_model, bundle: Bundle, prompt, reply, voice, max_new_tokens, **kwargs
 ):
@@ -338,12 +352,7 @@ class TestGenerationRules:
         half = Talker.load(
             tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), dtype=dtype, max_positions=256
         )
-        prompt, reply = random_states(talker.model.config.embedding_size, seed=6)
-        options = SpeechOptions(sampling=GREEDY, max_codes=200, min_codes=200)
-        with TeacherForcing().standing_in() as reference:
-            f32 = torch.stack([s.logits for s in talker.steps([prompt, *reply], options)])
-        with TeacherForcing(reference.picks).standing_in() as forced:
-            ours = torch.stack([s.logits for s in half.steps([prompt, *reply], options)])
+        f32, ours, reference, forced = teacher_forced(talker, half, seed=6)
 
         assert ours.shape == f32.shape == (200, talker.model.config.vocab_size)
         errors = (ours - f32).abs().amax(dim=1)
@@ -373,12 +382,7 @@ class TestGenerationRules:
         quantized = Talker.load(
             tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256, weights=weights
         )
-        prompt, reply = random_states(talker.model.config.embedding_size, seed=2)
-        options = SpeechOptions(sampling=GREEDY, max_codes=200, min_codes=200)
-        with TeacherForcing().standing_in() as reference:
-            f32 = torch.stack([s.logits for s in talker.steps([prompt, *reply], options)])
-        with TeacherForcing(reference.picks).standing_in() as forced:
-            ours = torch.stack([s.logits for s in quantized.steps([prompt, *reply], options)])
+        f32, ours, reference, forced = teacher_forced(talker, quantized, seed=2)
         relative = (ours - f32).abs().max() / f32.abs().max()
         agree = sum(a == b for a, b in zip(forced.picks, reference.picks, strict=True))
         print(
