@@ -215,4 +215,5 @@ class HandsFree(QObject):
         if state != self._state:
             self._state = state
             self.button.setToolTip(STATES[state])
+            self.button.setText("● Hands-free" if state != "off" else "Hands-free")  # on, in any theme
             self.state_changed.emit(state)

@@ -308,7 +308,7 @@ def _fast_on_cpu(plan: Plan) -> Plan:
 def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
     """The faster weight-only kernels of this CPU (README, Performance: the Talker at the 7B layout,
     one thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with
-    AVX2 alone int8 is 2.7x and int4 only 2.1x)."""
+    AVX2 alone int8 is 2.3x and int4 only 2.0x)."""
     return "int4" if cpu_bf16 else "int8"
 
 

@@ -111,7 +111,8 @@ def recommend(hardware: Hardware) -> Recommendation:
         return Recommendation(
             option,
             f"{why}: 3B {PREFERRED_QUANT} runs on the CPU in about {option.cpu_bytes / GIB:.1f} GiB of RAM. "
-            "Text replies work; speech will be slower than real time on a CPU.",
+            "Speech starts within seconds (the Fast profile) but on a CPU it is made slower than it "
+            "plays, so it comes a sentence at a time; a GPU speaks in real time.",
         )
     return Recommendation(
         None,

@@ -117,7 +117,7 @@ def hands_free(
     wait(app, lambda: window.hands_free.state == "listening")
     speaker = threading.Thread(target=server.say, args=(load_audio(work / "spoken.wav"),), daemon=True)
     speaker.start()
-    wait(app, lambda: window.hands_free.state == "hearing" and window.hands_free.level_meter.value() > 40)
+    wait(app, lambda: window.hands_free.state == "hearing" and window.push_to_talk.level_meter.value() > 40)
     shoot(app, window, stem)
     window.hands_free.button.setChecked(False)
     speaker.join()

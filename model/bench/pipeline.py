@@ -354,13 +354,14 @@ def _report(ours: dict[str, dict[str, Any]], theirs: dict[str, Any] | None) -> N
     )
     for name, turns in runs.items():
         for i, turn in enumerate(turns):
-            ref = reference[i].seconds if reference else float("nan")
-            versus = exact[i].first_audio / turn.first_audio if exact else float("nan")
+            versus = f"{exact[i].first_audio / turn.first_audio:7.1f}x" if exact else f"{'-':>8}"
+            ref = reference[i].seconds if reference else None
+            against_ref = f"{ref:9.1f} {ref / turn.first_audio:6.1f}x" if ref else f"{'not run':>9} {'-':>7}"
             print(
                 f"{turn.tokens:>3} t {turn.codes:>4} c {name:>6} {turn.first_text:8.2f} "
                 f"{turn.first_code:8.2f} {turn.first_mel:8.2f} {turn.first_audio:9.2f} "
                 f"{turn.thinker_done:7.1f} {turn.done:7.1f} {turn.tokens_per_s:6.1f} {turn.codes_per_s:7.1f} "
-                f"{turn.real_time_factor:6.2f} {versus:7.1f}x {ref:9.1f} {ref / turn.first_audio:6.1f}x"
+                f"{turn.real_time_factor:6.2f} {versus} {against_ref}"
             )
     print(
         "1st mel: the DiT's first window done; 1st audio: its first chunk vocoded and out; thinker: the\n"
