@@ -12,9 +12,9 @@ import os
 import sys
 
 from app.text_input import checked_text
-from model.audio_features import load_audio
+from model.audio_features import load_recording
 from model.errors import OmnideskError
-from model.media import Audio, Image, Question
+from model.media import Image, Question
 from model.video import load_video
 from model.vision import load_image
 
@@ -32,7 +32,7 @@ def question_from_args(args: argparse.Namespace) -> Question:
     question = Question(
         text=text,
         images=tuple(images),
-        audios=tuple(Audio(load_audio(path)) for path in args.audio or ()),
+        audios=tuple(load_recording(path) for path in args.audio or ()),
         videos=tuple(videos),
         use_audio_in_video=args.use_audio_in_video,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.native_logs import opencv
-from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio
+from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_recording
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio, Image
@@ -33,7 +33,7 @@ def load_attachment(path: Path) -> Image | Audio:
     if suffix in IMAGE_SUFFIXES:
         return load_image(path)
     if suffix in SOUND_SUFFIXES:
-        return Audio(load_audio(path))
+        return load_recording(path)
     raise OmnideskError(
         f"{path.name}: attach an image or a recording (not {suffix or 'a file without extension'})"
     )

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import wave
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import torch
 
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
+from model.media import Audio
 
 N_FFT = 400  # samples: the 25 ms analysis window
 HOP_LENGTH = 160  # samples: 10 ms between frames
@@ -72,7 +74,33 @@ MAX_RESAMPLE_RATIO_TERMS = 1 << 20  # up * down; 11025 Hz, the largest common ca
 MIN_INPUT_RATE = 4_000  # Hz: lower rates hold no speech, and resampling would multiply their length
 MAX_INPUT_RATE = 768_000  # Hz, the highest rate audio interfaces record at
 
+# Decoding stops here whatever the file's length, so that its memory is bounded: twice what the
+# released models hear (RELEASED_MAX_SECONDS), and at most 230 MB of float32 samples (10 minutes of
+# 48 kHz stereo) however many channels or however high a rate the file has.
+MAX_DECODED_SECONDS = 2 * RELEASED_MAX_SECONDS
+MAX_DECODED_VALUES = MAX_DECODED_SECONDS * 48_000 * 2
 _WAV_SUFFIXES = frozenset({".wav", ".wave"})
+
+
+@dataclass(frozen=True, eq=False)
+class Sound:
+    """A file's sound as decoded: `samples` (channels, n) float32 in [-1, 1] at `rate` Hz, at most its
+    first `decoded_frames(rate, channels)` frames; `seconds`, the length of the whole track."""
+
+    samples: np.ndarray
+    rate: int
+    seconds: float
+
+    @property
+    def whole(self) -> bool:
+        return self.samples.shape[1] >= self.seconds * self.rate
+
+
+def decoded_frames(rate: int, channels: int) -> int:
+    """The most frames of a track at `rate` Hz with `channels` channels that are decoded."""
+    return min(MAX_DECODED_SECONDS * rate, MAX_DECODED_VALUES // max(channels, 1))
+
+
 # What FFmpeg (through PyAV) decodes: audio files, and the sound track of video files.
 AUDIO_SUFFIXES = _WAV_SUFFIXES | {
     ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma",
@@ -103,12 +131,24 @@ def mel_frame_count(n_samples: int, max_samples: int = RELEASED_MAX_SAMPLES) -> 
     return math.ceil(min(n_samples, max_samples) / HOP_LENGTH)
 
 
+def load_recording(path: Path | str) -> Audio:
+    """An audio file (or a video's sound) as the model hears it: mono at INPUT_SAMPLE_RATE, at most its
+    first MAX_DECODED_SECONDS; a longer recording's Audio says how long it is."""
+    path = Path(path)
+    return recording(decode_audio(path), path)
+
+
 def load_audio(path: Path | str) -> np.ndarray:
     """Decode an audio file, mix it to mono, resample it: float32 samples (n,) at INPUT_SAMPLE_RATE,
-    in [-1, 1]."""
-    path = Path(path)
-    samples, rate = decode_audio(path)
-    return resample_to_model_rate(samples, rate, path)
+    in [-1, 1] (at most its first MAX_DECODED_SECONDS)."""
+    return load_recording(path).samples
+
+
+def recording(sound: Sound, path: Path) -> Audio:
+    """Decoded sound mixed to mono and resampled to INPUT_SAMPLE_RATE, with the whole track's length
+    where only its start was decoded."""
+    samples = resample_to_model_rate(sound.samples, sound.rate, path)
+    return Audio(samples, None if sound.whole else sound.seconds)
 
 
 def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.ndarray:
@@ -153,8 +193,8 @@ def check_recording(samples: np.ndarray, path: Path | None = None) -> None:
         )
 
 
-def decode_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Samples (channels, n) float32 in [-1, 1] and the file's sample rate in Hz."""
+def decode_audio(path: Path) -> Sound:
+    """The file's sound, at most its first MAX_DECODED_SECONDS."""
     if not path.is_file():
         raise OmnideskError(f"{path}: audio file not found.")
     if path.stat().st_size == 0:
@@ -173,10 +213,10 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     return decode_with_ffmpeg(path)
 
 
-def _decode_pcm_wav(path: Path) -> tuple[np.ndarray, int]:
+def _decode_pcm_wav(path: Path) -> Sound:
     with wave.open(str(path), "rb") as f:
         channels, width, rate, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-        raw = f.readframes(n)
+        raw = f.readframes(min(n, decoded_frames(rate, channels)))
     if width == 1:  # unsigned 8-bit
         ints = np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0
     elif width == 3:  # little-endian 24-bit: widen to 32-bit by putting the bytes in the top three
@@ -189,13 +229,18 @@ def _decode_pcm_wav(path: Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{8 * width}-bit samples")
     full_scale = float(2 ** (8 * width - 1))
     usable = len(ints) // channels * channels
-    return (ints[:usable] / full_scale).reshape(-1, channels).T.copy(), rate
+    samples = (ints[:usable] / full_scale).reshape(-1, channels).T.copy()
+    return Sound(samples, rate, max(n, samples.shape[1]) / rate)
 
 
-def decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    """The first sound track of any file FFmpeg reads: samples (channels, n) float32 and its rate."""
+def decode_with_ffmpeg(path: Path) -> Sound:
+    """The first sound track of any file FFmpeg reads, at most its first MAX_DECODED_SECONDS. Past
+    that the track is only measured: by the container's duration where it states one, else by
+    decoding on without keeping the samples."""
     import av
 
+    pieces: list[np.ndarray] = []
+    kept = total = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -206,18 +251,29 @@ def decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
             if not rate:
                 raise OmnideskError(f"{path}: not a readable audio file (an unknown sound format).")
             to_float = av.AudioResampler(format="fltp")  # the same layout and rate, as float planes
-            pieces = [
-                converted.to_ndarray()
-                for packet in container.demux(stream)
-                for frame in stream.decode(packet)
-                for converted in to_float.resample(frame)
-            ]
-            pieces += [f.to_ndarray() for f in to_float.resample(None)]
+            for frame in _float_frames(container, stream, to_float):
+                samples = frame.to_ndarray()
+                room = decoded_frames(rate, samples.shape[0]) - kept
+                if room <= 0 and container.duration is not None:
+                    total = max(total, round(container.duration / av.time_base * rate))
+                    break
+                total += samples.shape[1]
+                if room > 0:
+                    pieces.append(samples[:, :room])
+                    kept += pieces[-1].shape[1]
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise OmnideskError(f"{path}: not a readable audio file ({exc}).") from None
     if not pieces:
         raise OmnideskError(f"{path}: not a readable audio file (no sound could be decoded).")
-    return np.concatenate(pieces, axis=1).astype(np.float32, copy=False), rate
+    return Sound(np.concatenate(pieces, axis=1).astype(np.float32, copy=False), rate, total / rate)
+
+
+def _float_frames(container: Any, stream: Any, to_float: Any) -> Iterator[Any]:
+    """The track's frames as float planes, one at a time, the resampler's remainder last."""
+    for packet in container.demux(stream):
+        for frame in stream.decode(packet):
+            yield from to_float.resample(frame)
+    yield from to_float.resample(None)
 
 
 def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

@@ -28,6 +28,8 @@ class Image:
 @dataclass(frozen=True, eq=False)
 class Audio:
     samples: np.ndarray  # (n,) float32 at INPUT_SAMPLE_RATE
+    # The whole recording's length, where only its start was decoded (None: the samples are all of it).
+    length_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 1 or self.samples.dtype != np.float32:
@@ -35,7 +37,13 @@ class Audio:
 
     @property
     def seconds(self) -> float:
+        """The length of the samples held."""
         return len(self.samples) / INPUT_SAMPLE_RATE
+
+    @property
+    def recording_s(self) -> float:
+        """The length of the recording they came from."""
+        return self.seconds if self.length_s is None else max(self.length_s, self.seconds)
 
 
 @dataclass(frozen=True, eq=False)

@@ -105,8 +105,9 @@ class Perception:
         embeddings = encoder.encode(log_mel(heard, max_samples=self.max_samples)).float().cpu().numpy()
         digest = hashlib.blake2b(heard.tobytes(), digest_size=16, person=b"omnidesk-audio")
         cut = None
-        if len(heard) < len(audio.samples):
-            cut = RecordingCut(len(heard) / INPUT_SAMPLE_RATE, audio.seconds)
+        heard_s = len(heard) / INPUT_SAMPLE_RATE
+        if heard_s < audio.recording_s:
+            cut = RecordingCut(heard_s, audio.recording_s)
         span = AudioSpan(mel_frame_count(len(heard), self.max_samples))
         return EncodedMedia(embeddings, span, digest.hexdigest(), cut=cut)
 

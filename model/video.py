@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio_features import VIDEO_SUFFIXES, decode_with_ffmpeg, resample_to_model_rate
+from model.audio_features import VIDEO_SUFFIXES, decode_with_ffmpeg, recording
 from model.errors import OmnideskError
-from model.media import Audio, Video
+from model.media import Video
 
 FPS = 2.0  # frames sampled per second of video
 FRAME_FACTOR = 2  # frames per temporal patch
@@ -74,8 +74,7 @@ def load_video(path: Path | str, with_audio: bool = False, fps: float = FPS) -> 
     frames = _frames_at(path, stamps[picked])
     audio = None
     if with_audio:
-        samples, rate = decode_with_ffmpeg(path)  # raises OmnideskError when there is no sound track
-        audio = Audio(resample_to_model_rate(samples, rate, path))
+        audio = recording(decode_with_ffmpeg(path), path)  # OmnideskError when there is no sound track
     return Video(frames, times[picked], audio, duration / count)
 
 

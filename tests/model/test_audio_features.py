@@ -21,7 +21,9 @@ from model.audio_features import (
     RELEASED_MAX_SAMPLES,
     WHISPER_CHUNK_SECONDS,
     check_recording,
+    decode_audio,
     load_audio,
+    load_recording,
     log_mel,
     mel_filters,
     mel_frame_count,
@@ -240,6 +242,42 @@ class TestCompressed:
         frames = np.zeros((20, 32, 32, 3), np.uint8)
         loaded = load_audio(write_video(tmp_path / "talk.mp4", frames, np.arange(20) / 10, speech))
         assert abs(len(loaded) - len(speech)) <= 2048
+
+
+class TestLongFiles:
+    """Decoding stops at MAX_DECODED_SECONDS whatever the file's length (memory stays bounded), and
+    the Audio says how long the whole recording is. The limit is lowered to 2 s here, so that the
+    files can be short."""
+
+    @pytest.fixture(autouse=True)
+    def two_seconds(self, monkeypatch):
+        monkeypatch.setattr("model.audio_features.MAX_DECODED_SECONDS", 2)
+
+    @pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", ".mp4"])
+    def test_only_the_start_is_decoded_and_the_length_is_kept(self, tmp_path, suffix):
+        speech = speech_like(5.0, seed=4)
+        if suffix == ".wav":
+            path = _write_wav(tmp_path / "long.wav", speech[None], INPUT_SAMPLE_RATE)
+        elif suffix == ".mp4":
+            frames = np.zeros((50, 32, 32, 3), np.uint8)
+            path = write_video(tmp_path / "long.mp4", frames, np.arange(50) / 10, speech)
+        else:
+            path = write_audio(tmp_path / f"long{suffix}", speech, INPUT_SAMPLE_RATE)
+        audio = load_recording(path)
+        print(f"{suffix}: decoded {audio.seconds:.3f} s of a {audio.recording_s:.3f} s recording")
+        assert audio.seconds == pytest.approx(2.0, abs=1e-3)
+        assert audio.length_s is not None and audio.recording_s == pytest.approx(5.0, abs=0.1)
+
+    def test_a_recording_within_the_limit_is_whole(self, tmp_path):
+        speech = speech_like(1.5, seed=5)
+        audio = load_recording(_write_wav(tmp_path / "short.wav", speech[None], INPUT_SAMPLE_RATE))
+        assert audio.length_s is None and audio.recording_s == audio.seconds == 1.5
+
+    def test_many_channels_at_a_high_rate_decode_within_the_value_bound(self, tmp_path, monkeypatch):
+        monkeypatch.setattr("model.audio_features.MAX_DECODED_VALUES", 8 * 48_000)  # 1 s of 8 at 48 kHz
+        noise = 0.1 * np.random.default_rng(0).standard_normal((8, 2 * 48_000))
+        sound = decode_audio(_write_wav(tmp_path / "eight.wav", noise, 48_000))
+        assert sound.samples.shape == (8, 48_000) and sound.seconds == 2.0 and not sound.whole
 
 
 def _best_shift(loaded: np.ndarray, original: np.ndarray, most: int = 4096) -> int:

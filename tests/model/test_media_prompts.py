@@ -126,3 +126,9 @@ class TestLongRecordings:
             encoded.cut.message == "Heard only the first 5:00 of a 5:01 recording: the most this model takes."
         )
         assert recording_cuts([encoded, heard]) == [encoded.cut]
+
+    def test_a_file_decoded_in_part_says_its_whole_length(self, perception):
+        """An hour-long file: load_recording decodes its first MAX_DECODED_SECONDS and keeps its length."""
+        encoded = perception.encode_audio(Audio(speech_like(301.0, seed=9), length_s=3600.0))
+        assert encoded.cut == RecordingCut(heard_s=300.0, length_s=3600.0)
+        assert encoded.cut.message.startswith("Heard only the first 5:00 of a 60:00 recording")
