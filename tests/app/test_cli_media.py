@@ -16,7 +16,7 @@ import pytest
 from app.camera import listed_cameras, why_closed
 from model.files.bundle import Bundle, write_manifest
 from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
-from tests.fixtures.media_files import write_audio, write_video
+from tests.fixtures.media_files import write_audio, write_float_wav, write_video
 from tests.helpers import bundle_that_hears, photo_like, speech_like
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -105,6 +105,20 @@ def test_a_zero_length_recording(tiny_bundle: Bundle, tmp_path: Path):
     with __import__("wave").open(str(path), "wb") as f:
         f.setnchannels(1), f.setsampwidth(2), f.setframerate(16_000)
     assert_one_line_error(ask(tiny_bundle, "--audio", path), "empty")
+
+
+@pytest.mark.parametrize(
+    ("samples", "message"),
+    [
+        (np.full(16_000, np.nan, np.float32), "not numbers (NaN or infinite)"),
+        (np.full(16_000, 1e30, np.float32), "far beyond the -1..1 of recorded sound"),
+        (np.full(5, 0.1, np.float32), "the recording is too short"),
+    ],
+    ids=["nan", "1e30", "five-samples"],
+)
+def test_recordings_that_cannot_be_heard_are_one_line(tiny_bundle: Bundle, tmp_path: Path, samples, message):
+    path = write_float_wav(tmp_path / "odd.wav", samples)
+    assert_one_line_error(ask(tiny_bundle, "What is this?", "--audio", path), "odd.wav", message)
 
 
 def test_a_one_pixel_and_a_huge_image_are_answered(tiny_bundle: Bundle, tmp_path: Path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
 import wave
 from pathlib import Path
@@ -32,7 +31,7 @@ from model.audio_features import (
 )
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from tests.fixtures.media_files import write_audio, write_video
+from tests.fixtures.media_files import write_audio, write_float_wav, write_video
 from tests.helpers import max_abs_error, speech_like
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -331,15 +330,6 @@ class TestBadInput:
     def test_missing_file(self, tmp_path):
         with pytest.raises(OmnideskError, match="not found"):
             load_audio(tmp_path / "nothing.wav")
-
-
-def write_float_wav(path: Path, samples: np.ndarray, rate: int = INPUT_SAMPLE_RATE) -> Path:
-    """A mono 32-bit IEEE float WAV (format tag 3), which holds any float: NaN, infinities, 1e30."""
-    data = np.asarray(samples, "<f4").tobytes()
-    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
-    riff = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(riff) + len(data)) + riff + data)
-    return path
 
 
 class TestUnhearable:
