@@ -155,6 +155,15 @@ def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.nda
     """Decoded samples (channels, n) at `rate` mixed to mono and resampled: (n',) at INPUT_SAMPLE_RATE."""
     if samples.shape[1] == 0:
         raise OmnideskError(f"{path}: the recording is empty (no samples). Record or choose another file.")
+    check_rate(rate, path)
+    mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
+    resampled = resample(mono, rate, INPUT_SAMPLE_RATE).numpy()
+    check_recording(resampled, path)
+    return resampled
+
+
+def check_rate(rate: int, path: Path) -> None:
+    """OmnideskError unless `rate` (Hz) is one a recording can have and the resampler can take."""
     gcd = math.gcd(rate, INPUT_SAMPLE_RATE)
     if (
         not MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE
@@ -163,10 +172,6 @@ def resample_to_model_rate(samples: np.ndarray, rate: int, path: Path) -> np.nda
         raise OmnideskError(
             f"{path}: unusual sample rate {rate} Hz. Convert it to a common rate (16, 44.1 or 48 kHz)."
         )
-    mono = torch.from_numpy(samples.mean(axis=0, dtype=np.float32))
-    resampled = resample(mono, rate, INPUT_SAMPLE_RATE).numpy()
-    check_recording(resampled, path)
-    return resampled
 
 
 def check_recording(samples: np.ndarray, path: Path | None = None) -> None:
@@ -216,6 +221,7 @@ def decode_audio(path: Path) -> Sound:
 def _decode_pcm_wav(path: Path) -> Sound:
     with wave.open(str(path), "rb") as f:
         channels, width, rate, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
+        check_rate(rate, path)  # before the rate sizes anything
         raw = f.readframes(min(n, decoded_frames(rate, channels)))
     if width == 1:  # unsigned 8-bit
         ints = np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0
@@ -250,6 +256,7 @@ def decode_with_ffmpeg(path: Path) -> Sound:
             rate = stream.rate if stream.codec_context is not None else 0
             if not rate:
                 raise OmnideskError(f"{path}: not a readable audio file (an unknown sound format).")
+            check_rate(rate, path)
             to_float = av.AudioResampler(format="fltp")  # the same layout and rate, as float planes
             for frame in _float_frames(container, stream, to_float):
                 samples = frame.to_ndarray()
