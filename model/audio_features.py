@@ -85,15 +85,19 @@ _WAV_SUFFIXES = frozenset({".wav", ".wave"})
 @dataclass(frozen=True, eq=False)
 class Sound:
     """A file's sound as decoded: `samples` (channels, n) float32 in [-1, 1] at `rate` Hz, at most its
-    first `decoded_frames(rate, channels)` frames; `seconds`, the length of the whole track."""
+    first `decoded_frames(rate, channels)` frames; `frames`, the whole track's."""
 
     samples: np.ndarray
     rate: int
-    seconds: float
+    frames: int
 
     @property
     def whole(self) -> bool:
-        return self.samples.shape[1] >= self.seconds * self.rate
+        return self.samples.shape[1] >= self.frames
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate
 
 
 def decoded_frames(rate: int, channels: int) -> int:
@@ -222,7 +226,8 @@ def _decode_pcm_wav(path: Path) -> Sound:
     with wave.open(str(path), "rb") as f:
         channels, width, rate, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
         check_rate(rate, path)  # before the rate sizes anything
-        raw = f.readframes(min(n, decoded_frames(rate, channels)))
+        limit = decoded_frames(rate, channels)
+        raw = f.readframes(min(n, limit))
     if width == 1:  # unsigned 8-bit
         ints = np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0
     elif width == 3:  # little-endian 24-bit: widen to 32-bit by putting the bytes in the top three
@@ -236,7 +241,9 @@ def _decode_pcm_wav(path: Path) -> Sound:
     full_scale = float(2 ** (8 * width - 1))
     usable = len(ints) // channels * channels
     samples = (ints[:usable] / full_scale).reshape(-1, channels).T.copy()
-    return Sound(samples, rate, max(n, samples.shape[1]) / rate)
+    # Past the limit the header's count is the track's length; short of it, the file held no more
+    # than was read (a header may promise frames a cut-off file does not hold).
+    return Sound(samples, rate, n if samples.shape[1] >= limit else samples.shape[1])
 
 
 def decode_with_ffmpeg(path: Path) -> Sound:
@@ -272,7 +279,7 @@ def decode_with_ffmpeg(path: Path) -> Sound:
         raise OmnideskError(f"{path}: not a readable audio file ({exc}).") from None
     if not pieces:
         raise OmnideskError(f"{path}: not a readable audio file (no sound could be decoded).")
-    return Sound(np.concatenate(pieces, axis=1).astype(np.float32, copy=False), rate, total / rate)
+    return Sound(np.concatenate(pieces, axis=1).astype(np.float32, copy=False), rate, total)
 
 
 def _float_frames(container: Any, stream: Any, to_float: Any) -> Iterator[Any]:

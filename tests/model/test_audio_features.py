@@ -272,6 +272,13 @@ class TestLongFiles:
         audio = load_recording(_write_wav(tmp_path / "short.wav", speech[None], INPUT_SAMPLE_RATE))
         assert audio.length_s is None and audio.recording_s == audio.seconds == 1.5
 
+    def test_a_cut_off_file_is_as_long_as_what_it_holds(self, tmp_path):
+        """Its header promises 5 s; the file ends after 1 s: no notice of a longer recording."""
+        path = _write_wav(tmp_path / "cut.wav", speech_like(5.0, seed=7)[None], INPUT_SAMPLE_RATE)
+        path.write_bytes(path.read_bytes()[: 44 + 2 * INPUT_SAMPLE_RATE])
+        audio = load_recording(path)
+        assert audio.seconds == 1.0 and audio.length_s is None
+
     def test_many_channels_at_a_high_rate_decode_within_the_value_bound(self, tmp_path, monkeypatch):
         monkeypatch.setattr("model.audio_features.MAX_DECODED_VALUES", 8 * 48_000)  # 1 s of 8 at 48 kHz
         noise = 0.1 * np.random.default_rng(0).standard_normal((8, 2 * 48_000))
