@@ -296,8 +296,7 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
     where = f"llama.cpp's {backend} build" if backend != "CPU" and options.n_gpu_layers != 0 else "the CPU"
     print(
         f"\nTurn: a random {shapes.thinker.name.upper()} {args.quant} Thinker on {where} (GGUF ready in "
-        f"{time.perf_counter() - built:.0f} s), the Talker {plan.talker.label}"
-        + (f", {plan.talker_weights} weights" if plan.talker_weights != "float" else "")
+        f"{time.perf_counter() - built:.0f} s), the Talker {plan.talker_label}"
         + (" with CUDA graphs" if plan.compile_talker else "")
         + f", Token2Wav {plan.token2wav.label}, {plan.profile.capitalize()} speech",
         flush=True,
