@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.sound_devices import server_stream, sounddevice_module
+from app.sound_devices import portaudio_streams
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio
@@ -53,11 +53,7 @@ class Level:
 def default_stream_factory() -> StreamFactory:
     """sounddevice's InputStream (opening the sound server's sources too), or an OmnideskError saying
     why there is no microphone."""
-    try:
-        sounddevice = sounddevice_module()
-    except OSError as exc:  # raised when the PortAudio library is missing
-        raise OmnideskError(f"no microphone ({exc}): on Linux, install libportaudio2") from None
-    return server_stream(sounddevice.InputStream, "input")
+    return portaudio_streams("input", "no microphone")
 
 
 class Microphone:

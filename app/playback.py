@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.pacing import HOLD, Pacer, PacingOptions, Release
-from app.sound_devices import server_stream, sounddevice_module
+from app.sound_devices import portaudio_streams
 from model.errors import OmnideskError
 
 StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature
@@ -59,11 +59,7 @@ class _Progress:
 def default_stream_factory() -> StreamFactory:
     """sounddevice's OutputStream (opening the sound server's sinks too), or an OmnideskError saying
     why there is no sound output."""
-    try:
-        sounddevice = sounddevice_module()
-    except OSError as exc:  # raised when the PortAudio library is missing
-        raise OmnideskError(f"no sound output ({exc}): on Linux, install libportaudio2") from None
-    return server_stream(sounddevice.OutputStream, "output")
+    return portaudio_streams("output", "no sound output")
 
 
 class Playback:

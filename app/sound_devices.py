@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.native_logs import route_alsa_errors, stderr_to_log
+from model.errors import OmnideskError
 
 PULSE_DEVICE = "pulse"  # PortAudio's name for ALSA's PulseAudio plugin
 SERVER_PREFIX = "pulse:"  # a device id naming one of the server's sources or sinks
@@ -108,6 +109,16 @@ def _blocks(text: str) -> Iterator[dict[str, str]]:
 
 
 _OPENING = threading.Lock()  # one stream opens at a time: the environment is the whole process's
+
+
+def portaudio_streams(kind: str, missing: str) -> Callable[..., Any]:
+    """sounddevice's InputStream ("input") or OutputStream ("output") opening the sound server's
+    devices too, or an OmnideskError starting with `missing` where the PortAudio library is."""
+    try:
+        sounddevice = sounddevice_module()
+    except OSError as exc:  # raised when the PortAudio library is missing
+        raise OmnideskError(f"{missing} ({exc}): on Linux, install libportaudio2") from None
+    return server_stream(sounddevice.InputStream if kind == "input" else sounddevice.OutputStream, kind)
 
 
 def server_stream(factory: Callable[..., Any], kind: str) -> Callable[..., Any]:

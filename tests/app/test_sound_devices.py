@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from app import microphone, playback
 from app.microphone import Microphone
 from app.playback import Playback
 from app.sound_devices import SoundDevice, pulse_devices, server_stream, sound_devices
@@ -71,6 +72,22 @@ class TestListing:
             raise OSError("PortAudio library not found")
 
         assert sound_devices("input", broken) == []
+
+    @pytest.mark.parametrize(
+        ("opener", "missing"),
+        [
+            (microphone.default_stream_factory, "no microphone"),
+            (playback.default_stream_factory, "no sound output"),
+        ],
+    )
+    def test_without_portaudio_opening_says_what_to_install(self, monkeypatch, opener, missing):
+        def broken():
+            raise OSError("PortAudio library not found")
+
+        monkeypatch.setattr("app.sound_devices.sounddevice_module", broken)
+        said = rf"^{missing} \(PortAudio library not found\): on Linux, install libportaudio2$"
+        with pytest.raises(OmnideskError, match=said):
+            opener()
 
     def test_with_a_sound_server_its_microphones_and_speakers_are_offered_monitors_left_out(self):
         def server(kind):
