@@ -62,7 +62,7 @@ def screen_shot() -> Image:
 def camera_frame(index: int) -> Image:
     """One frame from webcam `index` (the first frames are skipped while the camera adjusts)."""
     from app.camera import listed_cameras, open_capture, why_closed
-    from app.native_logs import opencv
+    from app.system.native_logs import opencv
 
     cv2 = opencv()  # silenced: our message says it, once
     capture = open_capture(index)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.native_logs import opencv
+from app.system.native_logs import opencv
 from model.audio_features import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_recording
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.native_logs import opencv
+from app.system.native_logs import opencv
 from model.errors import OmnideskError
 from model.media import Image
 

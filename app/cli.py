@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.logs import setup_terminal_logging
+from app.system.logs import setup_terminal_logging
 from model.errors import OmnideskError
 
 EXIT_ERROR = 1

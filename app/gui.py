@@ -10,9 +10,9 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.crash import CrashReporter
-from app.logs import install_exception_hooks, setup_file_logging
+from app.system.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
-from app.qt_platform import require_display, window_platform
+from app.system.qt_platform import require_display, window_platform
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).
 ICON = Path(__file__).resolve().parents[1] / "assets" / "icons" / "omnidesk-256.png"

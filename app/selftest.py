@@ -49,7 +49,7 @@ def check_qt() -> str:
     from PySide6.QtCore import QPluginLoader
     from PySide6.QtWidgets import QApplication
 
-    from app.qt_platform import platform_name, platform_plugin, require_display
+    from app.system.qt_platform import platform_name, platform_plugin, require_display
 
     existing = QApplication.instance()
     if existing is not None:

@@ -10,7 +10,7 @@ while the stream opens, and libpulse takes its default device from them then; th
 back right after. A device the server no longer has fails to open, as a missing PortAudio device does.
 
 sounddevice is imported only through `sounddevice_module`, which first sends ALSA's error lines to the
-log (app.native_logs): importing it starts PortAudio, whose probing of ALSA prints them.
+log (app.system.native_logs): importing it starts PortAudio, whose probing of ALSA prints them.
 
 Threads: the openers `server_stream` makes may run on any thread (the microphone opens on the GUI
 thread, the speakers on the worker's); one stream opens at a time, so that no other opening reads
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from app.native_logs import route_alsa_errors, stderr_to_log
+from app.system.native_logs import route_alsa_errors, stderr_to_log
 from model.errors import OmnideskError
 
 PULSE_DEVICE = "pulse"  # PortAudio's name for ALSA's PulseAudio plugin

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.logs import setup_terminal_logging
+from app.system.logs import setup_terminal_logging
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.thinker_types import ThinkerOptions

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from app.logs import BACKUPS, LOG_FILE, MAX_BYTES, install_exception_hooks, setup_file_logging
+from app.system.logs import BACKUPS, LOG_FILE, MAX_BYTES, install_exception_hooks, setup_file_logging
 
 
 @pytest.fixture

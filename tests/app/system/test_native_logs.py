@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from app.native_logs import ALSA_LIBRARY, stderr_to_log
+from app.system.native_logs import ALSA_LIBRARY, stderr_to_log
 from model.files.bundle import Bundle
 from tests.app.test_cli import omnidesk
 
@@ -44,7 +44,7 @@ class TestAlsa:
         assert "ALSA lib pcm.c:" in plain.stderr and "Unknown PCM" in plain.stderr, "else this proves nothing"
         routed = python(
             LOG_TO_STDOUT
-            + "from app.native_logs import route_alsa_errors\nroute_alsa_errors()\n"
+            + "from app.system.native_logs import route_alsa_errors\nroute_alsa_errors()\n"
             + UNKNOWN_PCM
         )
         assert routed.returncode == 0 and routed.stderr == ""
@@ -66,7 +66,7 @@ class TestAlsa:
         code = textwrap.dedent(
             """
             import logging, sys
-            from app.logs import setup_terminal_logging
+            from app.system.logs import setup_terminal_logging
             setup_terminal_logging(sys.argv[1] == "-v")
             logging.getLogger("alsa").warning("ALSA lib pcm.c:8570:(snd_pcm_recover) underrun occurred")
             logging.getLogger("portaudio").warning("Expression 'r' failed")

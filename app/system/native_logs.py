@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from app.logs import ALSA_LOGGER, PORTAUDIO_LOGGER
+from app.system.logs import ALSA_LOGGER, PORTAUDIO_LOGGER
 
 ALSA_LIBRARY = "libasound.so.2"
 

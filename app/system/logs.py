@@ -25,8 +25,8 @@ MAX_BYTES = 2 * 1024 * 1024
 BACKUPS = 5
 FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
 LLAMA_LOGGER = "llama.cpp"  # model/llama_logs.py's
-ALSA_LOGGER = "alsa"  # app/native_logs.py's
-PORTAUDIO_LOGGER = "portaudio"  # app/native_logs.py's
+ALSA_LOGGER = "alsa"  # app/system/native_logs.py's
+PORTAUDIO_LOGGER = "portaudio"  # app/system/native_logs.py's
 FILE_ONLY_LOGGERS = (LLAMA_LOGGER, ALSA_LOGGER, PORTAUDIO_LOGGER)  # on the terminal only with -v
 
 log = logging.getLogger("omnidesk")
