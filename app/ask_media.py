@@ -53,7 +53,7 @@ def screen_shot() -> Image:
         )
     from PySide6.QtGui import QGuiApplication
 
-    from app.screen import grab_screen
+    from app.capture.screen import grab_screen
 
     _application = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])
     return grab_screen()
@@ -61,7 +61,7 @@ def screen_shot() -> Image:
 
 def camera_frame(index: int) -> Image:
     """One frame from webcam `index` (the first frames are skipped while the camera adjusts)."""
-    from app.camera import listed_cameras, open_capture, why_closed
+    from app.capture.camera import listed_cameras, open_capture, why_closed
     from app.system.native_logs import opencv
 
     cv2 = opencv()  # silenced: our message says it, once

@@ -6,7 +6,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QToolButton, QWidget
 
-from app.screen import qimage
+from app.capture.screen import qimage
 from model.media import Audio, Image
 
 THUMBNAIL = QSize(96, 72)

@@ -1,6 +1,6 @@
 """The camera in the window: its preview, the Camera button, "Ask about this".
 
-Threads: the camera captures on its own thread (`app.camera`); here, on the GUI thread,
+Threads: the camera captures on its own thread (`app.capture.camera`); here, on the GUI thread,
 a timer shows its latest frame every PREVIEW_MS, never blocking.
 """
 
@@ -10,10 +10,10 @@ from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel, QPushButton
 
-from app import camera as camera_module
-from app.camera import Camera
+from app.capture import camera as camera_module
+from app.capture.camera import Camera
 from app.preferences import Preferences
-from app.screen import qimage
+from app.capture.screen import qimage
 from model.errors import OmnideskError
 
 PREVIEW_MS = 66  # the camera preview shows about 15 frames per second

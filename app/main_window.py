@@ -22,7 +22,7 @@ from functools import partial
 from PySide6.QtCore import QSettings, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from app import camera as camera_module
+from app.capture import camera as camera_module
 from app.activity import ActivityChip, activity
 from app.camera_panel import CameraPanel
 from app.chat_session import ChatSession

@@ -8,7 +8,7 @@ import threading
 import pytest
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from app import camera as camera_module
+from app.capture import camera as camera_module
 from app.camera_panel import CameraPanel
 from app.main_window import Devices
 from app.preferences import CAMERA_KEY

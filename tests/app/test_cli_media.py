@@ -13,7 +13,7 @@ import gguf
 import numpy as np
 import pytest
 
-from app.camera import listed_cameras, why_closed
+from app.capture.camera import listed_cameras, why_closed
 from model.files.bundle import Bundle, write_manifest
 from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
 from tests.fixtures.media_files import write_audio, write_float_wav, write_video

@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QToolButton, QWidget
 
-import app.screen
+import app.capture.screen
 from app.composer import Composer
 from app.main_window import Devices
 from app.preferences import SPEECH_KEY, VOICE_KEY
@@ -100,7 +100,7 @@ class TestInTheWindow:
             seen.append(window.isVisible())
             return Image(np.zeros((8, 8, 3), np.uint8))
 
-        monkeypatch.setattr(app.screen, "grab_screen", grab)
+        monkeypatch.setattr(app.capture.screen, "grab_screen", grab)
         window.composer.screen_button.click()
         assert not window.isVisible() and not window.composer.screen_button.isEnabled()
         qtbot.waitUntil(lambda: window.composer.attachments.labels() == ["Screen"], timeout=WAIT_MS)

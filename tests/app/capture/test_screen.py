@@ -7,8 +7,8 @@ import pytest
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QWidget
 
-import app.screen
-from app.screen import grab_screen, grab_screen_without, qimage, rgb_pixels, screen_capture_allowed
+import app.capture.screen
+from app.capture.screen import grab_screen, grab_screen_without, qimage, rgb_pixels, screen_capture_allowed
 from model.errors import OmnideskError
 from model.media import Image
 
@@ -53,15 +53,15 @@ class FakeCoreGraphics:
 class TestMacOSPermission:
     def test_without_it_no_wallpaper_is_sent_and_the_user_is_told_how(self, qtbot, monkeypatch):
         graphics = FakeCoreGraphics(allowed=False)
-        monkeypatch.setattr(app.screen.sys, "platform", "darwin")
-        monkeypatch.setattr(app.screen, "core_graphics", lambda: graphics)
+        monkeypatch.setattr(app.capture.screen.sys, "platform", "darwin")
+        monkeypatch.setattr(app.capture.screen, "core_graphics", lambda: graphics)
         with pytest.raises(OmnideskError, match="Privacy & Security > Screen Recording"):
             grab_screen()
         assert graphics.requests == 1, "the system is asked to offer the permission"
 
     def test_with_it_the_screen_is_grabbed(self, qtbot, monkeypatch):
-        monkeypatch.setattr(app.screen.sys, "platform", "darwin")
-        monkeypatch.setattr(app.screen, "core_graphics", lambda: FakeCoreGraphics(allowed=True))
+        monkeypatch.setattr(app.capture.screen.sys, "platform", "darwin")
+        monkeypatch.setattr(app.capture.screen, "core_graphics", lambda: FakeCoreGraphics(allowed=True))
         assert grab_screen().pixels.size > 0
 
     def test_elsewhere_there_is_no_such_permission(self):
@@ -86,7 +86,7 @@ class TestWithoutTheWindow:
             assert not window.isVisible()
             raise OmnideskError("the screen could not be captured (the system refused it)")
 
-        monkeypatch.setattr(app.screen, "grab_screen", refused)
+        monkeypatch.setattr(app.capture.screen, "grab_screen", refused)
         failed: list = []
         grab_screen_without(window, pytest.fail, failed.append)
         qtbot.waitUntil(lambda: len(failed) == 1, timeout=5_000)

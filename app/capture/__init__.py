@@ -1,0 +1,1 @@
+"""Capture: the webcam and the screen."""
