@@ -23,7 +23,7 @@ from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.attachments import load_attachment
-from app.history import Attachment
+from app.history.store import Attachment
 from app.playback import Playback
 from app.playback import StreamFactory as OutputStreamFactory
 from app.preferences import Preferences

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.history import History
+from app.history.store import History
 
 
 class ConversationList(QWidget):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from app.attachments import save_media
-from app.history import Attachment, History, StoredMessage
+from app.history.store import Attachment, History, StoredMessage
 from model.errors import OmnideskError
 from model.media import Audio, Image
 

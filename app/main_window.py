@@ -31,7 +31,7 @@ from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
 from app.hands_free import HandsFree
-from app.history import History
+from app.history.store import History
 from app.microphone import StreamFactory as MicrophoneStreamFactory
 from app.model_loader import ModelLoader
 from app.notices import Notices

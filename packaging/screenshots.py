@@ -31,7 +31,7 @@ from PySide6.QtWidgets import QApplication
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.history import History  # noqa: E402
+from app.history.store import History  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.worker import ConversationWorker  # noqa: E402
 from model.audio_features import load_audio  # noqa: E402

@@ -39,7 +39,7 @@ from pathlib import Path
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
-from app.history import History
+from app.history.store import History
 from app.main_window import MainWindow
 from app.playback import PlaybackState
 from app.worker import ConversationWorker

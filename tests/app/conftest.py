@@ -33,7 +33,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 def history_store(tmp_path):
-    from app.history import History
+    from app.history.store import History
 
     store = History(tmp_path / "history.sqlite3")
     yield store

@@ -14,7 +14,7 @@ from app.chat_view import ChatView
 from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
-from app.history import History
+from app.history.store import History
 from app.worker import ReplyFinished
 from model.media import Audio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.history import History
+from app.history.store import History
 from app.main_window import MainWindow
 from app.preferences import MODELS_FOLDER_KEY
 from app.worker import ConversationWorker

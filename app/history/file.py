@@ -1,5 +1,5 @@
 """The history's SQLite file: its schema, the checks before it is used, and what is done when it
-cannot be used (app.history says when).
+cannot be used (app.history.store says when).
 
 - `open_database` opens (or creates) it, checked through a read-only connection first, which never
   replays a -wal into it; `DamagedHistory` says why it is not a usable history (not a database,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.history import History
+from app.history.store import History
 from tests.helpers import on_small_filesystem
 
 
@@ -94,7 +94,7 @@ def test_attachments_belong_to_their_message_and_go_with_it(history: History):
 def test_what_was_written_survives_a_killed_process(tmp_path):
     path = tmp_path / "history.sqlite3"
     script = (
-        "import os, sys; from pathlib import Path; from app.history import History\n"
+        "import os, sys; from pathlib import Path; from app.history.store import History\n"
         "h = History(Path(sys.argv[1])); c = h.new_conversation()\n"
         "h.add_message(c, 'user', 'saved before the crash')\n"
         "m = h.add_message(c, 'assistant', 'partial')\n"
@@ -254,7 +254,7 @@ class TestUnwritableHistory:
 
     def test_on_a_full_filesystem(self, tmp_path):
         script = (
-            "import json, sys; from pathlib import Path; from app.history import History\n"
+            "import json, sys; from pathlib import Path; from app.history.store import History\n"
             "h = History(Path(sys.argv[1]) / 'history.sqlite3'); notices = []; h.listen(notices.append)\n"
             "chat = h.new_conversation(); texts = [f'{n} ' + 'z' * 4000 for n in range(200)]\n"
             "ids = [h.add_message(chat, 'user', t) for t in texts]\n"
@@ -274,7 +274,7 @@ class TestUnwritableHistory:
             f"saved_history(Path({str(folder)!r}))"
         )
         script = (
-            "import json, sys; from pathlib import Path; from app.history import History\n"
+            "import json, sys; from pathlib import Path; from app.history.store import History\n"
             "h = History(Path(sys.argv[1]) / 'history.sqlite3'); notices = []; h.listen(notices.append)\n"
             "titles = [c.title[:10] for c in h.conversations()]\n"
             "h.add_message(h.new_conversation(), 'user', 'asked anyway')\n"
@@ -338,7 +338,7 @@ class TestWindowWithABadHistory:
         script = (
             "import sys; from pathlib import Path; from PySide6.QtCore import QSettings\n"
             "from PySide6.QtWidgets import QApplication\n"
-            "from app.history import History; from app.main_window import MainWindow\n"
+            "from app.history.store import History; from app.main_window import MainWindow\n"
             "class Broken(History):\n"
             "    def conversations(self, search=''):\n"
             "        raise RuntimeError('a bug while listing')\n"

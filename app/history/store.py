@@ -15,7 +15,7 @@ A history that cannot be used never keeps the window from opening:
   working, and nothing more is written to disk.
 Each time, a notice says what happened and where the old history is; `listen` hands notices to the
 window (those from before it listened first), each once. The file's schema, its checks, setting it
-aside and reading it into memory are app.history_file's; this module decides when.
+aside and reading it into memory are app.history.file's; this module decides when.
 
 Threads: none of its own; not thread-safe: use it from one thread (the GUI thread).
 """
@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import platformdirs
 
-from app.history_file import (
+from app.history.file import (
     MEDIA,
     DamagedHistory,
     in_memory,

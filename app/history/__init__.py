@@ -1,0 +1,1 @@
+"""The conversations kept on disk: the store, and the SQLite file under it."""
