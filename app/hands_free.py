@@ -1,7 +1,7 @@
 """Hands-free: while the toggle is on, the microphone listens and what the user says is sent when
 they stop speaking; no key to hold.
 
-Voice activity (app.voice_activity, Silero VAD) finds where speech starts and ends. Speech starting
+Voice activity (app.sound.voice_activity, Silero VAD) finds where speech starts and ends. Speech starting
 is told (`speech_started`) as a press of push-to-talk is, so that talking over a reply interrupts
 it; speech ending sends its recording (`recording_finished`), as letting go of push-to-talk does.
 The recording is sent whole when the user stops: push-to-talk does not encode while the user speaks
@@ -25,10 +25,10 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
 from PySide6.QtWidgets import QProgressBar, QPushButton, QWidget
 
-from app.microphone import DeviceLost, Microphone, StreamFactory
+from app.sound.microphone import DeviceLost, Microphone, StreamFactory
 from app.preferences import HANDS_FREE_KEY, Preferences
 from app.push_to_talk import MIC_POLL_MS, meter_percent
-from app.voice_activity import Probability, SileroVad, SpeechEnded, SpeechStarted, VoiceActivity, VoiceOptions
+from app.sound.voice_activity import Probability, SileroVad, SpeechEnded, SpeechStarted, VoiceActivity, VoiceOptions
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio

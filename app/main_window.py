@@ -32,13 +32,13 @@ from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
 from app.hands_free import HandsFree
 from app.history.store import History
-from app.microphone import StreamFactory as MicrophoneStreamFactory
+from app.sound.microphone import StreamFactory as MicrophoneStreamFactory
 from app.model_loader import ModelLoader
 from app.notices import Notices
-from app.playback import StreamFactory as OutputStreamFactory
+from app.sound.playback import StreamFactory as OutputStreamFactory
 from app.preferences import THEME_KEY, Preferences
 from app.push_to_talk import PushToTalk
-from app.sound_devices import SoundDevice, sound_devices
+from app.sound.devices import SoundDevice, sound_devices
 from app.speech_watch import SpeechWatch
 from app.status_line import StatusLine
 from app.theme import apply_theme

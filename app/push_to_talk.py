@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
+from app.sound.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
 from app.preferences import Preferences
 from model.errors import OmnideskError
 from model.media import Audio

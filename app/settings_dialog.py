@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.preferences import SILENCE_RANGE_S, Preferences
-from app.sound_devices import SoundDevice
+from app.sound.devices import SoundDevice
 from model.hardware import Hardware
 
 QUALITIES = {

@@ -2,7 +2,7 @@
 
 A reply's speech plays on after its turn ended (a turn ends when its audio is made, not heard).
 The speakers' callback runs on PortAudio's thread and must never emit a Qt signal or wait: it
-only replaces plain values (app.playback). A `SpeechWatch` reads them every POLL_MS through a
+only replaces plain values (app.sound.playback). A `SpeechWatch` reads them every POLL_MS through a
 function safe from any thread (the worker's `speech_state`) and turns changes into signals.
 
 Threads: the GUI thread only; the timer never blocks.

@@ -1,7 +1,7 @@
 """`omnidesk ask` and `omnidesk chat`: turns of the streaming pipeline in a terminal.
 
 Text streams to stdout; speech goes to a WAV file written chunk by chunk (valid at
-every moment) and/or to the speakers, paced as the window's are (app.pacing: started once the
+every moment) and/or to the speakers, paced as the window's are (app.sound.pacing: started once the
 audio queued will last, a sentence at a time on a machine that makes speech slower than it plays,
 which is said once); notices (a recording heard only in part) go to stderr. In `chat`, a new
 question silences what is still spoken of the last reply. Everything the user gives (options,
@@ -21,8 +21,8 @@ from dataclasses import replace
 
 from app.ask_media import question_from_args
 from app.cli import EXIT_INTERRUPTED
-from app.pacing import slow_speech_note
-from app.playback import Playback
+from app.sound.pacing import slow_speech_note
+from app.sound.playback import Playback
 from app.text_input import checked_text, keep_undecodable_input
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.pacing import slow_speech_note
-from app.playback import PlaybackState
+from app.sound.pacing import slow_speech_note
+from app.sound.playback import PlaybackState
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class AudioSink(Protocol):
-    """Where a reply's speech goes (app.playback.Playback; tests give their own)."""
+    """Where a reply's speech goes (app.sound.playback.Playback; tests give their own)."""
 
     def begin(self) -> None: ...  # a new reply follows
     def write(self, samples: np.ndarray) -> None: ...  # never blocks
@@ -284,7 +284,7 @@ class ConversationWorker(QObject):
         return finished
 
     def _speakers(self, sample_rate: int) -> AudioSink:
-        from app.playback import Playback
+        from app.sound.playback import Playback
 
         if self._output_device is None:
             return Playback(sample_rate)

@@ -41,7 +41,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from app.history.store import History
 from app.main_window import MainWindow
-from app.playback import PlaybackState
+from app.sound.playback import PlaybackState
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions
 

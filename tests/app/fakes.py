@@ -8,7 +8,7 @@ import time
 import cv2
 import numpy as np
 
-from app.microphone import BLOCK
+from app.sound.microphone import BLOCK
 
 REAL_TIME_S = BLOCK / 16_000  # a FakeInputStream's pace as a real microphone's
 

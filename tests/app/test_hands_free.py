@@ -15,9 +15,9 @@ from PySide6.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from app.hands_free import ECHO_TAIL_S, HandsFree
 from app.main_window import Devices, MainWindow
-from app.playback import PlaybackState
+from app.sound.playback import PlaybackState
 from app.preferences import HANDS_FREE_KEY, HEADPHONES_KEY, SILENCE_KEY, Preferences
-from app.voice_activity import FRAME
+from app.sound.voice_activity import FRAME
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions
 from tests.app.fakes import REAL_TIME_S, FakeInputStream, MicrophoneFactory

@@ -10,7 +10,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from app.main_window import Devices
-from app.microphone import BLOCK
+from app.sound.microphone import BLOCK
 from app.preferences import INPUT_DEVICE_KEY
 from app.push_to_talk import METER_FLOOR_DB, PushToTalk, meter_percent
 from model.files.bundle import Bundle

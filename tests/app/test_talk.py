@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from app.playback import Playback
+from app.sound.playback import Playback
 from app.talk import say_if_slow, speak_turn
 from model.files.bundle import Bundle
 from model.pipeline import AudioChunk, Conversation, TurnOptions

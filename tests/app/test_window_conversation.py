@@ -16,7 +16,7 @@ from PySide6.QtGui import QKeySequence
 
 from app.main_window import MainWindow
 from app.model_loader import NO_MODEL
-from app.playback import Playback
+from app.sound.playback import Playback
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.media import Image

@@ -8,7 +8,7 @@ import time
 from PySide6.QtCore import Qt
 
 from app.main_window import Devices, MainWindow
-from app.playback import PlaybackState
+from app.sound.playback import PlaybackState
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.talker import SpeechOptions

@@ -56,7 +56,7 @@ class TestAlsa:
     def test_importing_sounddevice_routes_them(self):
         code = (
             LOG_TO_STDOUT
-            + "from app.sound_devices import sounddevice_module\nsounddevice_module()\n"
+            + "from app.sound.devices import sounddevice_module\nsounddevice_module()\n"
             + UNKNOWN_PCM
         )
         routed = python(code)
@@ -117,7 +117,7 @@ class TestStderrToLog:
 STARVED = LOG_TO_STDOUT + textwrap.dedent(
     """
     import logging, time
-    from app.sound_devices import sounddevice_module
+    from app.sound.devices import sounddevice_module
     sounddevice = sounddevice_module()
     underruns = []
     class Count(logging.Handler):

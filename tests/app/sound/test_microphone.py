@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.microphone import BLOCK, DeviceLost, Microphone
+from app.sound.microphone import BLOCK, DeviceLost, Microphone
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from tests.app.fakes import MicrophoneFactory

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.voice_activity import FRAME, SileroVad, SpeechEnded, SpeechStarted, VoiceActivity, VoiceOptions
+from app.sound.voice_activity import FRAME, SileroVad, SpeechEnded, SpeechStarted, VoiceActivity, VoiceOptions
 
 OPTIONS = VoiceOptions(threshold=0.5, silence_s=0.8, pre_roll_s=0.3, tail_s=0.2, min_speech_s=0.25)
 # In frames of 32 ms: 0.3 s of pre-roll is 10, 0.2 s of tail 7, 0.25 s of speech 8, 0.8 s of silence 25.

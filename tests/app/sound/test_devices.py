@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from app import microphone, playback
-from app.microphone import Microphone
-from app.playback import Playback
-from app.sound_devices import SoundDevice, pulse_devices, server_stream, sound_devices
+from app.sound import microphone, playback
+from app.sound.microphone import Microphone
+from app.sound.playback import Playback
+from app.sound.devices import SoundDevice, pulse_devices, server_stream, sound_devices
 from model.errors import OmnideskError
 
 PORTAUDIO = [
@@ -84,7 +84,7 @@ class TestListing:
         def broken():
             raise OSError("PortAudio library not found")
 
-        monkeypatch.setattr("app.sound_devices.sounddevice_module", broken)
+        monkeypatch.setattr("app.sound.devices.sounddevice_module", broken)
         said = rf"^{missing} \(PortAudio library not found\): on Linux, install libportaudio2$"
         with pytest.raises(OmnideskError, match=said):
             opener()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.playback import Playback
+from app.sound.playback import Playback
 from model.errors import OmnideskError
 
 RATE = 24_000

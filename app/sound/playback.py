@@ -1,5 +1,5 @@
 """Speakers: a reply's audio chunks played through sounddevice as they arrive, paced by
-`app.pacing` (started once the queue will last, a sentence at a time where speech is made slower
+`app.sound.pacing` (started once the queue will last, a sentence at a time where speech is made slower
 than it plays).
 
 Threads: PortAudio calls `_callback` on its own thread; it only copies samples out of a deque
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from app.pacing import HOLD, Pacer, PacingOptions, Release
-from app.sound_devices import portaudio_streams
+from app.sound.pacing import HOLD, Pacer, PacingOptions, Release
+from app.sound.devices import portaudio_streams
 from model.errors import OmnideskError
 
 StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.sound_devices import portaudio_streams
+from app.sound.devices import portaudio_streams
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio

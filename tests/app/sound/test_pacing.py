@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from app.pacing import UNBOUNDED, Pacer, PacingOptions, PauseFinder, Release
-from app.playback import Playback
+from app.sound.pacing import UNBOUNDED, Pacer, PacingOptions, PauseFinder, Release
+from app.sound.playback import Playback
 from model.audio_features import load_audio
 
 RATE = 16_000

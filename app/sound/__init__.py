@@ -1,0 +1,1 @@
+"""Sound: the microphone, the speakers and their pacing, the devices to choose from, voice activity."""
