@@ -10,8 +10,8 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.crash import CrashReporter
-from app.system.logs import install_exception_hooks, setup_file_logging
 from app.main_window import MainWindow
+from app.system.logs import install_exception_hooks, setup_file_logging
 from app.system.qt_platform import require_display, window_platform
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).

@@ -25,10 +25,17 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
 from PySide6.QtWidgets import QProgressBar, QPushButton, QWidget
 
-from app.sound.microphone import DeviceLost, Microphone, StreamFactory
 from app.preferences import HANDS_FREE_KEY, Preferences
 from app.push_to_talk import MIC_POLL_MS, meter_percent
-from app.sound.voice_activity import Probability, SileroVad, SpeechEnded, SpeechStarted, VoiceActivity, VoiceOptions
+from app.sound.microphone import DeviceLost, Microphone, StreamFactory
+from app.sound.voice_activity import (
+    Probability,
+    SileroVad,
+    SpeechEnded,
+    SpeechStarted,
+    VoiceActivity,
+    VoiceOptions,
+)
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio

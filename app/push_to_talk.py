@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.sound.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
 from app.preferences import Preferences
+from app.sound.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
 from model.errors import OmnideskError
 from model.media import Audio
 

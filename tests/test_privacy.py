@@ -26,7 +26,7 @@ socket.getaddrinfo = refuse
 ASK = (
     NO_NETWORK
     + """
-from app.cli import main
+from app.cli.main import main
 sys.exit(main(["ask", "--models", sys.argv[1], "--max-tokens", "8", "--json", "Is anyone listening?"]))
 """
 )

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from app.sound.pacing import HOLD, Pacer, PacingOptions, Release
 from app.sound.devices import portaudio_streams
+from app.sound.pacing import HOLD, Pacer, PacingOptions, Release
 from model.errors import OmnideskError
 
 StreamFactory = Callable[..., Any]  # sounddevice.OutputStream's signature

@@ -8,8 +8,8 @@ import threading
 import pytest
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from app.capture import camera as camera_module
 from app.camera_panel import CameraPanel
+from app.capture import camera as camera_module
 from app.main_window import Devices
 from app.preferences import CAMERA_KEY
 from model.files.bundle import Bundle

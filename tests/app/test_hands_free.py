@@ -15,8 +15,8 @@ from PySide6.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
 from app.hands_free import ECHO_TAIL_S, HandsFree
 from app.main_window import Devices, MainWindow
-from app.sound.playback import PlaybackState
 from app.preferences import HANDS_FREE_KEY, HEADPHONES_KEY, SILENCE_KEY, Preferences
+from app.sound.playback import PlaybackState
 from app.sound.voice_activity import FRAME
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from app import selftest
-from app.cli import main
+from app.cli import selftest
+from app.cli.main import main
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from model.pipeline.conversation import Conversation

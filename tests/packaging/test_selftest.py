@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.selftest import _stage
+from app.cli.selftest import _stage
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import MODELS_DIR_VARIABLE
@@ -40,7 +40,7 @@ def selftest(
     env["XDG_DATA_HOME"] = str(home / "data")
     env.setdefault(MODELS_DIR_VARIABLE, str(home / "models"))
     return subprocess.run(
-        [*wrapper, sys.executable, "-m", "app.cli", "--selftest", *map(str, args)],
+        [*wrapper, sys.executable, "-m", "app.cli.main", "--selftest", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -127,7 +127,7 @@ class TestHistoryCheck:
     def test_a_full_disk(self, tiny_bundle: Bundle, tmp_path: Path):
         env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
         env["QT_QPA_PLATFORM"] = "offscreen"
-        script = "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"
+        script = "import sys; from app.cli.main import main; sys.exit(main(sys.argv[1:]))"
         result = on_small_filesystem(
             tmp_path / "data", script, "--selftest", "--models", str(tiny_bundle.root), size_kib=512, env=env
         )

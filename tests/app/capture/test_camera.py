@@ -67,7 +67,9 @@ def test_why_a_camera_did_not_open_blames_another_program_only_when_the_camera_i
 def test_opening_a_camera_prints_nothing_on_the_terminal():
     """OpenCV warns twice on stderr, from C++, about a camera it cannot open (in a process of its own:
     OpenCV's log level is the whole process's)."""
-    opened = "from app.capture.camera import open_capture; print(open_capture(57).isOpened())"  # no such camera
+    opened = (
+        "from app.capture.camera import open_capture; print(open_capture(57).isOpened())"  # no such camera
+    )
     result = subprocess.run([sys.executable, "-c", opened], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n" and result.stderr == ""
     plain = "import cv2; cv2.VideoCapture(57)"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from app.sound import microphone, playback
+from app.sound.devices import SoundDevice, pulse_devices, server_stream, sound_devices
 from app.sound.microphone import Microphone
 from app.sound.playback import Playback
-from app.sound.devices import SoundDevice, pulse_devices, server_stream, sound_devices
 from model.errors import OmnideskError
 
 PORTAUDIO = [

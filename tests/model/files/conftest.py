@@ -21,7 +21,7 @@ MMPROJ = "mmproj-Qwen2.5-Omni-3B-F32.gguf"
 DOWNLOAD_COMMAND = (
     sys.executable,
     "-m",
-    "app.cli",
+    "app.cli.main",
     "models",
     "download",
     "3b",

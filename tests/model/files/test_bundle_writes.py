@@ -38,7 +38,7 @@ def assert_untouched(root: Path, before: dict[str, bytes]) -> None:
 
 def omnidesk(*args: str | Path, models: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, **{MODELS_DIR_VARIABLE: str(models)})
-    command = [sys.executable, "-m", "app.cli", *map(str, args)]
+    command = [sys.executable, "-m", "app.cli.main", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -135,7 +135,7 @@ class TestFullDisk:
         command = [
             sys.executable,
             "-m",
-            "app.cli",
+            "app.cli.main",
             "models",
             "import",
             str(tiny_checkpoint.path),

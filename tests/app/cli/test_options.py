@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130
 def run_cli(*args: str | bytes | Path, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     """`omnidesk ARGS` with bytes passed as they are (arguments and standard input)."""
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *(a if isinstance(a, bytes) else str(a) for a in args)],
+        [sys.executable, "-m", "app.cli.main", *(a if isinstance(a, bytes) else str(a) for a in args)],
         capture_output=True,
         timeout=300,
         input=stdin,
@@ -82,7 +82,7 @@ class TestText:
     def test_an_undecodable_chat_line_is_refused_and_the_chat_goes_on(self, tiny_bundle: Bundle, locale):
         env = dict(os.environ, LC_ALL=locale)
         result = subprocess.run(
-            [sys.executable, "-m", "app.cli", "chat", "--models", str(tiny_bundle.root), "--text-only"]
+            [sys.executable, "-m", "app.cli.main", "chat", "--models", str(tiny_bundle.root), "--text-only"]
             + ["--max-tokens", "4"],
             input=b"bad \x80 line\nFine line\n",
             capture_output=True,
@@ -113,7 +113,7 @@ class TestOut:
         folder = tmp_path / "small"
         out = folder / "reply.wav"
         script = (
-            "import sys, wave; from pathlib import Path; from app.cli import main\n"
+            "import sys, wave; from pathlib import Path; from app.cli.main import main\n"
             "status = main(sys.argv[2:])\n"
             "with wave.open(sys.argv[1]) as w:\n"
             "    print(status, w.getnframes(), Path(sys.argv[1]).stat().st_size, file=sys.stderr)\n"
@@ -134,7 +134,7 @@ class TestOut:
 class TestInterrupt:
     def _start(self, *args: str | Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *map(str, args)],
+            [sys.executable, "-m", "app.cli.main", *map(str, args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -206,14 +206,14 @@ class TestLlamaCppLines:
         state = tmp_path / "state"
         env = dict(os.environ, XDG_STATE_HOME=str(state))
         quiet = subprocess.run(
-            [sys.executable, "-m", "app.cli", "ask", "--models", str(root), "hi"],
+            [sys.executable, "-m", "app.cli.main", "ask", "--models", str(root), "hi"],
             capture_output=True, text=True, timeout=300, env=env, check=False,
         )  # fmt: skip
         assert_one_line_error(quiet, "broken.gguf")
         log = (state / "Omnidesk" / "log" / "omnidesk.log").read_text()
         assert "ERROR" in log and "llama.cpp:" in log, "llama.cpp's own lines are kept in the log"
         verbose = subprocess.run(
-            [sys.executable, "-m", "app.cli", "-v", "ask", "--models", str(root), "hi"],
+            [sys.executable, "-m", "app.cli.main", "-v", "ask", "--models", str(root), "hi"],
             capture_output=True, text=True, timeout=300, env=env, check=False,
         )  # fmt: skip
         assert "llama.cpp:" in verbose.stderr and verbose.stderr.splitlines()[-1].startswith(
@@ -247,7 +247,12 @@ def test_the_window_without_a_display_is_one_line(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"))
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli"], capture_output=True, text=True, timeout=120, env=env, check=False
+        [sys.executable, "-m", "app.cli.main"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert result.returncode == 1
     assert_one_line_error(result, "no display (DISPLAY is not set)", "xvfb-run")

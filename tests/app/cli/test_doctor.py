@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.doctor import report
+from app.cli.doctor import report
 from model.hardware import probe
 from tests.model.test_placement import apple_machine, cuda_machine
 

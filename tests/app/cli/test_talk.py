@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from app.cli.talk import say_if_slow, speak_turn
 from app.sound.playback import Playback
-from app.talk import say_if_slow, speak_turn
 from model.files.bundle import Bundle
 from model.pipeline import AudioChunk, Conversation, TurnOptions
 from model.talker import SpeechOptions

@@ -27,7 +27,7 @@ def omnidesk(
     if models_dir is not None:
         env[MODELS_DIR_VARIABLE] = str(models_dir)
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *map(str, args)],
+        [sys.executable, "-m", "app.cli.main", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,

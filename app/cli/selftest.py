@@ -71,8 +71,8 @@ def check_qt() -> str:
 
 def check_saved_history() -> Path:
     """The history the window would open can be read and its folder written; returns its path."""
-    from app.history.store import default_path
     from app.history.file import check_history
+    from app.history.store import default_path
 
     path = default_path()
     check_history(path)

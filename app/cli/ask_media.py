@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from app.text_input import checked_text
+from app.cli.text_input import checked_text
 from model.audio_features import load_recording
 from model.errors import OmnideskError
 from model.media import Image, Question

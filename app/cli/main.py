@@ -164,7 +164,7 @@ def _window(args: argparse.Namespace) -> int:
 
 def _selftest(args: argparse.Namespace) -> int:
     exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
-    from app.selftest import run
+    from app.cli.selftest import run
 
     return run(args.models)
 
@@ -221,14 +221,14 @@ def wav_path(value: str) -> Path:
 
 def _ask(args: argparse.Namespace) -> int:
     exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
-    from app.talk import run_ask
+    from app.cli.talk import run_ask
 
     return run_ask(args)
 
 
 def _chat(args: argparse.Namespace) -> int:
     exit_on_interrupt()  # before the imports: torch and llama.cpp load for seconds
-    from app.talk import run_chat
+    from app.cli.talk import run_chat
 
     return run_chat(args)
 
@@ -247,7 +247,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _models_download(args: argparse.Namespace) -> int:
-    from app.progress_line import ProgressLine
+    from app.cli.progress_line import ProgressLine
     from model.files.download import download_bundle
     from model.files.store import models_dir
     from model.hardware import probe
@@ -353,7 +353,7 @@ def _models_remove(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from app.doctor import report
+    from app.cli.doctor import report
     from model.files.bundle import Bundle
     from model.files.store import resolve
     from model.hardware import probe

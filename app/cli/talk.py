@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from app.ask_media import question_from_args
-from app.cli import EXIT_INTERRUPTED
+from app.cli.ask_media import question_from_args
+from app.cli.main import EXIT_INTERRUPTED
+from app.cli.text_input import checked_text, keep_undecodable_input
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import Playback
-from app.text_input import checked_text, keep_undecodable_input
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.files.bundle import Bundle

@@ -1,0 +1,1 @@
+"""The command line: `omnidesk` and its commands (ask, chat, doctor, the selftest)."""
