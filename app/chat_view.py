@@ -24,10 +24,10 @@ from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.attachments import load_attachment
 from app.history.store import Attachment
-from app.preferences import Preferences
 from app.sound.playback import Playback
 from app.sound.playback import StreamFactory as OutputStreamFactory
-from app.theme import LIGHT_CHAT, ChatColors, chat_colors
+from app.window.preferences import Preferences
+from app.window.theme import LIGHT_CHAT, ChatColors, chat_colors
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio

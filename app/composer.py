@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QPlainT
 from app.attachment_strip import AttachmentStrip
 from app.attachments import FILE_FILTER, load_attachment
 from app.capture.screen import grab_screen_without
-from app.preferences import SPEECH_KEY, VOICE_KEY, Preferences
+from app.window.preferences import SPEECH_KEY, VOICE_KEY, Preferences
 from model.errors import OmnideskError
 from model.media import Audio, Image
 

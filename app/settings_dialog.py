@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.preferences import SILENCE_RANGE_S, Preferences
 from app.sound.devices import SoundDevice
+from app.window.preferences import SILENCE_RANGE_S, Preferences
 from model.hardware import Hardware
 
 QUALITIES = {

@@ -6,7 +6,7 @@ thread: `cancel` stops the turn within one decode step (or a question not yet be
 begins) and silences the speakers. Audio chunks go straight from this thread to the audio sink
 (whose `write` never blocks), which plays them on its own thread, possibly long after the turn
 ended; the GUI thread receives only signals carrying plain values: str, a list of str, or a
-frozen dataclass (`ReplyFinished`), and polls `speech_state` (app.speech_watch) to know when the
+frozen dataclass (`ReplyFinished`), and polls `speech_state` (app.window.speech_watch) to know when the
 speech is heard.
 """
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.history.store import History  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
+from app.window.main_window import MainWindow  # noqa: E402
 from app.worker import ConversationWorker  # noqa: E402
 from model.audio_features import load_audio  # noqa: E402
 from model.files.convert import convert_checkpoint  # noqa: E402

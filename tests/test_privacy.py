@@ -40,7 +40,7 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from app.history.store import History
-from app.main_window import MainWindow
+from app.window.main_window import MainWindow
 from app.sound.playback import PlaybackState
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions

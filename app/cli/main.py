@@ -157,7 +157,7 @@ def exit_on_interrupt() -> None:
 
 
 def _window(args: argparse.Namespace) -> int:
-    from app.gui import run
+    from app.window.launch import run
 
     return run(args.models)
 

@@ -91,7 +91,7 @@ def remembered_bundle() -> Path:
     """The bundle the window would open: the one it remembers, else the first complete one stored."""
     from PySide6.QtCore import QSettings
 
-    from app.preferences import Preferences
+    from app.window.preferences import Preferences
     from model.files.store import list_bundles, models_dir
 
     remembered = Preferences.load(QSettings("Omnidesk", "Omnidesk")).models_folder

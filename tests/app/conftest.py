@@ -16,7 +16,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def switch_threads_as_the_app_does():
     """The app's start-up sets the GIL's switch interval (process-wide); here it is set for each test
     and put back after, so that the window is tested as it runs without leaking into other tests."""
-    from app.gui import switch_threads_often
+    from app.window.launch import switch_threads_often
 
     previous = sys.getswitchinterval()
     switch_threads_often()

@@ -10,8 +10,8 @@ from PySide6.QtCore import QUrl
 from app.attachments import save_media
 from app.chat_view import EMPTY_HINT, ChatView, Message, attachment_html, displayed, markdown_html
 from app.history.store import Attachment
-from app.main_window import Devices
-from app.theme import DARK_CHAT, LIGHT_CHAT
+from app.window.main_window import Devices
+from app.window.theme import DARK_CHAT, LIGHT_CHAT
 from model.media import Audio
 from tests.app.fakes import MicrophoneFactory
 from tests.app.test_playback import FakeStream

@@ -11,8 +11,8 @@ from PySide6.QtWidgets import QToolButton, QWidget
 
 import app.capture.screen
 from app.composer import Composer
-from app.main_window import Devices
-from app.preferences import SPEECH_KEY, VOICE_KEY
+from app.window.main_window import Devices
+from app.window.preferences import SPEECH_KEY, VOICE_KEY
 from model.media import Image
 from tests.app.windows import open_window
 

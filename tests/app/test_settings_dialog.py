@@ -8,11 +8,11 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
-from app.main_window import Devices, MainWindow
-from app.preferences import GPU_LAYERS_KEY, Preferences
 from app.settings_dialog import SettingsDialog
 from app.sound import playback
 from app.sound.devices import SoundDevice
+from app.window.main_window import Devices, MainWindow
+from app.window.preferences import GPU_LAYERS_KEY, Preferences
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory

@@ -7,8 +7,8 @@ import time
 
 from PySide6.QtCore import Qt
 
-from app.main_window import Devices, MainWindow
 from app.sound.playback import PlaybackState
+from app.window.main_window import Devices, MainWindow
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.talker import SpeechOptions

@@ -294,7 +294,7 @@ class TestWindowWithABadHistory:
     @pytest.fixture
     def open_window(self, qtbot, settings, tiny_bundle):
         """A window on `history`, with a model to answer (Send waits for one)."""
-        from app.main_window import MainWindow
+        from app.window.main_window import MainWindow
         from tests.app.windows import load, worker
 
         windows = []
@@ -338,7 +338,7 @@ class TestWindowWithABadHistory:
         script = (
             "import sys; from pathlib import Path; from PySide6.QtCore import QSettings\n"
             "from PySide6.QtWidgets import QApplication\n"
-            "from app.history.store import History; from app.main_window import MainWindow\n"
+            "from app.history.store import History; from app.window.main_window import MainWindow\n"
             "class Broken(History):\n"
             "    def conversations(self, search=''):\n"
             "        raise RuntimeError('a bug while listing')\n"

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
 from PySide6.QtWidgets import QProgressBar, QPushButton, QWidget
 
-from app.preferences import HANDS_FREE_KEY, Preferences
-from app.push_to_talk import MIC_POLL_MS, meter_percent
 from app.sound.microphone import DeviceLost, Microphone, StreamFactory
 from app.sound.voice_activity import (
     Probability,
@@ -36,6 +34,8 @@ from app.sound.voice_activity import (
     VoiceActivity,
     VoiceOptions,
 )
+from app.window.preferences import HANDS_FREE_KEY, Preferences
+from app.window.push_to_talk import MIC_POLL_MS, meter_percent
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Audio

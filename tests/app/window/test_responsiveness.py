@@ -11,7 +11,7 @@ import time
 
 from PySide6.QtCore import Qt, QTimer
 
-from app.main_window import MainWindow
+from app.window.main_window import MainWindow
 from model.files.bundle import Bundle
 from tests.app.windows import RecordingSink, ask, load, worker
 

@@ -22,27 +22,27 @@ from functools import partial
 from PySide6.QtCore import QSettings, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
-from app.activity import ActivityChip, activity
-from app.camera_panel import CameraPanel
 from app.capture import camera as camera_module
 from app.chat_session import ChatSession
 from app.chat_view import ChatView
 from app.composer import Composer
 from app.conversation_list import ConversationList
 from app.current_conversation import CurrentConversation
-from app.hands_free import HandsFree
 from app.history.store import History
-from app.model_loader import ModelLoader
-from app.notices import Notices
-from app.preferences import THEME_KEY, Preferences
-from app.push_to_talk import PushToTalk
 from app.sound.devices import SoundDevice, sound_devices
 from app.sound.microphone import StreamFactory as MicrophoneStreamFactory
 from app.sound.playback import StreamFactory as OutputStreamFactory
-from app.speech_watch import SpeechWatch
-from app.status_line import StatusLine
-from app.theme import apply_theme
-from app.window_menu import WindowMenu
+from app.window.activity import ActivityChip, activity
+from app.window.camera_panel import CameraPanel
+from app.window.hands_free import HandsFree
+from app.window.menu import WindowMenu
+from app.window.model_loader import ModelLoader
+from app.window.notices import Notices
+from app.window.preferences import THEME_KEY, Preferences
+from app.window.push_to_talk import PushToTalk
+from app.window.speech_watch import SpeechWatch
+from app.window.status_line import StatusLine
+from app.window.theme import apply_theme
 from app.worker import ConversationWorker, ReplyFinished
 from model.hardware import Hardware, probe
 from model.media import Image

@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMainWindow
 
-from app.theme import THEMES
+from app.window.theme import THEMES
 
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 

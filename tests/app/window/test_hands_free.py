@@ -13,11 +13,11 @@ import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QProgressBar, QVBoxLayout, QWidget
 
-from app.hands_free import ECHO_TAIL_S, HandsFree
-from app.main_window import Devices, MainWindow
-from app.preferences import HANDS_FREE_KEY, HEADPHONES_KEY, SILENCE_KEY, Preferences
 from app.sound.playback import PlaybackState
 from app.sound.voice_activity import FRAME
+from app.window.hands_free import ECHO_TAIL_S, HandsFree
+from app.window.main_window import Devices, MainWindow
+from app.window.preferences import HANDS_FREE_KEY, HEADPHONES_KEY, SILENCE_KEY, Preferences
 from app.worker import ConversationWorker
 from model.talker import SpeechOptions
 from tests.app.fakes import REAL_TIME_S, FakeInputStream, MicrophoneFactory

@@ -9,10 +9,10 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from app.main_window import Devices
-from app.preferences import INPUT_DEVICE_KEY
-from app.push_to_talk import METER_FLOOR_DB, PushToTalk, meter_percent
 from app.sound.microphone import BLOCK
+from app.window.main_window import Devices
+from app.window.preferences import INPUT_DEVICE_KEY
+from app.window.push_to_talk import METER_FLOOR_DB, PushToTalk, meter_percent
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
 from tests.app.windows import TIMEOUT_MS, RecordingSink, kept_recordings, load, open_window, talk

@@ -14,9 +14,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
-from app.main_window import MainWindow
-from app.model_loader import NO_MODEL
 from app.sound.playback import Playback
+from app.window.main_window import MainWindow
+from app.window.model_loader import NO_MODEL
 from app.worker import ConversationWorker
 from model.files.bundle import Bundle
 from model.media import Image
@@ -128,7 +128,7 @@ class TestSpeechThatPlaysOn:
         assert [q.text for q in questions] == ["First", "Second"]
 
     def test_talking_over_speech_that_plays_on_silences_it(self, qtbot, open_window, tiny_bundle: Bundle):
-        from app.main_window import Devices
+        from app.window.main_window import Devices
 
         speakers = Speakers()
         window = open_window(speaking_worker(speakers), Devices(microphone_stream=MicrophoneFactory()))
@@ -320,7 +320,7 @@ class TestControls:
         assert label.buddy() is window.composer.voice_box and label.text().replace("&", "") == "Voice:"
 
     def test_the_buttons_stay_put_when_the_level_meter_shows(self, qtbot, open_window):
-        from app.main_window import Devices
+        from app.window.main_window import Devices
 
         window = open_window(devices=Devices(microphone_stream=MicrophoneFactory()))
         window.show()
@@ -430,7 +430,7 @@ class TestActivity:
     """Issue 17, build item 3: the assistant's state at a glance."""
 
     def test_the_chip_follows_listening_thinking_speaking(self, qtbot, open_window, tiny_bundle: Bundle):
-        from app.main_window import Devices
+        from app.window.main_window import Devices
 
         speakers = Speakers()
         window = open_window(speaking_worker(speakers), Devices(microphone_stream=MicrophoneFactory()))

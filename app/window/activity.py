@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
-from app.theme import chat_colors
+from app.window.theme import chat_colors
 
 LABELS = {"ready": "Ready", "listening": "● Listening", "thinking": "Thinking…", "speaking": "Speaking"}
 

@@ -10,15 +10,16 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.crash import CrashReporter
-from app.main_window import MainWindow
 from app.system.logs import install_exception_hooks, setup_file_logging
 from app.system.qt_platform import require_display, window_platform
+from app.window.main_window import MainWindow
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).
-ICON = Path(__file__).resolve().parents[1] / "assets" / "icons" / "omnidesk-256.png"
+ICON = Path(__file__).resolve().parents[2] / "assets" / "icons" / "omnidesk-256.png"
 # The model's threads (worker, Thinker, Talker, Token2Wav) share the GIL with the GUI thread. Python
 # hands it over every 5 ms by default, so with four busy threads the GUI thread waited up to 60 ms
-# for it (measured here); every 1 ms it never waited more than 15 ms (tests/app/test_responsiveness.py).
+# for it (measured here); every 1 ms it never waited more than 15 ms
+# (tests/app/window/test_responsiveness.py).
 GIL_SWITCH_S = 0.001
 
 

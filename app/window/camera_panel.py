@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QLabel, QPushButton
 from app.capture import camera as camera_module
 from app.capture.camera import Camera
 from app.capture.screen import qimage
-from app.preferences import Preferences
+from app.window.preferences import Preferences
 from model.errors import OmnideskError
 
 PREVIEW_MS = 66  # the camera preview shows about 15 frames per second

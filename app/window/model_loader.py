@@ -12,8 +12,8 @@ from PySide6.QtCore import QObject, QSettings, Signal, Slot
 from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 
 from app.composer import Composer
-from app.notices import Notices
-from app.preferences import MODELS_FOLDER_KEY, Preferences
+from app.window.notices import Notices
+from app.window.preferences import MODELS_FOLDER_KEY, Preferences
 from app.worker import ModelChoice
 
 NO_MODEL = "No model yet: set one up (download it, or use files you already have)."

@@ -8,10 +8,10 @@ import threading
 import pytest
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from app.camera_panel import CameraPanel
 from app.capture import camera as camera_module
-from app.main_window import Devices
-from app.preferences import CAMERA_KEY
+from app.window.camera_panel import CameraPanel
+from app.window.main_window import Devices
+from app.window.preferences import CAMERA_KEY
 from model.files.bundle import Bundle
 from tests.app.fakes import FakeCapture
 from tests.app.windows import TIMEOUT_MS, load, open_window

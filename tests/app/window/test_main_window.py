@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.history.store import History
-from app.main_window import MainWindow
-from app.preferences import MODELS_FOLDER_KEY
+from app.window.main_window import MainWindow
+from app.window.preferences import MODELS_FOLDER_KEY
 from app.worker import ConversationWorker
 from model.errors import OmnideskError
 from model.files.bundle import Bundle

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.preferences import Preferences
 from app.sound.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
+from app.window.preferences import Preferences
 from model.errors import OmnideskError
 from model.media import Audio
 
@@ -117,7 +117,7 @@ class PushToTalk(QObject):
 
     @Slot(bool)
     def set_hands_free(self, on: bool) -> None:
-        """While hands-free listens (app.hands_free), push-to-talk rests: its button is off and the
+        """While hands-free listens (app.window.hands_free), push-to-talk rests: its button is off and the
         talk key is left to the window."""
         self._hands_free = on
         self.button.setEnabled(not on)
