@@ -23,17 +23,17 @@ from PySide6.QtCore import QSettings, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
 from app.capture import camera as camera_module
-from app.chat_session import ChatSession
-from app.chat_view import ChatView
-from app.composer import Composer
-from app.conversation_list import ConversationList
-from app.current_conversation import CurrentConversation
 from app.history.store import History
 from app.sound.devices import SoundDevice, sound_devices
 from app.sound.microphone import StreamFactory as MicrophoneStreamFactory
 from app.sound.playback import StreamFactory as OutputStreamFactory
 from app.window.activity import ActivityChip, activity
 from app.window.camera_panel import CameraPanel
+from app.window.chat.composer import Composer
+from app.window.chat.conversation_list import ConversationList
+from app.window.chat.current_conversation import CurrentConversation
+from app.window.chat.session import ChatSession
+from app.window.chat.view import ChatView
 from app.window.hands_free import HandsFree
 from app.window.menu import WindowMenu
 from app.window.model_loader import ModelLoader

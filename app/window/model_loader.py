@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QSettings, Signal, Slot
 from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 
-from app.composer import Composer
+from app.window.chat.composer import Composer
 from app.window.notices import Notices
 from app.window.preferences import MODELS_FOLDER_KEY, Preferences
 from app.worker import ModelChoice

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
 
-from app.chat_view import ChatView, Message
-from app.composer import Composer
-from app.conversation_list import ConversationList
-from app.current_conversation import CurrentConversation
+from app.window.chat.composer import Composer
+from app.window.chat.conversation_list import ConversationList
+from app.window.chat.current_conversation import CurrentConversation
+from app.window.chat.view import ChatView, Message
 from app.worker import Ask, ReplyFinished
 from model.media import Audio, Image, Question
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from app.attachments import save_media
 from app.history.store import Attachment, History, StoredMessage
+from app.window.chat.attachments import save_media
 from model.errors import OmnideskError
 from model.media import Audio, Image
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QToolButton, QWidget
 
 import app.capture.screen
-from app.composer import Composer
+from app.window.chat.composer import Composer
 from app.window.main_window import Devices
 from app.window.preferences import SPEECH_KEY, VOICE_KEY
 from model.media import Image

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QUrl
 
-from app.attachments import save_media
-from app.chat_view import EMPTY_HINT, ChatView, Message, attachment_html, displayed, markdown_html
 from app.history.store import Attachment
+from app.window.chat.attachments import save_media
+from app.window.chat.view import EMPTY_HINT, ChatView, Message, attachment_html, displayed, markdown_html
 from app.window.main_window import Devices
 from app.window.theme import DARK_CHAT, LIGHT_CHAT
 from model.media import Audio

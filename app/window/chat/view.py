@@ -22,10 +22,10 @@ from PySide6.QtCore import QEvent, QSettings, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
-from app.attachments import load_attachment
 from app.history.store import Attachment
 from app.sound.playback import Playback
 from app.sound.playback import StreamFactory as OutputStreamFactory
+from app.window.chat.attachments import load_attachment
 from app.window.preferences import Preferences
 from app.window.theme import LIGHT_CHAT, ChatColors, chat_colors
 from model.audio_rates import INPUT_SAMPLE_RATE

@@ -13,9 +13,9 @@ from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QPlainTextEdit, QPushButton, QWidget
 
-from app.attachment_strip import AttachmentStrip
-from app.attachments import FILE_FILTER, load_attachment
 from app.capture.screen import grab_screen_without
+from app.window.chat.attachment_strip import AttachmentStrip
+from app.window.chat.attachments import FILE_FILTER, load_attachment
 from app.window.preferences import SPEECH_KEY, VOICE_KEY, Preferences
 from model.errors import OmnideskError
 from model.media import Audio, Image

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QWidget
 
-from app.chat_session import RENDER_INTERVAL_MS, ChatSession
-from app.chat_view import ChatView
-from app.composer import Composer
-from app.conversation_list import ConversationList
-from app.current_conversation import CurrentConversation
 from app.history.store import History
+from app.window.chat.composer import Composer
+from app.window.chat.conversation_list import ConversationList
+from app.window.chat.current_conversation import CurrentConversation
+from app.window.chat.session import RENDER_INTERVAL_MS, ChatSession
+from app.window.chat.view import ChatView
 from app.worker import ReplyFinished
 from model.media import Audio
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.attachments import load_attachment, save_media
+from app.window.chat.attachments import load_attachment, save_media
 from model.errors import OmnideskError
 from model.media import Audio, Image
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app import current_conversation
-from app.current_conversation import CurrentConversation
+from app.window.chat import current_conversation
+from app.window.chat.current_conversation import CurrentConversation
 from model.media import Audio, Image
 
 WAIT_MS = 5_000
