@@ -9,9 +9,9 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
-from app.crash import CrashReporter
 from app.system.logs import install_exception_hooks, setup_file_logging
 from app.system.qt_platform import require_display, window_platform
+from app.window.dialogs.crash import CrashReporter
 from app.window.main_window import MainWindow
 
 # In a source checkout and in the built app alike (packaging/omnidesk.spec puts it there).

@@ -246,7 +246,7 @@ class MainWindow(QMainWindow):
 
     def settings_dialog(self):  # -> SettingsDialog
         """The settings dialog for the current preferences and devices (not yet shown)."""
-        from app.settings_dialog import SettingsDialog
+        from app.window.dialogs.settings import SettingsDialog
 
         devices = self._devices
         return SettingsDialog(

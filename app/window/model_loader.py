@@ -65,7 +65,7 @@ class ModelLoader(QObject):
 
     @Slot()
     def open_setup(self) -> None:
-        from app.setup_dialog import SetupDialog
+        from app.window.dialogs.model_setup import SetupDialog
         from model.hardware import probe
 
         dialog = SetupDialog(probe(), parent=self._window)

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from app.setup_dialog import DownloadWorker, SetupDialog
+from app.window.dialogs.model_setup import DownloadWorker, SetupDialog
 from model.files.bundle import MANIFEST, Bundle
 from model.files.hub import Hub
 from model.files.store import MODELS_DIR_VARIABLE
 from model.hardware import GIB, Hardware
 from tests.fixtures.fake_hub import FakeHub
+
+PICK_FOLDER = "app.window.dialogs.model_setup.QFileDialog.getExistingDirectory"
 
 TIMEOUT_MS = 120_000
 GGUF_REPO, CHECKPOINT_REPO, THINKER = (
@@ -88,7 +90,8 @@ def test_pause_keeps_what_was_fetched_and_resume_continues(qtbot, dialog: SetupD
 
 def test_files_already_here_are_used(qtbot, dialog: SetupDialog, tiny_bundle: Bundle, monkeypatch):
     monkeypatch.setattr(
-        "app.setup_dialog.QFileDialog.getExistingDirectory", lambda *a, **k: str(tiny_bundle.root)
+        PICK_FOLDER,
+        lambda *a, **k: str(tiny_bundle.root),
     )
     with qtbot.waitSignal(dialog.bundle_ready, timeout=5000) as ready:
         dialog.existing_button.click()
@@ -96,7 +99,7 @@ def test_files_already_here_are_used(qtbot, dialog: SetupDialog, tiny_bundle: Bu
 
 
 def test_a_folder_without_a_bundle_is_explained(qtbot, dialog: SetupDialog, tmp_path, monkeypatch):
-    monkeypatch.setattr("app.setup_dialog.QFileDialog.getExistingDirectory", lambda *a, **k: str(tmp_path))
+    monkeypatch.setattr(PICK_FOLDER, lambda *a, **k: str(tmp_path))
     dialog.existing_button.click()
     assert "holds no Omnidesk bundle" in dialog.status.text() and "models import" in dialog.status.text()
 

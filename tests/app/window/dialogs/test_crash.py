@@ -7,7 +7,7 @@ import threading
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.crash import CrashReporter
+from app.window.dialogs.crash import CrashReporter
 
 
 def test_a_crash_in_another_thread_opens_the_dialog_with_the_log_path(qtbot, tmp_path):

@@ -8,9 +8,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
-from app.settings_dialog import SettingsDialog
 from app.sound import playback
 from app.sound.devices import SoundDevice
+from app.window.dialogs.settings import SettingsDialog
 from app.window.main_window import Devices, MainWindow
 from app.window.preferences import GPU_LAYERS_KEY, Preferences
 from app.worker import ConversationWorker, ModelChoice

@@ -1,0 +1,1 @@
+"""The window's dialogs: settings, setting up a model, and the crash report."""
