@@ -16,7 +16,7 @@ import torch
 from model.audio_features import load_audio
 from model.files.bundle import Bundle
 from model.vision import load_image
-from tests.app.test_cli import omnidesk
+from tests.app.cli.test_main import omnidesk
 from tests.helpers import (
     generate_inputs,
     give_the_talker_its_attention_mask,

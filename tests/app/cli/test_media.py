@@ -15,7 +15,7 @@ import pytest
 
 from app.capture.camera import listed_cameras, why_closed
 from model.files.bundle import Bundle, write_manifest
-from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
+from tests.app.cli.test_main import assert_one_line_error, copy_bundle, omnidesk
 from tests.fixtures.media_files import write_audio, write_float_wav, write_video
 from tests.helpers import bundle_that_hears, photo_like, speech_like
 

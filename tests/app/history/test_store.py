@@ -270,7 +270,7 @@ class TestUnwritableHistory:
     def test_in_a_read_only_folder_the_saved_history_is_shown(self, tmp_path):
         folder = tmp_path / "data"
         prepare = f"import sys; sys.path.insert(0, {str(Path.cwd())!r}); " + (
-            "from pathlib import Path; from tests.app.test_history import saved_history; "
+            "from pathlib import Path; from tests.app.history.test_store import saved_history; "
             f"saved_history(Path({str(folder)!r}))"
         )
         script = (

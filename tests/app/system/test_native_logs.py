@@ -14,7 +14,7 @@ import pytest
 
 from app.system.native_logs import ALSA_LIBRARY, stderr_to_log
 from model.files.bundle import Bundle
-from tests.app.test_cli import omnidesk
+from tests.app.cli.test_main import omnidesk
 
 needs_alsa = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ALSA is Linux's")
 

@@ -19,7 +19,7 @@ from model.files.config_check import ConfigError, check_config
 from model.files.convert import convert_checkpoint
 from model.token2wav.synthesizer import Token2Wav
 from model.voices import load_voices
-from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk
+from tests.app.cli.test_main import assert_one_line_error, copy_bundle, omnidesk
 
 BAD_VALUES: list[tuple[tuple[Any, ...], str]] = [
     (("talker_config", "num_hidden_layers", 10**9), "talker_config.num_hidden_layers is 1000000000, not an"),

@@ -15,7 +15,7 @@ from model.errors import ModelFileError
 from model.files.bundle import MANIFEST, Bundle
 from model.files.convert import convert_checkpoint
 from model.files.thinker_gguf import check_mmproj_gguf, check_thinker_gguf
-from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk, rewrite_manifest
+from tests.app.cli.test_main import assert_one_line_error, copy_bundle, omnidesk, rewrite_manifest
 from tests.fixtures.gguf_surgery import rewrite_gguf
 
 # The tiny Thinker: width 64, 4 heads of 16 (2 for keys and values), feed-forward 128, 2 blocks.

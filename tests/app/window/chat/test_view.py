@@ -14,7 +14,7 @@ from app.window.main_window import Devices
 from app.window.theme import DARK_CHAT, LIGHT_CHAT
 from model.media import Audio
 from tests.app.fakes import MicrophoneFactory
-from tests.app.test_playback import FakeStream
+from tests.app.sound.test_playback import FakeStream
 from tests.app.windows import TIMEOUT_MS, load, open_window, talk
 
 WAIT_MS = 5_000

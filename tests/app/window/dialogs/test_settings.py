@@ -16,7 +16,7 @@ from app.window.preferences import GPU_LAYERS_KEY, Preferences
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
-from tests.app.test_playback import FakeStream
+from tests.app.sound.test_playback import FakeStream
 from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, ask, load, worker
 from tests.model.test_placement import CPU_ONLY, cuda_machine
 
