@@ -24,11 +24,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.cli.exit_status import EXIT_ERROR, EXIT_INTERRUPTED
 from app.system.logs import setup_terminal_logging
 from model.errors import OmnideskError
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from app.cli.ask_media import question_from_args
-from app.cli.main import EXIT_INTERRUPTED
+from app.cli.exit_status import EXIT_INTERRUPTED
 from app.cli.text_input import checked_text, keep_undecodable_input
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import Playback

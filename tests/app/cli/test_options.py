@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.exit_status import EXIT_INTERRUPTED
 from app.system.logs import setup_terminal_logging
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.thinker_types import ThinkerOptions
-from tests.app.test_cli import assert_one_line_error, copy_bundle, omnidesk, rewrite_manifest
+from tests.app.cli.test_main import assert_one_line_error, copy_bundle, omnidesk, rewrite_manifest
 from tests.fixtures.gguf_surgery import rewrite_gguf
 from tests.helpers import on_small_filesystem
-
-EXIT_INTERRUPTED = 130
 
 
 def run_cli(*args: str | bytes | Path, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
