@@ -35,10 +35,10 @@ from safetensors import SafetensorError, safe_open
 from model.errors import ModelFileError
 from model.files.bundle import Bundle
 from model.hardware import GIB, Hardware
-from model.sizing import BITS_PER_WEIGHT, CONTEXT_TOKENS, ModelSize
+from model.sizing import BITS_PER_WEIGHT, ModelSize
 from model.talker import SpeechOptions
 from model.talker.network import TalkerConfig
-from model.thinker_types import ThinkerOptions
+from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 
@@ -367,7 +367,7 @@ def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:
     )
 
 
-def estimated_needs(size: ModelSize, quant: str, n_ctx: int = CONTEXT_TOKENS) -> MemoryNeeds:
+def estimated_needs(size: ModelSize, quant: str, n_ctx: int = DEFAULT_CONTEXT) -> MemoryNeeds:
     """What a model size would need, from published parameter counts (doctor, before a download)."""
     audio_encoder, talker, token2wav = (int(p) for p in size.native)
     return MemoryNeeds(

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.hardware import GIB, Hardware
+from model.thinker_types import DEFAULT_CONTEXT
 
-CONTEXT_TOKENS = 8192
 OVERHEAD_BYTES = 1 * GIB
 HEADROOM = 1.1  # keep 10% free
 
@@ -73,7 +73,7 @@ def options(hardware: Hardware) -> list[Option]:
         for quant, bits in BITS_PER_WEIGHT.items():
             gguf_bytes = int(size.thinker_params * bits / 8)
             shared = gguf_bytes + int(size.vision_params * BITS_PER_WEIGHT["Q8_0"] / 8)
-            shared += size.kv_bytes_per_token * CONTEXT_TOKENS + OVERHEAD_BYTES
+            shared += size.kv_bytes_per_token * DEFAULT_CONTEXT + OVERHEAD_BYTES
             gpu_bytes = shared + int(size.native_params * 2)
             cpu_bytes = shared + int(size.native_params * 4)
             result.append(

@@ -47,11 +47,7 @@ _KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 class Thinker:
     def __init__(self, gguf_path: Path, tokens: dict[str, int], options: ThinkerOptions = ThinkerOptions()):
         info = check_thinker_gguf(gguf_path)
-        if 0 < info.n_ctx_train < options.n_ctx:  # 0: the file does not say (llama.cpp will refuse it)
-            raise OmnideskError(
-                f"a context of {options.n_ctx} tokens: this model holds at most {info.n_ctx_train}, "
-                "give that or less"
-            )
+        n_ctx = options.context_for(info.n_ctx_train)
         self.options = options
         self.tokens = tokens
         self.n_embd = info.n_embd
@@ -73,7 +69,7 @@ class Thinker:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
         ctx_params = llama_cpp.llama_context_default_params()
-        ctx_params.n_ctx = options.n_ctx
+        ctx_params.n_ctx = n_ctx
         ctx_params.n_batch = options.n_batch
         ctx_params.n_ubatch = options.n_batch
         ctx_params.n_seq_max = 1
@@ -88,9 +84,7 @@ class Thinker:
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             self.close()  # frees the model once (close() again, from __del__, finds nothing to free)
-            raise OmnideskError(
-                f"llama.cpp could not create a context of {options.n_ctx} tokens: try a smaller one"
-            )
+            raise OmnideskError(f"llama.cpp could not create a context of {n_ctx} tokens: try a smaller one")
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp clamps it to the context
 

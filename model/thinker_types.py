@@ -21,11 +21,14 @@ from model.errors import OmnideskError
 # runtime cannot start them and the process dies.
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS
 MAX_GPU_LAYERS = 2**31 - 1  # a C int; more layers than the model has means all of them
+DEFAULT_CONTEXT = 8192  # tokens, when none is asked for and the model was trained on as many or more
 
 
 @dataclass(frozen=True)
 class ThinkerOptions:
-    n_ctx: int = 8192  # at most the model's trained context (Thinker checks it against the file)
+    # Tokens; None: DEFAULT_CONTEXT, or the model's trained context where that is smaller. One asked
+    # for must be at most the trained context (the Thinker checks it against the file).
+    n_ctx: int | None = None
     n_batch: int = 512
     n_gpu_layers: int = -1  # -1: all layers when the build can offload, else none
     # Default: half the logical CPUs (about the physical cores). The Talker and Token2Wav share the
@@ -36,7 +39,7 @@ class ThinkerOptions:
     kv_cache_type: str = "f16"  # "f16" halves the cache's memory; "f32" for exact float32 runs
 
     def __post_init__(self) -> None:
-        if self.n_ctx < 1:
+        if self.n_ctx is not None and self.n_ctx < 1:
             raise OmnideskError(f"a context of {self.n_ctx} tokens: give 1 or more")
         if self.n_threads is not None and not 1 <= self.n_threads <= MAX_THREADS:
             raise OmnideskError(
@@ -45,6 +48,17 @@ class ThinkerOptions:
             )
         if not -1 <= self.n_gpu_layers <= MAX_GPU_LAYERS:
             raise OmnideskError(f"{self.n_gpu_layers} GPU layers: give -1 (all) or a number from 0 up")
+
+    def context_for(self, n_ctx_train: int) -> int:
+        """The context in tokens for a model trained on `n_ctx_train` (0: the file does not say); one
+        asked for above it is refused."""
+        if self.n_ctx is None:
+            return min(DEFAULT_CONTEXT, n_ctx_train) if n_ctx_train > 0 else DEFAULT_CONTEXT
+        if 0 < n_ctx_train < self.n_ctx:
+            raise OmnideskError(
+                f"a context of {self.n_ctx} tokens: this model holds at most {n_ctx_train}, give that or less"
+            )
+        return self.n_ctx
 
 
 @dataclass(frozen=True)

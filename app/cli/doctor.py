@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from model.hardware import GIB, Hardware
 from model.placement import MemoryNeeds, estimated_needs, make_plan
-from model.sizing import CONTEXT_TOKENS, SIZES, options, recommend
+from model.sizing import SIZES, options, recommend
+from model.thinker_types import DEFAULT_CONTEXT
 
 
 def report(hardware: Hardware, bundle: tuple[str, MemoryNeeds] | None = None) -> str:
@@ -26,7 +27,7 @@ def report(hardware: Hardware, bundle: tuple[str, MemoryNeeds] | None = None) ->
     lines += [f"Note:          {note}" for note in hardware.notes]
     lines += [
         "",
-        f"Estimated memory ({CONTEXT_TOKENS}-token context):",
+        f"Estimated memory ({DEFAULT_CONTEXT}-token context):",
         "  size  quant    GGUF      on GPU    on CPU",
     ]
     for option in options(hardware):

@@ -27,6 +27,7 @@ from pathlib import Path
 from app.cli.exit_status import EXIT_ERROR, EXIT_INTERRUPTED
 from app.system.logs import setup_terminal_logging
 from model.errors import OmnideskError
+from model.thinker_types import DEFAULT_CONTEXT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +207,11 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
         help="exact: the reference's path; fast: quantized Talker, fewer ODE steps, a smaller first chunk "
         "(auto: exact on a GPU, fast on the CPU)",
     )
-    parser.add_argument("--context", type=int, default=8192, help="context window in tokens")
+    parser.add_argument(
+        "--context",
+        type=int,
+        help=f"context window in tokens (default: {DEFAULT_CONTEXT}, or the model's own if it holds fewer)",
+    )
     parser.add_argument("--threads", type=int, help="Thinker CPU threads (default: half the logical CPUs)")
 
 
@@ -356,12 +361,11 @@ def _doctor(args: argparse.Namespace) -> int:
     from model.files.store import resolve
     from model.hardware import probe
     from model.placement import bundle_needs
-    from model.sizing import CONTEXT_TOKENS
 
     bundle = None
     if args.models:
         opened = Bundle.open(resolve(args.models))
-        bundle = (opened.root.name, bundle_needs(opened, CONTEXT_TOKENS))
+        bundle = (opened.root.name, bundle_needs(opened, DEFAULT_CONTEXT))
     print(report(probe(), bundle))
     return 0
 

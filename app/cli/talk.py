@@ -113,7 +113,9 @@ def run_ask(args: argparse.Namespace) -> int:
     if finished.reason == "error":
         raise OmnideskError(finished.error)
     if finished.reason == "context_full":
-        raise OmnideskError(f"the question does not fit in the {args.context}-token context: use --context")
+        raise OmnideskError(
+            f"the question does not fit in the {conversation.thinker.n_ctx}-token context: use --context"
+        )
     if finished.reason == "cancelled":
         return EXIT_INTERRUPTED
     if args.json:

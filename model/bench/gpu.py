@@ -66,7 +66,7 @@ from model.talker import SpeechOptions, Talker
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.quantize import quantize
 from model.thinker import Thinker
-from model.thinker_types import ThinkerOptions, TokenRun
+from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions, TokenRun
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.speaker_encoder import SpeakerEncoder
@@ -79,7 +79,7 @@ QUESTION = "What am I looking at? Tell me in a few words."
 WARM_UP = (2, 30)  # text tokens and codes of the untimed first turn
 CODEC_VOCAB = 8448
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-APP_TALKER_POSITIONS = talker_cache_positions(ThinkerOptions().n_ctx)  # the app's Talker cache
+APP_TALKER_POSITIONS = talker_cache_positions(DEFAULT_CONTEXT)  # the app's Talker cache
 GOALS = {"first_audio_s": 0.4, "talker_codes_per_s": 200.0, "token2wav_rtf": 0.1}  # 7B Q4_K_M, one GPU
 
 # Toy shapes for `--size tiny`: a Thinker whose vocabulary holds the released special ids, and

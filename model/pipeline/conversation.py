@@ -37,7 +37,7 @@ from model.placement import (
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.talker import Talker
 from model.thinker import Thinker
-from model.thinker_types import Segment, ThinkerOptions, TokenRun
+from model.thinker_types import DEFAULT_CONTEXT, Segment, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
 from model.token2wav.synthesizer import Token2Wav
 from model.vision import VisionOptions
@@ -103,7 +103,10 @@ class Conversation:
         """A conversation placed for this machine: the plan from the hardware, the bundle and the
         user's `choice` (what every entry point uses). The native stages' CPU threads are set here,
         for the process: torch has one pool of them."""
-        plan = make_plan(probe(), bundle_needs(bundle, thinker_options.n_ctx), choice)
+        # The memory for the context asked for, or for the default's (at most: a model trained on fewer
+        # tokens gets its own, smaller context).
+        n_ctx = thinker_options.n_ctx or DEFAULT_CONTEXT
+        plan = make_plan(probe(), bundle_needs(bundle, n_ctx), choice)
         if plan.threads is not None:
             torch.set_num_threads(plan.threads.torch)
         return cls(bundle, thinker_options, plan, **kwargs)

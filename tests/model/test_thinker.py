@@ -9,15 +9,26 @@ import numpy as np
 import pytest
 import torch
 
+from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.sampling import SamplingOptions
 from model.thinker import Thinker
-from model.thinker_types import Decoded, EmbeddingRun, Finished, Sampled, ThinkerOptions, TokenRun
+from model.thinker_types import (
+    DEFAULT_CONTEXT,
+    Decoded,
+    EmbeddingRun,
+    Finished,
+    Sampled,
+    ThinkerOptions,
+    TokenRun,
+)
 from model.tmrope import TMRoPEConfig
+from tests.fixtures.gguf_surgery import rewrite_gguf
 from tests.helpers import max_abs_error
 
 GREEDY = SamplingOptions(greedy=True, repetition_penalty=1.0)
+SHORT_CONTEXT = 4096  # a trained context below the default
 QUESTIONS = ["What am I looking at?", "Say it again, in 中文 please 😀", "def f(x):\n    return x  # why?"]
 
 
@@ -257,3 +268,25 @@ def test_min_tokens_holds_back_the_stop_as_the_reference_min_new_tokens(
     print("forced reply ids:", forced.reply_ids, "stand-in stop:", stand_in)
     assert forced.reason == "length" and list(forced.reply_ids) == out[0, len(prompt) :].tolist()
     assert forced.reply_ids[2] != stand_in
+
+
+class TestTrainedContext:
+    """A model trained on fewer tokens than the default context gets its own context by default."""
+
+    @pytest.fixture(scope="class")
+    def short_gguf(self, tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory):
+        target = tmp_path_factory.mktemp("short-context") / "thinker.gguf"
+        return rewrite_gguf(tiny_bundle.file("thinker"), target, {"qwen2vl.context_length": SHORT_CONTEXT})
+
+    def test_no_context_given_is_the_models_own_when_it_is_smaller(self, short_gguf, tiny_bundle: Bundle):
+        assert SHORT_CONTEXT < DEFAULT_CONTEXT
+        with Thinker(short_gguf, tiny_bundle.tokens, ThinkerOptions()) as short:
+            assert short.n_ctx == SHORT_CONTEXT
+
+    def test_no_context_given_is_the_default_when_the_model_holds_more(self, tiny_bundle: Bundle):
+        with Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, ThinkerOptions()) as long:
+            assert long.n_ctx == DEFAULT_CONTEXT
+
+    def test_a_context_asked_for_above_the_models_is_refused(self, short_gguf, tiny_bundle: Bundle):
+        with pytest.raises(OmnideskError, match=f"this model holds at most {SHORT_CONTEXT}"):
+            Thinker(short_gguf, tiny_bundle.tokens, ThinkerOptions(n_ctx=DEFAULT_CONTEXT))

@@ -68,6 +68,27 @@ class TestOptionValues:
         assert ThinkerOptions(n_threads=512, n_gpu_layers=-1).n_threads == 512
 
 
+class TestDefaultContext:
+    """With no --context, a model trained on fewer tokens than the default answers in its own context."""
+
+    @pytest.fixture
+    def short_bundle(self, tiny_bundle: Bundle, tmp_path: Path) -> Path:
+        root = copy_bundle(tiny_bundle, tmp_path)
+        short = root / "thinker-short.gguf"
+        rewrite_gguf(tiny_bundle.file("thinker"), short, {"qwen2vl.context_length": 4096})
+        rewrite_manifest(root, tiny_bundle, short)
+        return root
+
+    def test_answers_with_no_context_given(self, short_bundle: Path):
+        result = omnidesk("ask", "--models", short_bundle, "--text-only", "--max-tokens", "4", "hi")
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_a_context_asked_for_above_the_models_is_refused(self, short_bundle: Path):
+        result = omnidesk("ask", "--models", short_bundle, "--text-only", "--context", "8192", "hi")
+        assert_one_line_error(result, "a context of 8192 tokens: this model holds at most 4096")
+
+
 class TestText:
     def test_undecodable_bytes_in_the_question(self, tiny_bundle: Bundle):
         result = run_cli("ask", "--models", tiny_bundle.root, "--text-only", b"what is \xff\xfe this?")
