@@ -15,7 +15,7 @@ what the user chose (`PlanChoice`: settings, or the command line's flags):
 - profile: *Exact* is the reference's path (float weights, the RK4 sampler, exact chunk joins):
   every parity test holds to it. *Fast* trades a measured fidelity for latency where a stage runs
   on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, bfloat16 where
-  the CPU has the kernels (README, Performance, has the errors and the speed). Automatic means
+  the CPU has the kernels (docs/performance.md has the errors and the speed). Automatic means
   Exact when speech runs on a GPU and Fast when any of it runs on the CPU.
 
 Every entry point (the window, `ask`, `chat`, the selftest, the benches) makes its plan here and
@@ -61,7 +61,7 @@ GPU_RESERVE_BYTES = GIB  # the CUDA/Metal context, allocator slack and llama.cpp
 UNIFIED_MEMORY_SHARE = 0.7  # of the RAM a Mac's GPU may take (macOS keeps the rest)
 WORKSPACE_SHARE = 0.25  # activations and buffers of a native stage, relative to its weights
 
-# The Fast profile's Token2Wav (README, Performance, has what each costs and saves): Euler in 5
+# The Fast profile's Token2Wav (docs/performance.md has what each costs and saves): Euler in 5
 # evaluations (sampler.FAST); a first chunk of one block, so the first sound needs 24 codes instead
 # of 36, and later chunks of 5 blocks (MNN's 60 codes), so that a window's two blocks of look-back
 # and one of look-ahead cost 1.6x the chunk instead of 2x; each chunk vocoded to its end against
@@ -265,7 +265,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
     elif gpu_device is None and hardware.gpus and hardware.llama_backend != "CPU":
         notes.append(
             "Speech runs on the CPU because torch cannot use the GPU (a CPU build of torch): "
-            "run packaging/install.sh again, or install a CUDA build of torch (README, Install)."
+            "run packaging/install.sh again, or install a CUDA build of torch (docs/install.md)."
         )
     gpu = hardware.torch_gpu
     plan = Plan(
@@ -306,7 +306,7 @@ def _fast_on_cpu(plan: Plan) -> Plan:
 
 
 def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
-    """The faster weight-only kernels of this CPU (README, Performance: the Talker at the 7B layout,
+    """The faster weight-only kernels of this CPU (docs/performance.md: the Talker at the 7B layout,
     one thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with
     AVX2 alone int8 is 2.3x and int4 only 2.0x)."""
     return "int4" if cpu_bf16 else "int8"

@@ -172,7 +172,7 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
     )
-    parser.add_argument("--system", help="your instructions (a persona); see the README on speech")
+    parser.add_argument("--system", help="your instructions (a persona); see docs/using.md on speech")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument(
         "--max-codes", type=int, default=4096, help="a cap on the speech codes (50 per second)"

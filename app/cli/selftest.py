@@ -60,7 +60,7 @@ def check_qt() -> str:
     if not loader.load():
         raise OmnideskError(
             f"Qt's {name} platform plugin does not load ({loader.errorString()}): "
-            "install the system libraries it names (see the README's Install section)"
+            "install the system libraries it names (see docs/install.md)"
         )
     require_display(name)
     app = QApplication([sys.argv[0], "-platform", name])

@@ -33,7 +33,7 @@ within the 8 the check may take. The GGUF is cached in `--cache`, so a second ru
 
 Nothing is downloaded: every weight is random (PyTorch's default initialisation; the Thinker's as
 `random_thinker` writes it); the outputs are noise, the work is the real work. Needs torch, numpy,
-safetensors, gguf and llama-cpp-python (README: how to carry them to a machine without network).
+safetensors, gguf and llama-cpp-python (docs/gpu-check.md: how to carry them to a machine without network).
 Run from the source tree: `python -m model.bench.gpu` (or `omnidesk bench gpu` where installed).
 
 Times are wall-clock, `time.perf_counter`, after a device synchronisation.

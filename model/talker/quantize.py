@@ -8,7 +8,7 @@ embedding stays, as it is read one row at a time). Both run on torch's own CPU k
   levels); `torch._weight_int4pack_mm_for_cpu` on the packed weight, bfloat16 activations.
 
 Activations are rounded to bfloat16 on the way in and the result goes back to the caller's dtype.
-Which one is faster depends on the CPU's kernels (measured in the README: int4 where the CPU has
+Which one is faster depends on the CPU's kernels (measured in docs/performance.md: int4 where the CPU has
 bfloat16 instructions, int8 on AVX2); the errors against float32 are printed by the tests and the
 Talker bench. Off the CPU the weight is dequantized for each call (no GPU runs these: the plan puts
 a GPU's Talker in half precision instead).

@@ -143,7 +143,7 @@ class TestParity:
     def test_fast_preset_cost(self, t2w, voice, codes):
         """The Fast profile's sampler (5 Euler steps, as MNN's default) against the reference's 36
         evaluations. The tiny random DiT's flow is much rougher than a trained one's, so this is a
-        ceiling: 22% of the mean |mel| here (9 Euler steps gave 7%); the README gives the real-size
+        ceiling: 22% of the mean |mel| here (9 Euler steps gave 7%); docs/performance.md gives the real-size
         figure and the waveform's signal-to-error ratio."""
         reference = t2w.mel(codes, voice, seed=SEED)
         fast = t2w.mel(codes, voice, seed=SEED, options=FAST)

@@ -54,7 +54,7 @@ def test_greedy_full_utterance_equals_reference_generate(
     tiny_bundle: Bundle, reference_model, monkeypatch, tmp_path, question_files, media
 ):
     """Reply ids, codec ids and waveform equal the reference's; the Talker's prompt is transformers 4's
-    (the code's choice, see the README), so the reference's Talker is given back its attention mask."""
+    (the code's choice, see docs/reference.md), so the reference's Talker is given back its attention mask."""
     media_args: list[str | Path] = []
     images, audios = [], []
     if media == "image-and-speech":
