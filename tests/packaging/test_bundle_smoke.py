@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from model.files.bundle import Bundle
+from tests.fixtures.x_server import x_screen
 from tests.packaging.test_selftest import OK_LINE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,8 @@ def run_app(app: Path, bundle: Bundle, tmp_path: Path, wrapper: tuple[str, ...],
 
 
 def test_the_built_app_answers_on_a_virtual_x_screen(app: Path, tiny_bundle: Bundle, tmp_path: Path):
-    assert run_app(app, tiny_bundle, tmp_path, ("xvfb-run", "-a"))["platform"] == "xcb"
+    with x_screen() as display:
+        assert run_app(app, tiny_bundle, tmp_path, (), DISPLAY=display)["platform"] == "xcb"
 
 
 def test_the_built_app_answers_offscreen(app: Path, tiny_bundle: Bundle, tmp_path: Path):

@@ -15,6 +15,7 @@ from app.cli.selftest import _stage
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import MODELS_DIR_VARIABLE
+from tests.fixtures.x_server import foreign_x_servers, x_screen
 from tests.helpers import on_small_filesystem
 
 OK_LINE = re.compile(
@@ -74,9 +75,17 @@ class TestSelftest:
         assert_ok(selftest("--models", tiny_bundle.root, home=tmp_path), "offscreen", tiny_bundle.root)
 
     def test_starts_qt_on_a_real_x_screen(self, tiny_bundle: Bundle, tmp_path: Path):
-        result = selftest(
-            "--models", tiny_bundle.root, home=tmp_path, platform=None, wrapper=("xvfb-run", "-a")
-        )
+        with x_screen() as display:
+            environ = dict(os.environ, DISPLAY=display)
+            result = selftest("--models", tiny_bundle.root, home=tmp_path, platform=None, environ=environ)
+        assert_ok(result, "xcb", tiny_bundle.root)
+
+    def test_starts_on_a_real_x_screen_beside_other_x_servers(self, tiny_bundle: Bundle, tmp_path: Path):
+        """X servers on :99 to :108 whose lock files are out of sight: `xvfb-run -a` tries exactly
+        those numbers and then runs its command on a display with no server."""
+        with foreign_x_servers(range(99, 109)), x_screen() as display:
+            environ = dict(os.environ, DISPLAY=display)
+            result = selftest("--models", tiny_bundle.root, home=tmp_path, platform=None, environ=environ)
         assert_ok(result, "xcb", tiny_bundle.root)
 
     def test_uses_the_bundle_the_window_remembers(self, tiny_bundle: Bundle, tmp_path: Path):
@@ -144,9 +153,11 @@ class TestNoDisplay:
         assert_fails(result, "selftest failed at Qt", "xcb", "DISPLAY is not set", "xvfb-run")
 
     def test_an_x_display_that_does_not_answer(self, tiny_bundle: Bundle, tmp_path: Path):
-        environ = dict(os.environ, DISPLAY=":97")
+        with x_screen() as display:
+            pass  # its number is free again: no server answers there
+        environ = dict(os.environ, DISPLAY=display)
         result = selftest("--models", tiny_bundle.root, home=tmp_path, platform="xcb", environ=environ)
-        assert_fails(result, "selftest failed at Qt", "the X display :97 does not answer")
+        assert_fails(result, "selftest failed at Qt", f"the X display {display} does not answer")
 
 
 def test_an_unexpected_exception_names_the_stage_and_the_error():
