@@ -79,6 +79,18 @@ def probe() -> Hardware:
     )
 
 
+def cpu_name() -> str:
+    """The processor's model name, for benchmark reports ("Intel(R) Xeon(R) Processor"); Linux reads
+    /proc/cpuinfo, elsewhere what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def default_threads() -> int:
     """Half the logical CPUs (about the physical cores): see model.thinker.ThinkerOptions.n_threads."""
     return max(1, (os.cpu_count() or 2) // 2)

@@ -7,7 +7,7 @@
     omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk doctor                                      hardware, backends, which model fits
-    omnidesk bench NAME [options]                        a benchmark of model/bench/NAME.py
+    omnidesk bench NAME [options]                        a benchmark of model/bench/ or app/bench/NAME.py
 
 Expected problems (a missing or damaged model file, a bad option) end with one
 line on stderr and a non-zero exit status, never a traceback.
@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     bench = commands.add_parser("bench", help="benchmarks against the reference implementation")
-    bench.add_argument("name", choices=_benchmarks())
+    bench.add_argument("name", choices=sorted(_benchmarks()))
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(run=_bench)
     return parser
@@ -370,14 +370,21 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmarks() -> list[str]:
+def _benchmarks() -> dict[str, str]:
+    """Each benchmark's name and module: the model's (model/bench/) and the window's (app/bench/)."""
+    import app.bench
     import model.bench
 
-    return sorted(m.name for m in pkgutil.iter_modules(model.bench.__path__) if not m.ispkg)  # not parts/
+    return {
+        m.name: f"{package.__name__}.{m.name}"
+        for package in (model.bench, app.bench)
+        for m in pkgutil.iter_modules(package.__path__)
+        if not m.ispkg  # not parts/
+    }
 
 
 def _bench(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"model.bench.{args.name}")
+    module = importlib.import_module(_benchmarks()[args.name])
     return int(module.main(list(args.options)))
 
 

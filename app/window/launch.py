@@ -18,8 +18,7 @@ from app.window.main_window import MainWindow
 ICON = Path(__file__).resolve().parents[2] / "assets" / "icons" / "omnidesk-256.png"
 # The model's threads (worker, Thinker, Talker, Token2Wav) share the GIL with the GUI thread. Python
 # hands it over every 5 ms by default, so with four busy threads the GUI thread waited up to 60 ms
-# for it (measured here); every 1 ms it never waited more than 15 ms
-# (tests/app/window/test_responsiveness.py).
+# for it (measured here); every 1 ms it waits less (`omnidesk bench window` measures the stalls).
 GIL_SWITCH_S = 0.001
 
 
