@@ -183,8 +183,8 @@ class ConversationWorker(QObject):
         if sink is None:
             return SILENT
         state = sink.state()
-        heard = state.first_sound is not None and since is not None
-        return SpeechState(state.reply, state.pending, state.first_sound - since if heard else None)
+        heard = None if state.first_sound is None or since is None else state.first_sound - since
+        return SpeechState(state.reply, state.pending, heard)
 
     @Slot(object)
     def load(self, choice: ModelChoice) -> None:

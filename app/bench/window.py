@@ -90,7 +90,7 @@ def wait_for(signal, timeout_s: float) -> list:
     """Run the event loop until `signal` is emitted; its arguments."""
     from PySide6.QtCore import QEventLoop, QTimer
 
-    loop, got = QEventLoop(), []
+    loop, got = QEventLoop(), list[object]()
 
     def emitted(*args: object) -> None:
         got.extend(args)

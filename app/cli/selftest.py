@@ -51,9 +51,8 @@ def check_qt() -> str:
 
     from app.system.qt_platform import platform_name, platform_plugin, require_display
 
-    existing = QApplication.instance()
-    if existing is not None:
-        return existing.platformName()
+    if QApplication.instance() is not None:
+        return QApplication.platformName()
     name = platform_name()
     plugin = platform_plugin(name)
     loader = QPluginLoader(str(plugin))
@@ -109,7 +108,7 @@ def remembered_bundle() -> Path:
 def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
     """Answer QUESTION in text: (reply tokens, llama.cpp backend, finish reason)."""
     from model.hardware import llama_backend
-    from model.pipeline import Conversation, TurnOptions
+    from model.pipeline import Conversation, TurnFinished, TurnOptions
     from model.sampling import SamplingOptions
     from model.thinker_types import ThinkerOptions
 
@@ -119,6 +118,7 @@ def answer_one_turn(bundle: Bundle) -> tuple[int, str, str]:
         finished = list(conversation.turn(QUESTION, options))[-1]
     finally:
         conversation.close()
+    assert isinstance(finished, TurnFinished), "a turn ends with TurnFinished"
     if finished.reason not in ("end", "length") or not finished.reply_ids:
         raise OmnideskError(f"the Thinker gave no reply ({finished.reason}: {finished.error or 'no tokens'})")
     return len(finished.reply_ids), llama_backend(), finished.reason

@@ -185,7 +185,10 @@ class History:
         attached: dict[int, list[Attachment]] = {}
         for message, kind, path in files:
             attached.setdefault(message, []).append(Attachment(kind, self._media_root / path))
-        return [StoredMessage(*row, tuple(attached.get(row[0], ()))) for row in rows]
+        return [
+            StoredMessage(id_, role, text, note, tuple(attached.get(id_, ())))
+            for id_, role, text, note in rows
+        ]
 
     def rename(self, conversation: int, title: str) -> None:
         self._run(

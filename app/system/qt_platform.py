@@ -56,7 +56,8 @@ def platform_plugin(name: str) -> Path:
     folder = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
     files = sorted(folder.iterdir()) if folder.is_dir() else []
     for path in files:
-        if name in QPluginLoader(str(path)).metaData().get("MetaData", {}).get("Keys", []):
+        metadata = dict(QPluginLoader(str(path)).metaData()).get("MetaData")
+        if isinstance(metadata, dict) and name in metadata.get("Keys", []):
             return path
     raise OmnideskError(
         f"no Qt platform plugin for {name!r} in {folder}: the installation is incomplete, install it again"

@@ -37,7 +37,7 @@ def run(models: Path | None) -> int:
     # The Linux desktop entry is omnidesk.desktop: docks match the window to it by this name.
     QGuiApplication.setDesktopFileName("omnidesk")
     if ICON.is_file():
-        app.setWindowIcon(QIcon(str(ICON)))
+        QApplication.setWindowIcon(QIcon(str(ICON)))
     log_file = setup_file_logging()
     window = MainWindow(QSettings())
     reporter = CrashReporter(window)

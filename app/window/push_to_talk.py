@@ -229,7 +229,9 @@ class PushToTalk(QObject):
 
     def _is_talk_key(self, event: QKeyEvent) -> bool:
         sequence = QKeySequence(self._preferences().talk_key)
-        return not sequence.isEmpty() and sequence[0] == event.keyCombination()
+        if sequence.isEmpty():
+            return False
+        return sequence[0] == event.keyCombination()  # type: ignore[index]  # not in PySide6's stubs
 
     def _in_window(self, watched: QObject) -> bool:
         window = self._window

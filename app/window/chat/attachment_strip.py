@@ -49,13 +49,16 @@ class AttachmentStrip(QWidget):
         media, self.media = self.media, []
         while self._layout.count() > 1:
             item = self._layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         self.setVisible(False)
         return media
 
     def labels(self) -> list[str]:
-        return [self._layout.itemAt(i).widget().text() for i in range(len(self.media))]
+        items = (self._layout.itemAt(i) for i in range(len(self.media)))
+        buttons = [item.widget() for item in items if item is not None]
+        return [button.text() for button in buttons if isinstance(button, QToolButton)]
 
     def _remove(self, button: QToolButton) -> None:
         index = self._layout.indexOf(button)

@@ -109,7 +109,7 @@ class ChatSession(QObject):
         self._render_pending = False
         if self._busy:
             self.save_reply()
-        self._chat_view.render()
+        self._chat_view.redraw()
 
     def save_reply(self) -> None:
         reply = self._chat_view.reply()

@@ -82,7 +82,7 @@ class ChatView(QTextBrowser):
 
     def show_messages(self, messages: Iterable[Message]) -> None:
         self.messages = list(messages)
-        self.render()
+        self.redraw()
 
     def add_exchange(self, question: str, attachments: tuple[Attachment, ...]) -> None:
         """A question and its reply, empty until it streams in."""
@@ -101,7 +101,7 @@ class ChatView(QTextBrowser):
         return None
 
     @Slot()
-    def render(self) -> None:
+    def redraw(self) -> None:
         colours = chat_colors(self.palette())
         if not self.messages:
             hint = html.escape(EMPTY_HINT)
@@ -113,7 +113,7 @@ class ChatView(QTextBrowser):
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt override)
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:  # another theme: the bubbles' colours follow
-            self.render()
+            self.redraw()
 
     def stop_replay(self) -> None:
         if self._replay is not None:

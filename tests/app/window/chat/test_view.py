@@ -5,7 +5,8 @@ link."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QImage
 
 from app.history.store import Attachment
 from app.window.chat.attachments import save_media
@@ -35,8 +36,19 @@ class TestRendering:
     def test_a_question_is_shown_as_written(self, qtbot, settings):
         view = view_for(qtbot, settings)
         view.add_exchange("Is <b>this</b> bold?\nSecond line", ())
-        view.render()
+        view.redraw()
         assert shown(view) == ["You", "Is <b>this</b> bold?", "Second line", "Omnidesk", "…"]
+
+    def test_paints_into_an_image_as_any_widget_does(self, qtbot, settings):
+        """QWidget.render(device) is how a widget is painted off screen (grabs, tools): the view's own
+        redraw must not hide it."""
+        view = view_for(qtbot, settings)
+        view.resize(320, 200)
+        view.add_exchange("Hi", ())
+        image = QImage(view.size(), QImage.Format.Format_RGB32)
+        image.fill(Qt.GlobalColor.black)
+        view.render(image)
+        assert len({image.pixel(x, y) for x in range(0, 320, 8) for y in range(0, 200, 8)}) > 1
 
     def test_a_reply_is_rendered_from_markdown_with_its_note(self, qtbot, settings):
         view = view_for(qtbot, settings)
