@@ -149,9 +149,11 @@ class TestWithPulseAudio:
     def test_ask_and_chat_play_without_a_line_from_alsa(self, sound_server, tiny_bundle: Bundle):
         common = ("--models", tiny_bundle.root, "--play", "--max-tokens", "12", "--max-codes", "40")
         asked = omnidesk("ask", *common, "Tell me a story")
-        assert asked.returncode == 0 and asked.stderr == "", asked.stderr
+        # Only our own lines (on a busy machine: that speech is made slower than it plays).
+        assert asked.returncode == 0, asked.stderr
+        assert all(line.startswith("omnidesk: ") for line in asked.stderr.splitlines()), asked.stderr
         chatted = omnidesk("chat", *common, stdin="Hello\nAnd again\n/quit\n")
         assert chatted.returncode == 0
-        assert chatted.stderr.splitlines() == [
-            "Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves."
-        ]
+        banner, *others = chatted.stderr.splitlines()
+        assert banner == "Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves."
+        assert all(line.startswith("omnidesk: ") for line in others), chatted.stderr
