@@ -202,6 +202,12 @@ class Plan:
         return self.talker.label + weights
 
     @property
+    def speech_label(self) -> str:
+        """Where speech is made, e.g. "Talker CUDA bfloat16, Token2Wav CUDA bfloat16 (Exact)" or
+        "Talker CPU float32, int4 weights, Token2Wav CPU bfloat16 (Fast)"."""
+        return f"Talker {self.talker_label}, Token2Wav {self.token2wav.label} ({self.profile.capitalize()})"
+
+    @property
     def first_sound_codes(self) -> int:
         """Codes the Talker must make before Token2Wav can sound the first chunk (12 per block)."""
         return (self.stream.first_chunk_blocks + self.stream.future_blocks) * 12
