@@ -200,8 +200,7 @@ class ConversationWorker(QObject):
         plan = conversation.plan
         self.voices_known.emit(sorted(bundle.voices))
         self.model_loaded.emit(
-            f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}, "
-            f"speech on {plan.talker_label} ({plan.profile})"
+            f"{bundle.root.name} ({bundle.thinker_dtype}) on {llama_backend()}, speech on {plan.speech_label}"
         )
         for note in plan.notes:
             self.plan_noted.emit(note)

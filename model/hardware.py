@@ -20,8 +20,9 @@ GIB = 1024**3
 @dataclass(frozen=True)
 class Gpu:
     name: str
-    memory_bytes: int
+    memory_bytes: int  # the card's total
     api: str  # "CUDA" or "Metal"
+    free_bytes: int | None = None  # free when probed (the desktop and other programs hold the rest)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class Hardware:
     def gpu_memory_bytes(self) -> int:
         gpus = (*self.gpus, *((self.torch_gpu,) if self.torch_gpu else ()))
         return max((g.memory_bytes for g in gpus), default=0)
+
+    @property
+    def gpu_free_bytes(self) -> int | None:
+        """What the GPU had free when probed (torch's own view first), or None where unknown."""
+        gpus = (*((self.torch_gpu,) if self.torch_gpu else ()), *self.gpus)
+        return next((g.free_bytes for g in gpus if g.free_bytes is not None), None)
 
 
 def probe() -> Hardware:
@@ -130,7 +137,7 @@ def _nvidia_gpus(notes: list[str]) -> list[Gpu]:
         return []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -141,9 +148,10 @@ def _nvidia_gpus(notes: list[str]) -> list[Gpu]:
         return []
     gpus = []
     for line in out.strip().splitlines():
-        name, _, mib = line.rpartition(",")
-        if name and mib.strip().isdigit():
-            gpus.append(Gpu(name=name.strip(), memory_bytes=int(mib) * 1024**2, api="CUDA"))
+        rest, _, free = line.rpartition(",")
+        name, _, total = rest.rpartition(",")
+        if name and total.strip().isdigit() and free.strip().isdigit():
+            gpus.append(Gpu(name.strip(), int(total) * 1024**2, "CUDA", free_bytes=int(free) * 1024**2))
     return gpus
 
 
@@ -173,7 +181,8 @@ def _torch_gpu(torch_device: str, ram_total: int) -> Gpu | None:
 
     if torch_device == "cuda":
         properties = torch.cuda.get_device_properties(0)
-        return Gpu(name=properties.name, memory_bytes=int(properties.total_memory), api="CUDA")
+        free, _ = torch.cuda.mem_get_info(0)
+        return Gpu(properties.name, int(properties.total_memory), "CUDA", free_bytes=int(free))
     if torch_device == "mps":
         return Gpu(name="Apple silicon GPU", memory_bytes=ram_total, api="Metal")
     return None

@@ -16,7 +16,8 @@ what the user chose (`PlanChoice`: settings, or the command line's flags):
   every parity test holds to it. *Fast* trades a measured fidelity for latency where a stage runs
   on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, bfloat16 where
   the CPU has the kernels (docs/performance.md has the errors and the speed). Automatic means
-  Exact when speech runs on a GPU and Fast when any of it runs on the CPU.
+  Exact when speech runs on a GPU and Fast when any of it runs on the CPU; Token2Wav still on a GPU
+  then keeps the reference's sampler (only a Fast chosen by the user takes it to Euler there).
 
 Every entry point (the window, `ask`, `chat`, the selftest, the benches) makes its plan here and
 hands it to `Conversation`; `omnidesk doctor` prints it with `describe`.
@@ -201,6 +202,12 @@ class Plan:
         return self.talker.label + weights
 
     @property
+    def speech_label(self) -> str:
+        """Where speech is made, e.g. "Talker CUDA bfloat16, Token2Wav CUDA bfloat16 (Exact)" or
+        "Talker CPU float32, int4 weights, Token2Wav CPU bfloat16 (Fast)"."""
+        return f"Talker {self.talker_label}, Token2Wav {self.token2wav.label} ({self.profile.capitalize()})"
+
+    @property
     def first_sound_codes(self) -> int:
         """Codes the Talker must make before Token2Wav can sound the first chunk (12 per block)."""
         return (self.stream.first_chunk_blocks + self.stream.future_blocks) * 12
@@ -239,7 +246,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
             per_layer = needs.thinker_bytes / max(1, needs.thinker_layers)
             layers = max(0, int((budget - needs.kv_bytes - needs.mmproj_bytes) / per_layer))
             notes.append(
-                f"The GPU's {hardware.gpu_memory_bytes / GIB:.0f} GB hold {layers} of the language model's "
+                f"The GPU's {budget / GIB:.1f} GB free hold {layers} of the language model's "
                 f"{needs.thinker_layers} layers; the rest runs on the CPU."
             )
         share = 1.0 if layers < 0 else min(1.0, layers / max(1, needs.thinker_layers))
@@ -294,10 +301,12 @@ def _fast_on_cpu(plan: Plan) -> Plan:
     token2wav = plan.token2wav
     if token2wav.device == "cpu" and plan.cpu_bf16:
         token2wav = Placement("cpu", torch.bfloat16)
+    # Token2Wav left on a GPU (only the Talker moved) keeps the reference's sampler unless Fast was chosen.
+    sampler = FAST if token2wav.device == "cpu" or plan.quality == "fast" else REFERENCE
     return replace(
         plan,
         profile="fast",
-        stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda"),
+        stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda", sampler=sampler),
         talker_weights=_cpu_talker_weights(plan.cpu_bf16)
         if plan.talker.device == "cpu"
         else plan.talker_weights,
@@ -321,11 +330,14 @@ def _torch_gpu(hardware: Hardware) -> tuple[str | None, torch.dtype | None]:
 
 
 def _gpu_budget(hardware: Hardware) -> int:
-    """Bytes the parts may take on the GPU."""
-    total = hardware.gpu_memory_bytes
+    """Bytes the parts may take on the GPU: what it has free now (the desktop, a browser and other
+    programs hold the rest), or, where that is unknown, its total; on a Mac, macOS's share of RAM."""
     if hardware.unified_memory:
-        total = int(total * UNIFIED_MEMORY_SHARE)
-    return max(0, total - GPU_RESERVE_BYTES)
+        available = int(hardware.gpu_memory_bytes * UNIFIED_MEMORY_SHARE)
+    else:
+        free = hardware.gpu_free_bytes
+        available = hardware.gpu_memory_bytes if free is None else free
+    return max(0, available - GPU_RESERVE_BYTES)
 
 
 def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:

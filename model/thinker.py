@@ -63,9 +63,7 @@ class Thinker:
         model_params.n_gpu_layers = (999 if gpu else 0) if options.n_gpu_layers < 0 else options.n_gpu_layers
         self._model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), model_params)
         if not self._model:
-            raise ModelFileError(
-                gguf_path, "llama.cpp could not load this GGUF", "Download or convert the Thinker again"
-            )
+            raise _load_failure(gguf_path, model_params.n_gpu_layers)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
         ctx_params = llama_cpp.llama_context_default_params()
@@ -356,3 +354,21 @@ def _flatten(prompt: Sequence[Segment]) -> tuple[list[object], list[tuple[int, S
         else:
             keys.extend((segment.key, i) for i in range(len(segment.embeddings)))
     return keys, runs
+
+
+def _load_failure(gguf_path: Path, gpu_layers: int) -> OmnideskError:
+    """Why llama.cpp could not load the GGUF: a GPU without room for its layers (the file loads on the
+    CPU: nothing is wrong with it) or a damaged file."""
+    if gpu_layers > 0:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(gguf_path).encode(), params)
+        if model:
+            llama_cpp.llama_model_free(model)
+            return OmnideskError(
+                "the language model does not fit in the GPU's free memory: close programs that use the "
+                "GPU, or lower the GPU layers in Settings (or --gpu-layers)"
+            )
+    return ModelFileError(
+        gguf_path, "llama.cpp could not load this GGUF", "Download or convert the Thinker again"
+    )

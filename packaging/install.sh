@@ -95,7 +95,9 @@ else
     "${pip[@]}" install "torch==$TORCH_VERSION"
 fi
 
-# llama-cpp-python: compiled from source for the chosen backend (about 15 minutes on 2 cores).
+# llama-cpp-python: compiled from source for the chosen backend (about 15 minutes on 2 cores; CUDA
+# for this GPU's architecture only, with NVIDIA's compiler from PyPI where no CUDA Toolkit is
+# installed: packaging/llama_build.sh).
 have_llama=0
 "$py" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_VERSION')" 2>/dev/null && have_llama=1
 if [ "$have_llama" = 1 ] && [ "$accel" != cpu ] \
@@ -106,18 +108,8 @@ fi
 if [ "$have_llama" = 1 ] && [ "$rebuild_llama" = 0 ]; then
     say "llama-cpp-python $LLAMA_CPP_VERSION ($accel) already installed"
 else
-    case "$accel" in
-        cuda) export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=on" ;;
-        metal) export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_METAL=on" ;;
-    esac
-    llama_args=(install "llama-cpp-python==$LLAMA_CPP_VERSION")
-    [ "$rebuild_llama" = 1 ] && llama_args+=(--force-reinstall --no-cache-dir --no-deps)
-    # A prebuilt wheel only fits the CPU backend; GPU builds always compile.
-    if [ -n "$find_links" ] && [ "$accel" = cpu ]; then
-        llama_args+=(--find-links "$find_links")
-    fi
-    say "installing llama-cpp-python $LLAMA_CPP_VERSION for $accel ${CMAKE_ARGS:+(CMAKE_ARGS=$CMAKE_ARGS)}"
-    "${pip[@]}" "${llama_args[@]}"
+    source "$root/packaging/llama_build.sh"
+    install_llama "$accel" "${capability:-}"
 fi
 
 if [ "$dev" = 1 ]; then

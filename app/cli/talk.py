@@ -15,7 +15,7 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -103,6 +103,8 @@ def run_ask(args: argparse.Namespace) -> int:
     out = WavWriter(out_path, OUTPUT_SAMPLE_RATE) if out_path is not None else None
     try:
         finished, marks = speak_turn(conversation, question, options, speakers, out)
+        if options.speak and finished.reason != "error":
+            say_where_speech_runs(conversation)
         say_if_slow(speakers, conversation)
     finally:
         if out is not None:
@@ -137,7 +139,9 @@ def run_ask(args: argparse.Namespace) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     options = turn_options(args)
     conversation = open_conversation(args)
-    conversation.prepare(None if args.text_only else args.voice)  # before the first question, not in it
+    moves = conversation.prepare(None if args.text_only else args.voice)  # before the first question
+    if not args.text_only:
+        say_where_speech_runs(conversation, moves)
     speakers = open_speakers(args)
     said_slow = False
     keep_undecodable_input()
@@ -172,6 +176,14 @@ def run_chat(args: argparse.Namespace) -> int:
     if speakers is not None:
         speakers.close()
     return 0
+
+
+def say_where_speech_runs(conversation: Conversation, moves: Sequence[str] = ()) -> None:
+    """Where speech is made (stderr), and why not on the GPU where the plan says why (a CPU build of
+    torch, a GPU too small) or a stage moved to the CPU after running out of GPU memory (`moves`)."""
+    print(f"omnidesk: speech on {conversation.plan.speech_label}", file=sys.stderr)
+    for note in dict.fromkeys((*conversation.plan.notes, *moves)):  # a move is also the plan's note
+        print(f"omnidesk: {note}", file=sys.stderr)
 
 
 def say_if_slow(speakers: Playback | None, conversation: Conversation) -> bool:

@@ -11,8 +11,11 @@ made per second) and the longest wait between two chunks so far.
 - Where it cannot keep up, the reply is played a sentence at a time: up to a pause in the
   speech (a quiet run of at least `pause_s`), at least `min_sentence_s` long, once all of it is
   there; while a sentence plays, the next one joins it if it is complete in time. A stretch with
-  no pause plays once `max_sentence_s` of it are queued. Until the rate is known (one chunk), it
-  is taken as not keeping up.
+  no pause plays once `max_sentence_s` of it are queued.
+- Until the rate is known (one chunk), the first chunk's own pace stands for it: its seconds of
+  audio over the time since the reply began (`begin(now)`), a bound below the rate since that time
+  includes the prompt's; that wait stands for the next one. A first chunk made far faster than
+  it plays (on a GPU) so starts at once; one made slower is held, as is one whose start is unknown.
 - At the end of the reply, whatever is left plays.
 
 A `Release` says from when and up to which sample the speakers may play; positions count
@@ -111,8 +114,9 @@ class Pacer:
         self.options = options
         self.begin()
 
-    def begin(self) -> None:
-        """A new reply: nothing measured yet."""
+    def begin(self, now: float | None = None) -> None:
+        """A new reply, asked for at `now` (clock seconds; None: unknown): nothing measured yet."""
+        self._began = now
         self._pauses = PauseFinder(self.sample_rate, self.options)
         self._written = 0
         self._first_size = 0
@@ -141,7 +145,10 @@ class Pacer:
         self._written += len(samples)
         self._pauses.add(samples)
         if self._keeps_up():
-            lead = self.options.margin * self._longest_wait
+            wait = self._longest_wait
+            if self.rate is None and self._began is not None:  # one chunk: its wait stands for the next
+                wait = now - self._began
+            lead = self.options.margin * wait
             queued_s = (self._written - played) / self.sample_rate
             self._release = Release(now + lead - queued_s, UNBOUNDED)
         else:
@@ -155,8 +162,14 @@ class Pacer:
         return self._release
 
     def _keeps_up(self) -> bool:
-        rate = self.rate
+        rate = self.rate if self.rate is not None else self._first_chunk_rate()
         return rate is not None and rate >= 1.0 - self.options.tolerance
+
+    def _first_chunk_rate(self) -> float | None:
+        """The first chunk's seconds of audio per second since the reply began (None: not known)."""
+        if self._began is None or self._first_at is None:
+            return None
+        return self._first_size / self.sample_rate / max(self._first_at - self._began, 1e-9)
 
     def _sentences(self, now: float, played: int, playing: bool) -> Release:
         """Slower than real time: play up to the last pause, if that makes a whole sentence."""

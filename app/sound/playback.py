@@ -99,7 +99,7 @@ class Playback:
     def begin(self) -> None:
         """A new reply follows (what is still queued of the last one is dropped)."""
         self._release = HOLD
-        self._pacer.begin()
+        self._pacer.begin(self._clock())
         self._written = 0
         self._finished = self._stopped = self._drained = False
         self._reply += 1  # last: the callback sees the new reply only once the rest is reset

@@ -17,9 +17,9 @@ picks there (`placement.make_plan`: bfloat16 on Ampere and newer, float16 on old
    Thinker, Talker and Token2Wav threads at once): a random `--size` Thinker GGUF on llama.cpp (its
    GPU build if that is installed, else the CPU, said in the output), the Talker and Token2Wav where
    the plan puts them; the system prompt decoded beforehand (as `Conversation.prepare` does when
-   the model loads), the reply forced to `--tokens` text tokens x `--codes-per-token` codes, after
-   an untimed warm-up turn. The first audio is broken down into prompt, first code, DiT window and
-   vocoder.
+   the model loads, and Token2Wav's window graph captured as it does, timed), the reply forced to
+   `--tokens` text tokens x `--codes-per-token` codes, after an untimed warm-up turn. The first
+   audio is broken down into prompt, first code, DiT window and vocoder.
 4. Peak GPU memory that torch allocated over the whole run (llama.cpp's own is not in it).
 
 Budget on an H100-class GPU (estimated; the first run checks it): the 3B Thinker GGUF ~2 minutes
@@ -332,6 +332,12 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
         )
         return _timed_turn(thinker, talker, token2wav, voice, system, system + question, forced)
 
+    stream = plan.stream
+    capture_s = (
+        token2wav.warm(stream.window_codes(token2wav.block_codes), stream.sampler)
+        if stream.fixed_windows
+        else 0
+    )
     try:
         turn(*WARM_UP)
         marks = turn(args.tokens, args.tokens * args.codes_per_token)
@@ -346,6 +352,7 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
         f"+ vocoder {(first - mel) * 1e3:.0f}; Talker {codes_s:.0f} codes/s in the turn; "
         f"turn done at {marks['done']:.2f} s"
     )
+    print(f"  Token2Wav's window graph captured at load in {capture_s * 1e3:.0f} ms (0: windows run eagerly)")
     return first
 
 

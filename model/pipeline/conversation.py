@@ -6,6 +6,7 @@ turn; `cancel` may be called from any thread.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,7 @@ class Conversation:
         self._talker: Talker | None = None
         self._token2wav: Token2Wav | None = None
         self._voices: dict[str, Voice] | None = None
+        self.graph_capture_s = 0.0  # Token2Wav's window graph, captured by `prepare` (0: none)
 
     @classmethod
     def planned(
@@ -135,10 +137,17 @@ class Conversation:
                     talker.prime(self.thinker.states(0, len(self._system)))
                 with gpu_stage("token2wav"):
                     token2wav.voice_features(pick_voice(self.voices, voice))
+                    self._warm(token2wav)
                 break
             except StageOutOfMemory as exc:
                 moves.append(self._without_gpu(cast(Stage, exc.stage), then="."))
         return moves
+
+    def _warm(self, token2wav: Token2Wav) -> None:
+        """Capture the window graph the plan's stream replays (the Talker's are captured as it loads)."""
+        stream = self.plan.stream
+        if stream.fixed_windows:
+            self.graph_capture_s += token2wav.warm(stream.window_codes(token2wav.block_codes), stream.sampler)
 
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
         plan = self.plan
@@ -179,8 +188,15 @@ class Conversation:
         self._cancel.set()
 
     def close(self) -> None:
-        """Free the Thinker's model and context (the conversation cannot be used afterwards)."""
+        """Free the Thinker's model and context and the speech stages, and give what torch keeps cached
+        on the GPU (the captured graphs' pools included) back to it, so that the next model loaded (a
+        reload after a change in Settings) finds the memory free. The conversation cannot be used
+        afterwards."""
         self.thinker.close()
+        self._talker = self._token2wav = None
+        self.perception.place_audio_encoder(self.plan.audio_encoder.device, self.plan.audio_encoder.dtype)
+        gc.collect()  # the stages' graphs hold their tensors in reference cycles (steps bound to them)
+        release_cached_gpu_memory()
 
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
         """Continue a saved conversation from its (question, reply) texts, oldest first."""

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.float16 import within_float16
+
 
 @dataclass(frozen=True)
 class TalkerConfig:
@@ -117,8 +119,8 @@ class Block(nn.Module):
     def forward(
         self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, index: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        h = h + self.attention(self.attention_norm(h), cos, sin, index, mask)
-        return h + self.mlp(self.mlp_norm(h))
+        h = within_float16(h + self.attention(self.attention_norm(h), cos, sin, index, mask))
+        return within_float16(h + self.mlp(self.mlp_norm(h)))
 
 
 class Attention(nn.Module):

@@ -28,6 +28,7 @@ import torch
 
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.float16 import check_finite
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 from model.talker.graph import static_step
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
@@ -205,6 +206,7 @@ class Talker:
         next_slot, next_position = length + 2, int(positions.max()) + 1
         for count in range(1, options.max_codes + 1):
             logits = logits.cpu()
+            check_finite(logits, "the Talker", self.dtype)
             code = sampler(logits, torch.tensor(seen), generated=count - 1)
             stop = code in ids.stop
             yield TalkerStep(code, stop, logits)

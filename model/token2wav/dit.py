@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.float16 import within_float16
 from model.token2wav.speaker_encoder import SpeakerEncoderConfig
 
 TIME_FREQ_DIM = 256
@@ -184,9 +185,9 @@ class DiTBlock(nn.Module):
     ) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.attn_norm(t_emb)
         norm = F.layer_norm(x, x.shape[-1:], eps=NORM_EPS) * (1 + scale_a) + shift_a
-        x = x + gate_a * self.attn(norm, cos, sin, mask)
+        x = within_float16(x + gate_a * self.attn(norm, cos, sin, mask))
         norm = F.layer_norm(x, x.shape[-1:], eps=NORM_EPS) * (1 + scale_f) + shift_f
-        return x + gate_f * self.ff(norm)
+        return within_float16(x + gate_f * self.ff(norm))
 
 
 class DiT(nn.Module):

@@ -10,6 +10,7 @@ multiple of the 16 that the CPU generator transforms at a time, so pieces join e
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,23 @@ class Token2Wav:
         return self.dit.proj_out.weight.dtype
 
     @property
+    def graphs(self) -> bool:
+        """Windows at a fixed shape (`mel_window`'s pad_to) replay CUDA graphs: on CUDA only."""
+        return self.device.type == "cuda"
+
+    def warm(self, window_codes: int, options: SamplerOptions) -> float:
+        """Capture now the graph of the windows of `window_codes` codes that a stream with fixed windows
+        replays (`StreamOptions.window_codes`), so that the first reply does not: capture synchronises
+        the device while the other speech stages run. Returns the seconds it took; 0.0 where windows run
+        eagerly (no CUDA) or the graph is already captured."""
+        key = (window_codes * self.dit.cfg.repeats, options)
+        if not self.graphs or key in self._windows:
+            return 0.0
+        started = time.perf_counter()
+        self._window(*key)
+        return time.perf_counter() - started
+
+    @property
     def block_codes(self) -> int:
         """Codes per DiT attention block (12 codes = 24 mel frames = 240 ms)."""
         return self.dit.cfg.block_size // self.dit.cfg.repeats
@@ -151,11 +169,7 @@ class Token2Wav:
             noise = torch.cat([noise, noise.new_zeros(padding * repeats, noise.shape[1])])
         with torch.inference_mode():
             cond = self.dit.conditioning(codes, features.speaker, features.cond, first_frame, n_codes)
-            window = (
-                self._window(codes.numel() * repeats, options)
-                if pad_to and self.device.type == "cuda"
-                else None
-            )
+            window = self._window(codes.numel() * repeats, options) if pad_to and self.graphs else None
             if window is not None:
                 mel = window(cond, noise.to(self.device, torch.float32))[: n_codes * repeats].clone()
                 if cancel is not None and cancel.is_set():

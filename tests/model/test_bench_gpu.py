@@ -24,6 +24,7 @@ def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.C
         report,
     )
     assert turn, "the turn's first audio and its parts"
+    assert "Token2Wav's window graph captured at load in 0 ms (0: windows run eagerly)" in report
     first, *parts = (int(v) for v in turn.groups())
     assert abs(first - sum(parts)) <= 2  # each part rounded to a millisecond
     goals = re.findall(

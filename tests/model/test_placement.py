@@ -4,10 +4,12 @@ faked CUDA and MPS machines (hardware made up, nothing loaded)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from model import hardware as hardware_module
 from model.files.bundle import Bundle
 from model.hardware import GIB, Gpu, Hardware, probe
 from model.placement import (
@@ -21,6 +23,7 @@ from model.placement import (
     make_plan,
 )
 from model.sizing import SIZES
+from model.token2wav.sampler import REFERENCE
 
 CPU_ONLY = Hardware(
     system="Linux x86_64",
@@ -120,6 +123,26 @@ class TestMemory:
         assert plan.profile == "fast"
         assert any(f"{plan.thinker_gpu_layers} of the language model's 28 layers" in n for n in plan.notes)
 
+    def test_the_budget_counts_what_the_gpu_has_free_now(self, monkeypatch):
+        """probe() on a faked 12 GB CUDA card of which other programs hold 7 GB: torch's mem_get_info
+        says what is free, and the plan fits the parts into that, not into the card's total."""
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        card = SimpleNamespace(name="NVIDIA GeForce RTX 4070", total_memory=12 * GIB)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: card)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (8, 9))
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (5 * GIB, 12 * GIB))
+        monkeypatch.setattr(hardware_module.shutil, "which", lambda name: None)
+        monkeypatch.setattr(hardware_module, "llama_backend", lambda: "CUDA")
+        hardware = probe()
+        assert hardware.gpu_memory_bytes == 12 * GIB and hardware.gpu_free_bytes == 5 * GIB
+        plan = make_plan(hardware, NEEDS_7B)
+        show(plan)
+        assert 0 < plan.thinker_gpu_layers < NEEDS_7B.thinker_layers
+        assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
+        assert any("4.0 GB free hold" in note for note in plan.notes)
+        all_free = make_plan(cuda_machine(12), NEEDS_7B)
+        assert all_free.thinker_gpu_layers == -1 and all_free.token2wav.device == "cuda"
+
     def test_a_bundles_needs_come_from_its_files(self, tiny_bundle: Bundle):
         needs = bundle_needs(tiny_bundle, 4096)
         assert needs.thinker_bytes == tiny_bundle.files["thinker"].size
@@ -136,7 +159,10 @@ class TestMemory:
         faster = make_plan(with_bf16, NEEDS_7B).without_gpu("talker", "full")
         assert faster.talker_weights == "int4"  # the kernels this CPU runs fastest
         assert smaller.notes[-1].startswith("The GPU ran out of memory")
-        assert smaller.stream == replace(FAST_STREAM, fixed_windows=True)  # Token2Wav stays on CUDA
+        # Token2Wav stays on CUDA, with the reference's sampler: only the Talker is slower now
+        assert smaller.stream == replace(FAST_STREAM, fixed_windows=True, sampler=REFERENCE)
+        chosen = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="fast")).without_gpu("talker", "x")
+        assert chosen.stream == replace(FAST_STREAM, fixed_windows=True)  # Euler where the user asked
         assert not plan.without_gpu("token2wav", "full").stream.fixed_windows
         exact = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="exact"))
         assert exact.without_gpu("talker", "full").profile == "exact"

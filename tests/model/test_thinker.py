@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 
+import llama_cpp
 import numpy as np
 import pytest
 import torch
 
-from model.errors import OmnideskError
+from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import Bundle
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT, PromptLayout
 from model.sampling import SamplingOptions
@@ -290,3 +291,29 @@ class TestTrainedContext:
     def test_a_context_asked_for_above_the_models_is_refused(self, short_gguf, tiny_bundle: Bundle):
         with pytest.raises(OmnideskError, match=f"this model holds at most {SHORT_CONTEXT}"):
             Thinker(short_gguf, tiny_bundle.tokens, ThinkerOptions(n_ctx=DEFAULT_CONTEXT))
+
+
+class TestLoadFailure:
+    """llama.cpp's load returns nothing both for a GPU without room and for a damaged file; on this
+    CPU a load with GPU layers is made to fail as a full GPU's does."""
+
+    @pytest.fixture
+    def gpu_full(self, monkeypatch):
+        real = llama_cpp.llama_model_load_from_file
+
+        def load(path, params):
+            return None if params.n_gpu_layers > 0 else real(path, params)
+
+        monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+        monkeypatch.setattr(llama_cpp, "llama_model_load_from_file", load)
+
+    def test_a_gpu_without_room_is_said_and_the_file_is_not_blamed(self, tiny_bundle: Bundle, gpu_full):
+        with pytest.raises(OmnideskError) as raised:
+            Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, ThinkerOptions(n_ctx=512))
+        assert not isinstance(raised.value, ModelFileError)
+        assert "does not fit in the GPU's free memory" in str(raised.value)
+
+    def test_a_file_that_loads_nowhere_is_blamed(self, tiny_bundle: Bundle, gpu_full, monkeypatch):
+        monkeypatch.setattr(llama_cpp, "llama_model_load_from_file", lambda path, params: None)
+        with pytest.raises(ModelFileError, match="Download or convert the Thinker again"):
+            Thinker(tiny_bundle.file("thinker"), tiny_bundle.tokens, ThinkerOptions(n_ctx=512))

@@ -238,6 +238,7 @@ class TestSpeech:
         assert result.returncode == 0, result.stderr
         record = json.loads(result.stdout.strip().splitlines()[-1])
         assert record["codes"] and {"first_text", "first_code", "first_audio", "done"} <= set(record["marks"])
+        assert "omnidesk: speech on Talker CPU float32" in result.stderr  # where it was made
         import wave
 
         with wave.open(str(out)) as wav:

@@ -5,11 +5,12 @@ new question silences the last reply, and a machine that speaks slowly is told s
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from app.cli.talk import say_if_slow, speak_turn
+from app.cli.talk import say_if_slow, say_where_speech_runs, speak_turn
 from app.sound.playback import Playback
 from model.files.bundle import Bundle
 from model.pipeline import AudioChunk, Conversation, TurnOptions
@@ -84,3 +85,18 @@ def test_a_machine_that_speaks_slowly_is_told_what_would_help(conversation, caps
     said = capsys.readouterr().err
     assert said.count("slower than it plays") == 1 and "a GPU" in said and said.endswith("\n")
     playback.close()
+
+
+def test_where_speech_runs_is_said_with_why_it_is_not_on_the_gpu(conversation, capsys):
+    """A CPU build of torch beside a CUDA llama.cpp (the plan's note) and a stage moved after running out
+    of GPU memory (prepare's move, also noted in the plan): each said once, after where speech runs."""
+    cpu_torch = "Speech runs on the CPU because torch cannot use the GPU (a CPU build of torch): ..."
+    moved = "The GPU ran out of memory: Token2Wav now runs on the CPU."
+    conversation.plan = replace(conversation.plan, notes=(cpu_torch, moved))
+    say_where_speech_runs(conversation, [moved])
+    said = capsys.readouterr().err.splitlines()
+    plan = conversation.plan
+    assert (
+        said[0] == f"omnidesk: speech on Talker {plan.talker_label}, Token2Wav {plan.token2wav.label} (Fast)"
+    )
+    assert said[1:] == [f"omnidesk: {cpu_torch}", f"omnidesk: {moved}"]

@@ -61,6 +61,15 @@ class TestPacer:
         assert pacer.written(tone(0.5), now=1.0, played=0, playing=False).start_at == math.inf
         assert pacer.rate is None
 
+    def test_a_first_chunk_made_far_faster_than_it_plays_starts_at_once(self):
+        pacer = Pacer(RATE, PacingOptions(margin=1.25))
+        pacer.begin(now=0.0)
+        release = pacer.written(tone(0.5), now=0.2, played=0, playing=False)  # 2.5x real time
+        assert release.start_at == pytest.approx(0.2 + 1.25 * 0.2 - 0.5) and release.until == UNBOUNDED
+        slower = Pacer(RATE)
+        slower.begin(now=0.0)
+        assert slower.written(tone(0.5), now=1.0, played=0, playing=False).start_at == math.inf
+
     def test_keeping_up_it_starts_when_the_queue_lasts_to_the_next_chunk(self):
         pacer = Pacer(RATE, PacingOptions(margin=1.0))
         pacer.written(tone(0.5), now=1.0, played=0, playing=False)
@@ -200,6 +209,13 @@ class TestPlayingAReply:
         assert heard.first_sound == pytest.approx(heard.start / RATE + FakeOutput.latency)
         assert heard.first_sound <= second_chunk + 0.1, "it does not wait longer than the rate requires"
         assert not heard.playback.state().slow
+
+    def test_on_a_gpu_the_first_chunk_is_heard_before_the_second_is_made(self, reply):
+        """Speech made 8x faster than it plays, the first chunk 0.1 s after the question."""
+        heard = make_and_play(reply, rate=8.0, first_s=0.1)
+        print(f"first sound {heard.first_sound:.3f} s after the question")
+        assert heard.first_sound < 0.1 + 0.5 / 8.0, "it did not wait for the second chunk"
+        assert heard.playback.underflows == 0 and len(heard.pieces) == 1
 
     @pytest.mark.parametrize("rate", [0.9, 0.3, 0.05])
     def test_too_slow_it_plays_whole_sentences(self, reply, rate):
