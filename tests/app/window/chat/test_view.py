@@ -5,14 +5,23 @@ link."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QImage
 
 from app.history.store import Attachment
 from app.window.chat.attachments import save_media
-from app.window.chat.view import EMPTY_HINT, ChatView, Message, attachment_html, displayed, markdown_html
+from app.window.chat.view import (
+    EMPTY_HINT,
+    ChatView,
+    Message,
+    attachment_html,
+    displayed,
+    markdown_html,
+    message_html,
+)
 from app.window.main_window import Devices
-from app.window.theme import DARK_CHAT, LIGHT_CHAT
+from app.window.theme import DARK_CHAT, LIGHT_CHAT, apply_theme
 from model.media import Audio
 from tests.app.fakes import MicrophoneFactory
 from tests.app.sound.test_playback import FakeStream
@@ -60,7 +69,8 @@ class TestRendering:
     def test_the_user_speaks_from_the_right_the_assistant_from_the_left(self, qtbot, settings):
         view = view_for(qtbot, settings)
         view.show_messages([Message("user", "Hi"), Message("assistant", "Hello")])
-        document = view.toHtml()
+        assert [bubble.colour.name() for bubble in view.bubbles] == [LIGHT_CHAT.user, LIGHT_CHAT.assistant]
+        document = "".join(message_html(message, LIGHT_CHAT) for message in view.messages)
         mine, theirs = document.index(LIGHT_CHAT.user), document.index(LIGHT_CHAT.assistant)
         assert mine < theirs, "each bubble in its own colour, in order"
         aside = 'width="18%"'
@@ -75,9 +85,33 @@ class TestRendering:
         palette.setColor(QPalette.ColorRole.Window, QColor("#202124"))
         view.setPalette(palette)
         view.show_messages([Message("user", "Hi"), Message("assistant", "Hello")])
-        document = view.toHtml()
-        assert DARK_CHAT.user in document and DARK_CHAT.assistant in document
-        assert LIGHT_CHAT.assistant not in document
+        assert [bubble.colour.name() for bubble in view.bubbles] == [DARK_CHAT.user, DARK_CHAT.assistant]
+
+    @pytest.mark.parametrize(("theme", "colours"), [("light", LIGHT_CHAT), ("dark", DARK_CHAT)])
+    def test_bubbles_have_round_corners(self, qtbot, settings, theme, colours):
+        """Painted: the bubble's colour fills its edges' middles but not its corners."""
+        from PySide6.QtGui import QColor
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        apply_theme(app, theme)
+        view = view_for(qtbot, settings)
+        view.resize(400, 300)
+        view.show_messages([Message("user", "Hi there\nA second line\nAnd a third")])
+        image = QImage(view.size(), QImage.Format.Format_RGB32)
+        view.render(image)
+        pixels = np.frombuffer(image.constBits(), np.uint32).reshape(image.height(), -1)[:, : image.width()]
+        ys, xs = np.nonzero((pixels & 0xFFFFFF) == (QColor(colours.user).rgb() & 0xFFFFFF))
+        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+        middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
+        bubble = QColor(colours.user).rgb()
+        assert bottom - top > 40 and right - left > 100, "the bubble is there"
+        for x, y in ((left, middle_y), (right, middle_y), (middle_x, top), (middle_x, bottom)):
+            assert image.pixel(x, y) == bubble, "a straight edge"
+        for x, y in ((left, top), (right, top), (left, bottom), (right, bottom)):
+            assert image.pixel(x, y) != bubble, f"a round corner at {x, y}"
+        app.setStyleSheet("")  # as the other tests expect it
+        app.setPalette(app.style().standardPalette())
 
     def test_a_new_chat_says_how_to_start(self, qtbot, settings):
         view = view_for(qtbot, settings)

@@ -1,0 +1,79 @@
+"""Rounded bubbles behind the chat's messages. Qt's rich text draws a table cell's background
+square, and its CSS has no border-radius: so the chat view lays each message out as a table whose
+bubble cell has a background colour (app.window.chat.view.message_html), takes that colour off the
+cell here, and paints a rounded rectangle of it behind the cell before the text is drawn over it.
+
+Threads: the GUI thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QPainter, QTextDocument, QTextTable
+
+RADIUS = 14.0  # a bubble's corners, in pixels
+
+
+@dataclass(frozen=True)
+class Bubble:
+    """A message's bubble: the cell `column` of a top-level table, painted in `colour`."""
+
+    table: QTextTable
+    column: int
+    colour: QColor
+
+
+def take_bubbles(document: QTextDocument) -> list[Bubble]:
+    """The bubbles of the document's messages (its top-level tables' cells with a background), their
+    backgrounds taken off the cells to be painted rounded by `paint_bubbles`."""
+    bubbles = []
+    for frame in document.rootFrame().childFrames():
+        if not isinstance(frame, QTextTable):
+            continue
+        for column in range(frame.columns()):
+            cell = frame.cellAt(0, column)
+            cell_format = cell.format()
+            brush = cell_format.background()
+            if brush.style() == Qt.BrushStyle.NoBrush:
+                continue
+            bubbles.append(Bubble(frame, column, brush.color()))
+            cell_format.setBackground(QBrush(Qt.BrushStyle.NoBrush))
+            cell.setFormat(cell_format)
+    return bubbles
+
+
+def bubble_rect(document: QTextDocument, bubble: Bubble) -> QRectF:
+    """The bubble's cell, padding included, in the document's coordinates (pixels): as wide as its
+    first line (the sender's name: a block spans its cell), down to the bottom of its lowest
+    paragraph or code block. Empty blocks are left out: Qt places the one after a nested table
+    beside it, outside the cell."""
+    cell = bubble.table.cellAt(0, bubble.column)
+    layout = document.documentLayout()
+    rects = []
+    parts = cell.begin()
+    while not parts.atEnd():
+        block, frame = parts.currentBlock(), parts.currentFrame()
+        if frame is not None:
+            rects.append(layout.frameBoundingRect(frame))
+        elif block.isValid() and block.length() > 1:
+            rects.append(layout.blockBoundingRect(block))
+        parts += 1
+    if not rects:
+        return QRectF()
+    first = rects[0]
+    bottom = max(rect.bottom() for rect in rects)
+    padding = bubble.table.format().cellPadding()
+    return QRectF(first.left(), first.top(), first.width(), bottom - first.top()).adjusted(
+        -padding, -padding, padding, padding
+    )
+
+
+def paint_bubbles(painter: QPainter, document: QTextDocument, bubbles: list[Bubble]) -> None:
+    """Each bubble as a rounded rectangle of its colour; `painter` is in the document's coordinates."""
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    for bubble in bubbles:
+        painter.setBrush(bubble.colour)
+        painter.drawRoundedRect(bubble_rect(document, bubble), RADIUS, RADIUS)
