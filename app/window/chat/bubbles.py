@@ -1,7 +1,8 @@
-"""Rounded bubbles behind the chat's messages. Qt's rich text draws a table cell's background
-square, and its CSS has no border-radius: so the chat view lays each message out as a table whose
-bubble cell has a background colour (app.window.chat.view.message_html), takes that colour off the
-cell here, and paints a rounded rectangle of it behind the cell before the text is drawn over it.
+"""Rounded bubbles behind the chat's messages and their code blocks. Qt's rich text draws a table
+cell's background square, and its CSS has no border-radius: so the chat view lays each message out
+as a table whose bubble cell has a background colour (app.window.chat.view.message_html), a code
+block as a table in it whose one cell has its own; their colours are taken off the cells here, and
+rounded rectangles of them painted behind the cells (outer first) before the text is drawn over.
 
 Threads: the GUI thread only.
 """
@@ -13,24 +14,30 @@ from dataclasses import dataclass
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QTextDocument, QTextTable
 
-RADIUS = 14.0  # a bubble's corners, in pixels
+RADII = (14.0, 8.0)  # the corners, in pixels, of a message's bubble and of a code block in it
 
 
 @dataclass(frozen=True)
 class Bubble:
-    """A message's bubble: the cell `column` of a top-level table, painted in `colour`."""
+    """A message's bubble (`depth` 0) or a code block in it (1): the cell `column` of a table's only
+    row, painted in `colour`."""
 
     table: QTextTable
     column: int
     colour: QColor
+    depth: int
 
 
 def take_bubbles(document: QTextDocument) -> list[Bubble]:
-    """The bubbles of the document's messages (its top-level tables' cells with a background), their
-    backgrounds taken off the cells to be painted rounded by `paint_bubbles`."""
+    """The bubbles of the document's messages and code blocks (its tables' cells with a background,
+    outer ones first), their backgrounds taken off the cells to be painted rounded by `paint_bubbles`."""
+    return _take(document.rootFrame().childFrames(), 0)
+
+
+def _take(frames: list, depth: int) -> list[Bubble]:
     bubbles = []
-    for frame in document.rootFrame().childFrames():
-        if not isinstance(frame, QTextTable):
+    for frame in frames:
+        if not isinstance(frame, QTextTable) or depth >= len(RADII):
             continue
         for column in range(frame.columns()):
             cell = frame.cellAt(0, column)
@@ -38,9 +45,10 @@ def take_bubbles(document: QTextDocument) -> list[Bubble]:
             brush = cell_format.background()
             if brush.style() == Qt.BrushStyle.NoBrush:
                 continue
-            bubbles.append(Bubble(frame, column, brush.color()))
+            bubbles.append(Bubble(frame, column, brush.color(), depth))
             cell_format.setBackground(QBrush(Qt.BrushStyle.NoBrush))
             cell.setFormat(cell_format)
+        bubbles += _take(frame.childFrames(), depth + 1)
     return bubbles
 
 
@@ -76,4 +84,5 @@ def paint_bubbles(painter: QPainter, document: QTextDocument, bubbles: list[Bubb
     painter.setPen(Qt.PenStyle.NoPen)
     for bubble in bubbles:
         painter.setBrush(bubble.colour)
-        painter.drawRoundedRect(bubble_rect(document, bubble), RADIUS, RADIUS)
+        radius = RADII[bubble.depth]
+        painter.drawRoundedRect(bubble_rect(document, bubble), radius, radius)

@@ -222,8 +222,9 @@ def _blocks(lines: list[str]) -> Iterable[tuple[bool, list[str]]]:
 
 def _code_html(code: str, background: str) -> str:
     return (
-        f'<table width="100%" cellspacing="0" cellpadding="8" bgcolor="{background}" style="margin:4px 0">'
-        f'<tr><td><pre style="white-space:pre-wrap; font-family:monospace">{html.escape(code)}</pre>'
+        '<table width="100%" cellspacing="0" cellpadding="8" style="margin:4px 0">'
+        f'<tr><td bgcolor="{background}">'
+        f'<pre style="white-space:pre-wrap; font-family:monospace">{html.escape(code)}</pre>'
         "</td></tr></table>"
     )
 

@@ -36,6 +36,22 @@ def view_for(qtbot, settings, playback_stream=None) -> ChatView:
     return view
 
 
+def assert_round(image: QImage, colour: str) -> None:
+    """Painted in `image`: the area of `colour` fills its edges' middles but not its corners."""
+    from PySide6.QtGui import QColor
+
+    rgb = QColor(colour).rgb()
+    pixels = np.frombuffer(image.constBits(), np.uint32).reshape(image.height(), -1)[:, : image.width()]
+    ys, xs = np.nonzero(pixels == rgb)
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
+    assert bottom - top > 30 and right - left > 100, f"{colour} is there"
+    for x, y in ((left, middle_y), (right, middle_y), (middle_x, top), (middle_x, bottom)):
+        assert image.pixel(x, y) == rgb, f"a straight edge of {colour}"
+    for x, y in ((left, top), (right, top), (left, bottom), (right, bottom)):
+        assert image.pixel(x, y) != rgb, f"a round corner of {colour} at {x, y}"
+
+
 def shown(view: ChatView) -> list[str]:
     """The lines the view shows, without the empty ones between bubbles."""
     return [line for line in view.toPlainText().split("\n") if line]
@@ -88,30 +104,28 @@ class TestRendering:
         assert [bubble.colour.name() for bubble in view.bubbles] == [DARK_CHAT.user, DARK_CHAT.assistant]
 
     @pytest.mark.parametrize(("theme", "colours"), [("light", LIGHT_CHAT), ("dark", DARK_CHAT)])
-    def test_bubbles_have_round_corners(self, qtbot, settings, theme, colours):
-        """Painted: the bubble's colour fills its edges' middles but not its corners."""
-        from PySide6.QtGui import QColor
+    def test_bubbles_and_code_blocks_have_round_corners(self, qtbot, settings, theme, colours):
         from PySide6.QtWidgets import QApplication
 
         app = QApplication.instance()
         apply_theme(app, theme)
         view = view_for(qtbot, settings)
-        view.resize(400, 300)
-        view.show_messages([Message("user", "Hi there\nA second line\nAnd a third")])
+        view.resize(400, 400)
+        code = "```\nfirst = 1\nsecond = 2\nthird = 3\n```"
+        view.show_messages(
+            [Message("user", "Hi there\nA second line\nAnd a third"), Message("assistant", code)]
+        )
         image = QImage(view.size(), QImage.Format.Format_RGB32)
         view.render(image)
-        pixels = np.frombuffer(image.constBits(), np.uint32).reshape(image.height(), -1)[:, : image.width()]
-        ys, xs = np.nonzero((pixels & 0xFFFFFF) == (QColor(colours.user).rgb() & 0xFFFFFF))
-        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
-        middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
-        bubble = QColor(colours.user).rgb()
-        assert bottom - top > 40 and right - left > 100, "the bubble is there"
-        for x, y in ((left, middle_y), (right, middle_y), (middle_x, top), (middle_x, bottom)):
-            assert image.pixel(x, y) == bubble, "a straight edge"
-        for x, y in ((left, top), (right, top), (left, bottom), (right, bottom)):
-            assert image.pixel(x, y) != bubble, f"a round corner at {x, y}"
         app.setStyleSheet("")  # as the other tests expect it
         app.setPalette(app.style().standardPalette())
+        assert [(bubble.colour.name(), bubble.depth) for bubble in view.bubbles] == [
+            (colours.user, 0),
+            (colours.assistant, 0),
+            (colours.code, 1),
+        ]
+        assert_round(image, colours.user)
+        assert_round(image, colours.code)
 
     def test_a_new_chat_says_how_to_start(self, qtbot, settings):
         view = view_for(qtbot, settings)
