@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractButton, QApplication, QCheckBox
 
 from app.history.store import History
 from app.window.main_window import MainWindow
@@ -256,6 +256,11 @@ class TestLayout:
         assert window.minimumSizeHint().width() <= self.HALF_SCREEN
         window.resize(self.HALF_SCREEN, 700)
         qtbot.waitUntil(lambda: window.width() == self.HALF_SCREEN, timeout=TIMEOUT_MS)
+        for button in (c for c in self.controls(window) if isinstance(c, QAbstractButton)):
+            named = button.accessibleName() or button.text()
+            assert named, f"{button} is named for screen readers"
+            tool = not isinstance(button, QCheckBox) and button is not window.models.choose_button
+            assert not tool or not button.icon().isNull(), f"{named} has an icon"
         inside = window.rect()
         for control in self.controls(window):
             place = control.rect().translated(control.mapTo(window, control.rect().topLeft()))
