@@ -413,7 +413,9 @@ class TestPacedSpeakers:
         notes: list[str] = []
         window.worker.plan_noted.connect(notes.append)
         ask(qtbot, window, "First")
-        qtbot.waitUntil(lambda: bool(notes), timeout=TIMEOUT_MS)
+        # `notes` fills on the worker's thread (a plain callable is called where the signal is sent);
+        # the notice follows on the GUI thread's next turn of its event loop.
+        qtbot.waitUntil(lambda: bool(notes) and bool(window.notices.label.text()), timeout=TIMEOUT_MS)
         assert (
             "slower than it plays" in window.notices.label.text() and "a GPU" in window.notices.label.text()
         )
