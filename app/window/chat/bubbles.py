@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QPainter, QTextDocument, QTextTable
+from PySide6.QtGui import QBrush, QColor, QPainter, QTextCursor, QTextDocument, QTextTable
 
 RADII = (14.0, 8.0)  # the corners, in pixels, of a message's bubble and of a code block in it
 
@@ -30,8 +30,13 @@ class Bubble:
 
 def take_bubbles(document: QTextDocument) -> list[Bubble]:
     """The bubbles of the document's messages and code blocks (its tables' cells with a background,
-    outer ones first), their backgrounds taken off the cells to be painted rounded by `paint_bubbles`."""
-    return _take(document.rootFrame().childFrames(), 0)
+    outer ones first), their backgrounds taken off the cells to be painted rounded by `paint_bubbles`.
+    One edit: the document is laid out again once, not once a cell."""
+    edit = QTextCursor(document)
+    edit.beginEditBlock()
+    bubbles = _take(document.rootFrame().childFrames(), 0)
+    edit.endEditBlock()
+    return bubbles
 
 
 def _take(frames: list, depth: int) -> list[Bubble]:
@@ -78,11 +83,18 @@ def bubble_rect(document: QTextDocument, bubble: Bubble) -> QRectF:
     )
 
 
-def paint_bubbles(painter: QPainter, document: QTextDocument, bubbles: list[Bubble]) -> None:
-    """Each bubble as a rounded rectangle of its colour; `painter` is in the document's coordinates."""
+def laid_out(document: QTextDocument, bubbles: list[Bubble]) -> list[tuple[QRectF, Bubble]]:
+    """Each bubble with its rectangle (`bubble_rect`), for as long as the document's layout holds."""
+    return [(bubble_rect(document, bubble), bubble) for bubble in bubbles]
+
+
+def paint_bubbles(painter: QPainter, shapes: list[tuple[QRectF, Bubble]], exposed: QRectF) -> None:
+    """Each bubble that meets `exposed` as a rounded rectangle of its colour; `painter` and `exposed`
+    are in the document's coordinates."""
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     painter.setPen(Qt.PenStyle.NoPen)
-    for bubble in bubbles:
-        painter.setBrush(bubble.colour)
-        radius = RADII[bubble.depth]
-        painter.drawRoundedRect(bubble_rect(document, bubble), radius, radius)
+    for rect, bubble in shapes:
+        if rect.intersects(exposed):
+            painter.setBrush(bubble.colour)
+            radius = RADII[bubble.depth]
+            painter.drawRoundedRect(rect, radius, radius)

@@ -127,6 +127,26 @@ class TestRendering:
         assert_round(image, colours.user)
         assert_round(image, colours.code)
 
+    def test_bubbles_are_found_again_only_when_the_layout_changes(self, qtbot, settings, monkeypatch):
+        """Finding 200 bubbles took 40 ms: not at every paint (scrolling, the caret)."""
+        import app.window.chat.view as view_module
+
+        found = []
+        laid_out = view_module.laid_out
+        monkeypatch.setattr(view_module, "laid_out", lambda *args: found.append(1) or laid_out(*args))
+        view = view_for(qtbot, settings)
+        view.resize(400, 300)
+        view.show_messages([Message("user", "Hi"), Message("assistant", "Hello")])
+        for _ in range(3):
+            view.grab()
+        assert len(found) == 1
+        view.show_messages([Message("user", "Hi"), Message("assistant", "Hello again")])
+        view.grab()
+        assert len(found) == 2, "another document"
+        view.resize(300, 300)
+        view.grab()
+        assert len(found) == 3, "another width, another layout"
+
     def test_a_new_chat_says_how_to_start(self, qtbot, settings):
         view = view_for(qtbot, settings)
         view.show_messages([])
