@@ -120,13 +120,23 @@ def apply_theme(app: QApplication, theme: str) -> str:
     dark = theme == "dark" or (theme == "system" and system_is_dark())
     app.setStyle("Fusion")
     palette = app.style().standardPalette()
-    for role, color in (_DARK if dark else _LIGHT).items():
+    colours = _DARK if dark else _LIGHT
+    window = QColor(colours[QPalette.ColorRole.Window])
+    for role, color in colours.items():
         palette.setColor(role, QColor(color))
-        disabled = QColor(color).darker(140) if dark else QColor(color).lighter(115)
-        palette.setColor(QPalette.ColorGroup.Disabled, role, disabled)
+        palette.setColor(QPalette.ColorGroup.Disabled, role, _halfway(QColor(color), window))
     app.setPalette(palette)
     app.setStyleSheet(style_sheet(DARK_CHAT if dark else LIGHT_CHAT, palette))
     return "dark" if dark else "light"
+
+
+def _halfway(colour: QColor, towards: QColor) -> QColor:
+    """A disabled control's colour: halfway from its own to the window's, in either scheme."""
+    return QColor(
+        (colour.red() + towards.red()) // 2,
+        (colour.green() + towards.green()) // 2,
+        (colour.blue() + towards.blue()) // 2,
+    )
 
 
 def style_sheet(colours: ChatColors, palette: QPalette) -> str:

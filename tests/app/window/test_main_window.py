@@ -215,6 +215,24 @@ class TestTheme:
         window.set_theme("system")
 
 
+class TestDisabled:
+    @pytest.mark.parametrize("theme", ["light", "dark"])
+    def test_disabled_text_is_set_apart_in_both_themes(self, theme):
+        from PySide6.QtGui import QPalette
+
+        from app.window.theme import apply_theme
+
+        app = QApplication.instance()
+        apply_theme(app, theme)
+        palette = app.palette()
+        app.setStyleSheet("")  # as the other tests expect it
+        app.setPalette(app.style().standardPalette())
+        for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+            on = palette.color(QPalette.ColorGroup.Active, role).lightness()
+            off = palette.color(QPalette.ColorGroup.Disabled, role).lightness()
+            assert abs(on - off) > 50, f"{role.name}: {on} enabled, {off} disabled"
+
+
 class TestLayout:
     """Issue 29, item 10: the window fits half a 1440 px screen, and nothing moves when a toggle changes."""
 
