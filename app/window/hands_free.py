@@ -223,8 +223,7 @@ class HandsFree(QObject):
         self._level_meter.setVisible(self.microphone is not None)
         if state != self._state:
             self._state = state
-            self.button.setToolTip(
-                STATES[state]
-            )  # on shows as the checked button's look, which moves nothing
+            # In words here; on the button, on shows as its checked look, which moves nothing.
+            self.button.setToolTip(STATES[state])
             self.button.setAccessibleDescription(STATES[state])
             self.state_changed.emit(state)

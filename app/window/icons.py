@@ -144,11 +144,13 @@ def set_icon(
     button.setIcon(icon(name, _colour(role)))
 
 
-def tool_button(icon_name: str, name: str, tip: str) -> QToolButton:
-    """An icon-only button of ICON_SIZE; `name` is what screen readers
-    say, `tip` its tooltip."""
+def tool_button(
+    icon_name: str, name: str, tip: str, role: QPalette.ColorRole = QPalette.ColorRole.ButtonText
+) -> QToolButton:
+    """An icon-only button of ICON_SIZE, its icon in the palette's `role` colour; `name` is what
+    screen readers say, `tip` its tooltip."""
     button = QToolButton()
-    set_icon(button, icon_name)
+    set_icon(button, icon_name, role)
     button.setIconSize(ICON_SIZE)
     button.setAutoRaise(True)
     button.setText(name)

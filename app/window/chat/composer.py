@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.capture.screen import grab_screen_without
 from app.window.chat.attachment_strip import AttachmentStrip
 from app.window.chat.attachments import FILE_FILTER, load_attachment
-from app.window.icons import set_icon, tool_button
+from app.window.icons import tool_button
 from app.window.preferences import SPEECH_KEY, VOICE_KEY, Preferences
 from model.errors import OmnideskError
 from model.media import Audio, Image
@@ -84,7 +84,7 @@ class QuestionBox(QPlainTextEdit):
 
 
 class Composer(QObject):
-    """The input widgets (the window lays them out); the voice and speech choices are remembered.
+    """The input widgets, in the `card` the window shows; the voice and speech choices are remembered.
 
     Signals:
     send_requested(): Enter or Send.
@@ -104,11 +104,9 @@ class Composer(QObject):
         self.question_box = QuestionBox()
         self.question_box.setPlaceholderText("Ask anything (Enter sends, Shift+Enter for a new line)")
         self.question_box.submitted.connect(self.send_requested)
-        self.send_button = tool_button("send", "Send", SEND_TIP)
-        self.send_button.setObjectName(
-            "send"
-        )  # the style sheet's accent; its arrow in the accent's text colour
-        set_icon(self.send_button, "send", QPalette.ColorRole.HighlightedText)
+        # The style sheet's accent behind it, its arrow in the accent's text colour.
+        self.send_button = tool_button("send", "Send", SEND_TIP, QPalette.ColorRole.HighlightedText)
+        self.send_button.setObjectName("send")
         self.send_button.clicked.connect(self.send_requested)
         self.stop_button = tool_button("stop", "Stop", STOP_TIP)
         self.stop_button.clicked.connect(self.stop_requested)
