@@ -1,10 +1,11 @@
 """The README's screenshots of the window, taken on a real X server (Xvfb) with the tiny test model.
 
-    xvfb-run -s "-screen 0 1280x900x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
 
-Writes window-light.png and window-dark.png (a conversation), new-chat-light.png and
-new-chat-dark.png (a new chat) and hands-free-light.png and hands-free-dark.png (the conversation
-with Hands-free hearing a question) to OUT_DIR (assets/screenshots by default). The model is the
+Writes window-light.png and window-dark.png (a conversation, FULL_WIDTH wide), half-light.png and
+half-dark.png (the same in HALF_WIDTH: half a 1440 px screen) and hands-free-light.png and
+hands-free-dark.png (the conversation in HALF_WIDTH with Hands-free hearing a question) to OUT_DIR
+(assets/screenshots by default). The model is the
 random-weight tiny bundle the tests build, loaded and asked one real question (the status bar's
 figures are that turn's); its replies are gibberish, so the conversation shown is staged: written
 to the history as a user's would be, with a picture drawn here, and opened from the sidebar.
@@ -40,7 +41,7 @@ from model.talker import SpeechOptions  # noqa: E402
 from tests.app import sound_server  # noqa: E402
 from tests.fixtures.tiny_checkpoint import build_tiny_checkpoint  # noqa: E402
 
-SIZE = (1180, 760)
+FULL_WIDTH, HALF_WIDTH, HEIGHT = 1280, 720, 800  # pixels
 QUESTION = "What is on this plate, and how do I sort a list of recipes by cooking time in Python?"
 REPLY = """It is a **margherita pizza**: tomato, mozzarella and basil on a thin crust.
 
@@ -99,8 +100,10 @@ def staged(history: History) -> int:
     return chat
 
 
-def shoot(app: QApplication, window: MainWindow, stem: Path) -> None:
-    """STEM-light.png and STEM-dark.png."""
+def shoot(app: QApplication, window: MainWindow, stem: Path, width: int) -> None:
+    """STEM-light.png and STEM-dark.png, the window `width` pixels wide."""
+    window.resize(width, HEIGHT)
+    wait(app, lambda: window.width() == width)
     for theme in ("light", "dark"):
         window.set_theme(theme)
         for _ in range(5):  # palette changes and layouts arrive as events
@@ -118,7 +121,7 @@ def hands_free(
     speaker = threading.Thread(target=server.say, args=(load_audio(work / "spoken.wav"),), daemon=True)
     speaker.start()
     wait(app, lambda: window.hands_free.state == "hearing" and window.push_to_talk.level_meter.value() > 40)
-    shoot(app, window, stem)
+    shoot(app, window, stem, HALF_WIDTH)
     window.hands_free.button.setChecked(False)
     speaker.join()
 
@@ -137,7 +140,7 @@ def main(out: Path) -> None:
     history = History(work / "history.sqlite3")
     worker = ConversationWorker(max_tokens=24, speech=SpeechOptions(max_codes=60, min_codes=40))
     window = MainWindow(settings, worker, history)
-    window.resize(*SIZE)
+    window.resize(FULL_WIDTH, HEIGHT)
     window.show()
     window.models.load(str(bundle.root))
     wait(app, lambda: window.models.status.text().startswith("Model:"))
@@ -149,14 +152,13 @@ def main(out: Path) -> None:
     window.session.on_new_requested()
     window.composer.speech_toggle.setChecked(True)
     older(window.history)
-    window.conversations.refresh()
-    shoot(app, window, out / "new-chat")
     chat = staged(window.history)
     window.conversations.refresh()
     window.conversations.conversation_chosen.emit(chat)
     window.activity_chip.show_activity("speaking")  # as while a reply is heard (staged too)
     window.composer.set_speaking(True)
-    shoot(app, window, out / "window")
+    shoot(app, window, out / "window", FULL_WIDTH)
+    shoot(app, window, out / "half", HALF_WIDTH)
     window.activity_chip.show_activity("ready")
     window.composer.set_speaking(False)
     if server is not None:

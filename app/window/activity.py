@@ -52,5 +52,5 @@ class ActivityChip(QLabel):
         border = colours.muted if self.activity == "ready" else background
         self.setStyleSheet(
             f"QLabel {{ background: {background}; color: {text}; border: 1px solid {border}; "
-            "border-radius: 11px; padding: 2px 12px; font-weight: 600; }"
+            "border-radius: 9px; padding: 2px 10px; font-weight: 600; }"  # at most half its height: round
         )

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QLabel, QPushButton
+from PySide6.QtWidgets import QLabel
 
 from app.capture import camera as camera_module
 from app.capture.camera import Camera
 from app.capture.screen import qimage
+from app.window.icons import tool_button
 from app.window.preferences import Preferences
 from model.errors import OmnideskError
 
@@ -48,12 +49,10 @@ class CameraPanel(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(PREVIEW_MS)
         self._timer.timeout.connect(self._on_preview_due)
-        self.button = QPushButton("Camera")
+        self.button = tool_button("camera", "Camera", "Show the camera's preview")
         self.button.setCheckable(True)
-        self.button.setToolTip("Show the camera's preview")
         self.button.toggled.connect(self._on_button_toggled)
-        self.snapshot_button = QPushButton("Ask about this")
-        self.snapshot_button.setToolTip("Attach the camera's current frame")
+        self.snapshot_button = tool_button("snapshot", "Ask about this", "Attach the camera's current frame")
         self.snapshot_button.clicked.connect(self._on_snapshot_clicked)
         self.snapshot_button.setEnabled(False)
 

@@ -34,6 +34,7 @@ from app.sound.voice_activity import (
     VoiceActivity,
     VoiceOptions,
 )
+from app.window.icons import set_icon
 from app.window.preferences import HANDS_FREE_KEY, Preferences
 from app.window.push_to_talk import MIC_POLL_MS, meter_percent
 from model.audio_rates import INPUT_SAMPLE_RATE
@@ -90,6 +91,7 @@ class HandsFree(QObject):
         self._state = "off"
 
         self.button = QPushButton("Hands-free")
+        set_icon(self.button, "hands-free")
         self.button.setCheckable(True)
         self.button.setToolTip(STATES["off"])
         self.button.toggled.connect(self._on_toggled)
@@ -221,6 +223,7 @@ class HandsFree(QObject):
         self._level_meter.setVisible(self.microphone is not None)
         if state != self._state:
             self._state = state
+            # In words here; on the button, on shows as its checked look, which moves nothing.
             self.button.setToolTip(STATES[state])
-            self.button.setText("● Hands-free" if state != "off" else "Hands-free")  # on, in any theme
+            self.button.setAccessibleDescription(STATES[state])
             self.state_changed.emit(state)

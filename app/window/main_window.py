@@ -35,6 +35,7 @@ from app.window.chat.current_conversation import CurrentConversation
 from app.window.chat.session import ChatSession
 from app.window.chat.view import ChatView
 from app.window.hands_free import HandsFree
+from app.window.icons import recolour
 from app.window.menu import WindowMenu
 from app.window.model_loader import ModelLoader
 from app.window.notices import Notices
@@ -96,6 +97,9 @@ class MainWindow(QMainWindow):
         self.worker.moveToThread(self._thread)
         self._first_sound_s: float | None = None  # the current reply's, once heard
 
+        app = QApplication.instance()
+        if isinstance(app, QApplication):  # first: the style sheet sets the controls' sizes
+            apply_theme(app, self.preferences().theme)
         self._build()
         self._connect_signals()
         preferences = self.preferences()
@@ -132,37 +136,34 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.conversations)
         splitter.addWidget(self._chat_column())
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([240, 860])
+        splitter.setSizes([220, 880])
         self.setCentralWidget(splitter)
         self.menu = WindowMenu(self)
         self.set_theme(self.preferences().theme)
-        self.statusBar().addWidget(self.models.status, 1)
+        self.statusBar().addWidget(
+            self.models.status, 1
+        )  # a long description is cut, not widening the window
         self.status_line = StatusLine(self.statusBar())
 
     def _chat_column(self) -> QWidget:
-        """The notice and the activity chip, the chat beside the camera preview, the attachments,
-        the question, the tools."""
+        """The notice and the activity chip, the camera's preview, the chat, the attachments, the
+        composer's card (the question above its tools), the voice row (push-to-talk, hands-free, the
+        level meter). Every control keeps its size whatever it shows, so that nothing moves when a
+        toggle changes; the column fits beside the sidebar in half a 1440 px screen."""
         composer, talk, camera = self.composer, self.push_to_talk, self.camera_panel
         layout = QVBoxLayout()
         header = _row(self.notices.label, self.notices.dismiss_button, self.models.choose_button)
         header.addWidget(self.activity_chip, 0, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight)
         layout.addLayout(header)
-        view_row = _row(self.chat_view)
-        view_row.addWidget(camera.preview, 0, Qt.AlignmentFlag.AlignTop)
-        layout.addLayout(view_row, 1)
+        layout.addWidget(camera.preview, 0, Qt.AlignmentFlag.AlignRight)  # above the chat: no width taken
+        layout.addWidget(self.chat_view, 1)
         layout.addWidget(composer.attachments)
-        layout.addLayout(_row(composer.question_box, composer.send_button, composer.stop_button))
-        tools_row = QHBoxLayout()
-        for widget in (talk.button, self.hands_free.button, talk.level_meter, composer.attach_button):
-            tools_row.addWidget(widget)
-        tools_row.addWidget(composer.screen_button)
-        tools_row.addWidget(camera.button)
-        tools_row.addWidget(camera.snapshot_button)
-        tools_row.addStretch(1)
-        tools_row.addWidget(composer.voice_label)
-        tools_row.addWidget(composer.voice_box)
-        tools_row.addWidget(composer.speech_toggle)
-        layout.addLayout(tools_row)
+        layout.addWidget(composer.card(camera.button, camera.snapshot_button))
+        voice_row = QHBoxLayout()
+        for widget in (talk.button, self.hands_free.button, talk.level_meter):
+            voice_row.addWidget(widget)
+        voice_row.addStretch(1)
+        layout.addLayout(voice_row)
         column = QWidget()
         column.setLayout(layout)
         return column
@@ -228,6 +229,7 @@ class MainWindow(QMainWindow):
         self._settings.setValue(THEME_KEY, theme)
         self.menu.show_theme(theme)
         self.activity_chip.restyle()
+        recolour(self)
         self.session.render()
 
     @Slot()

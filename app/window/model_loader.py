@@ -9,9 +9,10 @@ come back to `on_model_loaded` and `on_model_failed`.
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QSettings, Signal, Slot
-from PySide6.QtWidgets import QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QPushButton, QWidget
 
 from app.window.chat.composer import Composer
+from app.window.elided_label import ElidedLabel
 from app.window.notices import Notices
 from app.window.preferences import MODELS_FOLDER_KEY, Preferences
 from app.worker import ModelChoice
@@ -41,7 +42,7 @@ class ModelLoader(QObject):
         self._notices = notices
         self._window = window
         self._loading_folder = ""
-        self.status = QLabel("No model")
+        self.status = ElidedLabel("No model")
         self.choose_button = QPushButton("Set up a model…")
         self.choose_button.clicked.connect(self.open_setup)
 

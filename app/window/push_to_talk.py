@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QObject, QSettings, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QSettings, QSize, QTimer, Signal, Slot
 from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
@@ -27,16 +27,18 @@ from PySide6.QtWidgets import (
 )
 
 from app.sound.microphone import MIN_SECONDS, DeviceLost, Microphone, StreamFactory
+from app.window.icons import keep_width, set_icon
 from app.window.preferences import Preferences
 from model.errors import OmnideskError
 from model.media import Audio
 
+METER_SIZE = QSize(72, 8)  # the level meter, in pixels: a thin bar
 MIC_POLL_MS = 30  # the microphone's queue is emptied (and the meter updated) this often
 METER_FLOOR_DB = -60.0  # the level meter's empty end
 # A key release followed within this by a press of the key is X11's autorepeat, not letting go:
 # the pair comes at once, the next pair ~40 ms later; a real release is sent this much later.
 RELEASE_GRACE_MS = 50
-LISTENING_LABEL = "Listening… release to send"  # the talk button's longest label
+TALK_LABEL, LISTENING_LABEL = "Hold to talk", "Release to send"  # the talk button's, at rest and held
 
 
 def meter_percent(peak: float) -> int:
@@ -75,14 +77,15 @@ class PushToTalk(QObject):
         self._talking = False
         self._hands_free = False
 
-        self.button = QPushButton("Hold to talk")
+        self.button = QPushButton(TALK_LABEL)
+        set_icon(self.button, "microphone")
         self.button.setToolTip(talk_tip(self._preferences().talk_key))
         self.button.pressed.connect(self.start)
         self.button.released.connect(self.stop)
         self.level_meter = QProgressBar()
         self.level_meter.setRange(0, 100)
         self.level_meter.setTextVisible(False)
-        self.level_meter.setFixedWidth(100)
+        self.level_meter.setFixedSize(METER_SIZE)
         self.level_meter.setToolTip("Microphone level")
         self.level_meter.setVisible(False)
         self._keep_room()
@@ -103,9 +106,7 @@ class PushToTalk(QObject):
         meter_policy = self.level_meter.sizePolicy()
         meter_policy.setRetainSizeWhenHidden(True)
         self.level_meter.setSizePolicy(meter_policy)
-        metrics, hint = self.button.fontMetrics(), self.button.sizeHint().width()
-        wider = metrics.horizontalAdvance(LISTENING_LABEL) - metrics.horizontalAdvance(self.button.text())
-        self.button.setMinimumWidth(hint + max(0, wider))
+        keep_width(self.button, (TALK_LABEL, LISTENING_LABEL))
 
     @property
     def talking(self) -> bool:
@@ -211,7 +212,7 @@ class PushToTalk(QObject):
 
     def _show_state(self) -> None:
         self.level_meter.setVisible(self.microphone is not None)
-        self.button.setText(LISTENING_LABEL if self._talking else "Hold to talk")
+        self.button.setText(LISTENING_LABEL if self._talking else TALK_LABEL)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
         kind = event.type()

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from PySide6.QtWidgets import QLabel, QStatusBar
 
+from app.window.elided_label import ElidedLabel
 from app.worker import ReplyFinished
 
 
@@ -23,7 +24,7 @@ class StatusLine:
         self.in_use = QLabel()
         self.in_use.setStyleSheet("color: #d93025; font-weight: bold")
         self.in_use.setVisible(False)
-        self.speed_status = QLabel("")
+        self.speed_status = ElidedLabel("")
         bar.addPermanentWidget(self.in_use)
         bar.addPermanentWidget(self.speed_status)
         self._speeds = ReplyFinished("", None, None, None)  # the last reply's

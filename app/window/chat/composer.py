@@ -1,6 +1,8 @@
 """The next question, being written: its text, its attachments (files, the screen), how it is
 answered (voice, spoken or not), and the Send and Stop buttons: Send while a model is there to
-answer and no reply runs, Stop while a reply runs or its speech still plays.
+answer and no reply runs, Stop while a reply runs or its speech still plays. The question box grows
+with its text, from MIN_LINES to MAX_LINES, then scrolls; the buttons are icons, named in their
+tooltips and for screen readers.
 
 Threads: the GUI thread only.
 """
@@ -10,12 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
-from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QPlainTextEdit, QPushButton, QWidget
+from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.capture.screen import grab_screen_without
 from app.window.chat.attachment_strip import AttachmentStrip
 from app.window.chat.attachments import FILE_FILTER, load_attachment
+from app.window.icons import tool_button
 from app.window.preferences import SPEECH_KEY, VOICE_KEY, Preferences
 from model.errors import OmnideskError
 from model.media import Audio, Image
@@ -23,12 +37,42 @@ from model.media import Audio, Image
 DEFAULT_VOICE = "Chelsie"  # chosen when the remembered voice is not in the bundle
 SEND_TIP = "Send the question (Enter)"
 STOP_TIP = "Stop the reply and its speech"
+MIN_LINES, MAX_LINES = 1, 10  # the question box's height, in lines of text: it grows, then scrolls
 
 
 class QuestionBox(QPlainTextEdit):
-    """Enter sends, Shift+Enter starts a new line."""
+    """Enter sends, Shift+Enter starts a new line. Its height follows its text's lines (wrapped lines
+    count), between MIN_LINES and MAX_LINES.
+
+    Signals:
+    submitted(): Enter.
+    """
 
     submitted = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit)
+        self._fit()
+
+    def height_for(self, lines: int) -> int:
+        """The box's height, in pixels, to show `lines` lines of text."""
+        lines = max(MIN_LINES, min(MAX_LINES, lines))
+        margins = self.contentsMargins().top() + self.contentsMargins().bottom()
+        document = 2 * round(self.document().documentMargin())
+        # Qt's plain text editor scrolls by a line unless 2 px more than the lines are there (measured).
+        return lines * self.fontMetrics().lineSpacing() + document + margins + 2
+
+    @Slot()
+    def _fit(self) -> None:
+        # A plain text document's size is counted in lines, wrapped lines included.
+        self.setFixedHeight(self.height_for(round(self.document().size().height())))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        self._fit()  # narrower, the text wraps into more lines
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt override)
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -40,7 +84,7 @@ class QuestionBox(QPlainTextEdit):
 
 
 class Composer(QObject):
-    """The input widgets (the window lays them out); the voice and speech choices are remembered.
+    """The input widgets, in the `card` the window shows; the voice and speech choices are remembered.
 
     Signals:
     send_requested(): Enter or Send.
@@ -59,18 +103,16 @@ class Composer(QObject):
         self.attachments = AttachmentStrip()
         self.question_box = QuestionBox()
         self.question_box.setPlaceholderText("Ask anything (Enter sends, Shift+Enter for a new line)")
-        self.question_box.setFixedHeight(70)
         self.question_box.submitted.connect(self.send_requested)
-        self.send_button = QPushButton("Send")
+        # The style sheet's accent behind it, its arrow in the accent's text colour.
+        self.send_button = tool_button("send", "Send", SEND_TIP, QPalette.ColorRole.HighlightedText)
+        self.send_button.setObjectName("send")
         self.send_button.clicked.connect(self.send_requested)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip(STOP_TIP)
+        self.stop_button = tool_button("stop", "Stop", STOP_TIP)
         self.stop_button.clicked.connect(self.stop_requested)
-        self.attach_button = QPushButton("Attach…")
-        self.attach_button.setToolTip("Attach an image or a recording")
+        self.attach_button = tool_button("attach", "Attach…", "Attach an image or a recording")
         self.attach_button.clicked.connect(self._on_attach_clicked)
-        self.screen_button = QPushButton("Screen")
-        self.screen_button.setToolTip("Attach a shot of the screen")
+        self.screen_button = tool_button("screen", "Screen", "Attach a shot of the screen")
         self.screen_button.clicked.connect(self._on_screen_clicked)
         self.voice_box = QComboBox()
         self.voice_box.setToolTip("The voice that speaks the replies")
@@ -85,6 +127,27 @@ class Composer(QObject):
         self._busy = self._speaking = False
         self._missing = ""  # what the question needs before it can be sent ("": nothing)
         self._show_state()
+
+    def card(self, *more_tools: QAbstractButton) -> QFrame:
+        """The composer as the window shows it: a rounded card with the question box above a row of
+        tools (attach, the screen, `more_tools`; the voice and speech; Stop and Send)."""
+        tools = QHBoxLayout()
+        tools.setSpacing(2)
+        for button in (self.attach_button, self.screen_button, *more_tools):
+            tools.addWidget(button)
+        tools.addStretch(1)
+        for widget in (self.voice_label, self.voice_box, self.speech_toggle):
+            tools.addWidget(widget)
+        tools.addSpacing(6)
+        tools.addWidget(self.stop_button)
+        tools.addWidget(self.send_button)
+        card = QFrame()
+        card.setObjectName("composer")
+        layout = QVBoxLayout(card)
+        layout.setContentsMargins(10, 8, 8, 6)
+        layout.addWidget(self.question_box)
+        layout.addLayout(tools)
+        return card
 
     def take(self) -> tuple[str, list[Image | Audio]] | None:
         """The question's text and media, leaving the row empty; None when there is nothing to send."""

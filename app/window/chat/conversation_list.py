@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.history.store import History
+from app.window.icons import set_icon
 
 
 class ConversationList(QWidget):
@@ -46,6 +47,7 @@ class ConversationList(QWidget):
         self.search.setPlaceholderText("Search conversations")
         self.search.textChanged.connect(self.refresh)
         self.new_button = QPushButton("New chat")
+        set_icon(self.new_button, "new")
         self.new_button.clicked.connect(self.new_requested)
         self.items = QListWidget()
         self.items.itemActivated.connect(self._on_item_activated)

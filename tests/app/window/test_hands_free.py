@@ -202,7 +202,9 @@ class TestInTheWindow:
         talk, hands_free = window.push_to_talk, window.hands_free
         hands_free.button.click()
         assert hands_free.microphone is not None and window.status_line.in_use.text() == "● Microphone on"
-        assert hands_free.button.text() == "● Hands-free", "on, in words as well as the button's look"
+        assert hands_free.button.isChecked() and hands_free.button.accessibleDescription().startswith(
+            "Hands-free: listening"
+        ), "on, in words (for screen readers and the tooltip) as well as the button's look"
         assert not talk.button.isEnabled()
         window.chat_view.setFocus()
         qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
@@ -210,7 +212,7 @@ class TestInTheWindow:
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
         hands_free.button.click()
         assert talk.button.isEnabled() and not window.status_line.in_use.isVisibleTo(window)
-        assert hands_free.button.text() == "Hands-free"
+        assert not hands_free.button.isChecked() and hands_free.button.text() == "Hands-free"
         qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
         assert talk.talking
         qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PySide6.QtWidgets import QAbstractButton, QApplication, QCheckBox
 
 from app.history.store import History
 from app.window.main_window import MainWindow
@@ -212,3 +213,94 @@ class TestTheme:
         assert dark.lightness() < 80 < light.lightness()
         assert settings.value("appearance/theme") == "light"
         window.set_theme("system")
+
+
+class TestDisabled:
+    @pytest.mark.parametrize("theme", ["light", "dark"])
+    def test_disabled_text_is_set_apart_in_both_themes(self, theme):
+        from PySide6.QtGui import QPalette
+
+        from app.window.theme import apply_theme
+
+        app = QApplication.instance()
+        apply_theme(app, theme)
+        palette = app.palette()
+        app.setStyleSheet("")  # as the other tests expect it
+        app.setPalette(app.style().standardPalette())
+        for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+            on = palette.color(QPalette.ColorGroup.Active, role).lightness()
+            off = palette.color(QPalette.ColorGroup.Disabled, role).lightness()
+            assert abs(on - off) > 50, f"{role.name}: {on} enabled, {off} disabled"
+
+
+class TestLayout:
+    """Issue 29, item 10: the window fits half a 1440 px screen, and nothing moves when a toggle changes."""
+
+    HALF_SCREEN = 720
+
+    def controls(self, window: MainWindow) -> list:
+        composer, camera = window.composer, window.camera_panel
+        return [
+            window.conversations.new_button,
+            window.conversations.search,
+            composer.question_box,
+            composer.attach_button,
+            composer.screen_button,
+            camera.button,
+            camera.snapshot_button,
+            composer.voice_box,
+            composer.speech_toggle,
+            composer.stop_button,
+            composer.send_button,
+            window.push_to_talk.button,
+            window.hands_free.button,
+            window.models.choose_button,
+            window.activity_chip,
+        ]
+
+    def geometry(self, window: MainWindow) -> dict:
+        """Where each control is in the window, and its size."""
+        return {
+            c.accessibleName() or repr(c): (c.mapTo(window, c.rect().topLeft()), c.size())
+            for c in self.controls(window)
+        }
+
+    def test_fits_half_a_laptop_screen_with_every_control_reachable(self, qtbot, window: MainWindow):
+        window.models.status.setText(
+            "Model: a bundle with a long name (q4_k_m) on CPU, speech on CPU float32"
+        )
+        window.status_line.show_in_use(["Microphone", "Camera"])
+        window.show()
+        assert window.minimumSizeHint().width() <= self.HALF_SCREEN
+        window.resize(self.HALF_SCREEN, 700)
+        qtbot.waitUntil(lambda: window.width() == self.HALF_SCREEN, timeout=TIMEOUT_MS)
+        for button in (c for c in self.controls(window) if isinstance(c, QAbstractButton)):
+            named = button.accessibleName() or button.text()
+            assert named, f"{button} is named for screen readers"
+            tool = not isinstance(button, QCheckBox) and button is not window.models.choose_button
+            assert not tool or not button.icon().isNull(), f"{named} has an icon"
+        inside = window.rect()
+        for control in self.controls(window):
+            place = control.rect().translated(control.mapTo(window, control.rect().topLeft()))
+            assert control.isVisibleTo(window) and inside.contains(place), control
+            assert control.width() >= control.minimumSizeHint().width(), f"{control} is cut"
+
+    def test_toggles_move_nothing(self, qtbot, settings, history_store):
+        from app.window.main_window import Devices
+        from tests.app.fakes import FakeCapture, MicrophoneFactory
+
+        devices = Devices(microphone_stream=MicrophoneFactory(), camera_source=lambda index: FakeCapture())
+        window = MainWindow(settings, worker(), history_store, devices)
+        qtbot.addWidget(window)
+        window.show()
+        window.resize(self.HALF_SCREEN, 700)
+        qtbot.waitExposed(window)
+        before = self.geometry(window)
+        for toggle in (window.hands_free.button, window.composer.speech_toggle, window.camera_panel.button):
+            for _ in range(2):  # on and off, or off and on
+                was = toggle.isChecked()
+                toggle.click()
+                QApplication.processEvents()  # the layouts' requests are events
+                assert toggle.isChecked() != was, f"{toggle.text()} changed"
+                assert self.geometry(window) == before, f"{toggle.text()} moved the controls"
+        window.close()

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication, QLineEdit, QPushButton, QVBoxLayout,
 from app.sound.microphone import BLOCK
 from app.window.main_window import Devices
 from app.window.preferences import INPUT_DEVICE_KEY
-from app.window.push_to_talk import METER_FLOOR_DB, PushToTalk, meter_percent
+from app.window.push_to_talk import LISTENING_LABEL, METER_FLOOR_DB, PushToTalk, meter_percent
 from model.files.bundle import Bundle
 from tests.app.fakes import MicrophoneFactory
 from tests.app.windows import TIMEOUT_MS, RecordingSink, kept_recordings, load, open_window, talk
@@ -66,7 +66,7 @@ class TestTalking:
         push_to_talk.talk_key(True)
         assert push_to_talk.talking and push_to_talk.microphone is not None
         assert push_to_talk.level_meter.isVisibleTo(window)
-        assert push_to_talk.button.text() == "Listening… release to send"
+        assert push_to_talk.button.text() == LISTENING_LABEL
         said = np.linspace(-0.5, 0.5, 16 * BLOCK, dtype=np.float32)  # 0.32 s
         factory.streams[0].push(said)
         with qtbot.waitSignal(push_to_talk.recording_finished, timeout=WAIT_MS) as finished:

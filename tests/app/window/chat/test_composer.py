@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QToolButton, QWidget
 
 import app.capture.screen
-from app.window.chat.composer import Composer
+from app.window.chat.composer import MAX_LINES, Composer
 from app.window.main_window import Devices
 from app.window.preferences import SPEECH_KEY, VOICE_KEY
 from model.media import Image
@@ -36,6 +36,25 @@ class TestQuestion:
             qtbot.keyClick(box, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
             qtbot.keyClicks(box, "b")
         assert box.toPlainText() == "a\nb"
+
+    def test_the_box_grows_with_its_text_then_scrolls(self, qtbot, composer):
+        box = composer.question_box
+        qtbot.addWidget(box)
+        box.resize(300, box.height())
+        box.show()
+        heights = {}
+        for lines in (1, 3, MAX_LINES, MAX_LINES + 5):
+            box.setPlainText("\n".join(["a line"] * lines))
+            qtbot.waitUntil(lambda n=lines: box.height() == box.height_for(n), timeout=WAIT_MS)
+            qtbot.wait(50)  # the scroll bar's range follows in a queued event
+            heights[lines] = box.height()
+            scrolls = box.verticalScrollBar().maximum() > 0
+            assert scrolls == (lines > MAX_LINES), f"{lines} lines: all shown, or scrolled past the limit"
+        assert heights[1] < heights[3] < heights[MAX_LINES] == heights[MAX_LINES + 5]
+        box.setPlainText("word " * 200)  # one paragraph, wrapped over many lines
+        qtbot.waitUntil(lambda: box.height() == heights[MAX_LINES], timeout=WAIT_MS)
+        box.clear()
+        qtbot.waitUntil(lambda: box.height() == heights[1], timeout=WAIT_MS)
 
     def test_taking_the_question_empties_the_row(self, composer, tmp_path):
         assert composer.take() is None, "nothing to send"
