@@ -29,8 +29,10 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 from llama_cpp import mtmd_cpp
 from PIL import Image as PilImage
 from PIL import ImageOps
@@ -166,11 +168,28 @@ class EncodedVideo:
 
 
 @dataclass(frozen=True)
+class TowerPrecision:
+    """How the native tower computes."""
+
+    device: str = "cpu"  # a torch device
+    dtype: torch.dtype = torch.float32  # activations (and float weights)
+    weights: Literal["float", "int8"] = "float"  # int8: weight-only, the linear layers
+
+    @property
+    def label(self) -> str:
+        """e.g. "torch float32", "torch bfloat16", "torch int8 weights"."""
+        if self.weights == "int8":
+            return "torch int8 weights"
+        return f"torch {str(self.dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True)
 class VisionOptions:
     min_pixels: int = MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS  # more detail costs prefill time and memory; up to MAX_PIXELS
     n_threads: int | None = None  # None: as many as the Thinker's default
-    use_gpu: bool = True
+    use_gpu: bool = True  # mtmd: on llama.cpp's GPU backend where it has one
+    tower: TowerPrecision | None = None  # None: llama.cpp's mtmd; else torch's tower in this precision
 
 
 def check_bounds(options: VisionOptions) -> None:

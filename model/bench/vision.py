@@ -19,7 +19,7 @@ import gc
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from model.hardware import probe
 from model.media import Image
 from model.thinker import Thinker
 from model.thinker_types import ThinkerOptions
-from model.vision import FACTOR, FrameEncoder, VisionEncoder, VisionOptions
-from model.vision_tower import NativeVisionEncoder, TowerPrecision
+from model.vision import FACTOR, FrameEncoder, TowerPrecision, VisionEncoder, VisionOptions
+from model.vision_tower import NativeVisionEncoder
 
 THINKER_WIDTHS = {"3b": 2048, "7b": 3584}
 # The released checkpoints' vision_config (both sizes), where transformers' defaults differ.
@@ -67,9 +67,13 @@ class Row:
 
 
 def fit_seconds(seconds: dict[int, float]) -> tuple[float, float]:
-    """(a, b) of seconds = a * n + b * n^2 through the first two (embeddings, seconds) points, b >= 0."""
+    """(a, b) of seconds = a * n + b * n^2 through the first two (embeddings, seconds) points; where
+    the larger image cost less per embedding (fixed costs, or a busy machine), b = 0 and a is the
+    least-squares slope through both."""
     (n1, t1), (n2, t2) = sorted(seconds.items())[:2]
-    b = max(0.0, (t2 / n2 - t1 / n1) / (n2 - n1))
+    b = (t2 / n2 - t1 / n1) / (n2 - n1)
+    if b < 0:
+        return (t1 * n1 + t2 * n2) / (n1 * n1 + n2 * n2), 0.0
     return t1 / n1 - b * n1, b
 
 
@@ -141,7 +145,8 @@ def measure(
                 mmproj = files[variant.removeprefix("mtmd-")]
                 encoder: FrameEncoder = VisionEncoder(mmproj, thinker.llama_model, width, options)
             else:
-                encoder = NativeVisionEncoder(files["f32"], width, options, PRECISIONS[variant])
+                tower = replace(options, tower=PRECISIONS[variant])
+                encoder = NativeVisionEncoder(files["f32"], width, tower)
             encoder.encode(Image(_screen_like(WARM_UP_SIDE)))
             seconds, errors = {}, {}
             for side in sides:

@@ -7,15 +7,16 @@ reference's), bfloat16 (where the CPU or GPU computes it natively), or int8 weig
 one scale per output row; bfloat16 activations on the CPU's int8 kernel). Each one's error against
 the reference tower is measured by `omnidesk bench vision` and written down in docs/performance.md.
 
-Threads: `encode` blocks on the caller's thread while torch computes on its intra-op threads; one
-call at a time per encoder.
+Threads: `encode` blocks on the caller's thread while torch computes on its intra-op threads
+(`VisionOptions.n_threads` of them for the call: the pool is the process's, so the speech stages
+share that count while a picture is encoded); one call at a time per encoder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -23,28 +24,20 @@ import torch
 from model.files.mmproj_gguf import IMAGE_MEAN, IMAGE_STD
 from model.files.thinker_gguf import check_mmproj_gguf
 from model.talker.quantize import quantize
-from model.vision import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH, FrameEncoder, VisionOptions, check_bounds
+from model.vision import (
+    MERGE_SIZE,
+    PATCH_SIZE,
+    TEMPORAL_PATCH,
+    FrameEncoder,
+    TowerPrecision,
+    VisionOptions,
+    check_bounds,
+)
 from model.vision_tower.network import VisionTower
 from model.vision_tower.weights import vision_tower_from_mmproj
 
 _MEAN = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
 _STD = torch.tensor(IMAGE_STD).view(3, 1, 1)
-
-
-@dataclass(frozen=True)
-class TowerPrecision:
-    """How the native tower computes."""
-
-    device: str = "cpu"  # a torch device
-    dtype: torch.dtype = torch.float32  # activations (and float weights)
-    weights: Literal["float", "int8"] = "float"  # int8: weight-only, the linear layers
-
-    @property
-    def label(self) -> str:
-        """e.g. "torch float32", "torch bfloat16", "torch int8 weights"."""
-        if self.weights == "int8":
-            return "torch int8 weights"
-        return f"torch {str(self.dtype).removeprefix('torch.')}"
 
 
 class NativeVisionEncoder(FrameEncoder):
@@ -55,10 +48,11 @@ class NativeVisionEncoder(FrameEncoder):
         mmproj: Path,
         n_embd: int,
         options: VisionOptions = VisionOptions(),
-        precision: TowerPrecision = TowerPrecision(),
     ) -> None:
+        """Runs the tower in `options.tower`'s precision (float32 on the CPU when it names none)."""
         check_mmproj_gguf(mmproj, width=n_embd)
         check_bounds(options)
+        precision = options.tower or TowerPrecision()
         self.options, self.n_embd, self.precision = options, n_embd, precision
         tower: VisionTower = vision_tower_from_mmproj(mmproj)
         if precision.weights == "int8":
@@ -67,9 +61,21 @@ class NativeVisionEncoder(FrameEncoder):
 
     def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
         patches = patchify(frames).to(self.precision.device, self.precision.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), _intra_op_threads(self.options.n_threads):
             out = self.tower(patches, rows * MERGE_SIZE, cols * MERGE_SIZE)
         return out.float().cpu().numpy()
+
+
+@contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` (None: left as they are) for the block, then restored."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def patchify(frames: list[np.ndarray]) -> torch.Tensor:

@@ -53,3 +53,8 @@ def test_the_fit_passes_through_both_points():
     a, b = fit_seconds({256: 2.0, 1296: 20.0})
     assert a * 256 + b * 256**2 == pytest.approx(2.0)
     assert a * 1296 + b * 1296**2 == pytest.approx(20.0)
+
+
+def test_a_larger_image_cheaper_per_embedding_fits_a_line():
+    a, b = fit_seconds({256: 60.0, 1296: 118.0})
+    assert b == 0.0 and 60.0 / 256 > a > 118.0 / 1296

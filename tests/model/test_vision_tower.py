@@ -9,8 +9,8 @@ import torch
 
 from model.files.mmproj_gguf import VISION_PREFIX, write_vision_gguf
 from model.media import Image, Video
-from model.vision import VisionEncoder
-from model.vision_tower import NativeVisionEncoder, TowerPrecision
+from model.vision import TowerPrecision, VisionEncoder, VisionOptions
+from model.vision_tower import NativeVisionEncoder
 from model.vision_tower.encoder import patchify
 from model.vision_tower.network import window_order
 from tests.helpers import photo_like
@@ -52,7 +52,7 @@ def test_faster_precisions_stay_within_their_bound(tiny_bundle, thinker, referen
     precision = (
         TowerPrecision(dtype=torch.bfloat16) if variant == "bfloat16" else TowerPrecision(weights="int8")
     )
-    encoder = NativeVisionEncoder(tiny_bundle.file("mmproj"), thinker.n_embd, precision=precision)
+    encoder = NativeVisionEncoder(tiny_bundle.file("mmproj"), thinker.n_embd, VisionOptions(tower=precision))
     pixels = photo_like(300, 451, seed=7)
     ref, _ = reference_embeddings(reference_model, pixels)
     error, _ = relative_error(encoder.encode(Image(pixels)).embeddings, ref)
