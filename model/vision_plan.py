@@ -68,11 +68,15 @@ CPU_SPEEDS: dict[str, EncoderSpeed] = {
     "torch-float32": EncoderSpeed(0.2227, 0.0, 1e-6),  # 72.3 s and 285.5 s; error: the tiny model's
     "torch-bfloat16": EncoderSpeed(0.0964, 0.0, 1.8e-2),  # 60.2 s and 117.9 s
     "torch-int8": EncoderSpeed(0.2794, 1.879e-4, 3.7e-2),  # 83.9 s and 677.8 s: its kernel suits few rows
+    "mtmd-f16": EncoderSpeed(
+        0.5800, 0.0, 1.3e-3
+    ),  # 200.6 s and 741.4 s: its threads spin when cores are busy
 }
 CPU_TOWERS: dict[str, TowerPrecision | None] = {
     "torch-float32": TowerPrecision(),
     "torch-bfloat16": TowerPrecision(dtype=torch.bfloat16),
     "torch-int8": TowerPrecision(weights="int8"),
+    "mtmd-f16": None,
 }
 NEEDS_BF16 = ("torch-bfloat16", "torch-int8")  # their kernels take bfloat16 activations
 
