@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import PlaybackState
 from model.audio_rates import OUTPUT_SAMPLE_RATE
+from model.detail import DETAILS
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import llama_backend
@@ -33,7 +34,6 @@ from model.pipeline import AudioChunk, Conversation, Mark, RecordingCut, TextDel
 from model.placement import PlanChoice
 from model.talker import SpeechOptions
 from model.thinker_types import ThinkerOptions
-from model.vision_plan import DETAILS
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 from safetensors import SafetensorError, safe_open
 
+from model.detail import Detail
 from model.errors import ModelFileError
 from model.files.bundle import Bundle
 from model.hardware import GIB, Hardware
@@ -42,7 +43,7 @@ from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 from model.vision import VisionOptions
-from model.vision_plan import Detail, VisionPlan, plan_vision
+from model.vision_plan import VisionPlan, plan_vision
 
 F16_BYTES = 2
 

@@ -6,7 +6,8 @@ Encoder, decided by measurement (`omnidesk bench vision`, docs/performance.md ha
 - a GPU that only llama.cpp can use (a CPU build of torch) runs mtmd on it;
 - on the CPU, the fastest variant measured that this CPU has the kernels for, among the torch
   tower in float32, bfloat16 and int8 weights and mtmd, each with its error against the reference
-  tower written down in `CPU_SPEEDS`. Exact quality keeps float32 (the reference's arithmetic).
+  tower written down in `CPU_SPEEDS`. Exact quality keeps float32 (the reference's arithmetic) and,
+  under Automatic detail, Sharp's budget (the reference's default, what parity tests hold to).
 
 Budget (`Detail`): Sharp gives an image up to 1280 embeddings (Qwen's advice for limited memory,
 our default so far); Quick gives 256 (a 448x448 image); Automatic gives as many as the encoder's
@@ -19,14 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
+from model.detail import Detail
 from model.vision import DEFAULT_MAX_PIXELS, FACTOR, TowerPrecision, VisionOptions
 
-Detail = Literal["auto", "sharp", "quick"]
-DETAILS: tuple[Detail, ...] = ("auto", "sharp", "quick")
 PIXELS_PER_EMBEDDING = FACTOR * FACTOR  # 784: one merged 2x2 block of 14-pixel patches
 SHARP_EMBEDDINGS = DEFAULT_MAX_PIXELS // PIXELS_PER_EMBEDDING  # 1280
 QUICK_EMBEDDINGS = 256  # a 448x448 image
@@ -127,6 +126,8 @@ def plan_vision(
     """The vision part of the plan (see the module's docstring). `torch_gpu`: torch's GPU device and
     half precision, if any; `llama_gpu`: llama.cpp has a GPU backend; `threads`: the CPU threads
     the encoder gets."""
+    if exact and detail == "auto":  # the reference's path: its default budget too
+        detail = "sharp"
     if torch_gpu is not None:
         device, dtype = torch_gpu
         return VisionPlan(TowerPrecision(device, dtype), _budget(detail, None, threads), detail, device)

@@ -46,9 +46,10 @@ class TestEncoder:
     def test_a_cpu_without_bfloat16_kernels_never_gets_a_variant_that_needs_them(self):
         assert cpu(bf16=False).variant not in NEEDS_BF16
 
-    def test_exact_quality_keeps_the_references_arithmetic(self):
+    def test_exact_quality_keeps_the_references_arithmetic_and_budget(self):
         plan = cpu(exact=True)
         assert plan.variant == "torch-float32" and plan.tower == TowerPrecision()
+        assert plan.embeddings == SHARP_EMBEDDINGS and cpu("quick", exact=True).embeddings == QUICK_EMBEDDINGS
 
     def test_a_gpu_torch_can_use_runs_the_tower_there_with_the_sharp_budget(self):
         plan = plan_vision("auto", False, ("cuda", torch.bfloat16), llama_gpu=True, cpu_bf16=True, threads=8)
