@@ -60,16 +60,15 @@ class EncoderSpeed:
 
 # `omnidesk bench vision --no-reference` (real size, 3B width, random weights; torch-float32, within
 # 1e-6 of transformers' tower in tests/model/test_vision_tower.py, stands in for it), 2 threads of an
-# Intel Xeon family 6 model 207 (AVX-512, AVX-512 BF16, AMX), other work sharing the machine (load
-# 9 to 17): the fit through 448x448 (256 embeddings) and 1008x1008 (1296), `bench.vision.fit_seconds`.
-# docs/performance.md has the table.
+# Intel Xeon family 6 model 207 (AVX-512, AVX-512 BF16, AMX), other work sharing the machine: the
+# fit through 448x448 (256 embeddings) and 1008x1008 (1296), `bench.vision.fit_seconds`. The torch
+# float rows from a run at load 3.6 to 4.0; int8 and mtmd from the full run at load 9 to 17 (where
+# bfloat16 was fastest too, 60.2 s and 117.9 s). docs/performance.md has both tables.
 CPU_SPEEDS: dict[str, EncoderSpeed] = {
-    "torch-float32": EncoderSpeed(0.2227, 0.0, 1e-6),  # 72.3 s and 285.5 s; error: the tiny model's
-    "torch-bfloat16": EncoderSpeed(0.0964, 0.0, 1.8e-2),  # 60.2 s and 117.9 s
+    "torch-float32": EncoderSpeed(0.05516, 0.0, 1e-6),  # 21.4 s and 70.1 s; error: the tiny model's
+    "torch-bfloat16": EncoderSpeed(0.02282, 0.0, 1.8e-2),  # 14.0 s and 28.0 s
     "torch-int8": EncoderSpeed(0.2794, 1.879e-4, 3.7e-2),  # 83.9 s and 677.8 s: its kernel suits few rows
-    "mtmd-f16": EncoderSpeed(
-        0.5800, 0.0, 1.3e-3
-    ),  # 200.6 s and 741.4 s: its threads spin when cores are busy
+    "mtmd-f16": EncoderSpeed(0.5800, 0.0, 1.3e-3),  # 200.6 s and 741.4 s: its threads spin on busy cores
 }
 CPU_TOWERS: dict[str, TowerPrecision | None] = {
     "torch-float32": TowerPrecision(),
