@@ -24,10 +24,12 @@ from PySide6.QtCore import QObject, Signal, Slot
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import PlaybackState
 from model.audio_rates import OUTPUT_SAMPLE_RATE
+from model.detail import DETAILS
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import llama_backend
 from model.media import Question
+from model.perception import PictureShrunk
 from model.pipeline import AudioChunk, Conversation, Mark, RecordingCut, TextDelta, TurnFinished, TurnOptions
 from model.placement import PlanChoice
 from model.talker import SpeechOptions
@@ -60,6 +62,7 @@ class ModelChoice:
     speech_device: str = "auto"  # "auto", "gpu" or "cpu"
     quality: str = "auto"  # "auto", "exact" or "fast"
     voice: str = ""
+    detail: str = "auto"  # "auto", "sharp" or "quick": how many embeddings a picture gets
 
     @property
     def plan_choice(self) -> PlanChoice:
@@ -67,6 +70,7 @@ class ModelChoice:
             speech_device=_one_of(self.speech_device, ("auto", "gpu", "cpu")),
             quality=_one_of(self.quality, ("auto", "exact", "fast")),
             thinker_gpu_layers=self.gpu_layers,
+            detail=_one_of(self.detail, DETAILS),
         )
 
 
@@ -277,6 +281,8 @@ class ConversationWorker(QObject):
                 self._spoken_since = time.perf_counter()
             elif isinstance(event, RecordingCut):
                 self.recording_cut.emit(event.message)
+            elif isinstance(event, PictureShrunk):
+                self.plan_noted.emit(event.message)
             elif isinstance(event, TurnFinished):
                 finished = event
         assert finished is not None

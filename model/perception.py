@@ -1,9 +1,10 @@
 """A question's media as the Thinker takes them: `Perception` encodes images, videos and recordings.
 
-It owns the encoders (llama.cpp's vision encoder on the mmproj, our audio encoder), loaded on first
-use, and turns media into `EncodedMedia`: embeddings, their patch grid or length, and a content key.
-A recording longer than the bundle's `recording_limit` is cut here, as the reference's processor
-cuts it, and says so (`RecordingCut`). Where media go in a prompt is `prompt_layout`'s business.
+It owns the encoders (the vision encoder the plan picked, on the mmproj: llama.cpp's mtmd or our
+torch tower; our audio encoder), loaded on first use, and turns media into `EncodedMedia`:
+embeddings, their patch grid or length, and a content key. A recording longer than the bundle's
+`recording_limit` is cut here, as the reference's processor cuts it, and says so (`RecordingCut`).
+Where media go in a prompt is `prompt_layout`'s business.
 
 Threads: everything here runs on the caller's thread (the turn's); encoding blocks.
 """
@@ -25,7 +26,9 @@ from model.files.bundle import Bundle
 from model.media import Audio, Image, Question, Video
 from model.thinker import Thinker
 from model.tmrope import AudioSpan, ImageGrid, VideoGrid
-from model.vision import VisionEncoder, VisionOptions
+from model.vision import PATCH_SIZE, FrameEncoder, VisionEncoder, VisionOptions
+from model.vision_plan import PIXELS_PER_EMBEDDING, SHARP_EMBEDDINGS, SMALL_TEXT_SCALE
+from model.vision_tower import NativeVisionEncoder
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,23 @@ class RecordingCut:
         )
 
 
+@dataclass(frozen=True)
+class PictureShrunk:
+    """A picture shrunk by the image budget so far that small text may not be readable: said once
+    per conversation, naming the setting that keeps more."""
+
+    size: tuple[int, int]  # (width, height) pixels, as given
+    encoded: tuple[int, int]  # (width, height) pixels, as encoded
+
+    @property
+    def message(self) -> str:
+        (width, height), (to_width, to_height) = self.size, self.encoded
+        return (
+            f"A {width}x{height} picture was shrunk to {to_width}x{to_height} to be read quickly: small text "
+            "may not be readable. Settings > Detail: Sharp keeps more."
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class EncodedMedia:
     """One image, recording or video as the Thinker takes it (a video may carry its own sound,
@@ -53,6 +73,7 @@ class EncodedMedia:
     key: str  # identifies the content, so a later prompt with it reuses the KV cache
     sound: EncodedMedia | None = None  # a video's audio, interleaved with it
     cut: RecordingCut | None = None  # a recording heard only in part
+    shrunk: PictureShrunk | None = None  # a picture whose small text may have become unreadable
 
     @property
     def placeholder(self) -> str:
@@ -77,7 +98,8 @@ class Perception:
         self.device = device
         self.dtype = dtype
         self.max_samples = recording_limit(bundle.preprocessor)  # of a recording, at INPUT_SAMPLE_RATE
-        self._vision: VisionEncoder | None = None
+        self._vision: FrameEncoder | None = None
+        self._said_shrunk = False
         self._audio: AudioEncoder | None = None
 
     def encode(self, question: Question) -> list[EncodedMedia]:
@@ -96,7 +118,19 @@ class Perception:
 
     def encode_image(self, image: Image) -> EncodedMedia:
         encoded = self._vision_encoder().encode(image)
-        return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key)
+        return EncodedMedia(
+            encoded.embeddings, encoded.grid, encoded.key, shrunk=self._shrunk(image, encoded.grid)
+        )
+
+    def _shrunk(self, image: Image, grid: ImageGrid) -> PictureShrunk | None:
+        """The first picture that the budget (below Sharp's) shrinks under SMALL_TEXT_SCALE of its width."""
+        height, width = image.pixels.shape[:2]
+        to_width, to_height = grid.w * PATCH_SIZE, grid.h * PATCH_SIZE
+        below_sharp = self.vision_options.max_pixels < SHARP_EMBEDDINGS * PIXELS_PER_EMBEDDING
+        if self._said_shrunk or not below_sharp or to_width >= SMALL_TEXT_SCALE * width:
+            return None
+        self._said_shrunk = True
+        return PictureShrunk((width, height), (to_width, to_height))
 
     def encode_audio(self, audio: Audio) -> EncodedMedia:
         check_recording(audio.samples)
@@ -111,16 +145,19 @@ class Perception:
         span = AudioSpan(mel_frame_count(len(heard), self.max_samples))
         return EncodedMedia(embeddings, span, digest.hexdigest(), cut=cut)
 
-    def _vision_encoder(self) -> VisionEncoder:
+    def _vision_encoder(self) -> FrameEncoder:
+        """The encoder the options name: llama.cpp's mtmd, or torch's tower (`options.tower`)."""
         if self._vision is None:
             if "mmproj" not in self.bundle.files:
                 raise OmnideskError(
                     "this model has no vision projector (mmproj), so it cannot see images: "
                     "download the model again (omnidesk models download) or convert it from the checkpoint"
                 )
-            self._vision = VisionEncoder(
-                self.bundle.file("mmproj"), self.thinker.llama_model, self.thinker.n_embd, self.vision_options
-            )
+            mmproj, options = self.bundle.file("mmproj"), self.vision_options
+            if options.tower is None:
+                self._vision = VisionEncoder(mmproj, self.thinker.llama_model, self.thinker.n_embd, options)
+            else:
+                self._vision = NativeVisionEncoder(mmproj, self.thinker.n_embd, options)
         return self._vision
 
     def place_audio_encoder(self, device: str, dtype: torch.dtype) -> None:
@@ -139,6 +176,11 @@ def recording_cuts(media: Sequence[EncodedMedia]) -> list[RecordingCut]:
     """The cuts of the recordings among `media` (a video's sound included), in order."""
     parts = [part for item in media for part in (item, item.sound) if part is not None]
     return [part.cut for part in parts if part.cut is not None]
+
+
+def pictures_shrunk(media: Sequence[EncodedMedia]) -> list[PictureShrunk]:
+    """What `media` say of pictures shrunk past readable small text, in order."""
+    return [item.shrunk for item in media if item.shrunk is not None]
 
 
 def _clock(seconds: float) -> str:

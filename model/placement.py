@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from safetensors import SafetensorError, safe_open
 
+from model.detail import Detail
 from model.errors import ModelFileError
 from model.files.bundle import Bundle
 from model.hardware import GIB, Hardware
@@ -42,6 +43,8 @@ from model.talker.network import TalkerConfig
 from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
+from model.vision import VisionOptions
+from model.vision_plan import VisionPlan, plan_vision
 
 F16_BYTES = 2
 
@@ -117,6 +120,7 @@ class PlanChoice:
     quality: Literal["auto", "exact", "fast"] = "auto"
     thinker_gpu_layers: int = -1  # -1: as many as fit
     thinker_threads: int | None = None  # None: the plan's
+    detail: Detail = "auto"  # how many embeddings an image gets (model.vision_plan)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class Plan:
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
     thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
     threads: ThreadBudget | None = None  # None: each library's own default
+    vision: VisionPlan = VisionPlan()  # the vision encoder and the image budget
     notes: tuple[str, ...] = field(default=())  # said once to the user
 
     def thinker_options(self, options: ThinkerOptions) -> ThinkerOptions:
@@ -165,6 +170,11 @@ class Plan:
                 n_threads_batch=options.n_threads_batch or self.threads.thinker_prompt,
             )
         return options
+
+    def vision_options(self, options: VisionOptions) -> VisionOptions:
+        """`options` with this plan's vision encoder and image budget; the encoder gets every core
+        (a picture is encoded before the prompt is decoded)."""
+        return self.vision.options(options, self.threads.thinker_prompt if self.threads else None)
 
     def placement(self, stage: Stage) -> Placement:
         return {"audio_encoder": self.audio_encoder, "talker": self.talker, "token2wav": self.token2wav}[
@@ -183,6 +193,7 @@ class Plan:
             label = self.talker_label if stage == "talker" else placement.label
             where = f" ({self.gpu})" if placement.device != "cpu" and self.gpu else ""
             lines.append(f"{_title(STAGE_NAMES[stage]) + ':':15}{label}{where}")
+        lines.append(f"{'Vision:':15}{self.vision.label}")
         sampler = self.stream.sampler
         lines.append(
             f"{'Speech:':15}{self.profile.capitalize()} ({sampler.solver}, {sampler.evaluations} DiT "
@@ -274,6 +285,15 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
             "Speech runs on the CPU because torch cannot use the GPU (a CPU build of torch): "
             "run packaging/install.sh again, or install a CUDA build of torch (docs/install.md)."
         )
+    threads = _threads(hardware, choice)
+    vision = plan_vision(
+        choice.detail,
+        exact=choice.quality == "exact",
+        torch_gpu=(gpu_device, gpu_dtype) if want_gpu and gpu_device and gpu_dtype else None,
+        llama_gpu=hardware.llama_backend != "CPU" and bool(hardware.gpu_memory_bytes),
+        cpu_bf16=hardware.cpu_bf16,
+        threads=threads.thinker_prompt,
+    )
     gpu = hardware.torch_gpu
     plan = Plan(
         audio_encoder=placements["audio_encoder"],
@@ -285,7 +305,8 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         compile_talker=placements["talker"].device == "cuda",
         stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
         thinker_gpu_layers=layers,
-        threads=_threads(hardware, choice),
+        threads=threads,
+        vision=vision,
         notes=tuple(notes),
     )
     fast = choice.quality == "fast" or (choice.quality == "auto" and _speaks_on_cpu(plan))

@@ -1,11 +1,16 @@
-"""Images to the Thinker's input embeddings: the reference's resize, then llama.cpp's vision encoder.
+"""Images to the Thinker's input embeddings: the reference's resize, then a vision encoder.
 
 Resize: qwen-omni-utils' `fetch_image` (what the reference pipeline does before its processor): the
 size is `smart_resize`d to multiples of 28 (one merged 2x2 block of 14-pixel patches) within
 `MIN_PIXELS`..`max_pixels`, keeping the aspect ratio, and the pixels are resampled with Pillow's
 bicubic filter. The processor then finds the size already right and only normalizes.
 
-Encoding: llama.cpp's mtmd runs the mmproj (Qwen2.5-VL's ViT: window attention, 2x2 merge, MLP
+`FrameEncoder` holds what every encoder shares (the resize, video frames paired into temporal
+patches, the content key); two encoders run the tower: `VisionEncoder` here (llama.cpp's mtmd, the
+exact path) and `model.vision_tower.NativeVisionEncoder` (torch; faster on a CPU with bfloat16
+kernels). The plan (`model.placement`) picks one per machine.
+
+Encoding with mtmd: llama.cpp runs the mmproj (Qwen2.5-VL's ViT: window attention, 2x2 merge, MLP
 projector) on the resized pixels. Its own resize sees a size it accepts and keeps it, so the rows
 come out in the reference's order: merged blocks in raster order, (rows / 2) x (columns / 2).
 Measured on the tiny checkpoint: within 1e-3 of transformers' `visual`, relative to the largest
@@ -21,10 +26,13 @@ import ctypes
 import hashlib
 import math
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 from llama_cpp import mtmd_cpp
 from PIL import Image as PilImage
 from PIL import ImageOps
@@ -160,45 +168,42 @@ class EncodedVideo:
 
 
 @dataclass(frozen=True)
+class TowerPrecision:
+    """How the native tower computes."""
+
+    device: str = "cpu"  # a torch device
+    dtype: torch.dtype = torch.float32  # activations (and float weights)
+    weights: Literal["float", "int8"] = "float"  # int8: weight-only, the linear layers
+
+    @property
+    def label(self) -> str:
+        """e.g. "torch float32", "torch bfloat16", "torch int8 weights"."""
+        if self.weights == "int8":
+            return "torch int8 weights"
+        return f"torch {str(self.dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True)
 class VisionOptions:
     min_pixels: int = MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS  # more detail costs prefill time and memory; up to MAX_PIXELS
     n_threads: int | None = None  # None: as many as the Thinker's default
-    use_gpu: bool = True
+    use_gpu: bool = True  # mtmd: on llama.cpp's GPU backend where it has one
+    tower: TowerPrecision | None = None  # None: llama.cpp's mtmd; else torch's tower in this precision
 
 
-class VisionEncoder:
-    """llama.cpp's mtmd context for an mmproj, bound to the Thinker's loaded model."""
+def check_bounds(options: VisionOptions) -> None:
+    """Raise OmnideskError unless the options' pixel bounds lie within the reference's."""
+    if not MIN_PIXELS <= options.min_pixels <= options.max_pixels <= MAX_PIXELS:
+        raise OmnideskError(f"image size bounds must lie within {MIN_PIXELS} .. {MAX_PIXELS} pixels")
 
-    def __init__(
-        self,
-        mmproj: Path,
-        llama_model: ctypes.c_void_p,
-        n_embd: int,
-        options: VisionOptions = VisionOptions(),
-    ) -> None:
-        self._ctx: mtmd_cpp.mtmd_context_p | None = None
-        check_mmproj_gguf(mmproj, width=n_embd)  # clip.cpp aborts the process on some damaged files
-        if not MIN_PIXELS <= options.min_pixels <= options.max_pixels <= MAX_PIXELS:
-            raise OmnideskError(f"image size bounds must lie within {MIN_PIXELS} .. {MAX_PIXELS} pixels")
-        self.options = options
-        self.n_embd = n_embd
-        route_mtmd_logs()
-        params = mtmd_cpp.mtmd_context_params_default()
-        params.use_gpu = options.use_gpu
-        params.n_threads = options.n_threads or default_threads()
-        params.print_timings = False
-        params.warmup = False
-        # The reference's token bounds, so mtmd keeps the size `fit_image` chose.
-        params.image_min_tokens = options.min_pixels // (FACTOR * FACTOR)
-        params.image_max_tokens = options.max_pixels // (FACTOR * FACTOR)
-        self._ctx = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llama_model, params)
-        if not self._ctx:
-            raise ModelFileError(mmproj, "llama.cpp could not load this vision projector", _GET_MMPROJ)
-        if not mtmd_cpp.mtmd_support_vision(self._ctx):
-            self.close()
-            raise ModelFileError(mmproj, "this projector has no vision encoder", _GET_MMPROJ)
-        self._marker = mtmd_cpp.mtmd_default_marker()
+
+class FrameEncoder(ABC):
+    """What every vision encoder shares: the reference's resize of an image or a video's frames,
+    the frames paired into temporal patches, the content key. Subclasses encode one pair."""
+
+    options: VisionOptions
+    n_embd: int
 
     def encode(self, image: Image) -> EncodedImage:
         """Resize as the reference does and encode: embeddings (h/28 * w/28, n_embd)."""
@@ -224,6 +229,44 @@ class VisionEncoder:
         seconds = TEMPORAL_PATCH * video.seconds_per_frame
         grid = VideoGrid(len(pairs), rows * MERGE_SIZE, cols * MERGE_SIZE, seconds)
         return EncodedVideo(embeddings, grid, _key(np.stack(resized)))
+
+    @abstractmethod
+    def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
+        """One image (one frame) or the two frames of one temporal patch, each (rows * 28, cols * 28, 3)
+        uint8 -> embeddings (rows * cols, n_embd) float32, merged blocks in raster order."""
+
+
+class VisionEncoder(FrameEncoder):
+    """llama.cpp's mtmd context for an mmproj, bound to the Thinker's loaded model."""
+
+    def __init__(
+        self,
+        mmproj: Path,
+        llama_model: ctypes.c_void_p,
+        n_embd: int,
+        options: VisionOptions = VisionOptions(),
+    ) -> None:
+        self._ctx: mtmd_cpp.mtmd_context_p | None = None
+        check_mmproj_gguf(mmproj, width=n_embd)  # clip.cpp aborts the process on some damaged files
+        check_bounds(options)
+        self.options = options
+        self.n_embd = n_embd
+        route_mtmd_logs()
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = options.use_gpu
+        params.n_threads = options.n_threads or default_threads()
+        params.print_timings = False
+        params.warmup = False
+        # The reference's token bounds, so mtmd keeps the size `fit_image` chose.
+        params.image_min_tokens = options.min_pixels // (FACTOR * FACTOR)
+        params.image_max_tokens = options.max_pixels // (FACTOR * FACTOR)
+        self._ctx = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llama_model, params)
+        if not self._ctx:
+            raise ModelFileError(mmproj, "llama.cpp could not load this vision projector", _GET_MMPROJ)
+        if not mtmd_cpp.mtmd_support_vision(self._ctx):
+            self.close()
+            raise ModelFileError(mmproj, "this projector has no vision encoder", _GET_MMPROJ)
+        self._marker = mtmd_cpp.mtmd_default_marker()
 
     def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
         """One image, or the two frames of one temporal patch: mtmd merges consecutive bitmaps marked

@@ -63,6 +63,7 @@ def plan_choice(args: argparse.Namespace) -> PlanChoice:
         quality="exact" if args.full_utterance else args.speech_quality,
         thinker_gpu_layers=args.gpu_layers,
         thinker_threads=args.threads,
+        detail=args.detail,
     )
 
 

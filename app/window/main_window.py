@@ -277,7 +277,7 @@ class MainWindow(QMainWindow):
         if new.output_device != old.output_device:
             self.output_device_chosen.emit(new.output_device)
         self.push_to_talk.set_talk_key(new.talk_key)
-        loaded_with = ("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality")
+        loaded_with = ("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality", "detail")
         reload = any(getattr(new, name) != getattr(old, name) for name in loaded_with)
         if reload and new.models_folder and not self.session.busy:
             self.models.load(new.models_folder)

@@ -61,7 +61,7 @@ class ModelLoader(QObject):
         p = Preferences.load(self._settings)
         voice = (p.voice or self._composer.voice) if p.speak else ""
         self.load_requested.emit(
-            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice)
+            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice, p.detail)
         )
 
     @Slot()

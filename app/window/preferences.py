@@ -19,6 +19,7 @@ QUALITY_KEY = "speech/quality"  # "auto", "exact" or "fast"
 LEGACY_PRESET_KEY = "speech/preset"  # before: "reference" or "fast"
 SPEECH_DEVICE_KEY = "speech/device"  # "auto", "gpu" or "cpu"
 PERSONA_KEY = "speech/persona"
+DETAIL_KEY = "vision/detail"  # "auto", "sharp" or "quick": how many embeddings a picture gets
 TALK_KEY = "input/push_to_talk_key"  # a QKeySequence in its portable text form
 HANDS_FREE_KEY = "input/hands_free"  # "true": the microphone listens and speech starts a turn
 SILENCE_KEY = "input/hands_free_silence_s"  # seconds of silence that end what the user says
@@ -39,6 +40,7 @@ class Preferences:
     speech_quality: str = "auto"
     speech_device: str = "auto"
     persona: str = ""
+    detail: str = "auto"
     talk_key: str = "Space"
     hands_free: bool = False
     silence_s: float = 0.8
@@ -65,6 +67,7 @@ class Preferences:
             speech_quality=text(QUALITY_KEY, _legacy_quality(text(LEGACY_PRESET_KEY, ""))),
             speech_device=text(SPEECH_DEVICE_KEY, default.speech_device),
             persona=text(PERSONA_KEY, default.persona),
+            detail=text(DETAIL_KEY, default.detail),
             talk_key=text(TALK_KEY, default.talk_key) or default.talk_key,
             hands_free=text(HANDS_FREE_KEY, "false") == "true",
             silence_s=silence if silence is not None else default.silence_s,
@@ -84,6 +87,7 @@ class Preferences:
             QUALITY_KEY: self.speech_quality,
             SPEECH_DEVICE_KEY: self.speech_device,
             PERSONA_KEY: self.persona,
+            DETAIL_KEY: self.detail,
             TALK_KEY: self.talk_key,
             HANDS_FREE_KEY: "true" if self.hands_free else "false",
             SILENCE_KEY: str(self.silence_s),

@@ -24,6 +24,11 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_IMAGE_SIZE = 560  # what llama.cpp's converter writes when the config has none (warm-up size)
 VISION_NORM_EPS = 1e-6  # the vision tower's RMSNorm epsilon (fixed in the reference)
 VISION_PREFIX = "thinker.visual."  # the checkpoint's vision tower and merger
+FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+}
 _PATCH = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH]
 
 
@@ -68,11 +73,11 @@ def write_vision_gguf(
 ) -> None:
     """An mmproj GGUF from a vision config (the checkpoint's `vision_config`), the Thinker's width
     and the vision tensors under their checkpoint names (`thinker.visual.*`); matrices in `dtype`
-    ("f32" or "f16"), norms and biases in float32 as llama.cpp's converter keeps 1-D tensors."""
+    ("f32", "f16" or "q8_0"), norms and biases in float32 as llama.cpp's converter keeps 1-D tensors."""
     writer = gguf.GGUFWriter(str(out_path), "clip")
     writer.add_type(gguf.GGUFType.MMPROJ)
     writer.add_name(name)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(FILE_TYPES[dtype])
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(gguf.VisionProjectorType.QWEN25O)
     writer.add_vision_projection_dim(text_width)
@@ -92,9 +97,25 @@ def write_vision_gguf(
         tensor = tensors[checkpoint_name]
         if frame is not None:
             tensor = tensor[:, :, frame]
-        target = torch.float16 if dtype == "f16" and tensor.dim() > 1 else torch.float32
-        writer.add_tensor(gguf_name, tensor.to(target).contiguous().numpy())
+        _add_tensor(writer, gguf_name, tensor, dtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _add_tensor(writer: gguf.GGUFWriter, name: str, tensor: torch.Tensor, dtype: str) -> None:
+    """One tensor: 1-D in float32; a matrix in `dtype`, except that Q8_0 takes only rows of whole
+    32-value blocks (the patch kernel's rows are 14 wide): those stay float16, as in ggml-org's files."""
+    if tensor.dim() == 1 or dtype == "f32":
+        writer.add_tensor(name, tensor.float().contiguous().numpy())
+        return
+    q8_block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]
+    if dtype == "q8_0" and tensor.shape[-1] % q8_block == 0:
+        values = tensor.float().contiguous().numpy()
+        quantized = gguf.quants.quantize(values, gguf.GGMLQuantizationType.Q8_0)
+        writer.add_tensor(
+            name, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+        )
+        return
+    writer.add_tensor(name, tensor.to(torch.float16).contiguous().numpy())

@@ -19,7 +19,7 @@ import torch
 from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
-from model.perception import EncodedMedia, Perception, recording_cuts
+from model.perception import EncodedMedia, Perception, pictures_shrunk, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.options import TurnOptions
 from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage, release_cached_gpu_memory
@@ -83,6 +83,7 @@ class Conversation:
         self.thinker = Thinker(bundle.file("thinker"), bundle.tokens, thinker_options)
         tmrope = TMRoPEConfig.from_bundle(bundle.tokens, bundle.config["thinker_config"])
         self.layout = PromptLayout(self.thinker.tokenize, bundle.tokens, tmrope)
+        vision = plan.vision_options(vision)
         vision = replace(vision, n_threads=vision.n_threads or thinker_options.n_threads)
         encoder = plan.audio_encoder
         self.perception = Perception(bundle, self.thinker, vision, encoder.device, encoder.dtype)
@@ -254,6 +255,7 @@ class Conversation:
             yield TurnFinished("error", "", (), (), failure_message(exc, self.bundle))
             return
         yield from recording_cuts(media)
+        yield from pictures_shrunk(media)
         fitted = self._fit(question.text, media, options.max_tokens)
         if fitted is None:
             yield TurnFinished("context_full", "", (), (), "the question alone does not fit the context")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
-from model.perception import RecordingCut
+from model.perception import PictureShrunk, RecordingCut
 
 
 @dataclass(frozen=True)
@@ -52,4 +52,4 @@ class TurnFinished:
     marks: Mapping[str, float] = field(default_factory=dict)  # every Mark of the turn: name -> seconds
 
 
-Event = TextDelta | AudioChunk | Mark | ContextTrimmed | RecordingCut | TurnFinished
+Event = TextDelta | AudioChunk | Mark | ContextTrimmed | RecordingCut | PictureShrunk | TurnFinished

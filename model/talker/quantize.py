@@ -25,6 +25,7 @@ from torch import nn
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 Weights = Literal["int8", "int4"]
 INT4_GROUP = 32  # input columns per int4 scale (measured: 128 is no faster here, and less exact)
+INT8_INPUTS = 16  # the int8 kernel takes input widths in multiples of this
 
 
 class Int8Linear(nn.Module):
@@ -43,6 +44,12 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales)
         self.register_buffer("scales_bf16", scales.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+
+    @staticmethod
+    def packs(linear: nn.Linear) -> bool:
+        """Whether the kernel takes this layer's shape: inputs in 16s (torch 2.13's CPU kernel
+        crashes the process on others, e.g. the vision tower's 1176-wide patch embedding)."""
+        return linear.in_features % INT8_INPUTS == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -108,7 +115,8 @@ class Int4Linear(nn.Module):
 
 
 def quantize(model: ModuleT, weights: Weights) -> ModuleT:
-    """Replace every linear layer (not the codec embedding) by its weight-only `weights` version, in place."""
+    """Replace every linear layer (not the codec embedding) by its weight-only `weights` version, in
+    place; a layer that no kernel takes stays as it is."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
@@ -116,12 +124,14 @@ def quantize(model: ModuleT, weights: Weights) -> ModuleT:
     return model
 
 
-def quantized(linear: nn.Linear, weights: Weights) -> Int8Linear | Int4Linear:
+def quantized(linear: nn.Linear, weights: Weights) -> nn.Module:
     """`linear` weight-only quantized (an int4 layer whose shape the kernel does not take, as in the
-    tiny test model, gets int8)."""
+    tiny test model, gets int8; one that the int8 kernel does not take either stays float)."""
     if weights == "int4" and Int4Linear.packs(linear):
         return Int4Linear(linear)
-    return Int8Linear(linear)
+    if Int8Linear.packs(linear):
+        return Int8Linear(linear)
+    return linear
 
 
 def _output(y: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

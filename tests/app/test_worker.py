@@ -10,9 +10,10 @@ import pytest
 
 from app.worker import Ask, ConversationWorker, ModelChoice, ReplyFinished
 from model.files.bundle import Bundle
-from model.media import Question
+from model.media import Image, Question
 from model.pipeline import TurnFinished
 from tests.app.windows import MAX_TOKENS, SPEECH, RecordingSink
+from tests.helpers import photo_like
 
 
 class TestReplyFinished:
@@ -67,6 +68,18 @@ class TestTurns:
         assert finished.reason in ("end", "length") and signals.named("text_received")
         assert finished.first_text_s > 0 and finished.first_audio_s is None
         assert signals.emitted[-1] == ("reply_finished", finished)
+        worker.close()
+
+    def test_a_screenshot_shrunk_past_small_text_is_said_once(self, qtbot, tiny_bundle: Bundle):
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)
+        noted: list[str] = []
+        worker.plan_noted.connect(noted.append)
+        worker.load(ModelChoice(str(tiny_bundle.root), detail="quick"))
+        screen = Image(photo_like(1080, 1920, seed=3))
+        for _ in range(2):
+            worker.ask(Ask(Question("What is on my screen?", images=(screen,)), "Chelsie", speak=False))
+        said = [note for note in noted if "small text" in note]
+        assert len(said) == 1 and "Settings > Detail" in said[0]
         worker.close()
 
     def test_a_question_stopped_before_it_began_is_not_run(self, qtbot, tiny_bundle: Bundle, questions):

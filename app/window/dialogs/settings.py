@@ -34,6 +34,11 @@ QUALITIES = {
     "exact": "Exact (the reference's path)",
     "fast": "Fast (quantized Talker, fewer ODE steps, an earlier first sound)",
 }
+DETAILS = {
+    "auto": "Automatic (as much as this computer reads while you ask)",
+    "sharp": "Sharp (small text stays readable; slower on a CPU)",
+    "quick": "Quick (a small picture, read at once)",
+}
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 DEFAULT_DEVICE = "System default"
 
@@ -78,8 +83,11 @@ class SettingsDialog(QDialog):
         self.gpu_layers.setRange(-1, 999)
         self.gpu_layers.setSpecialValueText("Auto (as many as fit)")
         self.gpu_layers.setValue(preferences.gpu_layers)
+        self.detail = _combo(list(DETAILS.items()), preferences.detail)
+        self.detail.setToolTip("How much of a picture or screenshot the model sees")
         model = QFormLayout()
         model.addRow("Model folder", folder_row)
+        model.addRow("Detail", self.detail)
         if hardware.llama_backend != "CPU" and hardware.gpus:  # on a CPU build there is nothing to offload
             model.addRow("GPU layers", self.gpu_layers)
 
@@ -158,6 +166,7 @@ class SettingsDialog(QDialog):
             self._preferences,
             models_folder=self.models_folder.text().strip(),
             gpu_layers=self.gpu_layers.value(),
+            detail=str(self.detail.currentData()),
             speech_quality=str(self.quality.currentData()),
             speech_device=str(self.speech_device.currentData()),
             voice=str(self.voice.currentData()) if self.voice is not None else self._preferences.voice,

@@ -46,7 +46,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 def test_a_spoken_question_about_a_photo(tiny_bundle: Bundle, media, tmp_path: Path):
     speech = tmp_path / "question.wav"
     subprocess.run(["espeak-ng", "-w", str(speech), "What is in this picture?"], check=True)
-    reply = record(ask(tiny_bundle, "--image", media["photo"], "--audio", speech))
+    reply = record(ask(tiny_bundle, "--detail", "sharp", "--image", media["photo"], "--audio", speech))
     ids = reply["prompt_ids"]
     tokens = tiny_bundle.tokens
     assert ids.count(tokens["image"]) == (476 // 28) * (644 // 28)  # 480 x 640 -> 476 x 644
@@ -126,8 +126,14 @@ def test_a_one_pixel_and_a_huge_image_are_answered(tiny_bundle: Bundle, tmp_path
     cv2.imwrite(str(tiny), np.full((1, 1, 3), 200, np.uint8))
     cv2.imwrite(str(huge), cv2.resize(photo_like(300, 400), (6000, 4500)))
     assert record(ask(tiny_bundle, "--image", tiny))["prompt_ids"].count(tiny_bundle.tokens["image"]) == 4
-    count = record(ask(tiny_bundle, "--image", huge))["prompt_ids"].count(tiny_bundle.tokens["image"])
-    assert 1000 < count <= 1280, "resized within the default limit"
+    count = record(ask(tiny_bundle, "--detail", "sharp", "--image", huge))["prompt_ids"].count(
+        tiny_bundle.tokens["image"]
+    )
+    assert 1000 < count <= 1280, "resized within Sharp's limit"
+    quick = record(ask(tiny_bundle, "--detail", "quick", "--image", huge))["prompt_ids"].count(
+        tiny_bundle.tokens["image"]
+    )
+    assert 200 < quick <= 256, "resized within Quick's limit"
 
 
 def test_a_video_without_sound_used_with_its_sound(tiny_bundle: Bundle, media):

@@ -15,6 +15,7 @@ from app.window.main_window import Devices, MainWindow
 from app.window.preferences import GPU_LAYERS_KEY, Preferences
 from app.worker import ConversationWorker, ModelChoice
 from model.files.bundle import Bundle
+from model.vision_plan import QUICK_EMBEDDINGS
 from tests.app.fakes import MicrophoneFactory
 from tests.app.sound.test_playback import FakeStream
 from tests.app.windows import MAX_TOKENS, SPEECH, TIMEOUT_MS, ask, load, worker
@@ -35,6 +36,7 @@ def test_preferences_round_trip_and_defaults(settings):
         speech_quality="fast",
         speech_device="cpu",
         persona="Answer briefly.",
+        detail="quick",
         talk_key="F2",
         input_device="USB mic",
         output_device="Headphones",
@@ -117,6 +119,14 @@ class TestDialog:
             camera="0",
         )
 
+    def test_detail_is_offered_and_edited(self, qtbot):
+        dialog = SettingsDialog(Preferences(), ["Chelsie"], [], [], [], CPU_ONLY)
+        qtbot.addWidget(dialog)
+        assert [dialog.detail.itemData(i) for i in range(dialog.detail.count())] == ["auto", "sharp", "quick"]
+        assert dialog.detail.currentData() == "auto"
+        dialog.detail.setCurrentIndex(dialog.detail.findData("sharp"))
+        assert dialog.preferences() == Preferences(voice="Chelsie", detail="sharp")
+
     def test_a_machine_without_a_gpu_offers_neither_gpu_layers_nor_gpu_speech(self, qtbot):
         dialog = SettingsDialog(Preferences(), ["Chelsie"], [], [], [], CPU_ONLY)
         qtbot.addWidget(dialog)
@@ -150,6 +160,21 @@ class TestApplied:
         assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
         qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert window.worker._conversation.persona == "Be brief."
+        window.close()
+
+    def test_a_detail_change_reloads_with_its_budget(
+        self, qtbot, settings, history_store, tiny_bundle: Bundle
+    ):
+        window = MainWindow(settings, worker(), history_store)
+        qtbot.addWidget(window)
+        load(qtbot, window, tiny_bundle)
+        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
+            window.apply_preferences(replace(window.preferences(), detail="quick"))
+        assert request.args[0].detail == "quick" and request.args[0].plan_choice.detail == "quick"
+        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        vision = window.worker._conversation.plan.vision
+        assert vision.embeddings == QUICK_EMBEDDINGS
+        assert window.worker._conversation.perception.vision_options.max_pixels == QUICK_EMBEDDINGS * 28 * 28
         window.close()
 
     @pytest.mark.parametrize("remembered", [True, False])

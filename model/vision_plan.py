@@ -1,0 +1,150 @@
+"""The plan's vision part: which encoder runs the vision tower, and how many embeddings an image gets.
+
+Encoder, decided by measurement (`omnidesk bench vision`, docs/performance.md has the table):
+- a GPU that torch can use runs the torch tower there, in the GPU's half precision (torch's fused
+  attention kernels; the fastest there, not measured against mtmd's CUDA backend here);
+- a GPU that only llama.cpp can use (a CPU build of torch) runs mtmd on it;
+- on the CPU, the fastest variant measured that this CPU has the kernels for, among the torch
+  tower in float32, bfloat16 and int8 weights and mtmd, each with its error against the reference
+  tower written down in `CPU_SPEEDS`. Exact quality keeps float32 (the reference's arithmetic) and,
+  under Automatic detail, Sharp's budget (the reference's default, what parity tests hold to).
+
+Budget (`Detail`): Sharp gives an image up to 1280 embeddings (Qwen's advice for limited memory,
+our default so far); Quick gives 256 (a 448x448 image); Automatic gives as many as the encoder's
+measured speed encodes in about the time a question takes to say (`LOOK_SECONDS`), within those two.
+A picture that a budget below Sharp shrinks under `SMALL_TEXT_SCALE` of its width is said once
+(`perception.PictureShrunk`), naming the setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from model.detail import Detail
+from model.vision import DEFAULT_MAX_PIXELS, FACTOR, TowerPrecision, VisionOptions
+
+PIXELS_PER_EMBEDDING = FACTOR * FACTOR  # 784: one merged 2x2 block of 14-pixel patches
+SHARP_EMBEDDINGS = DEFAULT_MAX_PIXELS // PIXELS_PER_EMBEDDING  # 1280
+QUICK_EMBEDDINGS = 256  # a 448x448 image
+LOOK_SECONDS = 3.0  # about the time a spoken question takes: its picture is encoded meanwhile
+SMALL_TEXT_SCALE = 2 / 3  # below it, 12-pixel text is drawn under 8 pixels high: may not be readable
+
+
+@dataclass(frozen=True)
+class EncoderSpeed:
+    """One variant's measured time for an image of n embeddings, seconds = linear_s * n +
+    quadratic_s * n^2 (the full-attention blocks are quadratic), at `threads` CPU threads, and
+    its largest difference from the reference tower relative to the largest value."""
+
+    linear_s: float
+    quadratic_s: float
+    error: float
+    threads: int = 2
+
+    def seconds(self, embeddings: int, threads: int) -> float:
+        """Estimated seconds for `embeddings` on `threads` threads (scaled as if threads were ideal)."""
+        n = embeddings
+        return (self.linear_s * n + self.quadratic_s * n * n) * self.threads / max(1, threads)
+
+    def embeddings_within(self, seconds: float, threads: int) -> int:
+        """The most embeddings encoded in `seconds` on `threads` threads."""
+        budget = seconds * max(1, threads) / self.threads
+        a, b = self.linear_s, self.quadratic_s
+        if b <= 0:
+            return int(budget / a)
+        return int((-a + math.sqrt(a * a + 4 * b * budget)) / (2 * b))
+
+
+# `omnidesk bench vision --no-reference` (real size, 3B width, random weights; torch-float32, within
+# 1e-6 of transformers' tower in tests/model/test_vision_tower.py, stands in for it), 2 threads of an
+# Intel Xeon family 6 model 207 (AVX-512, AVX-512 BF16, AMX), other work sharing the machine: the
+# fit through 448x448 (256 embeddings) and 1008x1008 (1296), `bench.vision.fit_seconds`. The torch
+# float rows from a run at load 3.6 to 4.0; int8 and mtmd from the full run at load 9 to 17 (where
+# bfloat16 was fastest too, 60.2 s and 117.9 s). docs/performance.md has both tables.
+CPU_SPEEDS: dict[str, EncoderSpeed] = {
+    "torch-float32": EncoderSpeed(0.05516, 0.0, 1e-6),  # 21.4 s and 70.1 s; error: the tiny model's
+    "torch-bfloat16": EncoderSpeed(0.02282, 0.0, 1.8e-2),  # 14.0 s and 28.0 s
+    "torch-int8": EncoderSpeed(0.2794, 1.879e-4, 3.7e-2),  # 83.9 s and 677.8 s: its kernel suits few rows
+    "mtmd-f16": EncoderSpeed(0.5800, 0.0, 1.3e-3),  # 200.6 s and 741.4 s: its threads spin on busy cores
+}
+CPU_TOWERS: dict[str, TowerPrecision | None] = {
+    "torch-float32": TowerPrecision(),
+    "torch-bfloat16": TowerPrecision(dtype=torch.bfloat16),
+    "torch-int8": TowerPrecision(weights="int8"),
+    "mtmd-f16": None,
+}
+NEEDS_BF16 = ("torch-bfloat16", "torch-int8")  # their kernels take bfloat16 activations
+
+
+@dataclass(frozen=True)
+class VisionPlan:
+    """The vision encoder and the image budget."""
+
+    tower: TowerPrecision | None = None  # None: llama.cpp's mtmd (on its GPU backend where it has one)
+    embeddings: int = SHARP_EMBEDDINGS  # the most an image gets
+    detail: Detail = "sharp"  # what was chosen
+    variant: str = "mtmd"  # the name in CPU_SPEEDS, or where it runs
+    error: float | None = None  # measured, relative to the reference's largest value; None: not here
+
+    def options(self, options: VisionOptions, threads: int | None) -> VisionOptions:
+        """`options` with this plan's encoder, budget and `threads` (None: as the options say)."""
+        high = self.embeddings * PIXELS_PER_EMBEDDING
+        return replace(
+            options,
+            tower=self.tower,
+            max_pixels=high,
+            min_pixels=min(options.min_pixels, high),
+            n_threads=threads or options.n_threads,
+        )
+
+    @property
+    def label(self) -> str:
+        """e.g. "torch bfloat16 on the CPU, up to 812 embeddings per image (error 4.1e-03)"."""
+        if self.tower is None:
+            where = "llama.cpp's mtmd"
+        else:
+            device = {"cpu": "the CPU", "cuda": "CUDA", "mps": "MPS"}.get(
+                self.tower.device, self.tower.device
+            )
+            where = f"{self.tower.label} on {device}"
+        error = f" (error {self.error:.1e})" if self.error is not None else ""
+        return f"{where}, up to {self.embeddings} embeddings per image{error}"
+
+
+def plan_vision(
+    detail: Detail,
+    exact: bool,
+    torch_gpu: tuple[str, torch.dtype] | None,
+    llama_gpu: bool,
+    cpu_bf16: bool,
+    threads: int,
+) -> VisionPlan:
+    """The vision part of the plan (see the module's docstring). `torch_gpu`: torch's GPU device and
+    half precision, if any; `llama_gpu`: llama.cpp has a GPU backend; `threads`: the CPU threads
+    the encoder gets."""
+    if exact and detail == "auto":  # the reference's path: its default budget too
+        detail = "sharp"
+    if torch_gpu is not None:
+        device, dtype = torch_gpu
+        return VisionPlan(TowerPrecision(device, dtype), _budget(detail, None, threads), detail, device)
+    if llama_gpu:
+        return VisionPlan(None, _budget(detail, None, threads), detail, "mtmd")
+    usable = [v for v in CPU_SPEEDS if cpu_bf16 or v not in NEEDS_BF16]
+    variant = (
+        "torch-float32" if exact else min(usable, key=lambda v: CPU_SPEEDS[v].seconds(SHARP_EMBEDDINGS, 1))
+    )
+    speed = CPU_SPEEDS[variant]
+    return VisionPlan(CPU_TOWERS[variant], _budget(detail, speed, threads), detail, variant, speed.error)
+
+
+def _budget(detail: Detail, speed: EncoderSpeed | None, threads: int) -> int:
+    """Embeddings per image: Sharp, Quick, or (Automatic) what `speed` encodes in LOOK_SECONDS
+    within them (a GPU, `speed` None, takes Sharp)."""
+    if detail == "quick":
+        return QUICK_EMBEDDINGS
+    if detail == "sharp" or speed is None:
+        return SHARP_EMBEDDINGS
+    return max(QUICK_EMBEDDINGS, min(SHARP_EMBEDDINGS, speed.embeddings_within(LOOK_SECONDS, threads)))
