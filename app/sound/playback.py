@@ -131,11 +131,12 @@ class Playback:
         self._written += chunk.size
 
     def finish(self) -> None:
-        """No more chunks will come: play what is queued."""
-        self._release = self._pacer.finished(self._clock())
+        """No more chunks will come: play what is queued (nothing, once stopped)."""
         self._finished = True
         if self._written == 0 or self._stopped:
             self._drained = True
+            return
+        self._release = self._pacer.finished(self._clock())
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until everything written was played (after `finish`) or stopped; whether it was."""
@@ -148,6 +149,7 @@ class Playback:
         """Silence at once: everything queued is dropped, the device's buffer too."""
         self._stopped = True
         self._release = HOLD
+        self._written = 0  # nothing of the stopped reply is to be played, heard or waited for
         self._reply += 1
         self._drained = True
         with self._control:

@@ -98,6 +98,19 @@ def test_the_next_reply_plays_after_a_stop_and_says_when_it_sounded(player):
     assert state.first_sound == 0.0 and state.played == 300 and not state.pending and playback.wait(0)
 
 
+def test_a_stopped_reply_finished_later_is_never_heard(player):
+    """The worker finishes a stopped reply when its turn ends: that is not its first sound."""
+    playback, stream = player
+    playback.begin()
+    playback.write(np.full(RATE, 0.5, np.float32))
+    playback.stop()
+    playback.finish()
+    assert not np.any(stream.pull(2))
+    state = playback.state()
+    assert state.first_sound is None and state.played == 0 and not state.pending
+    assert playback.underflows == 0, "nothing was due, so nothing ran dry"
+
+
 def test_the_device_holds_enough_audio_to_outlast_a_busy_machine(player):
     """PortAudio's default buffer (35 ms on PulseAudio) underran whenever the callback's thread waited
     for a core or the GIL behind the stage threads; 0.2 s did not (omnidesk bench speakers)."""
