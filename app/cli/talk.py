@@ -22,6 +22,7 @@ from dataclasses import replace
 from app.cli.ask_media import question_from_args
 from app.cli.exit_status import EXIT_INTERRUPTED
 from app.cli.text_input import checked_text, keep_undecodable_input
+from app.shown_text import displayed
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import Playback
 from model.audio_rates import OUTPUT_SAMPLE_RATE
@@ -199,7 +200,7 @@ def speak_turn(
     with _interrupt_cancels(conversation):
         for event in conversation.turn(question, options):
             if isinstance(event, TextDelta):
-                sys.stdout.write(event.text)
+                sys.stdout.write(displayed(event.text))  # a reply is untrusted: no escape sequences
                 sys.stdout.flush()
             elif isinstance(event, AudioChunk):
                 if out is not None and unwritten is None:
