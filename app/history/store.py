@@ -39,6 +39,7 @@ from app.history.file import (
     MEDIA,
     DamagedHistory,
     in_memory,
+    intact_without_journal,
     open_database,
     read_only,
     set_aside,
@@ -231,6 +232,8 @@ class History:
         try:
             return open_database(self.path)
         except DamagedHistory as exc:
+            if intact_without_journal(self.path):
+                return self._without_journal(str(exc))
             return self._start_over(str(exc))
         except (OSError, sqlite3.Error) as exc:  # the folder cannot be made or written, the disk is full
             saved = read_only(self.path)
@@ -253,6 +256,19 @@ class History:
             )
         self._tell(
             f"The history could not be read ({problem}). It was kept in {kept} and a new history was started."
+        )
+        return db
+
+    def _without_journal(self, problem: str) -> sqlite3.Connection:
+        """Keep the -wal (and -shm) aside, in a dated folder, and open the database without it."""
+        try:
+            kept = set_aside(self.path, journal_only=True)
+            db = open_database(self.path)
+        except (OSError, sqlite3.Error, DamagedHistory):
+            return self._start_over(problem)
+        self._tell(
+            f"The history's journal ({self.path.name}-wal) was not its own ({problem}). It was kept in "
+            f"{kept} and the history opened without it."
         )
         return db
 

@@ -110,7 +110,7 @@ def test_what_was_written_survives_a_killed_process(tmp_path):
 
 # -- a history that cannot be used never locks the user out ----------------------------------------
 
-DAMAGE = ["garbage", "truncated", "foreign columns", "another program's database", "another database's wal"]
+DAMAGE = ["garbage", "truncated", "foreign columns", "another program's database"]
 
 
 def saved_history(folder: Path, conversations: int = 3) -> Path:
@@ -181,15 +181,36 @@ class TestDamagedHistory:
         assert [c.title for c in again.conversations()] == ["after the damage"] and later == []
         again.close()
 
-    def test_a_foreign_wal_is_never_replayed_into_the_kept_history(self, tmp_path):
+    def test_a_foreign_wal_alone_is_kept_aside_and_the_history_opens(self, tmp_path):
+        """The whole history had been set aside: the user's conversations vanished from the window
+        although the database itself was intact."""
         path = saved_history(tmp_path)
         damage(path, "another database's wal")
-        History(path).close()
+        foreign = Path(f"{path}-wal").read_bytes()
+        history, notices = opened(path)
         (kept,) = tmp_path.glob("history-damaged-*")
-        assert (kept / "history.sqlite3-wal").exists()
-        without_wal = sqlite3.connect(f"{(kept / 'history.sqlite3').as_uri()}?immutable=1", uri=True)
-        assert without_wal.execute("SELECT COUNT(*) FROM conversations").fetchone() == (3,)
-        without_wal.close()
+        assert (kept / "history.sqlite3-wal").read_bytes() == foreign, "the -wal kept as it was"
+        assert not (kept / "history.sqlite3").exists() and not (kept / "media").exists()
+        assert len(notices) == 1 and str(kept) in notices[0] and "-wal" in notices[0]
+        assert history.saving and len(history.conversations()) == 3
+        (first,) = [
+            c for c in history.conversations() if history.messages(c.id)[0].text.startswith("question 0")
+        ]
+        assert history.messages(first.id)[0].attachments, "its media stay"
+        history.close()
+        again, later = opened(path)
+        assert len(again.conversations()) == 3 and later == []
+        again.close()
+
+    def test_a_foreign_wal_beside_a_damaged_database_goes_aside_with_it(self, tmp_path):
+        path = saved_history(tmp_path)
+        damage(path, "garbage")
+        damage(path, "another database's wal")
+        history, notices = opened(path)
+        (kept,) = tmp_path.glob("history-damaged-*")
+        assert (kept / "history.sqlite3").exists() and (kept / "history.sqlite3-wal").exists()
+        assert history.conversations() == [] and "could not be read" in notices[0]
+        history.close()
 
     def test_an_older_history_without_attachments_is_ours_and_completed(self, tmp_path):
         path = saved_history(tmp_path)
