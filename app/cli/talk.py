@@ -6,7 +6,8 @@ audio queued will last, a sentence at a time on a machine that makes speech slow
 which is said once); notices (a recording heard only in part) go to stderr. In `chat`, a new
 question silences what is still spoken of the last reply. Everything the user gives (options,
 the question, `--out`) is checked before the model loads. Ctrl-C during a reply stops the reply
-(in `chat`, not the program); anywhere else it ends the program at once with status 130.
+(in `chat`, not the program); at `chat`'s prompt it drops the line and prompts again, as a shell
+does (Ctrl-D or /quit leaves); anywhere else it ends the program at once with status 130.
 """
 
 from __future__ import annotations
@@ -145,7 +146,11 @@ def run_chat(args: argparse.Namespace) -> int:
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:
         try:
-            question = checked_text(input("you> "), "that line")
+            with _interrupt_raises():
+                question = checked_text(input("you> "), "that line")
+        except KeyboardInterrupt:  # as in a shell: the line is dropped, a new prompt follows
+            print(file=sys.stderr)
+            continue
         except EOFError:
             print(file=sys.stderr)
             break
@@ -221,6 +226,16 @@ def speak_turn(
         raise unwritten
     assert finished is not None
     return finished, {name: round(seconds, 4) for name, seconds in finished.marks.items()}
+
+
+@contextmanager
+def _interrupt_raises() -> Iterator[None]:
+    """While the chat waits for a line, Ctrl-C raises KeyboardInterrupt (elsewhere it ends the program)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
