@@ -152,6 +152,8 @@ class History:
                 row = db.execute("SELECT conversation FROM messages WHERE id = ?", (message,)).fetchone()
                 if row:
                     _touch(db, row[0], time.time())
+                    if text.strip() and _answers_an_untyped_question(db, row[0], message):
+                        db.execute("UPDATE conversations SET title = ? WHERE id = ?", (_title(text), row[0]))
 
         self._run(update)
 
@@ -316,6 +318,15 @@ def _count(db: sqlite3.Connection, conversation: int) -> int:
     return int(
         db.execute("SELECT COUNT(*) FROM messages WHERE conversation = ?", (conversation,)).fetchone()[0]
     )
+
+
+def _answers_an_untyped_question(db: sqlite3.Connection, conversation: int, message: int) -> bool:
+    """Whether `message` is the first reply of a conversation whose first question had no text (a
+    recording only): that conversation is titled from the reply, as it grows."""
+    first = db.execute(
+        "SELECT id, text FROM messages WHERE conversation = ? ORDER BY id LIMIT 2", (conversation,)
+    ).fetchall()
+    return len(first) == 2 and first[1][0] == message and not first[0][1].strip()
 
 
 def _title(text: str) -> str:

@@ -36,6 +36,28 @@ def test_messages_are_kept_in_order_and_the_first_question_titles_the_chat(histo
     assert history.conversations()[0].title == "What is on my screen right now?"
 
 
+def test_a_spoken_question_is_titled_by_its_reply(history: History):
+    """Voice-only conversations had all been titled "New chat"."""
+    chat = history.new_conversation()
+    history.add_message(chat, "user", "")  # a recording, no text
+    reply = history.add_message(chat, "assistant", "")
+    history.update_message(reply, "It is")
+    history.update_message(reply, "It is sunny in Lisbon today.")
+    assert history.conversations()[0].title == "It is sunny in Lisbon today."
+    history.add_message(chat, "user", "")
+    later = history.add_message(chat, "assistant", "")
+    history.update_message(later, "Something else")
+    assert history.conversations()[0].title == "It is sunny in Lisbon today.", "only the first reply"
+
+
+def test_a_typed_question_keeps_its_title_whatever_the_reply(history: History):
+    chat = history.new_conversation()
+    history.add_message(chat, "user", "Weather?")
+    reply = history.add_message(chat, "assistant", "")
+    history.update_message(reply, "Sunny.")
+    assert history.conversations()[0].title == "Weather?"
+
+
 def test_search_rename_delete(history: History):
     first, second = history.new_conversation(), history.new_conversation()
     history.add_message(first, "user", "Tell me about volcanoes")
