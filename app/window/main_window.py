@@ -177,6 +177,8 @@ class MainWindow(QMainWindow):
         worker.model_failed.connect(models.on_model_failed)
         models.ready.connect(self.model_ready)
         models.failed.connect(self.model_unavailable)
+        models.ready.connect(self._show_activity)
+        models.failed.connect(self._show_activity)
         worker.text_received.connect(session.on_text_received)
         worker.text_received.connect(self._show_activity)
         worker.reply_finished.connect(self._on_reply_finished)
@@ -234,7 +236,7 @@ class MainWindow(QMainWindow):
     def _show_activity(self) -> None:
         speaking = self.speech.speaking and (self._first_sound_s is not None or not self.session.busy)
         listening = self.push_to_talk.microphone is not None or self.hands_free.state == "hearing"
-        self.activity_chip.show_activity(activity(listening, self.session.busy, speaking))
+        self.activity_chip.show_activity(activity(listening, self.session.busy, speaking, self.models.loaded))
 
     @Slot()
     def _show_devices_in_use(self) -> None:

@@ -36,6 +36,15 @@ class TestWithoutModel:
         assert "missing" in blocker.args[0]
         assert "missing" in window.notices.label.text()
         assert window.models.status.text() == "No model"
+        assert window.activity_chip.activity == "no_model"
+
+    def test_the_activity_chip_says_ready_only_once_a_model_is_loaded(
+        self, qtbot, window: MainWindow, tiny_bundle: Bundle
+    ):
+        """It had said Ready with no model loaded."""
+        assert window.activity_chip.activity == "no_model" and window.activity_chip.text() == "No model"
+        load(qtbot, window, tiny_bundle)
+        assert window.activity_chip.activity == "ready"
 
     def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
         window.composer.question_box.setPlainText("hello?")
