@@ -15,6 +15,7 @@ are polled there by timers that never block.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -48,6 +49,12 @@ from model.hardware import Hardware, probe
 from model.media import Image
 
 __all__ = ["Devices", "MainWindow"]
+
+# How long Quit waits for the model's thread to end its turn or load (a CPU's Token2Wav window, or a
+# multi-GB load, takes seconds): it ends before the model is freed and before Python finalizes.
+SHUTDOWN_WAIT_MS = 120_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -337,9 +344,15 @@ class MainWindow(QMainWindow):
         if self._thread.isRunning():
             self.worker.cancel(self.session.asked)
             self._thread.quit()
-            self._thread.wait(5000)
+            # Until the turn (and its stage threads) or a load has ended: a 5 s bound had let the
+            # window free the model under a running turn, and Python finalize while stage threads
+            # still ran (Fatal Python error: bool_dealloc).
+            if not self._thread.wait(SHUTDOWN_WAIT_MS):
+                log.error("the model's thread did not end within %d s of Quit", SHUTDOWN_WAIT_MS // 1000)
+                super().closeEvent(event)
+                return
             self.session.save_reply()
-            self.worker.close()
+        self.worker.close()  # the model and the speakers' stream, before the interpreter finalizes
         super().closeEvent(event)
 
 
