@@ -221,6 +221,7 @@ class MainWindow(QMainWindow):
         self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
         self.hands_free.listening_changed.connect(self._show_devices_in_use)
         self.hands_free.state_changed.connect(self._show_activity)  # Listening while it hears the user
+        self.hands_free.state_changed.connect(self._show_devices_in_use)  # paused while the reply speaks
         self.hands_free.recording_finished.connect(session.on_recording_finished)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
@@ -249,7 +250,10 @@ class MainWindow(QMainWindow):
     def _show_devices_in_use(self) -> None:
         microphone = self.push_to_talk.microphone or self.hands_free.microphone
         devices = (("Microphone", microphone), ("Camera", self.camera_panel.camera))
-        self.status_line.show_in_use([name for name, device in devices if device is not None])
+        # Hands-free does not hear the user while the reply speaks (no headphones): not "on" then.
+        deaf = self.push_to_talk.microphone is None and self.hands_free.state == "paused"
+        paused = ("Microphone",) if deaf else ()
+        self.status_line.show_in_use([name for name, device in devices if device is not None], paused)
 
     # -- the settings -------------------------------------------------------------------------
 
