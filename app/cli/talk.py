@@ -6,7 +6,8 @@ audio queued will last, a sentence at a time on a machine that makes speech slow
 which is said once); notices (a recording heard only in part) go to stderr. In `chat`, a new
 question silences what is still spoken of the last reply. Everything the user gives (options,
 the question, `--out`) is checked before the model loads. Ctrl-C during a reply stops the reply
-(in `chat`, not the program); anywhere else it ends the program at once with status 130.
+(in `chat`, not the program); at `chat`'s prompt it drops the line and prompts again, as a shell
+does (Ctrl-D or /quit leaves); anywhere else it ends the program at once with status 130.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import replace
 from app.cli.ask_media import question_from_args
 from app.cli.exit_status import EXIT_INTERRUPTED
 from app.cli.text_input import checked_text, keep_undecodable_input
+from app.shown_text import displayed
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import Playback
 from model.audio_rates import OUTPUT_SAMPLE_RATE
@@ -149,7 +151,11 @@ def run_chat(args: argparse.Namespace) -> int:
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:
         try:
-            question = checked_text(input("you> "), "that line")
+            with _interrupt_raises():
+                question = checked_text(input("you> "), "that line")
+        except KeyboardInterrupt:  # as in a shell: the line is dropped, a new prompt follows
+            print(file=sys.stderr)
+            continue
         except EOFError:
             print(file=sys.stderr)
             break
@@ -212,7 +218,7 @@ def speak_turn(
     with _interrupt_cancels(conversation):
         for event in conversation.turn(question, options):
             if isinstance(event, TextDelta):
-                sys.stdout.write(event.text)
+                sys.stdout.write(displayed(event.text))  # a reply is untrusted: no escape sequences
                 sys.stdout.flush()
             elif isinstance(event, AudioChunk):
                 if out is not None and unwritten is None:
@@ -233,6 +239,16 @@ def speak_turn(
         raise unwritten
     assert finished is not None
     return finished, {name: round(seconds, 4) for name, seconds in finished.marks.items()}
+
+
+@contextmanager
+def _interrupt_raises() -> Iterator[None]:
+    """While the chat waits for a line, Ctrl-C raises KeyboardInterrupt (elsewhere it ends the program)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -5,7 +5,8 @@ cannot be used (app.history.store says when).
   replays a -wal into it; `DamagedHistory` says why it is not a usable history (not a database,
   malformed, another program's tables, a table lacking columns).
 - `set_aside` moves a damaged history (database, -wal, -shm, media folder) into a dated folder
-  beside it, itself a complete history.
+  beside it, itself a complete history; or only its -wal and -shm, when `intact_without_journal`
+  finds the database itself intact (the -wal is another database's).
 - `read_only` and `in_memory` keep what was saved readable when the disk refuses writes.
 - `storage_failure` tells the disk's refusals from our own bugs; `why` says a refusal in a few words.
 - `check_history` is the selftest's question: readable, and writable? It changes nothing.
@@ -115,10 +116,10 @@ def check_history(path: Path) -> None:
         ) from None
 
 
-def set_aside(path: Path) -> Path:
+def set_aside(path: Path, journal_only: bool = False) -> Path:
     """Move a damaged history (the database, its -wal and -shm, its media folder) into a new dated
     folder beside it; returns that folder. The -wal goes first: left behind, it would be replayed
-    into the new history."""
+    into the new history. `journal_only`: only the -wal and -shm go (a journal not the database's)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = path.parent / f"{path.stem}-damaged-{stamp}"
     n = 1
@@ -126,11 +127,31 @@ def set_aside(path: Path) -> Path:
         n += 1
         folder = path.parent / f"{path.stem}-damaged-{stamp}-{n}"
     folder.mkdir()
-    parts = [Path(f"{path}-wal"), Path(f"{path}-shm"), path, path.parent / MEDIA]
+    parts = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    if not journal_only:
+        parts += [path, path.parent / MEDIA]
     for part in parts:
         if part.exists():
             os.replace(part, folder / part.name)
     return folder
+
+
+def intact_without_journal(path: Path) -> bool:
+    """Whether the history at `path` has a -wal and is a usable history read without it (the -wal is
+    then what is damaged: another database's, or torn)."""
+    if not Path(f"{path}-wal").is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        _check(db, created=False)
+        return True
+    except (sqlite3.Error, DamagedHistory):
+        return False
+    finally:
+        db.close()
 
 
 def _inspect(path: Path) -> None:

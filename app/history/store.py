@@ -39,6 +39,7 @@ from app.history.file import (
     MEDIA,
     DamagedHistory,
     in_memory,
+    intact_without_journal,
     open_database,
     read_only,
     set_aside,
@@ -151,6 +152,8 @@ class History:
                 row = db.execute("SELECT conversation FROM messages WHERE id = ?", (message,)).fetchone()
                 if row:
                     _touch(db, row[0], time.time())
+                    if text.strip() and _answers_an_untyped_question(db, row[0], message):
+                        db.execute("UPDATE conversations SET title = ? WHERE id = ?", (_title(text), row[0]))
 
         self._run(update)
 
@@ -231,6 +234,8 @@ class History:
         try:
             return open_database(self.path)
         except DamagedHistory as exc:
+            if intact_without_journal(self.path):
+                return self._without_journal(str(exc))
             return self._start_over(str(exc))
         except (OSError, sqlite3.Error) as exc:  # the folder cannot be made or written, the disk is full
             saved = read_only(self.path)
@@ -253,6 +258,19 @@ class History:
             )
         self._tell(
             f"The history could not be read ({problem}). It was kept in {kept} and a new history was started."
+        )
+        return db
+
+    def _without_journal(self, problem: str) -> sqlite3.Connection:
+        """Keep the -wal (and -shm) aside, in a dated folder, and open the database without it."""
+        try:
+            kept = set_aside(self.path, journal_only=True)
+            db = open_database(self.path)
+        except (OSError, sqlite3.Error, DamagedHistory):
+            return self._start_over(problem)
+        self._tell(
+            f"The history's journal ({self.path.name}-wal) was not its own ({problem}). It was kept in "
+            f"{kept} and the history opened without it."
         )
         return db
 
@@ -300,6 +318,15 @@ def _count(db: sqlite3.Connection, conversation: int) -> int:
     return int(
         db.execute("SELECT COUNT(*) FROM messages WHERE conversation = ?", (conversation,)).fetchone()[0]
     )
+
+
+def _answers_an_untyped_question(db: sqlite3.Connection, conversation: int, message: int) -> bool:
+    """Whether `message` is the first reply of a conversation whose first question had no text (a
+    recording only): that conversation is titled from the reply, as it grows."""
+    first = db.execute(
+        "SELECT id, text FROM messages WHERE conversation = ? ORDER BY id LIMIT 2", (conversation,)
+    ).fetchall()
+    return len(first) == 2 and first[1][0] == message and not first[0][1].strip()
 
 
 def _title(text: str) -> str:

@@ -7,7 +7,8 @@ of chunks and never blocks, allocates large buffers or takes a lock (deque appen
 atomic, and every value shared with other threads is one attribute replaced whole). A shortfall
 is filled with silence and counted. `begin`, `write` and `finish` are called by the one thread
 that makes the audio; `stop`, `state` and `wait` may be called from any thread (`wait` blocks,
-looking every WAIT_POLL_S).
+looking every WAIT_POLL_S; `stop` and `close` take a lock of their own while they abort and
+restart the stream, which takes about a millisecond).
 
 Chunks carry the number of the reply they belong to (`begin` and `stop` start a new one), so a
 stopped reply's chunks are dropped by the callback itself, even one it is halfway through.
@@ -16,6 +17,7 @@ stopped reply's chunks are dropped by the callback itself, even one it is halfwa
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,11 @@ Clock = Callable[[], float]  # seconds; time.perf_counter by default
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 WAIT_POLL_S = 0.01
+# Seconds of audio the device holds ahead of the callback. On a busy machine the callback's thread
+# waits for a core and for the GIL (behind the stage threads): PortAudio's default (35 ms on
+# PulseAudio) underran at every such wait, a 0.1 s buffer still did, 0.2 s never did (omnidesk
+# bench speakers, docs/performance.md). `stop` drops what the device holds, so Stop stays quick.
+DEVICE_BUFFER_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class Playback:
         self.sample_rate = sample_rate
         self.underflows = 0  # the speakers ran dry while playing
         self.pauses = 0  # ... stopped on purpose between sentences
+        self.device_underruns = 0  # the callback came too late and the device played silence
         self._clock = clock
         self._pacer = Pacer(sample_rate, pacing)
         self._chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
@@ -85,16 +93,23 @@ class Playback:
         self._stopped = False
         self._progress = _Progress(0)
         self._drained = False  # everything written was played, or stopped
+        self._control = threading.Lock()  # stop and close drive the stream one at a time (never the callback)
+        self._closed = False
         factory = stream_factory or default_stream_factory()
         try:
             self._stream = factory(
-                samplerate=sample_rate, channels=1, dtype="float32", device=device, callback=self._callback
+                samplerate=sample_rate,
+                channels=1,
+                dtype="float32",
+                device=device,
+                latency=DEVICE_BUFFER_S,
+                callback=self._callback,
             )
             self._stream.start()
         except Exception as exc:  # sounddevice.PortAudioError and friends: no usable device
             raise OmnideskError(f"cannot open the sound output ({exc}): write to a file instead") from None
-        latency = getattr(self._stream, "latency", 0.0)  # seconds from the callback to the speakers
-        self._latency = float(latency) if isinstance(latency, int | float) else 0.0
+        latency = getattr(self._stream, "latency", 0.0)
+        self.latency = float(latency) if isinstance(latency, int | float) else 0.0  # s, callback to speakers
 
     def begin(self) -> None:
         """A new reply follows (what is still queued of the last one is dropped)."""
@@ -116,11 +131,12 @@ class Playback:
         self._written += chunk.size
 
     def finish(self) -> None:
-        """No more chunks will come: play what is queued."""
-        self._release = self._pacer.finished(self._clock())
+        """No more chunks will come: play what is queued (nothing, once stopped)."""
         self._finished = True
         if self._written == 0 or self._stopped:
             self._drained = True
+            return
+        self._release = self._pacer.finished(self._clock())
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until everything written was played (after `finish`) or stopped; whether it was."""
@@ -130,11 +146,16 @@ class Playback:
         return self._drained
 
     def stop(self) -> None:
-        """Silence at once: everything queued is dropped."""
+        """Silence at once: everything queued is dropped, the device's buffer too."""
         self._stopped = True
         self._release = HOLD
+        self._written = 0  # nothing of the stopped reply is to be played, heard or waited for
         self._reply += 1
         self._drained = True
+        with self._control:
+            if not self._closed:  # abort drops the buffered audio that stop() would play out
+                self._stream.abort()
+                self._stream.start()
 
     def state(self) -> PlaybackState:
         progress = self._own_progress()
@@ -146,8 +167,10 @@ class Playback:
 
     def close(self) -> None:
         self.stop()
-        self._stream.stop()
-        self._stream.close()
+        with self._control:
+            self._closed = True
+            self._stream.abort()
+            self._stream.close()
 
     def _own_progress(self) -> _Progress:
         """The callback's progress if it is of the current reply (it may not have seen it yet)."""
@@ -156,6 +179,8 @@ class Playback:
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         out = outdata[:, 0]
+        if getattr(status, "output_underflow", False):
+            self.device_underruns += 1
         reply, release = self._reply, self._release
         progress = self._progress
         if progress.reply != reply:  # a new reply, or stopped: what is left of the old one goes
@@ -165,7 +190,7 @@ class Playback:
         filled = 0
         if playing or (self._clock() >= release.start_at and played < limit):
             if first_sound is None:
-                first_sound = self._clock() + self._latency
+                first_sound = self._clock() + self.latency
             playing = True
             while filled < frames and played < limit:
                 if not self._current.size:

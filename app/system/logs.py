@@ -27,7 +27,8 @@ FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
 LLAMA_LOGGER = "llama.cpp"  # model/llama_logs.py's
 ALSA_LOGGER = "alsa"  # app/system/native_logs.py's
 PORTAUDIO_LOGGER = "portaudio"  # app/system/native_logs.py's
-FILE_ONLY_LOGGERS = (LLAMA_LOGGER, ALSA_LOGGER, PORTAUDIO_LOGGER)  # on the terminal only with -v
+QT_LOGGER = "qt"  # app/system/qt_messages.py's
+FILE_ONLY_LOGGERS = (LLAMA_LOGGER, ALSA_LOGGER, PORTAUDIO_LOGGER, QT_LOGGER)  # on the terminal only with -v
 
 log = logging.getLogger("omnidesk")
 
@@ -62,10 +63,11 @@ def setup_file_logging(folder: Path | None = None, level: int = logging.INFO) ->
 
 def setup_terminal_logging(verbose: bool) -> None:
     """Warnings and errors (with `verbose`, details too) on stderr, and everything in the log file.
-    llama.cpp's, ALSA's and PortAudio's own lines go to the terminal only with `verbose`: llama.cpp's
-    warnings on every load are about ordinary details of the Qwen tokenizer, and its errors come before
-    Omnidesk's one line, which says what they mean; ALSA's are mostly underruns, hundreds in a spoken
-    reply; PortAudio's come when a device does not open, which Omnidesk's own notice says."""
+        llama.cpp's, ALSA's and PortAudio's own lines go to the terminal only with `verbose`: llama.cpp's
+        warnings on every load are about ordinary details of the Qwen tokenizer, and its errors come before
+        Omnidesk's one line, which says what they mean; ALSA's are mostly underruns, hundreds in a spoken
+        reply; PortAudio's come when a device does not open, which Omnidesk's own notice says; Qt's are
+    mostly font substitutions."""
     terminal = logging.StreamHandler()
     terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     terminal.setLevel(logging.INFO if verbose else logging.WARNING)

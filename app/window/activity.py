@@ -1,4 +1,5 @@
-"""The assistant's state at a glance: a chip that says Listening, Thinking or Speaking.
+"""The assistant's state at a glance: a chip that says Listening, Thinking or Speaking (Ready or No
+model when idle).
 
 `activity` decides the state from what the window knows; `ActivityChip` shows it in the theme's
 colours (it is styled again when the theme changes).
@@ -14,16 +15,26 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from app.window.theme import chat_colors
 
-LABELS = {"ready": "Ready", "listening": "● Listening", "thinking": "Thinking…", "speaking": "Speaking"}
+LABELS = {
+    "no_model": "No model",
+    "ready": "Ready",
+    "listening": "● Listening",
+    "thinking": "Thinking…",
+    "speaking": "Speaking",
+}
+IDLE = ("no_model", "ready")  # shown plain: nothing is happening
 
 
-def activity(listening: bool, thinking: bool, speaking: bool) -> str:
-    """One of LABELS: the microphone first (the user is talking), then sound, then a reply running."""
+def activity(listening: bool, thinking: bool, speaking: bool, model_loaded: bool = True) -> str:
+    """One of LABELS: the microphone first (the user is talking), then sound, then a reply running;
+    idle, Ready only once a model is loaded."""
     if listening:
         return "listening"
     if speaking:
         return "speaking"
-    return "thinking" if thinking else "ready"
+    if thinking:
+        return "thinking"
+    return "ready" if model_loaded else "no_model"
 
 
 class ActivityChip(QLabel):
@@ -33,7 +44,7 @@ class ActivityChip(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance(max(LABELS.values(), key=len)) + 28)
         self.activity = ""
-        self.show_activity("ready")
+        self.show_activity("no_model")
 
     def show_activity(self, state: str) -> None:
         if state == self.activity:
@@ -48,8 +59,10 @@ class ActivityChip(QLabel):
         sheet's)."""
         colours = chat_colors(QGuiApplication.palette())
         background = getattr(colours, self.activity, "transparent")
-        text = colours.chip_text if self.activity != "ready" else colours.muted
-        border = colours.muted if self.activity == "ready" else background
+        idle = self.activity in IDLE
+        background = "transparent" if idle else background
+        text = colours.muted if idle else colours.chip_text
+        border = colours.muted if idle else background
         self.setStyleSheet(
             f"QLabel {{ background: {background}; color: {text}; border: 1px solid {border}; "
             "border-radius: 9px; padding: 2px 10px; font-weight: 600; }"  # at most half its height: round

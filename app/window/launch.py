@@ -10,6 +10,7 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.system.logs import install_exception_hooks, setup_file_logging
+from app.system.qt_messages import route_qt_messages
 from app.system.qt_platform import require_display, window_platform
 from app.window.dialogs.crash import CrashReporter
 from app.window.main_window import MainWindow
@@ -29,6 +30,7 @@ def switch_threads_often() -> None:
 
 def run(models: Path | None) -> int:
     switch_threads_often()
+    route_qt_messages()  # before Qt starts: its font lines go to the log, not the terminal
     if QApplication.instance() is None:
         require_display(window_platform())  # Qt would abort without a display
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -15,6 +15,7 @@ are polled there by timers that never block.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -49,6 +50,12 @@ from model.hardware import Hardware, probe
 from model.media import Image
 
 __all__ = ["Devices", "MainWindow"]
+
+# How long Quit waits for the model's thread to end its turn or load (a CPU's Token2Wav window, or a
+# multi-GB load, takes seconds): it ends before the model is freed and before Python finalizes.
+SHUTDOWN_WAIT_MS = 120_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,8 @@ class MainWindow(QMainWindow):
         worker.model_failed.connect(models.on_model_failed)
         models.ready.connect(self.model_ready)
         models.failed.connect(self.model_unavailable)
+        models.ready.connect(self._show_activity)
+        models.failed.connect(self._show_activity)
         worker.text_received.connect(session.on_text_received)
         worker.text_received.connect(self._show_activity)
         worker.reply_finished.connect(self._on_reply_finished)
@@ -213,6 +222,7 @@ class MainWindow(QMainWindow):
         self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
         self.hands_free.listening_changed.connect(self._show_devices_in_use)
         self.hands_free.state_changed.connect(self._show_activity)  # Listening while it hears the user
+        self.hands_free.state_changed.connect(self._show_devices_in_use)  # paused while the reply speaks
         self.hands_free.recording_finished.connect(session.on_recording_finished)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
@@ -236,13 +246,16 @@ class MainWindow(QMainWindow):
     def _show_activity(self) -> None:
         speaking = self.speech.speaking and (self._first_sound_s is not None or not self.session.busy)
         listening = self.push_to_talk.microphone is not None or self.hands_free.state == "hearing"
-        self.activity_chip.show_activity(activity(listening, self.session.busy, speaking))
+        self.activity_chip.show_activity(activity(listening, self.session.busy, speaking, self.models.loaded))
 
     @Slot()
     def _show_devices_in_use(self) -> None:
         microphone = self.push_to_talk.microphone or self.hands_free.microphone
         devices = (("Microphone", microphone), ("Camera", self.camera_panel.camera))
-        self.status_line.show_in_use([name for name, device in devices if device is not None])
+        # Hands-free does not hear the user while the reply speaks (no headphones): not "on" then.
+        deaf = self.push_to_talk.microphone is None and self.hands_free.state == "paused"
+        paused = ("Microphone",) if deaf else ()
+        self.status_line.show_in_use([name for name, device in devices if device is not None], paused)
 
     # -- the settings -------------------------------------------------------------------------
 
@@ -337,9 +350,15 @@ class MainWindow(QMainWindow):
         if self._thread.isRunning():
             self.worker.cancel(self.session.asked)
             self._thread.quit()
-            self._thread.wait(5000)
+            # Until the turn (and its stage threads) or a load has ended: a 5 s bound had let the
+            # window free the model under a running turn, and Python finalize while stage threads
+            # still ran (Fatal Python error: bool_dealloc).
+            if not self._thread.wait(SHUTDOWN_WAIT_MS):
+                log.error("the model's thread did not end within %d s of Quit", SHUTDOWN_WAIT_MS // 1000)
+                super().closeEvent(event)
+                return
             self.session.save_reply()
-            self.worker.close()
+        self.worker.close()  # the model and the speakers' stream, before the interpreter finalizes
         super().closeEvent(event)
 
 

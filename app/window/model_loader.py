@@ -42,6 +42,7 @@ class ModelLoader(QObject):
         self._notices = notices
         self._window = window
         self._loading_folder = ""
+        self.loaded = False  # a bundle is loaded and answers
         self.status = ElidedLabel("No model")
         self.choose_button = QPushButton("Set up a model…")
         self.choose_button.clicked.connect(self.open_setup)
@@ -56,6 +57,7 @@ class ModelLoader(QObject):
 
     def load(self, folder: str) -> None:
         self._loading_folder = folder
+        self.loaded = False
         self.status.setText(f"Loading {folder}…")
         self._composer.set_missing(LOADING)
         p = Preferences.load(self._settings)
@@ -77,6 +79,7 @@ class ModelLoader(QObject):
     @Slot(str)
     def on_model_loaded(self, description: str) -> None:
         self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
+        self.loaded = True
         self.status.setText(f"Model: {description}")
         self.choose_button.setVisible(False)  # still in the File menu
         self._composer.set_missing("")
@@ -85,6 +88,7 @@ class ModelLoader(QObject):
 
     @Slot(str)
     def on_model_failed(self, message: str) -> None:
+        self.loaded = False
         self.status.setText("No model")
         self.choose_button.setVisible(True)
         self._composer.set_missing(NO_MODEL)

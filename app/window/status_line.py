@@ -17,8 +17,8 @@ from app.worker import ReplyFinished
 
 
 class StatusLine:
-    """`in_use` ("● Microphone on  ● Camera on", hidden when none is) and `speed_status`, added to
-    `bar` as permanent widgets."""
+    """`in_use` ("● Microphone on  ● Camera on", or "● Microphone paused"; hidden when none is) and
+    `speed_status`, added to `bar` as permanent widgets."""
 
     def __init__(self, bar: QStatusBar) -> None:
         self.in_use = QLabel()
@@ -29,9 +29,10 @@ class StatusLine:
         bar.addPermanentWidget(self.speed_status)
         self._speeds = ReplyFinished("", None, None, None)  # the last reply's
 
-    def show_in_use(self, names: list[str]) -> None:
-        """The devices on now, by name ("Microphone", "Camera")."""
-        self.in_use.setText("  ".join(f"● {name} on" for name in names))
+    def show_in_use(self, names: list[str], paused: tuple[str, ...] = ()) -> None:
+        """The devices on now, by name ("Microphone", "Camera"); those in `paused` are open but not
+        listened to (hands-free without headphones while the assistant speaks)."""
+        self.in_use.setText("  ".join(f"● {name} {'paused' if name in paused else 'on'}" for name in names))
         self.in_use.setVisible(bool(names))
 
     def show_speeds(self, finished: ReplyFinished) -> None:

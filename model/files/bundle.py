@@ -26,6 +26,9 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 _REBUILD = "Build the bundle again (omnidesk models convert) or download it again"
+# The parts every bundle holds (the encoders, audio_encoder and mmproj, are left out of the random
+# bundles the benches make; a question that needs one says so when it asks for it).
+REQUIRED_PARTS = ("thinker", "talker", "token2wav", "voices")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class Bundle:
                 thinker_dtype=str(spec["thinker_dtype"]),
                 preprocessor=spec.get("preprocessor"),
             )
+            missing = [part for part in REQUIRED_PARTS if part not in bundle.files]
+            if missing:
+                raise ModelFileError(
+                    manifest_path, f"the manifest lists no {', '.join(missing)} file", _REBUILD
+                )
             check_config(bundle.config)  # before anything is built from it
         except FileNotFoundError:
             raise ModelFileError(manifest_path, "bundle manifest not found", _REBUILD) from None

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.errors import OmnideskError
+from model.errors import ModelFileError, OmnideskError
 from model.files.bundle import Bundle
 from model.files.convert import NATIVE_PARTS, convert_checkpoint
 from model.files.extracts import INDEX_FILE, Extract, fetch_extract, plan_extracts
@@ -138,17 +138,33 @@ def _download_bundle(size: str, quant: str, out: Path, hub: Hub, listener: Liste
     os.replace(part, extracts_index)
 
     report("writing the bundle")
-    bundle = convert_checkpoint(
-        staging / "checkpoint",
-        out,
-        thinker_gguf=gguf_path,
-        report=report,
-        link_thinker=True,
-        mmproj=mmproj_path,
-        dtype="f16",  # only the vision projector, when it is made here
-    )
+    try:
+        bundle = convert_checkpoint(
+            staging / "checkpoint",
+            out,
+            thinker_gguf=gguf_path,
+            report=report,
+            link_thinker=True,
+            mmproj=mmproj_path,
+            dtype="f16",  # only the vision projector, when it is made here
+        )
+    except ModelFileError as exc:
+        raise _fetched_anew(exc, staging) from None
     shutil.rmtree(staging)
     return bundle
+
+
+def _fetched_anew(exc: ModelFileError, staging: Path) -> OmnideskError:
+    """A fetched file that the conversion refused is deleted, so that the next run fetches it again
+    (kept, it was reused by every later run, whatever the Hub served then)."""
+    path = exc.path.resolve()
+    if not path.is_relative_to(staging.resolve()) or not path.is_file():
+        return exc
+    path.unlink()
+    return OmnideskError(
+        f"{path.name} from the Hub: {exc.problem}. It was deleted: run it again to fetch it anew "
+        "(if the Hub serves it so again, the repository itself is damaged)"
+    )
 
 
 def _thinker_file(files: dict[str, RemoteFile], quant: str, repo: str) -> RemoteFile:

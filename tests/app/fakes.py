@@ -163,6 +163,9 @@ class PulledOutput:
         if self._thread is not None:
             self._thread.join()
 
+    def abort(self) -> None:
+        self.stop()
+
     def close(self) -> None:
         self.stop()
 
@@ -188,6 +191,7 @@ class Speakers:
         self.latency = latency
         self.outputs: list[PulledOutput] = []
 
-    def __call__(self, callback, samplerate: int, **settings) -> PulledOutput:
+    def __call__(self, callback, samplerate: int, latency: float = 0.0, **settings) -> PulledOutput:
+        """`latency`: the device buffer asked for (the device reports its own, `self.latency`)."""
         self.outputs.append(PulledOutput(callback, samplerate, self.latency, **settings))
         return self.outputs[-1]

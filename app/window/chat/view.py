@@ -23,6 +23,7 @@ from PySide6.QtGui import QDesktopServices, QPainter, QPaintEvent, QTextCursor, 
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.history.store import Attachment
+from app.shown_text import displayed
 from app.sound.playback import Playback
 from app.sound.playback import StreamFactory as OutputStreamFactory
 from app.window.chat.attachments import load_attachment
@@ -37,10 +38,6 @@ THUMBNAIL_WIDTH = 160  # images in the chat view
 ASIDE = 18  # percent of the width left beside a message, on the side it does not come from
 EMPTY_HINT = "Ask anything: type below, hold to talk, or attach an image or a recording."
 
-# A terminal's escape sequences (colours, cursor moves), then every other control character but
-# tab and newline (C0, DEL, C1).
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MARKDOWN = QTextDocument.MarkdownFeature
 
@@ -161,13 +158,6 @@ class ChatView(QTextBrowser):
             return
         self._replay.write(samples.samples)
         self._replay.finish()
-
-
-def displayed(text: str) -> str:
-    """`text` as it may be shown: line ends made newlines, escape sequences and other control
-    characters (all but tab and newline) taken out."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 def message_html(message: Message, colours: ChatColors) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -123,6 +124,13 @@ class SetupDialog(QDialog):
         self._thread.start()
         self._build()
         self._refresh_installed()
+        # The list follows the models folder: a bundle imported from a terminal meanwhile shows at once.
+        self._watcher = QFileSystemWatcher(self)
+        folder = models_dir()
+        with suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._watcher.addPath(str(folder))
+        self._watcher.directoryChanged.connect(self._on_models_changed)
 
     def _build(self) -> None:
         advice = recommend(self._hardware)
@@ -271,6 +279,10 @@ class SetupDialog(QDialog):
             )
             return
         self.bundle_ready.emit(folder)
+
+    @Slot(str)
+    def _on_models_changed(self, folder: str) -> None:
+        self._refresh_installed()
 
     def _refresh_installed(self) -> None:
         self.installed.clear()

@@ -161,6 +161,13 @@ class TestBadInput:
         (root / "omnidesk.json").write_text("{ not json")
         assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "omnidesk.json", "manifest")
 
+    def test_a_manifest_without_its_thinker(self, tiny_bundle: Bundle, tmp_path: Path):
+        root = copy_bundle(tiny_bundle, tmp_path)
+        spec = json.loads((root / "omnidesk.json").read_text())
+        del spec["files"]["thinker"]
+        (root / "omnidesk.json").write_text(json.dumps(spec))
+        assert_one_line_error(omnidesk("ask", "--models", root, "hi"), "omnidesk.json", "no thinker file")
+
     def test_unreadable_speaker_dictionary(self, tiny_checkpoint, tmp_path: Path):
         source = Path(shutil.copytree(tiny_checkpoint.path, tmp_path / "checkpoint"))
         (source / "spk_dict.pt").write_bytes(b"\x80\x04not a pickle at all")

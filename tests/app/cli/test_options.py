@@ -196,11 +196,16 @@ class TestInterrupt:
         with wave.open(str(out)) as wav:
             assert out.stat().st_size == 44 + 2 * wav.getnframes()
 
-    def test_at_the_chat_prompt(self, tiny_bundle: Bundle):
+    def test_at_the_chat_prompt_gives_a_new_prompt_as_a_shell_does(self, tiny_bundle: Bundle):
+        """It had ended the whole chat (exit 130)."""
         process = self._start("chat", "--models", tiny_bundle.root, "--text-only")
         assert process.stdout is not None
         assert process.stdout.read(5) == b"you> "
-        self._interrupt(process)
+        process.send_signal(signal.SIGINT)
+        assert process.stdout.read(5) == b"you> ", "a new prompt"
+        out, err = process.communicate(b"/quit\n", timeout=120)
+        print(err.decode("utf-8", "replace"))
+        assert process.returncode == 0 and b"Traceback" not in err
 
     def test_during_a_chat_reply_stops_the_reply_not_the_chat(self, tiny_bundle: Bundle):
         process = self._start("chat", "--models", tiny_bundle.root, "--max-tokens", "400")

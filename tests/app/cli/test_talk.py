@@ -13,7 +13,7 @@ import pytest
 from app.cli.talk import say_if_slow, say_where_speech_runs, speak_turn
 from app.sound.playback import Playback
 from model.files.bundle import Bundle
-from model.pipeline import AudioChunk, Conversation, TurnOptions
+from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
 from model.thinker_types import ThinkerOptions
 from tests.app.fakes import Speakers
@@ -100,3 +100,27 @@ def test_where_speech_runs_is_said_with_why_it_is_not_on_the_gpu(conversation, c
         said[0] == f"omnidesk: speech on Talker {plan.talker_label}, Token2Wav {plan.token2wav.label} (Fast)"
     )
     assert said[1:] == [f"omnidesk: {cpu_torch}", f"omnidesk: {moved}"]
+
+
+class Replying:
+    """A conversation whose reply is `pieces` of text."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+
+    def turn(self, question, options):
+        yield from (TextDelta(piece) for piece in self.pieces)
+        yield TurnFinished("end", "".join(self.pieces), (), ())
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_reply_never_writes_control_characters_to_the_terminal(capsys):
+    """A reply is untrusted: ESC would move the cursor, recolour or retitle the terminal."""
+    pieces = ["Hello \x1b[2J\x1b]0;title\x07", "world\x0b\x1d\x9b31m", "\x1b", "[1A.\tdone\r\n"]
+    finished, _ = speak_turn(Replying(pieces), "hi", TurnOptions(speak=False), None, None)  # type: ignore[arg-type]
+    shown = capsys.readouterr().out
+    assert not [c for c in shown if (ord(c) < 32 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F], repr(shown)
+    assert shown.startswith("Hello ") and "world" in shown and ".\tdone\n" in shown
+    assert finished.text == "".join(pieces), "what the model said is kept as it came"

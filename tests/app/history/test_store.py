@@ -36,6 +36,28 @@ def test_messages_are_kept_in_order_and_the_first_question_titles_the_chat(histo
     assert history.conversations()[0].title == "What is on my screen right now?"
 
 
+def test_a_spoken_question_is_titled_by_its_reply(history: History):
+    """Voice-only conversations had all been titled "New chat"."""
+    chat = history.new_conversation()
+    history.add_message(chat, "user", "")  # a recording, no text
+    reply = history.add_message(chat, "assistant", "")
+    history.update_message(reply, "It is")
+    history.update_message(reply, "It is sunny in Lisbon today.")
+    assert history.conversations()[0].title == "It is sunny in Lisbon today."
+    history.add_message(chat, "user", "")
+    later = history.add_message(chat, "assistant", "")
+    history.update_message(later, "Something else")
+    assert history.conversations()[0].title == "It is sunny in Lisbon today.", "only the first reply"
+
+
+def test_a_typed_question_keeps_its_title_whatever_the_reply(history: History):
+    chat = history.new_conversation()
+    history.add_message(chat, "user", "Weather?")
+    reply = history.add_message(chat, "assistant", "")
+    history.update_message(reply, "Sunny.")
+    assert history.conversations()[0].title == "Weather?"
+
+
 def test_search_rename_delete(history: History):
     first, second = history.new_conversation(), history.new_conversation()
     history.add_message(first, "user", "Tell me about volcanoes")
@@ -110,7 +132,7 @@ def test_what_was_written_survives_a_killed_process(tmp_path):
 
 # -- a history that cannot be used never locks the user out ----------------------------------------
 
-DAMAGE = ["garbage", "truncated", "foreign columns", "another program's database", "another database's wal"]
+DAMAGE = ["garbage", "truncated", "foreign columns", "another program's database"]
 
 
 def saved_history(folder: Path, conversations: int = 3) -> Path:
@@ -181,15 +203,36 @@ class TestDamagedHistory:
         assert [c.title for c in again.conversations()] == ["after the damage"] and later == []
         again.close()
 
-    def test_a_foreign_wal_is_never_replayed_into_the_kept_history(self, tmp_path):
+    def test_a_foreign_wal_alone_is_kept_aside_and_the_history_opens(self, tmp_path):
+        """The whole history had been set aside: the user's conversations vanished from the window
+        although the database itself was intact."""
         path = saved_history(tmp_path)
         damage(path, "another database's wal")
-        History(path).close()
+        foreign = Path(f"{path}-wal").read_bytes()
+        history, notices = opened(path)
         (kept,) = tmp_path.glob("history-damaged-*")
-        assert (kept / "history.sqlite3-wal").exists()
-        without_wal = sqlite3.connect(f"{(kept / 'history.sqlite3').as_uri()}?immutable=1", uri=True)
-        assert without_wal.execute("SELECT COUNT(*) FROM conversations").fetchone() == (3,)
-        without_wal.close()
+        assert (kept / "history.sqlite3-wal").read_bytes() == foreign, "the -wal kept as it was"
+        assert not (kept / "history.sqlite3").exists() and not (kept / "media").exists()
+        assert len(notices) == 1 and str(kept) in notices[0] and "-wal" in notices[0]
+        assert history.saving and len(history.conversations()) == 3
+        (first,) = [
+            c for c in history.conversations() if history.messages(c.id)[0].text.startswith("question 0")
+        ]
+        assert history.messages(first.id)[0].attachments, "its media stay"
+        history.close()
+        again, later = opened(path)
+        assert len(again.conversations()) == 3 and later == []
+        again.close()
+
+    def test_a_foreign_wal_beside_a_damaged_database_goes_aside_with_it(self, tmp_path):
+        path = saved_history(tmp_path)
+        damage(path, "garbage")
+        damage(path, "another database's wal")
+        history, notices = opened(path)
+        (kept,) = tmp_path.glob("history-damaged-*")
+        assert (kept / "history.sqlite3").exists() and (kept / "history.sqlite3-wal").exists()
+        assert history.conversations() == [] and "could not be read" in notices[0]
+        history.close()
 
     def test_an_older_history_without_attachments_is_ours_and_completed(self, tmp_path):
         path = saved_history(tmp_path)

@@ -136,6 +136,9 @@ class FakeOutput:
     def stop(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

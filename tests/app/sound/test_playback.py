@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.sound.playback import Playback
+from app.sound.playback import DEVICE_BUFFER_S, Playback
 from model.errors import OmnideskError
 
 RATE = 24_000
@@ -17,12 +17,16 @@ class FakeStream:
 
     def __init__(self, callback, **settings):
         self.callback, self.settings, self.running = callback, settings, False
+        self.device_buffer = 0  # samples the device holds, played even after a stop (not after an abort)
 
     def start(self):
         self.running = True
 
     def stop(self):
         self.running = False
+
+    def abort(self):
+        self.running, self.device_buffer = False, 0
 
     def close(self):
         pass
@@ -92,6 +96,48 @@ def test_the_next_reply_plays_after_a_stop_and_says_when_it_sounded(player):
     assert np.allclose(stream.pull(1)[:300], 0.2)
     state = playback.state()
     assert state.first_sound == 0.0 and state.played == 300 and not state.pending and playback.wait(0)
+
+
+def test_a_stopped_reply_finished_later_is_never_heard(player):
+    """The worker finishes a stopped reply when its turn ends: that is not its first sound."""
+    playback, stream = player
+    playback.begin()
+    playback.write(np.full(RATE, 0.5, np.float32))
+    playback.stop()
+    playback.finish()
+    assert not np.any(stream.pull(2))
+    state = playback.state()
+    assert state.first_sound is None and state.played == 0 and not state.pending
+    assert playback.underflows == 0, "nothing was due, so nothing ran dry"
+
+
+def test_the_device_holds_enough_audio_to_outlast_a_busy_machine(player):
+    """PortAudio's default buffer (35 ms on PulseAudio) underran whenever the callback's thread waited
+    for a core or the GIL behind the stage threads; 0.2 s did not (omnidesk bench speakers)."""
+    _, stream = player
+    assert stream.settings["latency"] == DEVICE_BUFFER_S >= 0.2
+
+
+def test_stop_drops_what_the_device_holds(player):
+    playback, stream = player
+    playback.write(np.full(RATE, 0.5, np.float32))
+    playback.write(np.full(RATE, 0.5, np.float32))
+    stream.pull(1)
+    stream.device_buffer = round(DEVICE_BUFFER_S * RATE)
+    playback.stop()
+    assert stream.device_buffer == 0 and stream.running, "aborted (its buffer dropped) and started again"
+    playback.close()
+    assert not stream.running
+
+
+def test_a_late_callback_is_counted(player):
+    playback, stream = player
+
+    class Late:
+        output_underflow = True
+
+    stream.callback(np.zeros((BLOCK, 1), np.float32), BLOCK, None, Late())
+    assert playback.device_underruns == 1
 
 
 def test_no_device_is_a_clear_error():

@@ -186,6 +186,18 @@ class TestTheAssistantsVoice:
         assert np.count_nonzero(told[2].samples) == 8_000
 
 
+def test_the_window_says_the_microphone_is_paused_while_the_reply_speaks(qtbot, settings, history_store):
+    """Without headphones the microphone is deaf while the reply speaks: the window had said
+    "● Microphone on", and a follow-up asked then was dropped without a word."""
+    window = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
+    window.hands_free.button.click()
+    assert window.status_line.in_use.text() == "● Microphone on"
+    window.hands_free.set_assistant_speaking(True)
+    assert window.status_line.in_use.text() == "● Microphone paused"
+    assert "not listening while Omnidesk speaks" in window.hands_free.button.toolTip()
+    window.close()
+
+
 def test_preferences_of_hands_free_round_trip_and_bad_values_fall_back(settings):
     chosen = Preferences(hands_free=True, silence_s=1.2, headphones=True)
     chosen.save(settings)

@@ -37,6 +37,15 @@ class TestWithoutModel:
         assert "missing" in blocker.args[0]
         assert "missing" in window.notices.label.text()
         assert window.models.status.text() == "No model"
+        assert window.activity_chip.activity == "no_model"
+
+    def test_the_activity_chip_says_ready_only_once_a_model_is_loaded(
+        self, qtbot, window: MainWindow, tiny_bundle: Bundle
+    ):
+        """It had said Ready with no model loaded."""
+        assert window.activity_chip.activity == "no_model" and window.activity_chip.text() == "No model"
+        load(qtbot, window, tiny_bundle)
+        assert window.activity_chip.activity == "ready"
 
     def test_asking_without_a_model_keeps_the_window_usable(self, qtbot, window: MainWindow):
         window.composer.question_box.setPlainText("hello?")
@@ -304,3 +313,61 @@ class TestLayout:
                 assert toggle.isChecked() != was, f"{toggle.text()} changed"
                 assert self.geometry(window) == before, f"{toggle.text()} moved the controls"
         window.close()
+
+
+QUITS = 20
+
+
+def test_quit_frees_the_model_only_once_a_slow_turn_has_ended(
+    qtbot, window: MainWindow, tiny_bundle: Bundle, monkeypatch
+):
+    """A turn that takes 6 s to notice Stop (a Token2Wav window on a busy CPU): Quit had waited 5 s,
+    then freed the model under it, and Python finalized while its threads ran."""
+    import time
+
+    from model.pipeline import TextDelta, TurnFinished
+
+    load(qtbot, window, tiny_bundle)
+    running, closed_while_running = [], []
+
+    def slow_turn(self, question, options):
+        running.append(True)
+        yield TextDelta("Once upon a time")
+        time.sleep(6.0)
+        running.clear()
+        yield TurnFinished("cancelled", "Once upon a time", (), ())
+
+    close = Conversation.close
+
+    def spy_close(self) -> None:
+        closed_while_running.append(bool(running))
+        close(self)
+
+    monkeypatch.setattr(Conversation, "turn", slow_turn)
+    monkeypatch.setattr(Conversation, "close", spy_close)
+    window.composer.question_box.setPlainText("Tell me a story")
+    with qtbot.waitSignal(window.session.reply_progressed, timeout=TIMEOUT_MS):
+        window.composer.send_button.click()
+    window.close()
+    assert closed_while_running == [False], "freed once, after the turn"
+    assert not window._thread.isRunning()
+
+
+@pytest.mark.slow
+def test_quitting_while_speech_plays_exits_cleanly_every_time(tiny_bundle: Bundle, sound_server):
+    """After a long session, quitting while it spoke once ended in `Fatal Python error: bool_dealloc`
+    (Python finalizing while a stage thread or the speakers' callback still ran)."""
+    import subprocess
+    import sys
+
+    for n in range(QUITS):
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.app.window.quit_while_speaking", str(tiny_bundle.root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0 and "Fatal Python error" not in result.stderr, (
+            n,
+            result.stderr[-3000:],
+        )

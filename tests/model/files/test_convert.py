@@ -153,6 +153,17 @@ class TestPreprocessorConfig:
         (copy / "preprocessor_config.json").unlink()
         assert Checkpoint.open(copy).preprocessor() is None
 
+    @pytest.mark.parametrize("part", ["thinker", "talker", "token2wav", "voices"])
+    def test_a_manifest_without_a_part_every_bundle_holds_is_refused(
+        self, tiny_bundle: Bundle, tmp_path, part
+    ):
+        root = Path(shutil.copytree(tiny_bundle.root, tmp_path / "bundle"))
+        spec = json.loads((root / MANIFEST).read_text())
+        del spec["files"][part]
+        (root / MANIFEST).write_text(json.dumps(spec))
+        with pytest.raises(ModelFileError, match=f"the manifest lists no {part} file"):
+            Bundle.open(root)
+
     def test_a_manifest_whose_preprocessor_is_not_an_object_is_refused(self, tiny_bundle: Bundle, tmp_path):
         root = Path(shutil.copytree(tiny_bundle.root, tmp_path / "bundle"))
         spec = json.loads((root / MANIFEST).read_text()) | {"preprocessor": [300]}

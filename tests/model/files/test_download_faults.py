@@ -107,6 +107,21 @@ def test_a_failed_last_step_keeps_the_hubs_index(hub: FakeHub, tmp_path, monkeyp
     download(hub, tmp_path / "tiny")
 
 
+def test_a_fetched_file_the_conversion_refuses_is_fetched_again(hub: FakeHub, tmp_path):
+    """The Hub served a bad speaker dictionary (its checksum matching): a later run against a good
+    Hub had reused it from the staging folder and failed the same way, every time."""
+    good = hub.repos[CHECKPOINT_REPO]["spk_dict.pt"]
+    hub.repos[CHECKPOINT_REPO]["spk_dict.pt"] = b"\x80\x04not a pickle at all"
+    with pytest.raises(OmnideskError) as failed:
+        download(hub, tmp_path / "tiny")
+    message = str(failed.value)
+    assert "spk_dict.pt" in message and "speaker dictionary" in message and "run it again" in message
+    assert not (tmp_path / "tiny.download" / "checkpoint" / "spk_dict.pt").exists()
+    hub.repos[CHECKPOINT_REPO]["spk_dict.pt"] = good
+    bundle = download(hub, tmp_path / "tiny")
+    Bundle.open(bundle.root, trust_stamps=False)
+
+
 class TestMisbehavingHub:
     def test_nothing_listening(self, tmp_path):
         with socket.socket() as free:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,18 @@ def test_a_folder_without_a_bundle_is_explained(qtbot, dialog: SetupDialog, tmp_
     monkeypatch.setattr(PICK_FOLDER, lambda *a, **k: str(tmp_path))
     dialog.existing_button.click()
     assert "holds no Omnidesk bundle" in dialog.status.text() and "models import" in dialog.status.text()
+
+
+def test_a_bundle_imported_meanwhile_shows_in_the_list_at_once(
+    qtbot, dialog: SetupDialog, tiny_bundle: Bundle, tmp_path
+):
+    """`omnidesk models import` in a terminal while the dialog is open: the list had shown the new
+    bundle only once the dialog was opened again."""
+    assert dialog.installed.count() == 0
+    staging = shutil.copytree(tiny_bundle.root, tmp_path / "models" / "imported.partial")
+    os.replace(staging, tmp_path / "models" / "imported")  # as the import puts it in place
+    qtbot.waitUntil(lambda: dialog.installed.count() == 1, timeout=TIMEOUT_MS)
+    assert dialog.installed.item(0).text() == "imported"
 
 
 def test_removing_a_model_asks_first(qtbot, dialog: SetupDialog, monkeypatch):
