@@ -56,13 +56,18 @@ class PushToTalk(QObject):
     Signals:
     talk_pressed(): the button or key went down; the microphone opens next.
     listening_changed(bool): the microphone opened (True) or closed (False).
+    heard(object): the samples (n,) float32 at 16 kHz the microphone gave since the last heard, while
+        the key is held (the question is encoded as it is spoken).
     recording_finished(object): let go after a recording long enough to send; its Audio.
+    recording_dropped(): let go after a recording too short to send: nothing of it is kept.
     notice(str): something the user should read (no microphone, a device went away, too short).
     """
 
     talk_pressed = Signal()
     listening_changed = Signal(bool)
+    heard = Signal(object)
     recording_finished = Signal(object)
+    recording_dropped = Signal()
     notice = Signal(str)
 
     def __init__(self, settings: QSettings, stream_factory: StreamFactory | None, window: QWidget) -> None:
@@ -165,6 +170,7 @@ class PushToTalk(QObject):
                 f"The recording was too short ({audio.seconds:.1f} s): hold the button, or the "
                 f"{self._preferences().talk_key} key, while you speak."
             )
+            self.recording_dropped.emit()
             return
         self.recording_finished.emit(audio)
 
@@ -207,6 +213,9 @@ class PushToTalk(QObject):
             return
         if notice:
             self.notice.emit(notice)
+        fresh = self.microphone.fresh()
+        if len(fresh):
+            self.heard.emit(fresh)
         self.level_meter.setValue(meter_percent(self.microphone.level.peak))
 
     def _show_state(self) -> None:
