@@ -75,6 +75,12 @@ def idle(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(done.is_set, timeout=TIMEOUT_MS)
 
 
+def heard_a_block(window: MainWindow) -> bool:
+    """The worker listens and has encoded a whole block (read here, set on the worker's thread)."""
+    listening = window.worker._listening
+    return listening is not None and listening[1].blocks_encoded >= 1
+
+
 def assert_equal_to_encoding_at_release(window: MainWindow, released: dict) -> None:
     at_release = conversation(window).perception.encode(released["question"])
     for ours, theirs in zip(released["media"], at_release, strict=True):
@@ -133,6 +139,28 @@ class TestPushToTalk:
             idle(qtbot, window)
         assert "too short" in window.notices.label.text()
         assert window.worker._listening is None, "nothing heard or seen is kept"
+        assert thinker.states(0, thinker.n_cached).keys == kept, "the cache is as it was"
+        window.close()
+
+    def test_escape_while_talking_sends_nothing_and_leaves_nothing_behind(
+        self, qtbot, settings, history_store, tiny_bundle, long_question
+    ):
+        factory = MicrophoneFactory(long_question, pace_s=REAL_TIME_S)
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
+        load(qtbot, window, tiny_bundle)
+        window.show()
+        window.chat_view.setFocus()
+        thinker = conversation(window).thinker
+        kept = thinker.states(0, thinker.n_cached).keys
+        with qtbot.assertNotEmitted(window.session.question_asked):
+            qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
+            qtbot.waitUntil(lambda: heard_a_block(window), timeout=TIMEOUT_MS)
+            qtbot.keyPress(window.chat_view, Qt.Key.Key_Escape)
+            qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
+            qtbot.wait(200)
+            idle(qtbot, window)
+        assert "cancelled" in window.notices.label.text() and window.push_to_talk.microphone is None
+        assert window.worker._listening is None and window.composer.attachments.media == []
         assert thinker.states(0, thinker.n_cached).keys == kept, "the cache is as it was"
         window.close()
 
