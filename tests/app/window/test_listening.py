@@ -148,6 +148,7 @@ class TestPushToTalk:
         factory = MicrophoneFactory(long_question, pace_s=REAL_TIME_S)
         window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
         load(qtbot, window, tiny_bundle)
+        idle(qtbot, window)  # the system prompt, decoded after the model is told loaded
         window.show()
         window.chat_view.setFocus()
         thinker = conversation(window).thinker
