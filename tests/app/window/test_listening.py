@@ -75,6 +75,22 @@ def idle(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(done.is_set, timeout=TIMEOUT_MS)
 
 
+def ready_window(qtbot, settings, history_store, bundle, samples: np.ndarray) -> MainWindow:
+    """A window on `bundle` whose microphone says `samples` at real time, its model loaded and its system
+    prompt decoded (which follows the loaded signal)."""
+    factory = MicrophoneFactory(samples, pace_s=REAL_TIME_S)
+    window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
+    load(qtbot, window, bundle)
+    idle(qtbot, window)
+    return window
+
+
+def cache_keys(window: MainWindow) -> tuple[object, ...]:
+    """What the Thinker's cache holds, position by position (read while the worker is idle)."""
+    thinker = conversation(window).thinker
+    return thinker.states(0, thinker.n_cached).keys
+
+
 def heard_a_block(window: MainWindow) -> bool:
     """The worker listens and has encoded a whole block (read here, set on the worker's thread)."""
     listening = window.worker._listening
@@ -125,13 +141,10 @@ class TestPushToTalk:
     def test_a_slip_of_the_finger_leaves_nothing_behind(
         self, qtbot, settings, history_store, tiny_bundle, spoken_samples
     ):
-        factory = MicrophoneFactory(spoken_samples, pace_s=REAL_TIME_S)
-        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
-        load(qtbot, window, tiny_bundle)
+        window = ready_window(qtbot, settings, history_store, tiny_bundle, spoken_samples)
         window.composer.attachments.add(Image(photo_like(200, 300, seed=2)), "Screen")
         idle(qtbot, window)
-        thinker = conversation(window).thinker
-        kept = thinker.states(0, thinker.n_cached).keys
+        kept = cache_keys(window)
         with qtbot.assertNotEmitted(window.session.question_asked):
             qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
             qtbot.wait(150)
@@ -139,20 +152,16 @@ class TestPushToTalk:
             idle(qtbot, window)
         assert "too short" in window.notices.label.text()
         assert window.worker._listening is None, "nothing heard or seen is kept"
-        assert thinker.states(0, thinker.n_cached).keys == kept, "the cache is as it was"
+        assert cache_keys(window) == kept, "the cache is as it was"
         window.close()
 
     def test_escape_while_talking_sends_nothing_and_leaves_nothing_behind(
         self, qtbot, settings, history_store, tiny_bundle, long_question
     ):
-        factory = MicrophoneFactory(long_question, pace_s=REAL_TIME_S)
-        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
-        load(qtbot, window, tiny_bundle)
-        idle(qtbot, window)  # the system prompt, decoded after the model is told loaded
+        window = ready_window(qtbot, settings, history_store, tiny_bundle, long_question)
         window.show()
         window.chat_view.setFocus()
-        thinker = conversation(window).thinker
-        kept = thinker.states(0, thinker.n_cached).keys
+        kept = cache_keys(window)
         with qtbot.assertNotEmitted(window.session.question_asked):
             qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
             qtbot.waitUntil(lambda: heard_a_block(window), timeout=TIMEOUT_MS)
@@ -162,7 +171,7 @@ class TestPushToTalk:
             idle(qtbot, window)
         assert "cancelled" in window.notices.label.text() and window.push_to_talk.microphone is None
         assert window.worker._listening is None and window.composer.attachments.media == []
-        assert thinker.states(0, thinker.n_cached).keys == kept, "the cache is as it was"
+        assert cache_keys(window) == kept, "the cache is as it was"
         window.close()
 
     def test_an_unchanged_screen_is_not_encoded_twice(
