@@ -8,6 +8,12 @@ begins) and silences the speakers. Audio chunks go straight from this thread to 
 ended; the GUI thread receives only signals carrying plain values: str, a list of str, or a
 frozen dataclass (`ReplyFinished`), and polls `speech_state` (app.window.speech_watch) to know when the
 speech is heard.
+
+A question asked by voice is worked on while it is spoken: `begin_listening` (at the press, or when
+hands-free hears speech start) encodes the pictures it carries, `hear` encodes its sound in 2 s blocks,
+both going into the Thinker's cache (model.pipeline.listening); the `Ask` of its recording names the
+press (`listened`), and a press that brings no question is dropped (`drop_listening`). A picture
+attached to a typed question is encoded as it is attached (`look`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,18 @@ from model.detail import DETAILS
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.hardware import llama_backend
-from model.media import Question
+from model.media import Image, Question
 from model.perception import PictureShrunk
-from model.pipeline import AudioChunk, Conversation, Mark, RecordingCut, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import (
+    AudioChunk,
+    Conversation,
+    Listening,
+    Mark,
+    RecordingCut,
+    TextDelta,
+    TurnFinished,
+    TurnOptions,
+)
 from model.placement import PlanChoice
 from model.talker import SpeechOptions
 from model.thinker_types import ThinkerOptions
@@ -82,6 +97,17 @@ class Ask:
     voice: str
     speak: bool
     number: int = 0  # the asker's count of questions: `cancel(through=n)` stops questions up to n
+    listened: int = 0  # the `Look` whose listening heard this question's recording (0: none)
+
+
+@dataclass(frozen=True)
+class Look:
+    """The talk key went down (or hands-free heard speech start): listen to the question from now on.
+
+    `images`: the pictures it will carry (screen shots, camera frames), encoded while the user speaks."""
+
+    number: int  # the window's count of presses; the Ask of the recording names it
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,7 @@ class ConversationWorker(QObject):
         self._cancelled_through = -1  # questions numbered up to this one are cancelled (any thread)
         self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's input was ready
         self._said_slow = False
+        self._listening: tuple[int, Listening] | None = None  # the Look's number, and what it heard
 
     def cancel(self, through: int | None = None) -> None:
         """Stop the reply and silence the speakers (callable from any thread). `through`: the
@@ -218,6 +245,7 @@ class ConversationWorker(QObject):
     @Slot(object)
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
         """Continue a saved conversation: (question, reply) texts, oldest first."""
+        self.drop_listening()
         if self._conversation is not None:
             self._conversation.restore(exchanges)
 
@@ -229,6 +257,54 @@ class ConversationWorker(QObject):
         self._close_sink()
 
     @Slot(object)
+    def look(self, image: Image) -> None:
+        """A picture was attached to the question being written: encode it now, so that the question
+        finds it encoded (a failure is told when the question is asked)."""
+        if self._conversation is not None:
+            try:
+                self._conversation.perception.encode_image(image)
+            except OmnideskError as exc:
+                log.info("an attached picture could not be encoded yet: %s", exc)
+
+    @Slot(object)
+    def begin_listening(self, look: Look) -> None:
+        """The user began to ask: encode `look`'s pictures, then each 2 s of what they say (`hear`),
+        and put them in the Thinker's cache while they speak."""
+        self.drop_listening()
+        if self._conversation is None:
+            return
+        listening = self._conversation.listen()
+        self._listening = (look.number, listening)
+        for image in look.images:
+            try:
+                listening.look(image)
+            except OmnideskError as exc:  # told when the question is asked, where it is encoded again
+                log.info("a picture could not be encoded while listening: %s", exc)
+
+    @Slot(object)
+    def hear(self, samples: np.ndarray) -> None:
+        """The next samples (n,) float32 at 16 kHz of the question being asked."""
+        if self._listening is not None:
+            self._listening[1].hear(samples)
+
+    @Slot()
+    def drop_listening(self) -> None:
+        """No question came of the press (too short, turned off): forget what was heard and seen."""
+        if self._listening is not None:
+            self._listening[1].discard()
+            self._listening = None
+
+    def _heard(self, request: Ask) -> Listening | None:
+        """The listening that heard `request`'s recording; another one is dropped (its question will
+        not come: its cache must not outlive this turn's)."""
+        listened, self._listening = self._listening, None
+        if listened is not None and listened[0] == request.listened:
+            return listened[1]
+        if listened is not None:
+            listened[1].discard()
+        return None
+
+    @Slot(object)
     def ask(self, request: Ask) -> None:
         """Answer one question; a reply_finished always follows (after a turn_failed if it failed)."""
         if self._sink is not None:  # a new question silences what is still spoken
@@ -238,7 +314,10 @@ class ConversationWorker(QObject):
             self.turn_failed.emit("No model is loaded yet: choose a model bundle first.")
             self.reply_finished.emit(ReplyFinished("error", None, None, None))
             return
+        heard = self._heard(request)
         if request.number <= self._cancelled_through:  # stopped before it began
+            if heard is not None:
+                heard.discard()
             self.reply_finished.emit(ReplyFinished("cancelled", None, None, None))
             return
         sink = self._open_sink() if request.speak else None
@@ -249,7 +328,7 @@ class ConversationWorker(QObject):
             max_tokens=self._max_tokens,
             speech=replace(self._speech, voice=request.voice),
         )
-        finished = self._run(conversation, request, options, sink)
+        finished = self._run(conversation, request, options, sink, heard)
         if sink is not None:
             sink.finish()
         if finished.reason == "error" and request.number <= self._cancelled_through:
@@ -264,11 +343,16 @@ class ConversationWorker(QObject):
             self.plan_noted.emit(slow_speech_note(conversation.plan.profile == "fast"))
 
     def _run(
-        self, conversation: Conversation, request: Ask, options: TurnOptions, sink: AudioSink | None
+        self,
+        conversation: Conversation,
+        request: Ask,
+        options: TurnOptions,
+        sink: AudioSink | None,
+        heard: Listening | None,
     ) -> TurnFinished:
         finished: TurnFinished | None = None
         stopping = False
-        for event in conversation.turn(request.question, options):
+        for event in conversation.turn(request.question, options, heard):
             # A cancel that came as the turn began (which clears the conversation's) is applied here.
             if not stopping and request.number <= self._cancelled_through:
                 stopping = True
@@ -317,6 +401,7 @@ class ConversationWorker(QObject):
         self._close_sink()
 
     def _close_conversation(self) -> None:
+        self._listening = None
         if self._conversation is not None:
             self._conversation.close()
             self._conversation = None

@@ -217,11 +217,17 @@ class ListeningEncoder:
         self._samples = 0
         self._blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (mel used, embeddings) per early block
         self.reencoded = 0  # blocks encoded again at release
+        self.kept_blocks = 0  # leading early blocks whose embeddings `finish` kept as they were
 
     @property
     def blocks_encoded(self) -> int:
         """Blocks encoded so far while listening."""
         return len(self._blocks)
+
+    @property
+    def frames_encoded(self) -> int:
+        """Mel frames of the blocks encoded so far while listening."""
+        return len(self._blocks) * self._encoder.config.block_frames
 
     def push(self, samples: np.ndarray) -> None:
         """Append samples (n,) at INPUT_SAMPLE_RATE; encodes every block whose frames are now complete."""
@@ -238,17 +244,29 @@ class ListeningEncoder:
             mel = log_mel(self._recording()[:end], max_samples=self._max_samples)[:, start : start + block]
             self._blocks.append((mel, self._encoder.encode_block(mel)))
 
-    def finish(self) -> torch.Tensor:
-        """Embeddings (audio_token_count(frames), output_dim) of the whole recording."""
-        mel = log_mel(self._recording(), max_samples=self._max_samples)  # OmnideskError if empty
+    def finish(self, recording: np.ndarray | None = None) -> torch.Tensor:
+        """Embeddings (audio_token_count(frames), output_dim) of the whole recording: the samples
+        pushed, or `recording` (n,) where the one sent differs from them (voice activity sends the
+        utterance without its trailing silence); an early block is kept only where its features are
+        unchanged in it, so the result is exact either way."""
+        whole = self._recording() if recording is None else np.asarray(recording, np.float32)
+        mel = log_mel(whole, max_samples=self._max_samples)  # OmnideskError if empty
         out = []
         for b, block in enumerate(mel.split(self._encoder.config.block_frames, dim=1)):
             if b < len(self._blocks) and torch.equal(self._blocks[b][0], block):
                 out.append(self._blocks[b][1])
+                self.kept_blocks += 1 if self.kept_blocks == b else 0
             else:
                 self.reencoded += 1 if b < len(self._blocks) else 0
                 out.append(self._encoder.encode_block(block))
         return torch.cat(out)
+
+    def embeddings_so_far(self) -> torch.Tensor:
+        """The early blocks' embeddings (blocks_encoded * n_window // 2, output_dim), as encoded while
+        listening (a block may still be encoded again at release, see `finish`)."""
+        if not self._blocks:
+            return self._encoder._empty()
+        return torch.cat([embeddings for _, embeddings in self._blocks])
 
     def _recording(self) -> np.ndarray:
         """All samples so far (n,), joined into one piece."""

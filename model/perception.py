@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from model.audio_encoder import AudioEncoder, audio_encoder_from_file
+from model.audio_encoder import AudioEncoder, ListeningEncoder, audio_encoder_from_file
 from model.audio_features import check_recording, log_mel, mel_frame_count, recording_limit
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
@@ -29,6 +29,8 @@ from model.tmrope import AudioSpan, ImageGrid, VideoGrid
 from model.vision import PATCH_SIZE, FrameEncoder, VisionEncoder, VisionOptions
 from model.vision_plan import PIXELS_PER_EMBEDDING, SHARP_EMBEDDINGS, SMALL_TEXT_SCALE
 from model.vision_tower import NativeVisionEncoder
+
+IMAGES_KEPT = 4  # encodings of recent images kept for questions that show them again
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Perception:
         self._vision: FrameEncoder | None = None
         self._said_shrunk = False
         self._audio: AudioEncoder | None = None
+        self._images: dict[str, EncodedMedia] = {}  # by pixel_hash, oldest first
 
     def encode(self, question: Question) -> list[EncodedMedia]:
         """The question's media in prompt order: videos, images, then recordings."""
@@ -117,10 +120,22 @@ class Perception:
         return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key, sound)
 
     def encode_image(self, image: Image) -> EncodedMedia:
-        encoded = self._vision_encoder().encode(image)
-        return EncodedMedia(
-            encoded.embeddings, encoded.grid, encoded.key, shrunk=self._shrunk(image, encoded.grid)
-        )
+        """The image's embeddings; pixels seen lately (the same screen asked about again) are not
+        encoded again: the last IMAGES_KEPT images' encodings are kept, by a hash of their pixels."""
+        pixels = pixel_hash(image.pixels)
+        known = self._images.pop(pixels, None)
+        if known is None:
+            encoded = self._vision_encoder().encode(image)
+            known = EncodedMedia(encoded.embeddings, encoded.grid, encoded.key)
+        self._images[pixels] = known  # now the most recent
+        while len(self._images) > IMAGES_KEPT:
+            del self._images[next(iter(self._images))]
+        assert isinstance(known.grid, ImageGrid)
+        return replace(known, shrunk=self._shrunk(image, known.grid))
+
+    def forget_images(self) -> None:
+        """Drop the images' kept encodings (another conversation begins)."""
+        self._images.clear()
 
     def _shrunk(self, image: Image, grid: ImageGrid) -> PictureShrunk | None:
         """The first picture that the budget (below Sharp's) shrinks under SMALL_TEXT_SCALE of its width."""
@@ -136,14 +151,23 @@ class Perception:
         check_recording(audio.samples)
         encoder = self._audio_encoder()
         heard = audio.samples[: self.max_samples]
-        embeddings = encoder.encode(log_mel(heard, max_samples=self.max_samples)).float().cpu().numpy()
-        digest = hashlib.blake2b(heard.tobytes(), digest_size=16, person=b"omnidesk-audio")
+        embeddings = encoder.encode(log_mel(heard, max_samples=self.max_samples))
+        return self.recording_media(audio, embeddings, recording_key(heard))
+
+    def listening_encoder(self) -> ListeningEncoder:
+        """An encoder of a recording still being made (2 s blocks as they arrive), for this bundle."""
+        return ListeningEncoder(self._audio_encoder(), self.max_samples)
+
+    def recording_media(self, audio: Audio, embeddings: torch.Tensor, key: str) -> EncodedMedia:
+        """A recording's embeddings (tokens, n_embd), of its first `max_samples` at most, as the
+        Thinker takes them (with the cut said, if it was longer)."""
+        heard = min(len(audio.samples), self.max_samples)
         cut = None
-        heard_s = len(heard) / INPUT_SAMPLE_RATE
+        heard_s = heard / INPUT_SAMPLE_RATE
         if heard_s < audio.recording_s:
             cut = RecordingCut(heard_s, audio.recording_s)
-        span = AudioSpan(mel_frame_count(len(heard), self.max_samples))
-        return EncodedMedia(embeddings, span, digest.hexdigest(), cut=cut)
+        span = AudioSpan(mel_frame_count(heard, self.max_samples))
+        return EncodedMedia(embeddings.float().cpu().numpy(), span, key, cut=cut)
 
     def _vision_encoder(self) -> FrameEncoder:
         """The encoder the options name: llama.cpp's mtmd, or torch's tower (`options.tower`)."""
@@ -181,6 +205,19 @@ def recording_cuts(media: Sequence[EncodedMedia]) -> list[RecordingCut]:
 def pictures_shrunk(media: Sequence[EncodedMedia]) -> list[PictureShrunk]:
     """What `media` say of pictures shrunk past readable small text, in order."""
     return [item.shrunk for item in media if item.shrunk is not None]
+
+
+def recording_key(heard: np.ndarray) -> str:
+    """A hash of the samples (n,) of a recording that the model hears."""
+    return hashlib.blake2b(heard.tobytes(), digest_size=16, person=b"omnidesk-audio").hexdigest()
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    """A hash of an image's pixels (h, w, 3) and shape: the same screen shot twice hashes the same."""
+    digest = hashlib.blake2b(digest_size=16, person=b"omnidesk-pixels")
+    digest.update(repr(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
 
 
 def _clock(seconds: float) -> str:

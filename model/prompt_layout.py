@@ -63,6 +63,13 @@ class PromptLayout:
         body = media_ids(media, self.tmrope) + (self._tokenize(text) if text else [])
         return [self._im_start, *self._tokenize("user\n"), *body, self._im_end, *self._newline]
 
+    def user_so_far(self, media: Sequence[EncodedMedia], recording_open: bool) -> list[int]:
+        """The start of a user turn while it is asked: <|im_start|>user\n and the media known so far,
+        the last of them a recording still being made if `recording_open` (its placeholders so far,
+        without its end marker). The ids are the first ones of `user` with the finished media."""
+        ids = [self._im_start, *self._tokenize("user\n"), *media_ids(media, self.tmrope)]
+        return ids[:-1] if recording_open else ids
+
     def reply_header(self) -> list[int]:
         """What precedes the assistant's reply: <|im_start|>assistant\n"""
         return [self._im_start, *self._tokenize("assistant\n")]

@@ -187,6 +187,25 @@ class Thinker:
         keys, runs = _flatten(prompt)
         if not keys:
             raise OmnideskError("the prompt is empty")
+        # Always decode the last prompt position again: its logits choose the first reply token.
+        self.truncate(min(self._common_prefix(keys), len(keys) - 1))
+        start = self.n_cached
+        logits = self._decode_runs(runs, start, all_logits)
+        return len(keys) - start, logits
+
+    def extend(self, prompt: Sequence[Segment]) -> int:
+        """Make the context hold `prompt`, the start of a prompt still being made (a question while it
+        is asked), decoding only what the cache lacks; unlike `prefill`, nothing held is decoded again
+        and no logits are made. Returns the positions decoded."""
+        keys, runs = _flatten(prompt)
+        self.truncate(self._common_prefix(keys))
+        start = self.n_cached
+        if start < len(keys):
+            self._decode_runs(runs, start, all_logits=False)
+        return len(keys) - start
+
+    def _common_prefix(self, keys: list[object]) -> int:
+        """How many of the prompt's first `keys` the cache holds (ContextFull if it cannot hold them all)."""
         if len(keys) > self.n_ctx:
             raise ContextFull(len(keys), self.n_ctx)
         common = 0
@@ -194,11 +213,7 @@ class Thinker:
             if cached != new:
                 break
             common += 1
-        # Always decode the last prompt position again: its logits choose the first reply token.
-        self.truncate(min(common, len(keys) - 1))
-        start = self.n_cached
-        logits = self._decode_runs(runs, start, all_logits)
-        return len(keys) - start, logits
+        return common
 
     def _decode_runs(self, runs: list[tuple[int, Segment]], start: int, all_logits: bool) -> np.ndarray:
         collected: list[np.ndarray] = []

@@ -72,6 +72,7 @@ class Microphone:
         self._max_blocks = queue_blocks
         self._blocks: collections.deque[np.ndarray] = collections.deque()
         self._recorded: list[np.ndarray] = []
+        self._handed = 0  # pieces of `_recorded` already given by `fresh`
         self._factory = stream_factory or default_stream_factory()
         self._stream: InputStream | None = self._open(device)
 
@@ -133,11 +134,17 @@ class Microphone:
         self.device = None
         return f"The microphone “{lost}” went away: recording goes on with the system default."
 
+    def fresh(self) -> np.ndarray:
+        """The samples polled since the last `fresh`, which stay in the recording: (n,) float32 at
+        INPUT_SAMPLE_RATE. For encoding a question while it is spoken (push-to-talk)."""
+        pieces, self._handed = self._recorded[self._handed :], len(self._recorded)
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
     def take(self) -> np.ndarray:
         """The samples recorded since the last `take` (up to the last poll), which are not kept:
         (n,) float32 at INPUT_SAMPLE_RATE. For listening without end (hands-free)."""
         taken = np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)
-        self._recorded = []
+        self._recorded, self._handed = [], 0
         return taken
 
     def stop(self) -> Audio:
@@ -150,5 +157,5 @@ class Microphone:
         fresh = list(self._blocks)
         self._blocks.clear()
         samples = np.concatenate([*self._recorded, *fresh]) if self._recorded or fresh else np.zeros(0)
-        self._recorded = []
+        self._recorded, self._handed = [], 0
         return Audio(samples.astype(np.float32))

@@ -116,6 +116,13 @@ class VoiceActivity:
         """The user is speaking (SpeechStarted was told and SpeechEnded not yet)."""
         return self._utterance is not None and self._utterance.started
 
+    def utterance_since(self, start: int) -> np.ndarray:
+        """The samples (n,) of the utterance being heard, pre-roll included, from its `start`-th sample
+        (a multiple of FRAME) on; empty when none is heard."""
+        utterance = self._utterance
+        frames = utterance.frames[start // FRAME :] if utterance is not None else []
+        return np.concatenate(frames) if frames else np.zeros(0, np.float32)
+
     def feed(self, samples: np.ndarray) -> list[SpeechStarted | SpeechEnded]:
         """Take in (n,) float32 samples at INPUT_SAMPLE_RATE, any n; the events they brought, in order."""
         stream = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])

@@ -4,8 +4,9 @@ they stop speaking; no key to hold.
 Voice activity (app.sound.voice_activity, Silero VAD) finds where speech starts and ends. Speech starting
 is told (`speech_started`) as a press of push-to-talk is, so that talking over a reply interrupts
 it; speech ending sends its recording (`recording_finished`), as letting go of push-to-talk does.
-The recording is sent whole when the user stops: push-to-talk does not encode while the user speaks
-either (the audio encoder's ListeningEncoder is not used by the window yet), so both send the same.
+While the user speaks, what is heard of the utterance (`heard`, from its pre-roll on) goes to the
+worker, which encodes it in 2 s blocks as push-to-talk's does; the recording sent at the end leaves out
+the trailing silence, and the worker's encoding of it is exact all the same.
 
 The assistant's own voice must not start a turn. Without echo cancellation, what the microphone
 hears while the assistant speaks is ignored (and for ECHO_TAIL_S after, the room's echo), so the
@@ -56,14 +57,18 @@ class HandsFree(QObject):
 
     Signals:
     speech_started(): the user started to speak (a running reply is interrupted, as by push-to-talk).
+    heard(object): the samples (n,) float32 at 16 kHz of the utterance heard since the last heard.
     recording_finished(object): the user stopped speaking; the Audio of what they said.
+    speech_dropped(): listening stopped while the user spoke (turned off, device lost): nothing is sent.
     listening_changed(bool): the microphone opened (True) or closed (False).
     state_changed(str): "off", "listening", "hearing" or "paused" (see STATES).
     notice(str): something the user should read (no microphone, a device went away).
     """
 
     speech_started = Signal()
+    heard = Signal(object)
     recording_finished = Signal(object)
+    speech_dropped = Signal()
     listening_changed = Signal(bool)
     state_changed = Signal(str)
     notice = Signal(str)
@@ -89,6 +94,7 @@ class HandsFree(QObject):
         self._assistant_speaking = False
         self._ignored_left = 0  # samples still to ignore: the room's echo of the assistant
         self._state = "off"
+        self._told = 0  # samples of the utterance already told by `heard`
 
         self.button = QPushButton("Hands-free")
         set_icon(self.button, "hands-free")
@@ -163,6 +169,8 @@ class HandsFree(QObject):
         if self.microphone is None:
             return
         self.close()
+        if self._voice is not None and self._voice.hearing:
+            self.speech_dropped.emit()
         self._voice = None
         self._show_state()
         self.listening_changed.emit(False)
@@ -189,9 +197,15 @@ class HandsFree(QObject):
             samples = samples[skipped:]
         for event in voice.feed(samples):
             if isinstance(event, SpeechStarted):
+                self._told = 0
                 self.speech_started.emit()
             elif isinstance(event, SpeechEnded):
                 self._send(event)
+        if voice.hearing:
+            fresh = voice.utterance_since(self._told)
+            self._told += len(fresh)
+            if len(fresh):
+                self.heard.emit(fresh)
         self._show_state()
 
     def _ignoring(self) -> bool:

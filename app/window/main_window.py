@@ -45,9 +45,9 @@ from app.window.push_to_talk import PushToTalk
 from app.window.speech_watch import SpeechWatch
 from app.window.status_line import StatusLine
 from app.window.theme import apply_theme
-from app.worker import ConversationWorker, ReplyFinished
+from app.worker import ConversationWorker, Look, ReplyFinished
 from model.hardware import Hardware, probe
-from model.media import Image
+from model.media import Audio, Image
 
 __all__ = ["Devices", "MainWindow"]
 
@@ -74,6 +74,8 @@ class Devices:
 class MainWindow(QMainWindow):
     """Signals (all emitted on the GUI thread):
     output_device_chosen(str): the speakers to use, "" for the system default (to the worker).
+    listening_begun(object): the user began to ask by voice: a Look (to the worker, which encodes the
+        question's pictures and, from the rooms' `heard`, its sound while the user speaks).
     model_ready(str): a bundle is loaded; its description.
     model_unavailable(str): loading failed, or a turn could not run; the message shown.
     Loading a bundle is the `models`' (a ModelLoader: load_requested(object)); the turns' own
@@ -82,6 +84,7 @@ class MainWindow(QMainWindow):
     """
 
     output_device_chosen = Signal(str)
+    listening_begun = Signal(object)
     model_ready = Signal(str)
     model_unavailable = Signal(str)
 
@@ -103,6 +106,7 @@ class MainWindow(QMainWindow):
         self.worker = worker or ConversationWorker()
         self.worker.moveToThread(self._thread)
         self._first_sound_s: float | None = None  # the current reply's, once heard
+        self._looks = 0  # questions begun by voice (each Look's number)
 
         app = QApplication.instance()
         if isinstance(app, QApplication):  # first: the style sheet sets the controls' sizes
@@ -216,14 +220,22 @@ class MainWindow(QMainWindow):
         self.push_to_talk.talk_pressed.connect(self._on_talk_pressed)
         self.push_to_talk.listening_changed.connect(self._show_devices_in_use)
         self.push_to_talk.listening_changed.connect(self._show_activity)
-        self.push_to_talk.recording_finished.connect(session.on_recording_finished)
+        self.push_to_talk.listening_changed.connect(self._on_push_to_talk_listening)
+        self.push_to_talk.heard.connect(worker.hear)
+        self.push_to_talk.recording_finished.connect(self._on_recording_finished)
+        self.push_to_talk.recording_dropped.connect(worker.drop_listening)
+        self.listening_begun.connect(worker.begin_listening)
+        self.composer.attachments.image_added.connect(worker.look)
         self.hands_free.notice.connect(notices.show)
         self.hands_free.button.toggled.connect(self.push_to_talk.set_hands_free)
         self.hands_free.speech_started.connect(self._on_talk_pressed)  # speaking over a reply interrupts it
         self.hands_free.listening_changed.connect(self._show_devices_in_use)
         self.hands_free.state_changed.connect(self._show_activity)  # Listening while it hears the user
         self.hands_free.state_changed.connect(self._show_devices_in_use)  # paused while the reply speaks
-        self.hands_free.recording_finished.connect(session.on_recording_finished)
+        self.hands_free.speech_started.connect(self._begin_listening)
+        self.hands_free.heard.connect(worker.hear)
+        self.hands_free.recording_finished.connect(self._on_recording_finished)
+        self.hands_free.speech_dropped.connect(worker.drop_listening)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
         self.conversations.conversation_chosen.connect(session.on_conversation_chosen)
@@ -307,6 +319,22 @@ class MainWindow(QMainWindow):
     def _on_talk_pressed(self) -> None:
         if self.session.busy or self.speech.speaking:  # talking over the reply interrupts it
             self.worker.cancel(self.session.asked)
+
+    @Slot(bool)
+    def _on_push_to_talk_listening(self, on: bool) -> None:
+        if on:
+            self._begin_listening()
+
+    @Slot()
+    def _begin_listening(self) -> None:
+        """The user began to ask by voice: the worker listens, with the pictures attached so far."""
+        self._looks += 1
+        images = tuple(m for m in self.composer.attachments.media if isinstance(m, Image))
+        self.listening_begun.emit(Look(self._looks, images))
+
+    @Slot(object)
+    def _on_recording_finished(self, audio: Audio) -> None:
+        self.session.on_recording_finished(audio, listened=self._looks)
 
     @Slot(object)
     def _on_question_asked(self, _ask: object) -> None:

@@ -1,4 +1,5 @@
-"""Push-to-talk: hold the button (or the talk key) to record a question, let go to send it.
+"""Push-to-talk: hold the button (or the talk key) to record a question, let go to send it; Escape
+while holding it cancels the question.
 
 A held key may come as release/press pairs: X11 repeats a held key by sending both every ~40 ms
 after ~660 ms, and Qt does not always mark them as repeats (`isAutoRepeat()` false, seen under
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QObject, QSettings, QSize, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
@@ -58,13 +59,19 @@ class PushToTalk(QObject):
     Signals:
     talk_pressed(): the button or key went down; the microphone opens next.
     listening_changed(bool): the microphone opened (True) or closed (False).
+    heard(object): the samples (n,) float32 at 16 kHz the microphone gave since the last heard, while
+        the key is held (the question is encoded as it is spoken).
     recording_finished(object): let go after a recording long enough to send; its Audio.
+    recording_dropped(): let go after a recording too short to send, or Escape while talking: nothing of
+        it is kept.
     notice(str): something the user should read (no microphone, a device went away, too short).
     """
 
     talk_pressed = Signal()
     listening_changed = Signal(bool)
+    heard = Signal(object)
     recording_finished = Signal(object)
+    recording_dropped = Signal()
     notice = Signal(str)
 
     def __init__(self, settings: QSettings, stream_factory: StreamFactory | None, window: QWidget) -> None:
@@ -166,8 +173,25 @@ class PushToTalk(QObject):
                 f"The recording was too short ({audio.seconds:.1f} s): hold the button, or the "
                 f"{self._preferences().talk_key} key, while you speak."
             )
+            self.recording_dropped.emit()
             return
         self.recording_finished.emit(audio)
+
+    def cancel(self) -> None:
+        """Stop listening and send nothing (Escape while talking): what was recorded is dropped."""
+        if not self._talking:
+            return
+        self._talking = False
+        self._release.stop()
+        self._timer.stop()
+        self._recorded_before_loss = None
+        if self.microphone is not None:
+            self.microphone.stop()
+            self.microphone = None
+        self._show_state()
+        self.listening_changed.emit(False)
+        self.notice.emit("Question cancelled: nothing was sent.")
+        self.recording_dropped.emit()
 
     def talk_key(self, pressed: bool) -> None:
         """The talk key went down (`pressed`) or up; auto-repeats and typing are already left out.
@@ -208,6 +232,9 @@ class PushToTalk(QObject):
             return
         if notice:
             self.notice.emit(notice)
+        fresh = self.microphone.fresh()
+        if len(fresh):
+            self.heard.emit(fresh)
         self.level_meter.setValue(meter_percent(self.microphone.level.peak))
 
     def _show_state(self) -> None:
@@ -221,6 +248,10 @@ class PushToTalk(QObject):
         assert isinstance(event, QKeyEvent)
         if self._hands_free or event.isAutoRepeat():
             return False
+        if self._talking and event.key() == Qt.Key.Key_Escape and self._in_window(watched):
+            if kind == QEvent.Type.KeyPress:
+                self.cancel()
+            return True
         if not self._is_talk_key(event) or not self._in_window(watched):
             return False
         if self._typing():

@@ -36,8 +36,6 @@ import copy
 import gc
 import multiprocessing
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +43,7 @@ from typing import Any, Literal
 import torch
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
-from model.bench.parts.measure import peak_rss, sync
+from model.bench.parts.measure import in_own_process, peak_rss, sync
 from model.bench.parts.random_bundle import random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.files.bundle import Bundle
@@ -134,11 +132,11 @@ def main(argv: list[str]) -> int:
     ours = {}
     for name in plans:
         choice = PlanChoice(speech_device=args.speech_device, quality=QUALITIES[name])
-        ours[name] = _in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, choice)
+        ours[name] = in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, choice)
     theirs = None
     if args.reference:
         first = next(iter(ours.values()))
-        theirs = _in_own_process(
+        theirs = in_own_process(
             _run_reference,
             str(root),
             first["prompt_ids"],
@@ -149,12 +147,6 @@ def main(argv: list[str]) -> int:
         )
     _report(ours, theirs)
     return 0
-
-
-def _in_own_process(run: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """`run(*args)` in a fresh process, so that each side's memory and peak RSS are its own."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run, *args).result()
 
 
 # -- ours ---------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ the Talker and Token2Wav are never loaded. Timing marks are `time.perf_counter()
 since the turn's input was ready.
 
 Modules: `events` (what a turn yields), `conversation` (the history, the prompt, `Conversation.turn`)
-and `stages` (one turn's threads, the queues between them, and the Thinker-to-Talker feed).
+`stages` (one turn's threads, the queues between them, and the Thinker-to-Talker feed) and `listening`
+(a question while it is asked: its pictures and finished audio blocks encoded and in the cache before
+the release).
 """
 
 from model.pipeline.conversation import Conversation, Exchange
@@ -28,6 +30,7 @@ from model.pipeline.events import (
     TextDelta,
     TurnFinished,
 )
+from model.pipeline.listening import Listening
 from model.pipeline.options import TurnOptions
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Conversation",
     "Event",
     "Exchange",
+    "Listening",
     "Mark",
     "RecordingCut",
     "TextDelta",

@@ -21,6 +21,7 @@ from model.hardware import probe
 from model.media import Question
 from model.perception import EncodedMedia, Perception, pictures_shrunk, recording_cuts
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
+from model.pipeline.listening import Listening
 from model.pipeline.options import TurnOptions
 from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage, release_cached_gpu_memory
 from model.pipeline.stages import TurnStages, failure_message
@@ -202,6 +203,7 @@ class Conversation:
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
         """Continue a saved conversation from its (question, reply) texts, oldest first."""
         self.history = []
+        self.perception.forget_images()
         for question, reply in exchanges:
             user_ids = tuple(self._user_ids(question, (), first=not self.history))
             self.history.append(Exchange(question, user_ids, tuple(self.thinker.tokenize(reply)), reply))
@@ -232,9 +234,25 @@ class Conversation:
         segments, _ = self.layout.segments(ids, every)
         return ids, segments
 
-    def turn(self, question: str | Question, options: TurnOptions = TurnOptions()) -> Iterator[Event]:
+    def listen(self) -> Listening:
+        """The next question while it is asked: what is known of it goes into the cache before the
+        user lets go (then `turn(question, heard=...)`; or `discard()` if no question comes)."""
+        return Listening(self.perception, self.thinker, self.prefill_question_start)
+
+    def prefill_question_start(self, media: Sequence[EncodedMedia], recording_open: bool) -> None:
+        """Put the conversation so far and the start of the next question (its media so far, see
+        `PromptLayout.user_so_far`) in the Thinker's cache; ContextFull if it cannot hold them."""
+        ids = self.prompt_ids([])[: -len(self.layout.reply_header())]
+        ids += self.layout.user_so_far(media, recording_open)
+        every = [m for exchange in self.history for m in exchange.media] + list(media)
+        segments, _ = self.layout.segments(ids, every)
+        self.thinker.extend(segments)
+
+    def turn(
+        self, question: str | Question, options: TurnOptions = TurnOptions(), heard: Listening | None = None
+    ) -> Iterator[Event]:
         """Answer `question` (text, or text with images and recordings); the last event is always a
-        TurnFinished."""
+        TurnFinished. `heard`: the question as it was listened to, whose media are already encoded."""
         self._cancel.clear()
         if isinstance(question, str):
             question = Question(question)
@@ -247,7 +265,7 @@ class Conversation:
             voice = pick_voice(self.voices, options.speech.voice) if options.speak else None
             parts = self._speech_parts() if options.speak else None
             with gpu_stage("audio_encoder"):
-                media = self.perception.encode(question)
+                media = heard.media(question) if heard is not None else self.perception.encode(question)
         except StageOutOfMemory as exc:
             yield TurnFinished("error", "", (), (), self._without_gpu(cast(Stage, exc.stage)))
             return

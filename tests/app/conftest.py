@@ -48,9 +48,9 @@ def questions(monkeypatch) -> list:
     asked: list = []
     turn = Conversation.turn
 
-    def spy(self, question, options):
+    def spy(self, question, options, heard=None):
         asked.append(question)
-        return turn(self, question, options)
+        return turn(self, question, options, heard)
 
     monkeypatch.setattr(Conversation, "turn", spy)
     return asked

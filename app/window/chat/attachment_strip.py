@@ -15,9 +15,11 @@ THUMBNAIL = QSize(96, 72)
 class AttachmentStrip(QWidget):
     """Signals:
     changed(): an attachment was added or removed (by a click on its thumbnail).
+    image_added(object): an Image was attached (its encoding can start before the question is sent).
     """
 
     changed = Signal()
+    image_added = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -43,6 +45,8 @@ class AttachmentStrip(QWidget):
         self.media.append(media)
         self.setVisible(True)
         self.changed.emit()
+        if isinstance(media, Image):
+            self.image_added.emit(media)
 
     def take(self) -> list[Image | Audio]:
         """Everything attached, leaving the strip empty."""

@@ -60,6 +60,7 @@ class ChatSession(QObject):
         self._send_when_free = False  # a recording waits for the reply to end
         self._render_pending = False
         self._asked = 0
+        self._listened = 0  # the press that heard the recording waiting to be sent (the worker's Look)
 
     @property
     def busy(self) -> bool:
@@ -92,11 +93,14 @@ class ChatSession(QObject):
         audios = tuple(m for m in media if isinstance(m, Audio))
         question = Question(text, images=images, audios=audios)
         self._asked += 1
-        self.question_asked.emit(Ask(question, self._composer.voice, self._composer.speak, self._asked))
+        listened, self._listened = self._listened, 0
+        composer = self._composer
+        self.question_asked.emit(Ask(question, composer.voice, composer.speak, self._asked, listened))
 
-    @Slot(object)
-    def on_recording_finished(self, audio: Audio) -> None:
-        """Attach a recording and send it, at once or when the running reply ends."""
+    def on_recording_finished(self, audio: Audio, listened: int = 0) -> None:
+        """Attach a recording and send it, at once or when the running reply ends. `listened`: the
+        press whose listening heard it (the worker encoded it while it was spoken)."""
+        self._listened = listened
         self._composer.attachments.add(audio, f"Recording, {audio.seconds:.1f} s")
         if self._busy:
             self._send_when_free = True

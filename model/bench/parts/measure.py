@@ -7,12 +7,15 @@ allocated during the block.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,3 +91,9 @@ def median_seconds(
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def in_own_process(run: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`run(*args)` in a fresh process, so that each side's memory, peak RSS and warm caches are its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run, *args).result()

@@ -11,6 +11,7 @@ Thinker's width as its input width. Built on first use (several minutes) and cac
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,16 @@ def bundle_tokens(config: dict[str, Any]) -> dict[str, int]:
     return special_tokens() | media_ids(thinker) | vision | speech_ids(config["talker_config"])[0]
 
 
-def random_bundle(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) -> Path:
-    """The bundle folder, built on first use (needs ~4 bytes per Talker and Token2Wav parameter of RAM)."""
+def random_bundle(
+    shape: ThinkerShape,
+    quant: str,
+    cache: Path,
+    seed: int = 0,
+    speech: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """The bundle folder, built on first use (needs ~4 bytes per Talker and Token2Wav parameter of RAM).
+    `speech` may shrink the Talker's and Token2Wav's configs in place (toy shapes, for tests; the
+    shape's name then says so, as the folder is named after it)."""
     from transformers import (
         Qwen2_5OmniTalkerConfig,
         Qwen2_5OmniTalkerForConditionalGeneration,
@@ -96,6 +105,8 @@ def random_bundle(shape: ThinkerShape, quant: str, cache: Path, seed: int = 0) -
         return root
     root.mkdir(parents=True, exist_ok=True)
     config = omni_config(shape)
+    if speech is not None:
+        speech(config)
     files = {"thinker": root / thinker.name}
     files["thinker"].unlink(missing_ok=True)
     link_or_copy(thinker, files["thinker"])
