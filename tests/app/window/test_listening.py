@@ -17,7 +17,7 @@ from app.window.preferences import INPUT_DEVICE_KEY
 from model.audio_features import load_audio
 from model.media import Image
 from model.pipeline import Listening
-from model.vision import VisionEncoder
+from model.vision import FrameEncoder
 from tests.app.fakes import REAL_TIME_S, MicrophoneFactory
 from tests.app.windows import TIMEOUT_MS, RecordingSink, load, open_window
 from tests.helpers import photo_like
@@ -43,7 +43,7 @@ class Spy:
     def __init__(self, monkeypatch) -> None:
         self.encoded: list[tuple[int, ...]] = []
         self.released: list[dict] = []
-        encode, media = VisionEncoder.encode, Listening.media
+        encode, media = FrameEncoder.encode, Listening.media
 
         def encode_spy(encoder, image):
             self.encoded.append(image.pixels.shape)
@@ -55,7 +55,7 @@ class Spy:
             self.released.append({"blocks": blocks, "cached": cached, "media": used, "question": question})
             return used
 
-        monkeypatch.setattr(VisionEncoder, "encode", encode_spy)
+        monkeypatch.setattr(FrameEncoder, "encode", encode_spy)  # whichever encoder the plan picks
         monkeypatch.setattr(Listening, "media", media_spy)
 
 
