@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 
 from app.cli.ask_media import question_from_args
 from app.cli.exit_status import EXIT_INTERRUPTED
+from app.cli.interrupts import interrupt_cancels, interrupt_raises
 from app.cli.text_input import checked_text, keep_undecodable_input
 from app.shown_text import displayed
 from app.sound.pacing import slow_speech_note
@@ -151,7 +150,7 @@ def run_chat(args: argparse.Namespace) -> int:
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
     while True:
         try:
-            with _interrupt_raises():
+            with interrupt_raises():
                 question = checked_text(input("you> "), "that line")
         except KeyboardInterrupt:  # as in a shell: the line is dropped, a new prompt follows
             print(file=sys.stderr)
@@ -215,7 +214,7 @@ def speak_turn(
     unwritten: OmnideskError | None = None
     if speakers is not None:
         speakers.begin()
-    with _interrupt_cancels(conversation):
+    with interrupt_cancels(conversation.cancel):
         for event in conversation.turn(question, options):
             if isinstance(event, TextDelta):
                 sys.stdout.write(displayed(event.text))  # a reply is untrusted: no escape sequences
@@ -239,23 +238,3 @@ def speak_turn(
         raise unwritten
     assert finished is not None
     return finished, {name: round(seconds, 4) for name, seconds in finished.marks.items()}
-
-
-@contextmanager
-def _interrupt_raises() -> Iterator[None]:
-    """While the chat waits for a line, Ctrl-C raises KeyboardInterrupt (elsewhere it ends the program)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def _interrupt_cancels(conversation: Conversation) -> Iterator[None]:
-    """While a turn runs, Ctrl-C (SIGINT) cancels the turn instead of raising KeyboardInterrupt."""
-    previous = signal.signal(signal.SIGINT, lambda *_: conversation.cancel())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
