@@ -33,6 +33,7 @@ def plans(monkeypatch) -> list[Plan]:
         "get_device_properties",
         lambda device=None: SimpleNamespace(name="NVIDIA GeForce RTX 4090", total_memory=24 * 2**30),
     )
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (22 * 2**30, 24 * 2**30))
     built: list[Plan] = []
 
     def stop(self, bundle, thinker_options, plan, **kwargs) -> None:
