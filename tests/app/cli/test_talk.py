@@ -35,8 +35,8 @@ def made(monkeypatch) -> list[np.ndarray]:
     chunks: list[np.ndarray] = []
     turn = Conversation.turn
 
-    def spy(self, question, options):
-        for event in turn(self, question, options):
+    def spy(self, question, options, heard=None):
+        for event in turn(self, question, options, heard):
             if isinstance(event, AudioChunk):
                 chunks.append(event.samples)
             yield event
@@ -108,7 +108,7 @@ class Replying:
     def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces
 
-    def turn(self, question, options):
+    def turn(self, question, options, heard=None):
         yield from (TextDelta(piece) for piece in self.pieces)
         yield TurnFinished("end", "".join(self.pieces), (), ())
 

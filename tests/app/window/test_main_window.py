@@ -177,9 +177,9 @@ class TestSpeech:
         voices: list[str] = []
         turn = Conversation.turn
 
-        def spy(self, text, options):
+        def spy(self, text, options, heard=None):
             voices.append(options.speech.voice)
-            return turn(self, text, options)
+            return turn(self, text, options, heard)
 
         monkeypatch.setattr(Conversation, "turn", spy)
         ask(qtbot, window, "First")
@@ -330,7 +330,7 @@ def test_quit_frees_the_model_only_once_a_slow_turn_has_ended(
     load(qtbot, window, tiny_bundle)
     running, closed_while_running = [], []
 
-    def slow_turn(self, question, options):
+    def slow_turn(self, question, options, heard=None):
         running.append(True)
         yield TextDelta("Once upon a time")
         time.sleep(6.0)

@@ -165,8 +165,8 @@ class TestStopBeforeTheFirstToken:
         began, go_on = threading.Event(), threading.Event()
         turn = Conversation.turn
 
-        def held(self, question, options):
-            for event in turn(self, question, options):
+        def held(self, question, options, heard=None):
+            for event in turn(self, question, options, heard):
                 if isinstance(event, Mark) and event.name == "input_ready":
                     began.set()
                     go_on.wait(TIMEOUT_MS / 1000)
@@ -191,9 +191,9 @@ def failing_turns(monkeypatch, failures: dict[str, tuple[str, ...]]) -> None:
     """Questions named in `failures` fail with that much text first; the others are answered."""
     turn = Conversation.turn
 
-    def maybe_failing(self, question, options):
+    def maybe_failing(self, question, options, heard=None):
         if question.text not in failures:
-            yield from turn(self, question, options)
+            yield from turn(self, question, options, heard)
             return
         for piece in failures[question.text]:
             yield TextDelta(piece)
@@ -250,9 +250,9 @@ class TestNoticesAndFailures:
         raw = "Red \x1b[31malert\x1b[0m\x00 and a bell\x07."
         turn = Conversation.turn
 
-        def raw_reply(self, question, options):
+        def raw_reply(self, question, options, heard=None):
             said = False
-            for event in turn(self, question, options):
+            for event in turn(self, question, options, heard):
                 if isinstance(event, TextDelta):
                     if not said:
                         said = True
@@ -342,9 +342,9 @@ class TestLongConversation:
         questions, trimmed = [], []
         turn = Conversation.turn
 
-        def spy(self, question, options):
+        def spy(self, question, options, heard=None):
             questions.append(question)
-            for event in turn(self, question, options):
+            for event in turn(self, question, options, heard):
                 if isinstance(event, ContextTrimmed):
                     trimmed.append(event)
                 yield event
@@ -383,8 +383,8 @@ class TestPacedSpeakers:
         made: list[float] = []
         turn = Conversation.turn
 
-        def marked(self, question, options):
-            for event in turn(self, question, options):
+        def marked(self, question, options, heard=None):
+            for event in turn(self, question, options, heard):
                 if isinstance(event, Mark) and event.name == "first_audio":
                     made.append(event.seconds)
                 yield event
