@@ -271,13 +271,15 @@ def test_min_tokens_holds_back_the_stop_as_the_reference_min_new_tokens(
     assert forced.reply_ids[2] != stand_in
 
 
+@pytest.fixture(scope="module")
+def short_gguf(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny Thinker, its trained context said to be SHORT_CONTEXT."""
+    target = tmp_path_factory.mktemp("short-context") / "thinker.gguf"
+    return rewrite_gguf(tiny_bundle.file("thinker"), target, {"qwen2vl.context_length": SHORT_CONTEXT})
+
+
 class TestTrainedContext:
     """A model trained on fewer tokens than the default context gets its own context by default."""
-
-    @pytest.fixture(scope="class")
-    def short_gguf(self, tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory):
-        target = tmp_path_factory.mktemp("short-context") / "thinker.gguf"
-        return rewrite_gguf(tiny_bundle.file("thinker"), target, {"qwen2vl.context_length": SHORT_CONTEXT})
 
     def test_no_context_given_is_the_models_own_when_it_is_smaller(self, short_gguf, tiny_bundle: Bundle):
         assert SHORT_CONTEXT < DEFAULT_CONTEXT
