@@ -62,11 +62,12 @@ class EncoderSpeed:
 # 1e-6 of transformers' tower in tests/model/test_vision_tower.py, stands in for it), 2 threads of an
 # Intel Xeon family 6 model 207 (AVX-512, AVX-512 BF16, AMX), other work sharing the machine: the
 # fit through 448x448 (256 embeddings) and 1008x1008 (1296), `bench.vision.fit_seconds`. The torch
-# float rows from a run at load 3.6 to 4.0; int8 and mtmd from the full run at load 9 to 17 (where
-# bfloat16 was fastest too, 60.2 s and 117.9 s). docs/performance.md has both tables.
+# float32 row from a run at load 3.6 to 4.0 (bfloat16 then took 14.0 s and 28.0 s); the bfloat16 row
+# from a quiet run (load 1: `--variants torch-bfloat16`); int8 and mtmd from the full run at load 9 to
+# 17 (where bfloat16 was fastest too, 60.2 s and 117.9 s). docs/performance.md has the tables.
 CPU_SPEEDS: dict[str, EncoderSpeed] = {
     "torch-float32": EncoderSpeed(0.05516, 0.0, 1e-6),  # 21.4 s and 70.1 s; error: the tiny model's
-    "torch-bfloat16": EncoderSpeed(0.02282, 0.0, 1.8e-2),  # 14.0 s and 28.0 s
+    "torch-bfloat16": EncoderSpeed(0.00594, 1.2005e-6, 1.8e-2),  # 1.60 s and 9.71 s, quiet (load 1)
     "torch-int8": EncoderSpeed(0.2794, 1.879e-4, 3.7e-2),  # 83.9 s and 677.8 s: its kernel suits few rows
     "mtmd-f16": EncoderSpeed(0.5800, 0.0, 1.3e-3),  # 200.6 s and 741.4 s: its threads spin on busy cores
 }
