@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from model.bench.parts.look_bundle import TINY_VISION as TINY_TOWER
 from model.bench.vision import Row, fit_seconds, measure, table
 
-TINY_VISION = {
-    "depth": 2,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_heads": 2,
-    "fullatt_block_indexes": [1],
-    "window_size": 112,
-}
+TINY_VISION = {**TINY_TOWER, "window_size": 112}  # the tiny tower `bench look --size tiny` uses
 BOUNDS = {  # relative to the largest value (see tests/model/test_vision_tower.py)
     "transformers float32": 0.0,
     "torch-float32": 1e-5,
