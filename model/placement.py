@@ -47,6 +47,7 @@ from model.vision import VisionOptions
 from model.vision_plan import VisionPlan, plan_vision
 
 F16_BYTES = 2
+F32_BYTES = 4
 
 
 def talker_cache_positions(n_ctx: int) -> int:
@@ -152,6 +153,7 @@ class Plan:
     gpu: str = ""  # the GPU the stages placed on it use, e.g. "NVIDIA GeForce RTX 4070, 12 GB"
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
     talker_weights: Literal["float", "int8", "int4"] = "float"  # weight-only quantization (talker/quantize)
+    talker_copy_fits: bool = False  # the RAM holds a bfloat16 copy of the Talker's weights for prompts
     stream: StreamOptions = EXACT_STREAM
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
     thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
@@ -207,10 +209,23 @@ class Plan:
         return lines
 
     @property
+    def talker_prompt_copy(self) -> bool:
+        """The quantized CPU Talker keeps a bfloat16 copy of its weights to decode prompts with, where
+        the CPU has bfloat16 matrix instructions and the memory holds it (talker/quantize.py: a
+        prompt several times faster, more exact than the quantized weights)."""
+        return (
+            self.talker_weights != "float"
+            and self.talker.device == "cpu"
+            and self.cpu_bf16
+            and self.talker_copy_fits
+        )
+
+    @property
     def talker_label(self) -> str:
         """Where the Talker runs and its weights, e.g. "CUDA bfloat16", "CPU float32, int4 weights"."""
         weights = "" if self.talker_weights == "float" else f", {self.talker_weights} weights"
-        return self.talker.label + weights
+        prompts = " (bfloat16 for prompts)" if self.talker_prompt_copy else ""
+        return self.talker.label + weights + prompts
 
     @property
     def speech_label(self) -> str:
@@ -302,6 +317,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         quality=choice.quality,
         gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
         cpu_bf16=hardware.cpu_bf16,
+        talker_copy_fits=_talker_copy_fits(hardware, needs),
         compile_talker=placements["talker"].device == "cuda",
         stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
         thinker_gpu_layers=layers,
@@ -340,6 +356,17 @@ def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
     one thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with
     AVX2 alone int8 is 2.3x and int4 only 2.0x)."""
     return "int4" if cpu_bf16 else "int8"
+
+
+def _talker_copy_fits(hardware: Hardware, needs: MemoryNeeds) -> bool:
+    """Whether the RAM available now holds every part on the CPU (the Thinker's file, KV cache and
+    vision projector; the audio encoder and Token2Wav in float32; the Talker at one byte per
+    weight, more than int4 or int8 take) and the Talker's bfloat16 prompt copy besides."""
+    parts = needs.thinker_bytes + needs.kv_bytes + needs.mmproj_bytes
+    parts += needs.stage_bytes("audio_encoder", torch.float32) + needs.stage_bytes("token2wav", torch.float32)
+    parts += needs.params["talker"] + needs.talker_kv_elements * F32_BYTES
+    copy = needs.params["talker"] * F16_BYTES
+    return parts + copy <= hardware.ram_available_bytes
 
 
 def _torch_gpu(hardware: Hardware) -> tuple[str | None, torch.dtype | None]:

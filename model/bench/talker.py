@@ -4,9 +4,10 @@ Both run in this process on the same weights (ours aliases the reference's tenso
 device allow): a prompt of `--prompt` positions, then `--steps` decode steps, greedy. It prints ms
 per code, the ratio, peak memory, this machine's weight-streaming bound (the time of one bare
 matrix-vector product with each weight matrix of the step, measured before and after the runs)
-with our decode step as a fraction of it, and the weight-only int8 and int4 and the bfloat16
-variants: their speed, and at every one of their steps, fed the float32 run's codes (teacher
-forcing), the logit error against float32 and whether their own greedy pick is float32's.
+with our decode step as a fraction of it, and the weight-only int8 and int4 (also with the
+bfloat16 copy that decodes the prompt: talker/quantize.py) and the bfloat16 variants: their
+speed, and at every one of their steps, fed the float32 run's codes (teacher forcing), the logit
+error against float32 and whether their own greedy pick is float32's.
 
 Times are wall-clock, `time.perf_counter`, after a device synchronisation. Peak memory is the peak
 resident set (sampled every 5 ms from /proc/self/statm, Linux) above the level before each run, or
@@ -37,7 +38,7 @@ from model.bench.parts.talker_run import (
 )
 from model.talker import Talker
 from model.talker.network import TalkerConfig, TalkerModel
-from model.talker.quantize import quantize
+from model.talker.quantize import Weights, quantize
 from model.talker.weights import talker_from_tensors
 from model.thinker_types import Decoded, PositionStates
 
@@ -108,10 +109,14 @@ def main(argv: list[str]) -> int:
         f"reaches {bound_s / mine.decode_s:.0%} of that bound"
     )
 
-    for weights in () if args.no_quantized else ("int8", "int4"):
-        model = quantize(talker_from_tensors(tensors, config, device, dtype), weights)
+    quantized: list[tuple[Weights, bool]] = (
+        [] if args.no_quantized else [("int8", False), ("int4", False), ("int4", True)]
+    )
+    for weights, prompt_copy in quantized:
+        model = quantize(talker_from_tensors(tensors, config, device, dtype), weights, prompt_copy)
         variant = bench_talker(model, rows, max_positions, False)
-        _variant(f"weight-only {weights}", variant, states, args.variant_steps, device, mine)
+        name = f"weight-only {weights}" + (", bfloat16 copy for the prompt" if prompt_copy else "")
+        _variant(name, variant, states, args.variant_steps, device, mine)
         del model, variant
     if not args.no_bf16 and dtype != torch.bfloat16:
         bf16 = talker_from_tensors(tensors, config, device, torch.bfloat16)

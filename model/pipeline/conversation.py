@@ -163,6 +163,7 @@ class Conversation:
                     max_positions=talker_cache_positions(self.thinker.n_ctx),
                     compile=plan.compile_talker,
                     weights=None if plan.talker_weights == "float" else plan.talker_weights,
+                    prompt_copy=plan.talker_prompt_copy,
                 )
         if self._token2wav is None:
             with gpu_stage("token2wav"):

@@ -166,9 +166,11 @@ class KVCache(nn.Module):
     def update(
         self, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v: (n_kv_heads, T, head_dim) for slots `index` (T,) -> keys and values of slots [0, span)."""
-        self.k.index_copy_(1, index, k)
-        self.v.index_copy_(1, index, v)
+        """k, v: (n_kv_heads, T, head_dim) for slots `index` (T,) -> keys and values of slots [0, span).
+
+        They are stored in the cache's dtype (a quantized layer's prompt rows come in bfloat16)."""
+        self.k.index_copy_(1, index, k.to(self.k.dtype))
+        self.v.index_copy_(1, index, v.to(self.v.dtype))
         return self.k[:, :span], self.v[:, :span]
 
 

@@ -141,9 +141,12 @@ class Talker:
         max_positions: int = 8192,
         compile: bool = False,
         weights: Weights | None = None,
+        prompt_copy: bool = False,
     ) -> Talker:
+        """`weights`: weight-only quantization; `prompt_copy`: the quantized layers also keep a
+        bfloat16 copy, which decodes the prompt several times faster (talker/quantize.py)."""
         config = TalkerConfig.from_dict(bundle.config["talker_config"])
-        model = load_talker(bundle.file("talker"), config, device, dtype, weights)
+        model = load_talker(bundle.file("talker"), config, device, dtype, weights, prompt_copy)
         return cls(model, SpeechIds.from_bundle(bundle), embed_text, max_positions, compile)
 
     def speak(

@@ -57,14 +57,16 @@ def load_talker(
     device: str | torch.device,
     dtype: torch.dtype,
     weights: Weights | None = None,
+    prompt_copy: bool = False,
 ) -> TalkerModel:
     """Build the network from `talker.safetensors` (checkpoint names), checking it against `config`.
 
     Tensors are read one module at a time, and with `weights` each linear layer is quantized as it
-    is read, so that memory never holds more than the network and one float matrix."""
+    is read, so that memory never holds more than the network and one float matrix; with
+    `prompt_copy` too, each keeps a bfloat16 copy for prompts (`quantize.PROMPT_ROWS`)."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
-            return _assemble(_OnDisk(file), config, device, dtype, path, weights)
+            return _assemble(_OnDisk(file), config, device, dtype, path, weights, prompt_copy)
     except (OSError, SafetensorError) as exc:
         raise ModelFileError(path, f"unreadable talker file ({exc})", _REBUILD) from None
 
@@ -127,6 +129,7 @@ def _assemble(
     dtype: torch.dtype,
     source: Path | str,
     weights: Weights | None,
+    prompt_copy: bool = False,
 ) -> TalkerModel:
     """The network, every name and shape checked before a byte is read, then filled module by module."""
     with torch.device("meta"):
@@ -159,5 +162,5 @@ def _assemble(
         module.load_state_dict(state, assign=True)
         if weights is not None and isinstance(module, nn.Linear):
             parent, _, attribute = name.rpartition(".")
-            setattr(model.get_submodule(parent), attribute, quantized(module, weights))
+            setattr(model.get_submodule(parent), attribute, quantized(module, weights, prompt_copy))
     return model.eval()

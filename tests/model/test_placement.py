@@ -65,6 +65,30 @@ def show(plan) -> None:
     print("\n" + "\n".join(plan.describe() + [f"Note: {n}" for n in plan.notes]))
 
 
+class TestTalkerPromptCopy:
+    """The quantized CPU Talker's bfloat16 copy for prompts: where the CPU has the kernels and the RAM
+    available holds it beside every part."""
+
+    def test_a_bf16_cpu_with_room_keeps_the_copy(self):
+        plan = make_plan(replace(CPU_ONLY, cpu_bf16=True), NEEDS_3B)
+        show(plan)
+        assert plan.talker_weights == "int4" and plan.talker_prompt_copy
+        assert "(bfloat16 for prompts)" in plan.talker_label
+
+    def test_too_little_ram_or_no_bf16_kernels_keep_none(self):
+        # The 3B's parts on the CPU take about 10 GiB (the Talker at a byte per weight), the copy 2.5.
+        tight = replace(CPU_ONLY, cpu_bf16=True, ram_available_bytes=10 * GIB)
+        assert make_plan(tight, NEEDS_3B).talker_weights == "int4"
+        assert not make_plan(tight, NEEDS_3B).talker_prompt_copy
+        assert not make_plan(replace(CPU_ONLY, cpu_bf16=False), NEEDS_3B).talker_prompt_copy
+
+    def test_the_exact_profile_and_a_gpu_talker_keep_none(self):
+        machine = replace(CPU_ONLY, cpu_bf16=True)
+        assert not make_plan(machine, NEEDS_3B, PlanChoice(quality="exact")).talker_prompt_copy
+        on_gpu = make_plan(replace(cuda_machine(24), cpu_bf16=True), NEEDS_3B)
+        assert on_gpu.talker.device == "cuda" and not on_gpu.talker_prompt_copy
+
+
 class TestDevicesAndPrecision:
     def test_this_machine_speaks_on_the_cpu_in_the_fast_profile(self):
         hardware = probe()
@@ -75,8 +99,9 @@ class TestDevicesAndPrecision:
         assert all(plan.placement(stage).device == "cpu" for stage in STAGES)
         assert plan.profile == "fast" and plan.stream == FAST_STREAM
         assert plan.talker_weights == ("int4" if hardware.cpu_bf16 else "int8")
-        assert plan.talker_label == f"CPU float32, {plan.talker_weights} weights"
-        assert f"Talker:        CPU float32, {plan.talker_weights} weights" in plan.describe()
+        copy = " (bfloat16 for prompts)" if plan.talker_prompt_copy else ""
+        assert plan.talker_label == f"CPU float32, {plan.talker_weights} weights{copy}"
+        assert f"Talker:        CPU float32, {plan.talker_weights} weights{copy}" in plan.describe()
         assert plan.token2wav.dtype == (torch.bfloat16 if hardware.cpu_bf16 else torch.float32)
         assert plan.talker.dtype == plan.audio_encoder.dtype == torch.float32
         assert not plan.compile_talker

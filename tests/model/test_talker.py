@@ -368,25 +368,31 @@ class TestGenerationRules:
             assert gaps[step] <= 2 * 1.05 * errors[step], f"step {step}: a clear choice changed"
 
     @pytest.mark.parametrize(
-        "weights, bound",
+        "weights, prompt_copy, bound",
         # int8: a weight is off by at most half a step of its row's 255 levels (~0.4% of the row's
         # largest); int4: of its group's 16 levels (~3%), and bfloat16 activations add 2^-8 per op.
         # Through the tiny Talker's ~10 chained products: up to 5% and 30% of the largest logit.
-        [("int8", 0.05), ("int4", 0.3)],
+        # With the bfloat16 copy for prompts, the prompt's keys and values carry only bfloat16's error.
+        [("int8", False, 0.05), ("int4", False, 0.3), ("int4", True, 0.3)],
     )
     def test_quantized_weights_over_200_greedy_steps(
-        self, tiny_bundle, thinker_embeddings, talker, weights, bound
+        self, tiny_bundle, thinker_embeddings, talker, weights, prompt_copy, bound
     ):
         """As the half-precision test: each step against float32's on the same inputs (fed float32's
         codes), the logit error and how often the quantized Talker's own greedy pick agrees."""
         quantized = Talker.load(
-            tiny_bundle, lambda ids: thinker_embeddings[list(ids)].numpy(), max_positions=256, weights=weights
+            tiny_bundle,
+            lambda ids: thinker_embeddings[list(ids)].numpy(),
+            max_positions=256,
+            weights=weights,
+            prompt_copy=prompt_copy,
         )
         f32, ours, reference, forced = teacher_forced(talker, quantized, seed=2)
         relative = (ours - f32).abs().max() / f32.abs().max()
         agree = sum(a == b for a, b in zip(forced.picks, reference.picks, strict=True))
         print(
-            f"\n{weights}: logits over 200 steps, max abs error {relative:.2e} of the largest logit; "
+            f"\n{weights}{' with the prompt copy' if prompt_copy else ''}: logits over 200 steps, max abs "
+            f"error {relative:.2e} of the largest logit; "
             f"greedy codes agree at {agree}/200 steps"
         )
         assert 0 < relative < bound
