@@ -7,6 +7,7 @@ turn; `cancel` may be called from any thread.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,8 +43,11 @@ from model.thinker import Thinker
 from model.thinker_types import DEFAULT_CONTEXT, Segment, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
 from model.token2wav.synthesizer import Token2Wav
+from model.torch_threads import intra_op_threads
 from model.vision import VisionOptions
 from model.voices import Voice, load_voices, pick_voice
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -242,12 +246,29 @@ class Conversation:
 
     def prefill_question_start(self, media: Sequence[EncodedMedia], recording_open: bool) -> None:
         """Put the conversation so far and the start of the next question (its media so far, see
-        `PromptLayout.user_so_far`) in the Thinker's cache; ContextFull if it cannot hold them."""
+        `PromptLayout.user_so_far`) in the Thinker's cache, and in the Talker's if it speaks;
+        ContextFull if it cannot hold them."""
         ids = self.prompt_ids([])[: -len(self.layout.reply_header())]
         ids += self.layout.user_so_far(media, recording_open)
         every = [m for exchange in self.history for m in exchange.media] + list(media)
         segments, _ = self.layout.segments(ids, every)
         self.thinker.extend(segments)
+        self._prime_talker()
+
+    def _prime_talker(self) -> None:
+        """A conversation that speaks (its Talker is loaded) also puts what the Thinker now holds in
+        the Talker's cache, with every core the plan gives a prompt (nothing else runs while the user
+        speaks): the reply's first code then waits only for the question's last rows. A failure here
+        is logged; the turn decodes those rows itself."""
+        talker = self._talker
+        if talker is None:
+            return
+        threads = self.plan.threads.thinker_prompt if self.plan.threads is not None else None
+        try:
+            with intra_op_threads(threads):
+                talker.prime(self.thinker.states(0, self.thinker.n_cached))
+        except Exception:  # out of memory, say: the turn primes the whole prompt, as before
+            log.exception("the Talker could not decode the question while it was asked")
 
     def turn(
         self, question: str | Question, options: TurnOptions = TurnOptions(), heard: Listening | None = None

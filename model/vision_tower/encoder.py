@@ -14,8 +14,6 @@ share that count while a picture is encoded); one call at a time per encoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import torch
 from model.files.mmproj_gguf import IMAGE_MEAN, IMAGE_STD
 from model.files.thinker_gguf import check_mmproj_gguf
 from model.talker.quantize import quantize
+from model.torch_threads import intra_op_threads
 from model.vision import (
     MERGE_SIZE,
     PATCH_SIZE,
@@ -61,21 +60,9 @@ class NativeVisionEncoder(FrameEncoder):
 
     def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:
         patches = patchify(frames).to(self.precision.device, self.precision.dtype)
-        with torch.inference_mode(), _intra_op_threads(self.options.n_threads):
+        with torch.inference_mode(), intra_op_threads(self.options.n_threads):
             out = self.tower(patches, rows * MERGE_SIZE, cols * MERGE_SIZE)
         return out.float().cpu().numpy()
-
-
-@contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `threads` (None: left as they are) for the block, then restored."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def patchify(frames: list[np.ndarray]) -> torch.Tensor:

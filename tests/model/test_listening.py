@@ -4,6 +4,8 @@ at release, an unchanged picture is not encoded twice, and a press with no quest
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,57 @@ class TestSamePicture:
         conversation.restore([])
         conversation.perception.encode_image(screen)
         assert len(calls) == 2
+
+
+@pytest.fixture(scope="module")
+def speaking(tiny_bundle: Bundle):
+    """A conversation that speaks: its Talker is loaded and holds the system prompt."""
+    speaking = Conversation(tiny_bundle, ThinkerOptions(n_ctx=4096, kv_cache_type="f32"))
+    speaking.prepare("Chelsie")
+    return speaking
+
+
+class TestTalkerWhileSpeaking:
+    def test_the_talker_holds_the_question_so_far_and_decodes_only_its_end(self, speaking, monkeypatch):
+        """While the question is asked the Talker's cache follows the Thinker's; at release the Talker
+        decodes only the rows the Thinker added since, and its cache equals decoding the whole prompt
+        at once (float32, other batches: within summation order)."""
+        talker = speaking._talker
+        samples = speech_like(5.0, seed=14)
+        picture = photo_like(120, 200, seed=7)
+        question = Question(images=(Image(picture),), audios=(Audio(samples),))
+        listening = heard(speaking, samples, picture)
+        held = speaking.thinker.n_cached
+        assert len(talker._prompt_keys) == held
+        assert talker._prompt_keys == speaking.thinker.states(0, held).keys
+
+        media = listening.media(question)
+        ids, segments = speaking.prompt(speaking.layout.user("", media), media)
+        speaking.thinker.prefill(segments)
+        prompt = speaking.thinker.states(0, speaking.thinker.n_cached)
+        decoded: list[int] = []
+        forward = talker.model.forward
+        monkeypatch.setattr(talker.model, "forward", lambda x, *a: decoded.append(len(x)) or forward(x, *a))
+        talker.prime(prompt)
+        last_block, closing = 25, 3 + len(speaking.layout.reply_header())
+        print(f"\nthe Talker held {held} rows at release and decoded {decoded} more")
+        assert decoded == [len(ids) - held] == [last_block + closing]
+        piecewise = [(layer.attention.cache.k[:, : len(ids)].clone()) for layer in talker.model.layers]
+
+        talker._prompt_keys = ()  # decode the whole prompt again, in one batch
+        talker.prime(prompt)
+        whole = [layer.attention.cache.k[:, : len(ids)] for layer in talker.model.layers]
+        scale = max(float(w.abs().max()) for w in whole)
+        error = max(float((p - w).abs().max()) for p, w in zip(piecewise, whole, strict=True)) / scale
+        print(f"the Talker's keys, decoded while asked vs at once: {error:.2e} of the largest")
+        assert error < 1e-5
+
+    def test_after_a_cancelled_press_the_talker_holds_the_next_prompt(self, speaking):
+        talker = speaking._talker
+        listening = heard(speaking, speech_like(3.0, seed=15))
+        assert len(talker._prompt_keys) == speaking.thinker.n_cached  # the press's rows
+        listening.discard()
+        events = list(speaking.turn(Question("Hello"), replace(TEXT, speak=True, max_tokens=3)))
+        assert isinstance(events[-1], TurnFinished) and events[-1].reason in ("end", "length")
+        held = talker._prompt_keys
+        assert held == speaking.thinker.states(0, len(held)).keys  # the typed question's prompt
