@@ -44,7 +44,7 @@ from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 from model.vision import VisionOptions
-from model.vision_plan import VisionPlan, plan_vision
+from model.vision_plan import VisionPlan, plan_vision, prompt_seconds
 
 F16_BYTES = 2
 F32_BYTES = 4
@@ -301,6 +301,13 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
             "run packaging/install.sh again, or install a CUDA build of torch (docs/install.md)."
         )
     threads = _threads(hardware, choice)
+    copy_fits = _talker_copy_fits(hardware, needs)
+    prompt_s = prompt_seconds(
+        needs.thinker_bytes,
+        thinker_on_cpu=hardware.llama_backend == "CPU" or layers == 0,
+        talker_on_cpu=placements["talker"].device == "cpu",
+        talker_copy=hardware.cpu_bf16 and copy_fits,
+    )
     vision = plan_vision(
         choice.detail,
         exact=choice.quality == "exact",
@@ -308,6 +315,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         llama_gpu=hardware.llama_backend != "CPU" and bool(hardware.gpu_memory_bytes),
         cpu_bf16=hardware.cpu_bf16,
         threads=threads.thinker_prompt,
+        prompt_s=prompt_s,
     )
     gpu = hardware.torch_gpu
     plan = Plan(
@@ -317,7 +325,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         quality=choice.quality,
         gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
         cpu_bf16=hardware.cpu_bf16,
-        talker_copy_fits=_talker_copy_fits(hardware, needs),
+        talker_copy_fits=copy_fits,
         compile_talker=placements["talker"].device == "cuda",
         stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
         thinker_gpu_layers=layers,

@@ -10,8 +10,10 @@ Encoder, decided by measurement (`omnidesk bench vision`, docs/performance.md ha
   under Automatic detail, Sharp's budget (the reference's default, what parity tests hold to).
 
 Budget (`Detail`): Sharp gives an image up to 1280 embeddings (Qwen's advice for limited memory,
-our default so far); Quick gives 256 (a 448x448 image); Automatic gives as many as the encoder's
-measured speed encodes in about the time a question takes to say (`LOOK_SECONDS`), within those two.
+our default so far); Quick gives 256 (a 448x448 image); Automatic gives as many as the machine
+encodes and puts in the prompt in about the time a question takes to say (`LOOK_SECONDS`), within
+those two. Putting one in the prompt costs more than encoding it on a CPU: the Thinker's prefill of
+it and the Talker's (`prompt_seconds`), so both count.
 A picture that a budget below Sharp shrinks under `SMALL_TEXT_SCALE` of its width is said once
 (`perception.PictureShrunk`), naming the setting.
 """
@@ -44,15 +46,16 @@ class EncoderSpeed:
     error: float
     threads: int = 2
 
-    def seconds(self, embeddings: int, threads: int) -> float:
-        """Estimated seconds for `embeddings` on `threads` threads (scaled as if threads were ideal)."""
+    def seconds(self, embeddings: int, threads: int, prompt_s: float = 0.0) -> float:
+        """Estimated seconds for `embeddings` on `threads` threads (scaled as if threads were ideal);
+        `prompt_s`: seconds per embedding besides encoding it (its prefill), at `self.threads`."""
         n = embeddings
-        return (self.linear_s * n + self.quadratic_s * n * n) * self.threads / max(1, threads)
+        return ((self.linear_s + prompt_s) * n + self.quadratic_s * n * n) * self.threads / max(1, threads)
 
-    def embeddings_within(self, seconds: float, threads: int) -> int:
-        """The most embeddings encoded in `seconds` on `threads` threads."""
+    def embeddings_within(self, seconds: float, threads: int, prompt_s: float = 0.0) -> int:
+        """The most embeddings encoded (and prefilled, `prompt_s` each) in `seconds` on `threads` threads."""
         budget = seconds * max(1, threads) / self.threads
-        a, b = self.linear_s, self.quadratic_s
+        a, b = self.linear_s + prompt_s, self.quadratic_s
         if b <= 0:
             return int(budget / a)
         return int((-a + math.sqrt(a * a + 4 * b * budget)) / (2 * b))
@@ -78,6 +81,21 @@ CPU_TOWERS: dict[str, TowerPrecision | None] = {
     "mtmd-f16": None,
 }
 NEEDS_BF16 = ("torch-bfloat16", "torch-int8")  # their kernels take bfloat16 activations
+
+# What one embedding costs in the prompt on the CPU, at 2 threads of the same Xeon: the Thinker's
+# prefill per gigabyte of its GGUF (`omnidesk bench look --size 3b`, quiet: 10.31 s for the
+# 570-position prompt, a 1.93 GB Q4_K_M file) and the Talker's prefill per row, with the bfloat16
+# prompt copy (talker/quantize.py: 24 layers of the real size, 570 rows in 1.27 s at load 4) or
+# without (11.6 s for those rows in `bench look`, quiet).
+THINKER_PROMPT_S_PER_GB = 10.31 / 570 / 1.93
+TALKER_PROMPT_S = {True: 1.27 / 570, False: 11.6 / 570}  # with the bfloat16 copy, without
+
+
+def prompt_seconds(thinker_bytes: int, thinker_on_cpu: bool, talker_on_cpu: bool, talker_copy: bool) -> float:
+    """Seconds one embedding costs the prompt on the CPU at 2 threads, besides encoding it: the Thinker's
+    and the Talker's prefill, where they run on the CPU (a GPU's share is left out: it is far less)."""
+    thinker = THINKER_PROMPT_S_PER_GB * thinker_bytes / 1e9 if thinker_on_cpu else 0.0
+    return thinker + (TALKER_PROMPT_S[talker_copy] if talker_on_cpu else 0.0)
 
 
 @dataclass(frozen=True)
@@ -122,10 +140,11 @@ def plan_vision(
     llama_gpu: bool,
     cpu_bf16: bool,
     threads: int,
+    prompt_s: float = 0.0,
 ) -> VisionPlan:
     """The vision part of the plan (see the module's docstring). `torch_gpu`: torch's GPU device and
     half precision, if any; `llama_gpu`: llama.cpp has a GPU backend; `threads`: the CPU threads
-    the encoder gets."""
+    the encoder gets; `prompt_s`: an embedding's prefill (`prompt_seconds`)."""
     if exact and detail == "auto":  # the reference's path: its default budget too
         detail = "sharp"
     if torch_gpu is not None:
@@ -138,14 +157,16 @@ def plan_vision(
         "torch-float32" if exact else min(usable, key=lambda v: CPU_SPEEDS[v].seconds(SHARP_EMBEDDINGS, 1))
     )
     speed = CPU_SPEEDS[variant]
-    return VisionPlan(CPU_TOWERS[variant], _budget(detail, speed, threads), detail, variant, speed.error)
+    budget = _budget(detail, speed, threads, prompt_s)
+    return VisionPlan(CPU_TOWERS[variant], budget, detail, variant, speed.error)
 
 
-def _budget(detail: Detail, speed: EncoderSpeed | None, threads: int) -> int:
-    """Embeddings per image: Sharp, Quick, or (Automatic) what `speed` encodes in LOOK_SECONDS
-    within them (a GPU, `speed` None, takes Sharp)."""
+def _budget(detail: Detail, speed: EncoderSpeed | None, threads: int, prompt_s: float = 0.0) -> int:
+    """Embeddings per image: Sharp, Quick, or (Automatic) what `speed` encodes and the prompt takes
+    in at `prompt_s` each in LOOK_SECONDS, within them (a GPU, `speed` None, takes Sharp)."""
     if detail == "quick":
         return QUICK_EMBEDDINGS
     if detail == "sharp" or speed is None:
         return SHARP_EMBEDDINGS
-    return max(QUICK_EMBEDDINGS, min(SHARP_EMBEDDINGS, speed.embeddings_within(LOOK_SECONDS, threads)))
+    fits = speed.embeddings_within(LOOK_SECONDS, threads, prompt_s)
+    return max(QUICK_EMBEDDINGS, min(SHARP_EMBEDDINGS, fits))

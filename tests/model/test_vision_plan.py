@@ -23,6 +23,7 @@ from model.vision_plan import (
     EncoderSpeed,
     VisionPlan,
     plan_vision,
+    prompt_seconds,
 )
 from tests.helpers import photo_like
 from tests.model.test_placement import CPU_ONLY, NEEDS_3B
@@ -31,8 +32,16 @@ from tests.model.test_vision import reference_embeddings
 TWO_CORES = replace(CPU_ONLY, cpu_count=2)
 
 
-def cpu(detail="auto", exact=False, bf16=True, threads=2) -> VisionPlan:
-    return plan_vision(detail, exact=exact, torch_gpu=None, llama_gpu=False, cpu_bf16=bf16, threads=threads)
+def cpu(detail="auto", exact=False, bf16=True, threads=2, prompt_s=0.0) -> VisionPlan:
+    return plan_vision(
+        detail,
+        exact=exact,
+        torch_gpu=None,
+        llama_gpu=False,
+        cpu_bf16=bf16,
+        threads=threads,
+        prompt_s=prompt_s,
+    )
 
 
 class TestEncoder:
@@ -74,6 +83,27 @@ class TestBudget:
                 < speed.seconds(plan.embeddings + 1, threads)
             )
         print(f"\n{threads} threads: {plan.label}")
+
+    def test_the_prompt_s_cost_of_an_embedding_counts_as_encoding_does(self):
+        """On a CPU the Thinker's and the Talker's prefill of an embedding cost more than encoding it:
+        Automatic gives what encoding and prefilling both fit in LOOK_SECONDS."""
+        speed = CPU_SPEEDS["torch-bfloat16"]
+        prompt_s = prompt_seconds(NEEDS_3B.thinker_bytes, True, True, talker_copy=True)
+        plan = cpu(threads=16, prompt_s=prompt_s)
+        assert QUICK_EMBEDDINGS < plan.embeddings < cpu(threads=16).embeddings
+        assert speed.seconds(plan.embeddings, 16, prompt_s) <= LOOK_SECONDS
+        assert speed.seconds(plan.embeddings + 1, 16, prompt_s) > LOOK_SECONDS
+        print(f"\n16 threads, the 3B's prompt {prompt_s * 1e3:.1f} ms per embedding: {plan.embeddings}")
+
+    def test_the_plan_counts_the_prompt_only_where_it_runs_on_the_cpu(self):
+        assert prompt_seconds(4 * 10**9, thinker_on_cpu=False, talker_on_cpu=False, talker_copy=False) == 0
+        slower_talker = prompt_seconds(0, False, True, talker_copy=False)
+        assert slower_talker > prompt_seconds(0, False, True, talker_copy=True) > 0
+        bigger = prompt_seconds(4 * 10**9, True, False, False)
+        assert bigger == 2 * prompt_seconds(2 * 10**9, True, False, False)
+        two_cores = make_plan(replace(TWO_CORES, cpu_bf16=True), NEEDS_3B)
+        print(f"\ntwo cores, 3B: {two_cores.vision.label}")
+        assert two_cores.vision.embeddings == QUICK_EMBEDDINGS  # encoding alone would fit 461
 
     def test_more_threads_never_get_fewer_embeddings(self):
         budgets = [cpu(threads=t).embeddings for t in (1, 2, 4, 8, 16)]
