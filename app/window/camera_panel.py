@@ -19,6 +19,7 @@ from model.errors import OmnideskError
 
 PREVIEW_MS = 66  # the camera preview shows about 15 frames per second
 PREVIEW_WIDTH = 320
+CAMERA_TIP = "Show the camera's preview; while it shows, each question you speak carries its frame"
 
 
 class CameraPanel(QObject):
@@ -49,7 +50,7 @@ class CameraPanel(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(PREVIEW_MS)
         self._timer.timeout.connect(self._on_preview_due)
-        self.button = tool_button("camera", "Camera", "Show the camera's preview")
+        self.button = tool_button("camera", "Camera", CAMERA_TIP)
         self.button.setCheckable(True)
         self.button.toggled.connect(self._on_button_toggled)
         self.snapshot_button = tool_button("snapshot", "Ask about this", "Attach the camera's current frame")

@@ -41,6 +41,7 @@ from app.window.menu import WindowMenu
 from app.window.model_loader import ModelLoader
 from app.window.notices import Notices
 from app.window.preferences import THEME_KEY, Preferences
+from app.window.press_shots import PressShots
 from app.window.push_to_talk import PushToTalk
 from app.window.speech_watch import SpeechWatch
 from app.window.status_line import StatusLine
@@ -136,6 +137,7 @@ class MainWindow(QMainWindow):
             self._settings, devices.microphone_stream, self.push_to_talk.level_meter, self
         )
         self.camera_panel = CameraPanel(self._settings, devices.camera_source, self)
+        self.press_shots = PressShots(self._settings, self.camera_panel, self.composer.attachments, self)
         self.conversations = ConversationList(self.history)
         self.current = CurrentConversation(self.history, self)
         self.session = ChatSession(
@@ -158,9 +160,9 @@ class MainWindow(QMainWindow):
 
     def _chat_column(self) -> QWidget:
         """The notice and the activity chip, the camera's preview, the chat, the attachments, the
-        composer's card (the question above its tools), the voice row (push-to-talk, hands-free, the
-        level meter). Every control keeps its size whatever it shows, so that nothing moves when a
-        toggle changes; the column fits beside the sidebar in half a 1440 px screen."""
+        composer's card (the question above its tools), the voice row (push-to-talk, hands-free, Share
+        screen, the level meter). Every control keeps its size whatever it shows, so that nothing moves
+        when a toggle changes; the column fits beside the sidebar in half a 1440 px screen."""
         composer, talk, camera = self.composer, self.push_to_talk, self.camera_panel
         layout = QVBoxLayout()
         header = _row(self.notices.label, self.notices.dismiss_button, self.models.choose_button)
@@ -171,7 +173,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(composer.attachments)
         layout.addWidget(composer.card(camera.button, camera.snapshot_button))
         voice_row = QHBoxLayout()
-        for widget in (talk.button, self.hands_free.button, talk.level_meter):
+        for widget in (talk.button, self.hands_free.button, self.press_shots.share_button, talk.level_meter):
             voice_row.addWidget(widget)
         voice_row.addStretch(1)
         layout.addLayout(voice_row)
@@ -201,7 +203,7 @@ class MainWindow(QMainWindow):
         worker.recording_cut.connect(notices.show)
         worker.voices_known.connect(self.composer.set_voices)
         rooms = (self.current, self.chat_view, self.composer, self.push_to_talk, self.camera_panel, session)
-        for room in rooms:
+        for room in (*rooms, self.press_shots):
             room.notice.connect(notices.show)
         session.question_asked.connect(self._on_question_asked)
         session.conversation_restored.connect(lambda _: notices.clear())
@@ -223,6 +225,7 @@ class MainWindow(QMainWindow):
         self.push_to_talk.listening_changed.connect(self._on_push_to_talk_listening)
         self.push_to_talk.heard.connect(worker.hear)
         self.push_to_talk.recording_finished.connect(self._on_recording_finished)
+        self.push_to_talk.recording_dropped.connect(self.press_shots.withdraw)
         self.push_to_talk.recording_dropped.connect(worker.drop_listening)
         self.listening_begun.connect(worker.begin_listening)
         self.composer.attachments.image_added.connect(worker.look)
@@ -235,6 +238,7 @@ class MainWindow(QMainWindow):
         self.hands_free.speech_started.connect(self._begin_listening)
         self.hands_free.heard.connect(worker.hear)
         self.hands_free.recording_finished.connect(self._on_recording_finished)
+        self.hands_free.speech_dropped.connect(self.press_shots.withdraw)
         self.hands_free.speech_dropped.connect(worker.drop_listening)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
@@ -327,13 +331,16 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _begin_listening(self) -> None:
-        """The user began to ask by voice: the worker listens, with the pictures attached so far."""
+        """The user began to ask by voice: the pictures of the press (the screen, the camera) are
+        attached, and the worker listens, with every picture attached so far."""
+        self.press_shots.take()
         self._looks += 1
         images = tuple(m for m in self.composer.attachments.media if isinstance(m, Image))
         self.listening_begun.emit(Look(self._looks, images))
 
     @Slot(object)
     def _on_recording_finished(self, audio: Audio) -> None:
+        self.press_shots.keep()
         self.session.on_recording_finished(audio, listened=self._looks)
 
     @Slot(object)

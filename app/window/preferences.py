@@ -24,6 +24,7 @@ TALK_KEY = "input/push_to_talk_key"  # a QKeySequence in its portable text form
 HANDS_FREE_KEY = "input/hands_free"  # "true": the microphone listens and speech starts a turn
 SILENCE_KEY = "input/hands_free_silence_s"  # seconds of silence that end what the user says
 HEADPHONES_KEY = "input/headphones"  # "true": the microphone does not hear the speakers
+SHARE_SCREEN_KEY = "input/share_screen"  # "true": a spoken question carries a shot of the screen
 SILENCE_RANGE_S = (0.3, 3.0)  # the silences that may end what the user says
 INPUT_DEVICE_KEY = "devices/input"
 OUTPUT_DEVICE_KEY = "devices/output"
@@ -45,6 +46,7 @@ class Preferences:
     hands_free: bool = False
     silence_s: float = 0.8
     headphones: bool = False
+    share_screen: bool = False
     input_device: str = ""
     output_device: str = ""
     camera: str = ""
@@ -72,6 +74,7 @@ class Preferences:
             hands_free=text(HANDS_FREE_KEY, "false") == "true",
             silence_s=silence if silence is not None else default.silence_s,
             headphones=text(HEADPHONES_KEY, "false") == "true",
+            share_screen=text(SHARE_SCREEN_KEY, "false") == "true",
             input_device=text(INPUT_DEVICE_KEY, default.input_device),
             output_device=text(OUTPUT_DEVICE_KEY, default.output_device),
             camera=text(CAMERA_KEY, default.camera),
@@ -92,6 +95,7 @@ class Preferences:
             HANDS_FREE_KEY: "true" if self.hands_free else "false",
             SILENCE_KEY: str(self.silence_s),
             HEADPHONES_KEY: "true" if self.headphones else "false",
+            SHARE_SCREEN_KEY: "true" if self.share_screen else "false",
             INPUT_DEVICE_KEY: self.input_device,
             OUTPUT_DEVICE_KEY: self.output_device,
             CAMERA_KEY: self.camera,

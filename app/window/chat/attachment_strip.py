@@ -59,6 +59,16 @@ class AttachmentStrip(QWidget):
         self.setVisible(False)
         return media
 
+    def discard(self, media: Image | Audio) -> None:
+        """Remove `media` (this very object) if it is still attached; the user may have removed it."""
+        for index, attached in enumerate(self.media):
+            if attached is media:
+                item = self._layout.itemAt(index)
+                button = item.widget() if item is not None else None
+                if isinstance(button, QToolButton):
+                    self._remove(button)
+                return
+
     def labels(self) -> list[str]:
         items = (self._layout.itemAt(i) for i in range(len(self.media)))
         buttons = [item.widget() for item in items if item is not None]

@@ -37,6 +37,8 @@ from model.media import Audio, Image
 DEFAULT_VOICE = "Chelsie"  # chosen when the remembered voice is not in the bundle
 SEND_TIP = "Send the question (Enter)"
 STOP_TIP = "Stop the reply and its speech"
+# One shot for the question being written; a spoken question's is the Share screen toggle's (press_shots).
+SCREEN_TIP = "Attach a shot of the screen, without Omnidesk's window, to the question you type"
 MIN_LINES, MAX_LINES = 1, 10  # the question box's height, in lines of text: it grows, then scrolls
 
 
@@ -112,7 +114,7 @@ class Composer(QObject):
         self.stop_button.clicked.connect(self.stop_requested)
         self.attach_button = tool_button("attach", "Attach…", "Attach an image or a recording")
         self.attach_button.clicked.connect(self._on_attach_clicked)
-        self.screen_button = tool_button("screen", "Screen", "Attach a shot of the screen")
+        self.screen_button = tool_button("screen", "Screen", SCREEN_TIP)
         self.screen_button.clicked.connect(self._on_screen_clicked)
         self.voice_box = QComboBox()
         self.voice_box.setToolTip("The voice that speaks the replies")

@@ -263,6 +263,7 @@ class TestLayout:
             composer.send_button,
             window.push_to_talk.button,
             window.hands_free.button,
+            window.press_shots.share_button,
             window.models.choose_button,
             window.activity_chip,
         ]
@@ -305,7 +306,8 @@ class TestLayout:
         window.resize(self.HALF_SCREEN, 700)
         qtbot.waitExposed(window)
         before = self.geometry(window)
-        for toggle in (window.hands_free.button, window.composer.speech_toggle, window.camera_panel.button):
+        toggles = (window.hands_free.button, window.press_shots.share_button, window.composer.speech_toggle)
+        for toggle in (*toggles, window.camera_panel.button):
             for _ in range(2):  # on and off, or off and on
                 was = toggle.isChecked()
                 toggle.click()

@@ -1,0 +1,158 @@
+"""What a spoken question sees, in the window (offscreen, no model): the screen shot and the camera
+frame attached at the press, the very pictures the worker's Look carries, withdrawn when no question
+comes of the press, and the Share screen toggle remembered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+import app.capture.screen
+from app.window.main_window import Devices, MainWindow
+from app.window.preferences import SHARE_SCREEN_KEY
+from app.window.press_shots import SHARE_TIPS
+from app.worker import Look
+from model.media import Audio, Image
+from tests.app.fakes import FakeCapture, MicrophoneFactory
+from tests.app.windows import TIMEOUT_MS, open_window
+from tests.helpers import photo_like
+
+SECOND = np.full(16_000, 0.3, np.float32)  # long enough to be sent
+
+
+def window_with(qtbot, settings, history_store, sharing: bool, samples=None) -> MainWindow:
+    settings.setValue(SHARE_SCREEN_KEY, "true" if sharing else "false")
+    devices = Devices(microphone_stream=MicrophoneFactory(samples), camera_source=lambda index: FakeCapture())
+    return open_window(qtbot, settings, history_store, devices)
+
+
+def press(qtbot, window: MainWindow) -> Look:
+    """Hold the talk button; the Look the worker is given."""
+    with qtbot.waitSignal(window.listening_begun, timeout=TIMEOUT_MS) as begun:
+        qtbot.mousePress(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+    return begun.args[0]
+
+
+def release(qtbot, window: MainWindow) -> None:
+    qtbot.mouseRelease(window.push_to_talk.button, Qt.MouseButton.LeftButton)
+
+
+class TestTheToggle:
+    def test_it_is_off_at_first_and_remembered(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=False)
+        button = window.press_shots.share_button
+        assert not button.isChecked() and button.toolTip() == SHARE_TIPS[False]
+        button.click()
+        assert button.toolTip() == SHARE_TIPS[True] and settings.value(SHARE_SCREEN_KEY) == "true"
+        window.close()
+        again = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
+        assert again.press_shots.share_button.isChecked()
+        again.close()
+
+
+class TestAPress:
+    def test_sharing_the_screen_attaches_a_shot_that_the_look_carries(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        look = press(qtbot, window)
+        (shot,) = window.composer.attachments.media
+        assert isinstance(shot, Image) and window.composer.attachments.labels() == ["Screen"]
+        screen = window.screen().size()
+        assert shot.pixels.shape == (screen.height(), screen.width(), 3), "the whole screen"
+        assert look.images[0] is shot, "the worker encodes the very picture the question will carry"
+        release(qtbot, window)
+        window.close()
+
+    def test_not_sharing_it_attaches_nothing(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=False)
+        look = press(qtbot, window)
+        assert look.images == () and window.composer.attachments.media == []
+        release(qtbot, window)
+        window.close()
+
+    def test_the_camera_showing_gives_its_frame_after_the_pictures_attached_before(
+        self, qtbot, settings, history_store
+    ):
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        attached = Image(photo_like(60, 80, seed=1))
+        window.composer.attachments.add(attached, "photo.png")
+        window.camera_panel.button.click()
+        qtbot.waitUntil(lambda: window.camera_panel.camera.image() is not None, timeout=TIMEOUT_MS)
+        look = press(qtbot, window)
+        assert window.composer.attachments.labels() == ["photo.png", "Screen", "Camera"]
+        assert list(look.images) == window.composer.attachments.media
+        assert look.images[2].pixels.shape == (240, 320, 3), "the camera's frame"
+        release(qtbot, window)
+        window.close()
+
+    def test_a_screen_that_cannot_be_captured_is_told_and_the_question_goes_without_it(
+        self, qtbot, settings, history_store, monkeypatch
+    ):
+        class Refusing:  # macOS without the Screen Recording permission
+            def CGPreflightScreenCaptureAccess(self) -> bool:  # noqa: N802 (Apple's name)
+                return False
+
+            def CGRequestScreenCaptureAccess(self) -> bool:  # noqa: N802 (Apple's name)
+                return False
+
+        monkeypatch.setattr(app.capture.screen.sys, "platform", "darwin")
+        monkeypatch.setattr(app.capture.screen, "core_graphics", Refusing)
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        look = press(qtbot, window)
+        assert look.images == () and "Screen Recording" in window.notices.label.text()
+        assert window.push_to_talk.microphone is not None, "the question is heard all the same"
+        release(qtbot, window)
+        window.close()
+
+
+class TestNoQuestion:
+    """A press that ends with no question withdraws its pictures; the user's own stay."""
+
+    @pytest.fixture
+    def window(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        yield window
+        window.close()
+
+    def test_a_slip_of_the_finger(self, qtbot, window: MainWindow):
+        attached = Image(photo_like(60, 80, seed=2))
+        window.composer.attachments.add(attached, "photo.png")
+        press(qtbot, window)
+        assert len(window.composer.attachments.media) == 2
+        with qtbot.waitSignal(window.push_to_talk.recording_dropped, timeout=TIMEOUT_MS):
+            release(qtbot, window)
+        assert window.composer.attachments.media == [attached]
+
+    def test_escape_while_talking(self, qtbot, window: MainWindow):
+        window.show()
+        window.chat_view.setFocus()
+        with qtbot.waitSignal(window.listening_begun, timeout=TIMEOUT_MS):
+            qtbot.keyPress(window.chat_view, Qt.Key.Key_Space)
+        assert window.composer.attachments.labels() == ["Screen"]
+        qtbot.keyPress(window.chat_view, Qt.Key.Key_Escape)
+        qtbot.keyRelease(window.chat_view, Qt.Key.Key_Space)
+        assert window.composer.attachments.media == [] and "cancelled" in window.notices.label.text()
+
+    def test_the_shot_removed_by_the_user_while_talking(self, qtbot, window: MainWindow):
+        press(qtbot, window)
+        (shot,) = window.composer.attachments.media
+        window.composer.attachments.discard(shot)  # as a click on its thumbnail does
+        release(qtbot, window)
+        assert window.composer.attachments.media == []
+
+
+def test_a_question_keeps_its_shot_when_the_next_press_comes_to_nothing(qtbot, settings, history_store):
+    """With no model to answer it, a recording waits among the attachments with the shot of its press;
+    a slip of the finger after it withdraws only its own."""
+    window = window_with(qtbot, settings, history_store, sharing=True, samples=SECOND)
+    press(qtbot, window)
+    factory = window._devices.microphone_stream
+    qtbot.waitUntil(lambda: factory.streams[0].fed.is_set(), timeout=TIMEOUT_MS)
+    qtbot.wait(100)  # a few polls of the queue
+    release(qtbot, window)
+    kept = list(window.composer.attachments.media)
+    assert [type(m) for m in kept] == [Image, Audio]
+    press(qtbot, window)
+    release(qtbot, window)  # the factory's next stream says nothing: too short
+    assert window.composer.attachments.media == kept
+    window.close()
