@@ -70,16 +70,11 @@ class SoundServer:
         return subprocess.run(["pactl", *arguments], env=self.env, capture_output=True, text=True, timeout=10)
 
     def _pacat(self, mode: str, device: str, rate: int, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(
-            ["pacat", mode, f"--device={device}", "--format=float32le", f"--rate={rate}", "--channels=1"],
-            env=self.env,
-            **kwargs,
-        )
+        return pacat(mode, device, rate, self.env, **kwargs)
 
     def say(self, samples: np.ndarray, rate: int = 16_000) -> None:
         """Play `samples` into the microphone (returns once pacat has played them)."""
-        player = self._pacat("--playback", FEED, rate, stdin=subprocess.PIPE)
-        player.communicate(np.asarray(samples, np.float32).tobytes(), timeout=60)
+        say(samples, self.env, rate)
 
     def record_speakers(self, rate: int = 24_000) -> subprocess.Popen:
         """A recorder of what the speakers play; `stop_recording` gives the samples."""
@@ -99,3 +94,19 @@ class SoundServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def pacat(mode: str, device: str, rate: int, env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """pacat playing into or recording from `device` of the server that `env`'s PULSE_SERVER names."""
+    return subprocess.Popen(
+        ["pacat", mode, f"--device={device}", "--format=float32le", f"--rate={rate}", "--channels=1"],
+        env=env,
+        **kwargs,
+    )
+
+
+def say(samples: np.ndarray, env: dict[str, str], rate: int = 16_000) -> None:
+    """Play `samples` into the microphone of the server that `env` names (from another process, say);
+    returns once pacat has played them."""
+    player = pacat("--playback", FEED, rate, env, stdin=subprocess.PIPE)
+    player.communicate(np.asarray(samples, np.float32).tobytes(), timeout=60)

@@ -4,6 +4,11 @@ comes of the press, and the Share screen toggle remembered."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -14,8 +19,10 @@ from app.window.preferences import SHARE_SCREEN_KEY
 from app.window.press_shots import SHARE_TIPS
 from app.worker import Look
 from model.media import Audio, Image
-from tests.app.fakes import FakeCapture, MicrophoneFactory
+from tests.app.fakes import REAL_TIME_S, FakeCapture, MicrophoneFactory
+from tests.app.window.look_at_the_press import SHOWN_AT_PRESS, SHOWN_AT_RELEASE
 from tests.app.windows import TIMEOUT_MS, open_window
+from tests.fixtures.x_server import x_screen
 from tests.helpers import photo_like
 
 SECOND = np.full(16_000, 0.3, np.float32)  # long enough to be sent
@@ -141,6 +148,25 @@ class TestNoQuestion:
         assert window.composer.attachments.media == []
 
 
+class TestHandsFree:
+    def test_speech_starting_attaches_the_shot_and_turning_it_off_mid_sentence_withdraws_it(
+        self, qtbot, settings, history_store, spoken_samples
+    ):
+        """Silero VAD hears espeak-ng: the shot is taken as speech starts, and goes when the user turns
+        hands-free off before they have finished (nothing is sent)."""
+        settings.setValue(SHARE_SCREEN_KEY, "true")
+        factory = MicrophoneFactory(spoken_samples, pace_s=REAL_TIME_S)
+        window = open_window(qtbot, settings, history_store, Devices(microphone_stream=factory))
+        with qtbot.waitSignal(window.listening_begun, timeout=TIMEOUT_MS) as begun:
+            window.hands_free.button.click()
+        (shot,) = begun.args[0].images
+        assert window.composer.attachments.media == [shot] and window.hands_free.state == "hearing"
+        with qtbot.waitSignal(window.hands_free.speech_dropped, timeout=TIMEOUT_MS):
+            window.hands_free.button.click()
+        assert window.composer.attachments.media == []
+        window.close()
+
+
 def test_a_question_keeps_its_shot_when_the_next_press_comes_to_nothing(qtbot, settings, history_store):
     """With no model to answer it, a recording waits among the attachments with the shot of its press;
     a slip of the finger after it withdraws only its own."""
@@ -156,3 +182,38 @@ def test_a_question_keeps_its_shot_when_the_next_press_comes_to_nothing(qtbot, s
     release(qtbot, window)  # the factory's next stream says nothing: too short
     assert window.composer.attachments.media == kept
     window.close()
+
+
+def test_on_a_real_x_screen_the_question_carries_the_screen_as_it_was_at_the_press(
+    tiny_bundle, sound_server, spoken_samples, tmp_path
+):
+    """Xvfb and PulseAudio, the tiny bundle: the screen changes between the press and the release; the
+    question carries the shot of the press, which the worker put in the cache while it listened and
+    did not encode again; two presses that come to nothing leave nothing behind."""
+    speech, report = tmp_path / "speech.npy", tmp_path / "report.json"
+    np.save(speech, np.concatenate([spoken_samples, np.zeros(8_000, np.float32)]))
+    with x_screen("1280x900x24") as display:
+        environ = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+        command = [sys.executable, "-m", "tests.app.window.look_at_the_press", str(tiny_bundle.root)]
+        run = subprocess.run(
+            [*command, str(speech), str(report)], env=environ, capture_output=True, text=True, timeout=600
+        )
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(report.read_text())
+    print(seen)
+    assert seen["attached_at_press"] == ["Screen"], "attached as the button went down"
+    assert seen["reply"] in ("end", "length") and seen["questions"] == 1
+    assert seen["question_images"] == [[900, 1280, 3]], "the whole screen"
+    assert seen["screen_strip_at_release"] == list(SHOWN_AT_RELEASE), "the screen had changed"
+    assert seen["question_strip"] == list(SHOWN_AT_PRESS), "the question carried the press's shot"
+    assert seen["look_carried_it"] == [True], "the worker's Look had that very Image"
+    assert seen["looked_is_asked"] == [True], "the worker put it in the cache while it listened"
+    assert seen["encoded"] == [[900, 1280, 3]], "encoded once: not again at the release"
+    assert sorted(seen["stored"]) == ["audio", "image"], "the history kept the question's shot"
+    assert seen["slip_attached"] == ["Screen"] and seen["escape_attached"] == ["Screen"]
+    assert seen["looks"] == 3, "the worker listened (and looked) at each press"
+    assert "cancelled" in seen["notice"]
+    for after in ("after_slip", "after_escape"):
+        left = seen[after]
+        assert left["attached"] == [] and not left["listening"], f"{after}: nothing attached or heard"
+        assert left["cached"] == seen["after_reply"]["cached"], f"{after}: the Thinker's cache as it was"
