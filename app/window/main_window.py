@@ -218,6 +218,7 @@ class MainWindow(QMainWindow):
         self.menu.quit_action.triggered.connect(self.close)
         self.menu.theme_chosen.connect(self.set_theme)
         self.composer.send_requested.connect(session.send)
+        session.typed_question_sending.connect(self.press_shots.take_screen)
         self.composer.stop_requested.connect(self._on_stop_requested)
         self.push_to_talk.talk_pressed.connect(self._on_talk_pressed)
         self.push_to_talk.listening_changed.connect(self._show_devices_in_use)

@@ -1,7 +1,8 @@
 """What a spoken question sees: the pictures taken the moment the user starts to ask.
 
 When the talk key goes down (or hands-free hears speech start), a question asked by voice carries
-- a shot of the screen, while the Share screen toggle is on (remembered between runs);
+- a shot of the screen, while the Share screen toggle is on (remembered between runs; a question
+  typed while it is on carries one taken at Send);
 - the camera's current frame, while the camera's preview shows (turning the camera on is already
   the user's way of showing something: a second toggle would be one more step mid-gesture).
 They are attached at once, so that the user sees their thumbnails while they speak, the worker
@@ -31,10 +32,10 @@ from model.errors import OmnideskError
 from model.media import Image
 
 SHARE_TIPS = {
-    False: "Share screen: off. Turn it on and each question you speak carries a shot of the screen, "
-    "taken when you start speaking",
-    True: "Share screen: on. Each question you speak carries a shot of the screen (Omnidesk's window "
-    "included), taken when you start speaking",
+    False: "Share screen: off. Turn it on and each question carries a shot of the screen, taken when "
+    "you start speaking (or Send a typed one)",
+    True: "Share screen: on. Each question carries a shot of the screen (Omnidesk's window included), "
+    "taken when you start speaking (or Send a typed one)",
 }
 
 
@@ -73,14 +74,18 @@ class PressShots(QObject):
         frame (while its preview shows)."""
         self._taken = []
         if self.sharing:
-            try:
-                self._attach(grab_screen(self._window.screen()), "Screen")
-            except OmnideskError as exc:
-                self.notice.emit(f"{exc}.")
+            self._attach_screen()
         camera = self._camera.camera
         frame = camera.image() if camera is not None else None
         if frame is not None:
             self._attach(frame, "Camera")
+
+    @Slot()
+    def take_screen(self) -> None:
+        """A typed question is being sent: attach a shot of the screen while sharing it (the camera's
+        frame goes with a typed question only by Ask about this)."""
+        if self.sharing:
+            self._attach_screen()
 
     @Slot()
     def withdraw(self) -> None:
@@ -93,6 +98,12 @@ class PressShots(QObject):
     def keep(self) -> None:
         """The press became a question: its pictures are the question's now."""
         self._taken = []
+
+    def _attach_screen(self) -> None:
+        try:
+            self._attach(grab_screen(self._window.screen()), "Screen")
+        except OmnideskError as exc:
+            self.notice.emit(f"{exc}.")
 
     def _attach(self, image: Image, label: str) -> None:
         self._attachments.add(image, label)

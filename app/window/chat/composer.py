@@ -151,11 +151,16 @@ class Composer(QObject):
         layout.addLayout(tools)
         return card
 
+    @property
+    def empty(self) -> bool:
+        """There is nothing to send: no text (but spaces) and no attachment."""
+        return not self.question_box.toPlainText().strip() and not self.attachments.media
+
     def take(self) -> tuple[str, list[Image | Audio]] | None:
         """The question's text and media, leaving the row empty; None when there is nothing to send."""
-        text = self.question_box.toPlainText().strip()
-        if not text and not self.attachments.media:
+        if self.empty:
             return None
+        text = self.question_box.toPlainText().strip()
         self.question_box.clear()
         return text, self.attachments.take()
 

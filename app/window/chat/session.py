@@ -32,6 +32,8 @@ class ChatSession(QObject):
     reply_completed(str): the reply ended, with the reason.
     turn_failed(str): a turn could not run (no model, an error); the message to show.
     notice(str): a question cannot be sent yet; what it waits for.
+    typed_question_sending(): a question typed (not spoken) is about to be taken from the composer: what
+        goes with it may be attached now (emitted on the GUI thread; a direct connection runs first).
     """
 
     question_asked = Signal(object)
@@ -40,6 +42,7 @@ class ChatSession(QObject):
     reply_completed = Signal(str)
     turn_failed = Signal(str)
     notice = Signal(str)
+    typed_question_sending = Signal()
 
     def __init__(
         self,
@@ -79,7 +82,11 @@ class ChatSession(QObject):
         if self._composer.missing and not self._busy:
             self.notice.emit(self._composer.missing)
             return
-        taken = None if self._busy else self._composer.take()
+        if self._busy or self._composer.empty:
+            return
+        if not self._listened:
+            self.typed_question_sending.emit()
+        taken = self._composer.take()
         if taken is None:
             return
         text, media = taken

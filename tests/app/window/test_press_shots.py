@@ -1,6 +1,7 @@
-"""What a spoken question sees, in the window (offscreen, no model): the screen shot and the camera
-frame attached at the press, the very pictures the worker's Look carries, withdrawn when no question
-comes of the press, and the Share screen toggle remembered."""
+"""What a question sees, in the window (offscreen, no model): the screen shot and the camera frame
+attached at the press, the very pictures the worker's Look carries, withdrawn when no question comes
+of the press; a typed question's shot taken at Send; the Share screen toggle remembered. Then on a
+real X screen with a real sound server and the tiny bundle: the shot is the press's."""
 
 from __future__ import annotations
 
@@ -146,6 +147,41 @@ class TestNoQuestion:
         window.composer.attachments.discard(shot)  # as a click on its thumbnail does
         release(qtbot, window)
         assert window.composer.attachments.media == []
+
+
+class TestATypedQuestion:
+    def ask(self, qtbot, window: MainWindow, text: str):
+        """Send `text` as if a model could answer it; the Ask the worker is given."""
+        window.composer.set_missing("")
+        window.composer.question_box.setPlainText(text)
+        with qtbot.waitSignal(window.session.question_asked, timeout=TIMEOUT_MS) as asked:
+            window.composer.send_button.click()
+        return asked.args[0]
+
+    def test_sharing_the_screen_it_carries_a_shot_taken_at_send(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        ask = self.ask(qtbot, window, "What is this?")
+        (shot,) = ask.question.images
+        screen = window.screen().size()
+        assert shot.pixels.shape == (screen.height(), screen.width(), 3)
+        assert window.composer.attachments.media == [], "taken with the question"
+        window.close()
+
+    def test_not_sharing_it_carries_only_what_was_attached(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=False)
+        attached = Image(photo_like(60, 80, seed=4))
+        window.composer.attachments.add(attached, "photo.png")
+        ask = self.ask(qtbot, window, "What is this?")
+        assert ask.question.images == (attached,)
+        window.close()
+
+    def test_nothing_to_send_takes_no_shot(self, qtbot, settings, history_store):
+        window = window_with(qtbot, settings, history_store, sharing=True)
+        window.composer.set_missing("")
+        with qtbot.assertNotEmitted(window.session.question_asked):
+            window.composer.send_button.click()
+        assert window.composer.attachments.media == [], "no shot waits for the next question"
+        window.close()
 
 
 class TestHandsFree:
