@@ -1,4 +1,4 @@
-"""What a spoken question sees: the pictures taken the moment the user starts to ask.
+"""What a question sees: the pictures taken the moment the user starts to ask.
 
 When the talk key goes down (or hands-free hears speech start), a question asked by voice carries
 - a shot of the screen, while the Share screen toggle is on (remembered between runs; a question
@@ -12,8 +12,9 @@ that ends with no question (too short, Escape, hands-free turned off mid-sentenc
 
 The screen is grabbed with Omnidesk's window in it: hiding the window (as the Screen button does)
 would take the focus from it while the key is held, so that its release would go to another window,
-and it would flicker at every question. The grab takes about 10-50 ms of the GUI thread on a
-1920x1080 X screen (see docs/using.md).
+and it would flicker at every question. On a 1920x1080 X screen the grab takes about 33 ms of the
+GUI thread, 49 ms with its thumbnail (medians on a loaded 2-core machine, docs/using.md); the
+microphone is already recording by then.
 
 Threads: the GUI thread only.
 """
