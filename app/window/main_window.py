@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
             apply_theme(app, self.preferences().theme)
         self._build()
         self._connect_signals()
+        self._show_devices_in_use()  # a screen shared since the last run
         preferences = self.preferences()
         if preferences.output_device:
             self.output_device_chosen.emit(preferences.output_device)
@@ -242,6 +243,7 @@ class MainWindow(QMainWindow):
         self.hands_free.speech_dropped.connect(self.press_shots.withdraw)
         self.hands_free.speech_dropped.connect(worker.drop_listening)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
+        self.press_shots.share_button.toggled.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
         self.conversations.conversation_chosen.connect(session.on_conversation_chosen)
         self.conversations.new_requested.connect(session.on_new_requested)
@@ -272,7 +274,8 @@ class MainWindow(QMainWindow):
         # Hands-free does not hear the user while the reply speaks (no headphones): not "on" then.
         deaf = self.push_to_talk.microphone is None and self.hands_free.state == "paused"
         paused = ("Microphone",) if deaf else ()
-        self.status_line.show_in_use([name for name, device in devices if device is not None], paused)
+        shared = ("Screen",) if self.press_shots.sharing else ()
+        self.status_line.show_in_use([name for name, device in devices if device is not None], paused, shared)
 
     # -- the settings -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The status bar's right end: which devices are on (in red), and the last reply's speeds.
+"""The status bar's right end: which devices are on and whether the screen is shared (in red), and
+the last reply's speeds.
 
 A reply's first sound may be heard after its turn ended (a turn ends when its audio is made, not
 heard): the speeds then gain it when it comes.
@@ -17,7 +18,8 @@ from app.worker import ReplyFinished
 
 
 class StatusLine:
-    """`in_use` ("● Microphone on  ● Camera on", or "● Microphone paused"; hidden when none is) and
+    """`in_use` ("● Microphone on  ● Camera on  ● Screen shared", or "● Microphone paused"; hidden when
+    none is) and
     `speed_status`, added to `bar` as permanent widgets."""
 
     def __init__(self, bar: QStatusBar) -> None:
@@ -29,11 +31,16 @@ class StatusLine:
         bar.addPermanentWidget(self.speed_status)
         self._speeds = ReplyFinished("", None, None, None)  # the last reply's
 
-    def show_in_use(self, names: list[str], paused: tuple[str, ...] = ()) -> None:
+    def show_in_use(
+        self, names: list[str], paused: tuple[str, ...] = (), shared: tuple[str, ...] = ()
+    ) -> None:
         """The devices on now, by name ("Microphone", "Camera"); those in `paused` are open but not
-        listened to (hands-free without headphones while the assistant speaks)."""
-        self.in_use.setText("  ".join(f"● {name} {'paused' if name in paused else 'on'}" for name in names))
-        self.in_use.setVisible(bool(names))
+        listened to (hands-free without headphones while the assistant speaks); those in `shared` go
+        with every question asked ("Screen", while Share screen is on)."""
+        words = [f"● {name} {'paused' if name in paused else 'on'}" for name in names]
+        words += [f"● {name} shared" for name in shared]
+        self.in_use.setText("  ".join(words))
+        self.in_use.setVisible(bool(words))
 
     def show_speeds(self, finished: ReplyFinished) -> None:
         self._speeds = finished

@@ -279,7 +279,7 @@ class TestLayout:
         window.models.status.setText(
             "Model: a bundle with a long name (q4_k_m) on CPU, speech on CPU float32"
         )
-        window.status_line.show_in_use(["Microphone", "Camera"])
+        window.status_line.show_in_use(["Microphone", "Camera"], shared=("Screen",))
         window.show()
         assert window.minimumSizeHint().width() <= self.HALF_SCREEN
         window.resize(self.HALF_SCREEN, 700)

@@ -51,11 +51,14 @@ class TestTheToggle:
         window = window_with(qtbot, settings, history_store, sharing=False)
         button = window.press_shots.share_button
         assert not button.isChecked() and button.toolTip() == SHARE_TIPS[False]
+        assert not window.status_line.in_use.isVisibleTo(window)
         button.click()
         assert button.toolTip() == SHARE_TIPS[True] and settings.value(SHARE_SCREEN_KEY) == "true"
+        assert window.status_line.in_use.text() == "● Screen shared", "said in red, as the camera is"
         window.close()
         again = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
         assert again.press_shots.share_button.isChecked()
+        assert again.status_line.in_use.text() == "● Screen shared"
         again.close()
 
 
