@@ -23,6 +23,7 @@ venv="$root/.venv"
 dev=0
 find_links=""
 rebuild_llama=0
+cpuinfo=/proc/cpuinfo  # the CPU's instruction sets (packaging/cpu_isa.sh)
 
 while [ $# -gt 0 ]; do
     case "$1" in

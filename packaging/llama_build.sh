@@ -4,11 +4,14 @@
 # costs and what to install, and the install goes on.
 
 source "$(dirname "${BASH_SOURCE[0]}")/cuda_toolkit.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/cpu_isa.sh"
 
 # Usage: install_llama ACCEL CAPABILITY   (ACCEL: cuda, metal or cpu; CAPABILITY: e.g. 89, or empty)
-# Reads from install.sh: py, pip (array), venv, LLAMA_CPP_VERSION, rebuild_llama, find_links, say.
+# Reads from install.sh: py, pip (array), venv, LLAMA_CPP_VERSION, rebuild_llama, find_links, cpuinfo, say.
 install_llama() {
     local accel="$1" capability="$2" args=(install "llama-cpp-python==$LLAMA_CPP_VERSION")
+    local isa
+    isa="$(cpu_isa_args "$cpuinfo")"
     [ "$rebuild_llama" = 1 ] && args+=(--force-reinstall --no-cache-dir --no-deps)
     case "$accel" in
         cuda)
@@ -23,7 +26,7 @@ install_llama() {
             fi
             if [ -z "$why" ]; then
                 say "installing llama-cpp-python $LLAMA_CPP_VERSION for CUDA (CMAKE_ARGS=$cuda_args)"
-                if CMAKE_ARGS="${CMAKE_ARGS:-} $cuda_args" "${pip[@]}" "${args[@]}"; then
+                if CMAKE_ARGS="${CMAKE_ARGS:-} $isa $cuda_args" "${pip[@]}" "${args[@]}"; then
                     [ -n "${toolkit:-}" ] && cuda_link_runtime "$py" "$toolkit"
                     return 0
                 fi
@@ -41,6 +44,6 @@ install_llama() {
     esac
     # A prebuilt wheel only fits the CPU backend; GPU builds always compile.
     [ -n "$find_links" ] && args+=(--find-links "$find_links")
-    say "installing llama-cpp-python $LLAMA_CPP_VERSION for the CPU"
-    "${pip[@]}" "${args[@]}"
+    say "installing llama-cpp-python $LLAMA_CPP_VERSION for the CPU${isa:+ (CMAKE_ARGS=$isa)}"
+    CMAKE_ARGS="${CMAKE_ARGS:-} $isa" "${pip[@]}" "${args[@]}"
 }

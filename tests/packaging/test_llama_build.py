@@ -33,16 +33,22 @@ esac
 SCRIPT = """
 set -euo pipefail
 py="$FAKE_PY"; pip=("$py" -m pip); venv="$FAKE_VENV"
-LLAMA_CPP_VERSION=0.3.36; rebuild_llama=0; find_links=""
+LLAMA_CPP_VERSION=0.3.36; rebuild_llama=0; find_links=""; cpuinfo="$FAKE_CPUINFO"
 say() { echo "==> $*"; }
 source packaging/llama_build.sh
-install_llama cuda 89
+install_llama "$FAKE_ACCEL" 89
 echo "the install goes on"
 """
+# /proc/cpuinfo's flags line of this project's Xeon (family 6 model 207: AMX) and of a Zen 4 (none).
+XEON_FLAGS = (
+    "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 avx512f avx512dq avx512cd avx512bw "
+    "avx512vl avx_vnni avx512_bf16 avx512vbmi avx512_vbmi avx512_vnni avx512_fp16 amx_bf16 amx_tile amx_int8"
+)
+ZEN4_FLAGS = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 avx512f avx512_bf16 avx512_vnni"
 
 
 def install_llama(
-    tmp_path: Path, nvidia_rc: int, cuda_build_rc: int
+    tmp_path: Path, nvidia_rc: int, cuda_build_rc: int, accel: str = "cuda", cpu_flags: str = ZEN4_FLAGS
 ) -> tuple[subprocess.CompletedProcess, list[str]]:
     if shutil.which("nvcc", path=PATH_WITHOUT_NVCC):
         pytest.skip("a CUDA Toolkit is installed in /usr/bin")
@@ -57,7 +63,11 @@ def install_llama(
     (site / "nvidia" / "cu13" / "lib").mkdir()
     (site / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_bytes(b"")
     log = tmp_path / "log"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n\nprocessor\t: 1\nflags\t\t: {cpu_flags}\n")
     env = {
+        "FAKE_ACCEL": accel,
+        "FAKE_CPUINFO": str(cpuinfo),
         "PATH": PATH_WITHOUT_NVCC,
         "HOME": str(tmp_path),
         "FAKE_PY": str(python),
@@ -99,3 +109,46 @@ def test_a_failing_cuda_build_falls_back_to_the_cpu(tmp_path):
     assert result.returncode == 0 and "the install goes on" in result.stdout
     assert result.stderr.startswith("install.sh: llama.cpp's CUDA build failed (see above), so llama.cpp")
     assert len(builds) == 2 and "GGML_CUDA=on" in builds[0] and "GGML_CUDA" not in builds[1]
+
+
+class TestAmx:
+    """A Xeon with AMX builds llama.cpp for its instruction sets one by one, leaving out AMX, whose
+    kernels die with SIGILL on Linux (packaging/cpu_isa.sh); other CPUs keep -march=native."""
+
+    @pytest.mark.parametrize("accel", ["cpu", "cuda"])
+    def test_a_xeon_with_amx_builds_without_it(self, tmp_path, accel):
+        result, builds = install_llama(
+            tmp_path, nvidia_rc=0, cuda_build_rc=0, accel=accel, cpu_flags=XEON_FLAGS
+        )
+        assert result.returncode == 0 and len(builds) == 1, result.stderr
+        args = builds[0].split("CMAKE_ARGS=")[1].split()
+        print(f"\n{accel}: {' '.join(args)}")
+        assert "-DGGML_NATIVE=OFF" in args
+        for option in (
+            "AVX2",
+            "FMA",
+            "F16C",
+            "AVX512",
+            "AVX512_VNNI",
+            "AVX512_BF16",
+            "AVX512_VBMI",
+            "AVX_VNNI",
+        ):
+            assert f"-DGGML_{option}=ON" in args
+        assert not any("AMX" in arg for arg in args)
+        assert ("-DGGML_CUDA=on" in args) == (accel == "cuda")
+
+    @pytest.mark.parametrize("accel", ["cpu", "cuda"])
+    def test_other_cpus_build_for_the_native_cpu(self, tmp_path, accel):
+        result, builds = install_llama(tmp_path, nvidia_rc=0, cuda_build_rc=0, accel=accel)
+        assert result.returncode == 0 and len(builds) == 1
+        assert "GGML_NATIVE" not in builds[0] and "GGML_AVX" not in builds[0]
+
+    def test_no_cpuinfo_as_on_a_mac_adds_nothing(self, tmp_path):
+        result = subprocess.run(
+            ["bash", "-c", f"source packaging/cpu_isa.sh; cpu_isa_args {tmp_path / 'none'}; echo rc=$?"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.stdout == "rc=0\n" and result.stderr == ""
