@@ -145,8 +145,8 @@ class Turn:
 def speaking_to_the_limit(bundle: Bundle, folder: Path) -> Path:
     """A copy of `bundle` whose Talker never picks its stop codes (codec pad and eos): their rows of the
     codec head are zeroed and the others scaled by STOP_CODES_SCALE, so that each reply speaks to the
-    worker's code limit (4096 codes, 82 s), as a long reply does. The tiny bundle's own Talker stops
-    after 15 to 110 codes (0.3 to 2.2 s), too short for gaps to show."""
+    worker's code limit (4096 codes, 82 s), as a long reply does. The tiny bundle's own Talker mostly
+    stops after 0.1 to 2.2 s, too short for gaps to show."""
     root = Path(shutil.copytree(bundle.root, folder / "speaking-to-the-limit", dirs_exist_ok=True))
     talker = root / bundle.files["talker"].path
     weights = load_file(str(talker))
