@@ -98,6 +98,9 @@ class Ask:
     speak: bool
     number: int = 0  # the asker's count of questions: `cancel(through=n)` stops questions up to n
     listened: int = 0  # the `Look` whose listening heard this question's recording (0: none)
+    # time.perf_counter() when it was sent (the end of the question, for the status bar's first text
+    # and first audio); None: when the worker takes it
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,14 @@ class ReplyFinished:
     tokens_per_s: float | None  # the Thinker's, after its first token; None: unknown
 
     @classmethod
-    def of(cls, finished: TurnFinished, first_audio_s: float | None = None) -> ReplyFinished:
-        return cls(finished.reason, finished.marks.get("first_text"), first_audio_s, finished.tokens_per_s)
+    def of(
+        cls, finished: TurnFinished, first_audio_s: float | None = None, ready_after_s: float = 0.0
+    ) -> ReplyFinished:
+        """`ready_after_s`: from the end of the question to the turn's input_ready, from which its
+        marks count (the speakers opened, the question's last sound encoded)."""
+        first_text = finished.marks.get("first_text")
+        first_text_s = None if first_text is None else ready_after_s + first_text
+        return cls(finished.reason, first_text_s, first_audio_s, finished.tokens_per_s)
 
     @property
     def speeds(self) -> str:
@@ -193,7 +202,7 @@ class ConversationWorker(QObject):
         self._sink_failed = False
         self._conversation: Conversation | None = None
         self._cancelled_through = -1  # questions numbered up to this one are cancelled (any thread)
-        self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's input was ready
+        self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's question ended
         self._said_slow = False
         self._listening: tuple[int, Listening] | None = None  # the Look's number, and what it heard
 
@@ -320,15 +329,17 @@ class ConversationWorker(QObject):
                 heard.discard()
             self.reply_finished.emit(ReplyFinished("cancelled", None, None, None))
             return
-        sink = self._open_sink() if request.speak else None
+        asked = time.perf_counter() if request.sent_at is None else request.sent_at
+        sink = self._open_sink() if request.speak else None  # the first opens the speakers: seconds
         if sink is not None:
             sink.begin()
+            self._spoken_since = asked
         options = TurnOptions(
             speak=sink is not None,
             max_tokens=self._max_tokens,
             speech=replace(self._speech, voice=request.voice),
         )
-        finished = self._run(conversation, request, options, sink, heard)
+        finished, ready_at = self._run(conversation, request, options, sink, heard)
         if sink is not None:
             sink.finish()
         if finished.reason == "error" and request.number <= self._cancelled_through:
@@ -337,7 +348,7 @@ class ConversationWorker(QObject):
         if finished.reason == "error":
             self.turn_failed.emit(finished.error)
         first_audio_s = self.speech_state().first_audio_s if sink is not None else None
-        self.reply_finished.emit(ReplyFinished.of(finished, first_audio_s))
+        self.reply_finished.emit(ReplyFinished.of(finished, first_audio_s, max(0.0, ready_at - asked)))
         if sink is not None and not self._said_slow and sink.state().slow:
             self._said_slow = True
             self.plan_noted.emit(slow_speech_note(conversation.plan.profile == "fast"))
@@ -349,8 +360,10 @@ class ConversationWorker(QObject):
         options: TurnOptions,
         sink: AudioSink | None,
         heard: Listening | None,
-    ) -> TurnFinished:
+    ) -> tuple[TurnFinished, float]:
+        """How the turn ended, and when (time.perf_counter()) its input was ready."""
         finished: TurnFinished | None = None
+        ready_at = time.perf_counter()
         stopping = False
         for event in conversation.turn(request.question, options, heard):
             # A cancel that came as the turn began (which clears the conversation's) is applied here.
@@ -361,8 +374,8 @@ class ConversationWorker(QObject):
                 self.text_received.emit(event.text)
             elif isinstance(event, AudioChunk) and sink is not None:
                 sink.write(event.samples)
-            elif isinstance(event, Mark) and event.name == "input_ready" and sink is not None:
-                self._spoken_since = time.perf_counter()
+            elif isinstance(event, Mark) and event.name == "input_ready":
+                ready_at = time.perf_counter()
             elif isinstance(event, RecordingCut):
                 self.recording_cut.emit(event.message)
             elif isinstance(event, PictureShrunk):
@@ -370,7 +383,7 @@ class ConversationWorker(QObject):
             elif isinstance(event, TurnFinished):
                 finished = event
         assert finished is not None
-        return finished
+        return finished, ready_at
 
     def _speakers(self, sample_rate: int) -> AudioSink:
         from app.sound.playback import Playback

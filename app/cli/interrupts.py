@@ -1,53 +1,47 @@
 """What Ctrl-C (SIGINT) does while `omnidesk chat` waits for a line, and while a turn runs.
 
-Python runs its signal handlers on the main thread, but the kernel hands a process's SIGINT to any of
-its threads that does not block it: torch's and llama.cpp's worker threads too. A main thread blocked
-in read() on standard input is then not interrupted, and the handler would wait for the next line
-(measured: two Ctrl-C in four at chat's prompt did nothing). While the prompt waits, a relay thread
-therefore passes each SIGINT on to the main thread itself (`signal.pthread_kill` with a no-op
-SIGUSR2), which interrupts its read so that the handler runs at once.
+The kernel hands a process's SIGINT to any of its threads that does not block it (torch's and
+llama.cpp's worker threads too), and Python runs its handler on the main thread only, at its next
+bytecode. A main thread blocked in read() is therefore interrupted only when the signal lands on it.
+While the prompt waits, `interrupt_wakes` makes each SIGINT a byte on a pipe instead (Python's C-level
+handler writes it, on whichever thread the signal lands, before any Python runs): the prompt waits in
+select() on that pipe and on standard input (app.cli.prompt), so that a press before or during the
+wait is seen at once, and none can be lost.
 
-Threads: the context managers are entered on the main thread (Python requires it for handlers); the
-relay thread blocks reading the wake-up pipe that Python's C-level handler writes each signal to.
+Threads: the context managers are entered on the main thread (Python requires it for handlers).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-NUDGE = signal.SIGUSR2  # sent to the main thread alone, only to end its blocking read
-STOP_RELAY = b"\0"  # no signal has number 0
+
+@contextmanager
+def interrupt_wakes() -> Iterator[int]:
+    """While inside, Ctrl-C does nothing by itself but puts a byte (SIGINT's number) on the pipe whose
+    non-blocking read end is yielded; other signals with Python handlers put theirs too."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    try:
+        with _handling(signal.SIGINT, lambda *_: None):
+            yield read_end
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_end)
+        os.close(write_end)
 
 
 @contextmanager
 def interrupt_raises() -> Iterator[None]:
-    """While the chat waits for a line, Ctrl-C raises KeyboardInterrupt at once, whichever thread the
-    kernel gives it to (elsewhere it ends the program)."""
-    if os.name == "nt":  # Windows: the console's Ctrl-C event reaches Python's handler as it is
-        with _handling(signal.SIGINT, signal.default_int_handler):
-            yield
-        return
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    main = threading.main_thread().ident
-    assert main is not None
-    relay = threading.Thread(target=_relay, args=(read_end, main), name="ctrl-c relay", daemon=True)
-    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    with _handling(NUDGE, lambda *_: None):  # until the relay has ended: a late nudge must find it
-        relay.start()
-        try:
-            with _handling(signal.SIGINT, signal.default_int_handler):
-                yield
-        finally:
-            signal.set_wakeup_fd(previous_fd)
-            os.write(write_end, STOP_RELAY)
-            relay.join()
-    os.close(read_end)
-    os.close(write_end)
+    """While inside, Ctrl-C raises KeyboardInterrupt (for Windows' console, whose Ctrl-C event Python
+    handles on the main thread as it comes)."""
+    with _handling(signal.SIGINT, signal.default_int_handler):
+        yield
 
 
 @contextmanager
@@ -64,10 +58,3 @@ def _handling(signum: int, handler: Callable[..., object]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signum, previous)
-
-
-def _relay(wake_up: int, main_thread: int) -> None:
-    """Pass each SIGINT written to the wake-up pipe on to the main thread, until STOP_RELAY."""
-    while (numbers := os.read(wake_up, 64)) and STOP_RELAY not in numbers:
-        if signal.SIGINT in numbers:
-            signal.pthread_kill(main_thread, NUDGE)

@@ -20,7 +20,8 @@ from dataclasses import replace
 
 from app.cli.ask_media import question_from_args
 from app.cli.exit_status import EXIT_INTERRUPTED
-from app.cli.interrupts import interrupt_cancels, interrupt_raises
+from app.cli.interrupts import interrupt_cancels
+from app.cli.prompt import Prompt
 from app.cli.text_input import checked_text, keep_undecodable_input
 from app.shown_text import displayed
 from app.sound.pacing import slow_speech_note
@@ -148,13 +149,10 @@ def run_chat(args: argparse.Namespace) -> int:
     said_slow = False
     keep_undecodable_input()
     print("Omnidesk: ask anything. Ctrl-C stops a reply; Ctrl-D (or /quit) leaves.", file=sys.stderr)
+    prompt = Prompt("you> ")  # Ctrl-C there drops the line and prompts again, as in a shell
     while True:
         try:
-            with interrupt_raises():
-                question = checked_text(input("you> "), "that line")
-        except KeyboardInterrupt:  # as in a shell: the line is dropped, a new prompt follows
-            print(file=sys.stderr)
-            continue
+            question = checked_text(prompt.line(), "that line")
         except EOFError:
             print(file=sys.stderr)
             break

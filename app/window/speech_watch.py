@@ -25,7 +25,7 @@ class SpeechWatch(QObject):
         all of it was played, or it was stopped. (What a hands-free microphone must not take for
         the user.)
     first_sound(float): the reply's first sound reached the speakers, this many seconds after
-        the question was ready.
+        the end of the question (when it was sent).
     """
 
     speaking_changed = Signal(bool)

@@ -5,6 +5,7 @@ are tested through the window (test_main_window.TestSpeech)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -57,6 +58,19 @@ class TestTurns:
             ("turn_failed", "No model is loaded yet: choose a model bundle first."),
             ("reply_finished", ReplyFinished("error", None, None, None)),
         ]
+
+    def test_the_figures_count_from_the_end_of_the_question(self, qtbot, tiny_bundle: Bundle):
+        """They had counted from the turn's input_ready, after the speakers opened and the question's
+        last sound was encoded: 1.0 to 3.3 s of a first spoken turn at load 5 went uncounted."""
+        sink = RecordingSink()
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=lambda rate: sink)
+        signals = Signals(worker)
+        worker.load(ModelChoice(str(tiny_bundle.root)))
+        ended = time.perf_counter() - 30.0  # as if the question had ended 30 s before the worker took it
+        worker.ask(Ask(Question("Hello"), "Chelsie", speak=True, sent_at=ended))
+        (finished,) = signals.named("reply_finished")
+        assert finished.first_text_s >= 30.0 and finished.first_audio_s >= 30.0
+        worker.close()
 
     def test_a_text_reply_has_no_first_audio(self, qtbot, tiny_bundle: Bundle):
         worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH)

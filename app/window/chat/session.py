@@ -11,6 +11,8 @@ Threads: the GUI thread only; the worker's signals reach the `on_` slots queued.
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal, Slot
 
 from app.window.chat.composer import Composer
@@ -102,7 +104,8 @@ class ChatSession(QObject):
         self._asked += 1
         listened, self._listened = self._listened, 0
         composer = self._composer
-        self.question_asked.emit(Ask(question, composer.voice, composer.speak, self._asked, listened))
+        sent = time.perf_counter()  # the end of the question, for the status bar's figures
+        self.question_asked.emit(Ask(question, composer.voice, composer.speak, self._asked, listened, sent))
 
     def on_recording_finished(self, audio: Audio, listened: int = 0) -> None:
         """Attach a recording and send it, at once or when the running reply ends. `listened`: the

@@ -205,14 +205,14 @@ class TestInterrupt:
         with wave.open(str(out)) as wav:
             assert out.stat().st_size == 44 + 2 * wav.getnframes()
 
-    @pytest.mark.slow  # still misses a press now and then (seen once in a clean-clone CI run): see the note
     def test_at_the_chat_prompt_gives_a_new_prompt_as_a_shell_does(self, tiny_bundle: Bundle):
-        """It had ended the whole chat (exit 130). Five times in a row: the kernel hands SIGINT to any of
-        the process's threads, and one in two had left the prompt waiting for a line."""
+        """It had ended the whole chat (exit 130). Twenty times in a row: the kernel hands SIGINT to any
+        of the process's threads, and input() lost a press that came before its read began (one in a
+        hundred under load, tests/app/cli/test_prompt.py has each case)."""
         process = self._start("chat", "--models", tiny_bundle.root, "--text-only")
         assert process.stdout is not None
         assert process.stdout.read(5) == b"you> "
-        for _ in range(5):
+        for _ in range(20):
             process.send_signal(signal.SIGINT)
             assert select.select([process.stdout], [], [], 30)[0], "a new prompt, at once"
             assert process.stdout.read(5) == b"you> "
