@@ -39,6 +39,11 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (pcm * 32767.0).round().astype("<i2").tobytes()
 
 
+def from_pcm16(data: bytes) -> np.ndarray:
+    """16-bit little-endian PCM as float32 samples (n,) in [-1, 1]: `pcm16`'s inverse."""
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32767.0
+
+
 class WavWriter:
     def __init__(self, path: Path, sample_rate: int, channels: int = 1) -> None:
         self.path = path

@@ -5,6 +5,7 @@
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed as text and speech
                  [--image P] [--audio P] [--video P] [--screen] [--camera [N]]   ... about these
     omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
+    omnidesk ask|chat --server URL [--api-key K] ...     ... with the model on a server (omnidesk serve)
     omnidesk serve --models BUNDLE [--host H] [--port P] [--api-key K]   the model, for other computers
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk doctor                                      hardware, backends, which model fits
@@ -201,7 +202,19 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def add_turn_options(parser: argparse.ArgumentParser) -> None:
-    add_engine_options(parser)
+    add_engine_options(parser, models_required=False)
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="ask a model served elsewhere instead of loading one here: omnidesk serve, vllm-omni or "
+        "another OpenAI-compatible Omni server (e.g. http://127.0.0.1:8091/v1)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("OMNIDESK_API_KEY"),
+        help="the server's key (default: $OMNIDESK_API_KEY)",
+    )
+    parser.add_argument("--server-model", help="the model's name on the server (default: the first it lists)")
     parser.add_argument("--system", help="your instructions (a persona); see docs/using.md on speech")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument(
@@ -223,10 +236,10 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, models_required: bool = True) -> None:
     """Which model runs, where and how: what `ask`, `chat` and `serve` share."""
     parser.add_argument(
-        "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
+        "--models", required=models_required, help="model bundle: its name (omnidesk models list) or folder"
     )
     parser.add_argument(
         "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that fit)"

@@ -1,5 +1,6 @@
 """A real `omnidesk serve` front (uvicorn, a loopback socket) run on a thread of the test process, so that
-tests can look at its engine, and a small streaming reader of its server-sent events."""
+tests can look at its engine: the `engine` and `url` fixtures (tests/app/conftest.py makes them known),
+the turn options a greedy request asks for, and a small reader of server-sent events."""
 
 from __future__ import annotations
 
@@ -8,16 +9,27 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx2
-import numpy as np
+import pytest
 import uvicorn
 
-from app.serve.server import Engine, create_app
+from app.serve.request import GREEDY_TALKER, GREEDY_THINKER, RequestLimits
+from app.serve.server import Engine, ServeOptions, create_app
+from model.files.bundle import Bundle
+from model.pipeline import Conversation, TurnOptions
+from model.talker import SpeechOptions
+from model.thinker_types import ThinkerOptions
 
 START_TIMEOUT_S = 30
+SEED, MAX_TOKENS, MAX_CODES = 5, 10, 60
+WAVEFORM_TOLERANCE = 1e-4  # 16-bit PCM rounds by up to 1.5e-5
+STAGE_THREADS = {"thinker", "talker", "dit", "vocoder"}  # model/pipeline/stages.py's thread names
+TIMEOUT_S = 120  # a bound on a failing test's wait
 
 
 @contextlib.contextmanager
@@ -66,6 +78,43 @@ def streamed(response: httpx2.Response) -> tuple[str, bytes, list[Any]]:
     return text, pcm, every
 
 
-def samples(pcm: bytes) -> np.ndarray:
-    """16-bit PCM as floats in [-1, 1] (the scale `model.wav_writer.pcm16` writes)."""
-    return np.frombuffer(pcm, "<i2").astype(np.float64) / 32767.0
+def greedy_options(speak: bool = True, max_tokens: int = MAX_TOKENS) -> TurnOptions:
+    """What a request with temperature 0 and SEED asks for, written out as `omnidesk ask --greedy` runs it."""
+    return TurnOptions(
+        speak=speak,
+        max_tokens=max_tokens,
+        sampling=replace(GREEDY_THINKER, seed=SEED),
+        speech=SpeechOptions(voice="Chelsie", sampling=GREEDY_TALKER, max_codes=MAX_CODES),
+        seed=SEED,
+    )
+
+
+def conversation(bundle: Bundle) -> Conversation:
+    made = Conversation.planned(bundle, thinker_options=ThinkerOptions(n_ctx=2048))
+    made.prepare("Chelsie")
+    return made
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle: Bundle) -> Engine:
+    options = ServeOptions(
+        model="tiny",
+        max_body_bytes=2 << 20,
+        limits=RequestLimits(max_parts=2, max_seconds=10, max_codes=MAX_CODES),
+        max_waiting=1,
+    )
+    return Engine(conversation(tiny_bundle), options)
+
+
+@pytest.fixture(scope="module")
+def url(engine: Engine):
+    with serving(engine) as base:
+        yield base
+
+
+def wait_for(condition, timeout_s: float = TIMEOUT_S) -> None:
+    """Poll `condition` until it holds (a bound on a failing test's wait, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)

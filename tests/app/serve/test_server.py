@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 import wave
 from dataclasses import replace
 
@@ -15,33 +14,27 @@ import httpx2
 import numpy as np
 import pytest
 
-from app.serve.request import GREEDY_TALKER, GREEDY_THINKER, RequestLimits
-from app.serve.server import Engine, ServeOptions
+from app.serve.server import Engine
 from model.audio_features import load_recording
 from model.files.bundle import Bundle
 from model.media import Question
 from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
-from model.thinker_types import ThinkerOptions
 from model.vision import load_image
-from tests.app.serve.live import samples, serving, streamed
+from model.wav_writer import from_pcm16 as samples
+from tests.app.serve.live import (
+    MAX_TOKENS,
+    SEED,
+    STAGE_THREADS,
+    TIMEOUT_S,
+    WAVEFORM_TOLERANCE,
+    conversation,
+    greedy_options,
+    serving,
+    streamed,
+    wait_for,
+)
 from tests.helpers import max_abs_error, photo_like, speech_like
-
-SEED, MAX_TOKENS, MAX_CODES = 5, 10, 60
-WAVEFORM_TOLERANCE = 1e-4  # 16-bit PCM rounds by up to 1.5e-5
-STAGE_THREADS = {"thinker", "talker", "dit", "vocoder"}  # model/pipeline/stages.py's thread names
-TIMEOUT_S = 120
-
-
-def greedy_options(speak: bool = True, max_tokens: int = MAX_TOKENS) -> TurnOptions:
-    """What a request with temperature 0 and SEED asks for, written out as `omnidesk ask --greedy` runs it."""
-    return TurnOptions(
-        speak=speak,
-        max_tokens=max_tokens,
-        sampling=replace(GREEDY_THINKER, seed=SEED),
-        speech=SpeechOptions(voice="Chelsie", sampling=GREEDY_TALKER, max_codes=MAX_CODES),
-        seed=SEED,
-    )
 
 
 def body(content: object, speak: bool = True, stream: bool = True, **more: object) -> dict[str, object]:
@@ -56,29 +49,6 @@ def body(content: object, speak: bool = True, stream: bool = True, **more: objec
         "max_tokens": MAX_TOKENS,
         **more,
     }
-
-
-def conversation(bundle: Bundle) -> Conversation:
-    made = Conversation.planned(bundle, thinker_options=ThinkerOptions(n_ctx=2048))
-    made.prepare("Chelsie")
-    return made
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_bundle: Bundle) -> Engine:
-    options = ServeOptions(
-        model="tiny",
-        max_body_bytes=2 << 20,
-        limits=RequestLimits(max_parts=2, max_seconds=10, max_codes=MAX_CODES),
-        max_waiting=1,
-    )
-    return Engine(conversation(tiny_bundle), options)
-
-
-@pytest.fixture(scope="module")
-def url(engine: Engine):
-    with serving(engine) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
@@ -357,11 +327,3 @@ class TestLeaving:
         assert 0 < len(engine.finished.reply_ids) < 1500
         assert not {t.name for t in threading.enumerate() if t.is_alive()} & STAGE_THREADS
         assert client.post("/v1/chat/completions", json=body("Hi", stream=False)).status_code == 200
-
-
-def wait_for(condition, timeout_s: float = TIMEOUT_S) -> None:
-    """Poll `condition` until it holds (a bound on a failing test's wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
