@@ -24,7 +24,7 @@ from typing import Any
 import httpx2
 from PIL import Image as PilImage
 
-from app.remote.stream import ReplyReader, ServerReplyError, error_message
+from app.remote.stream import ReplyReader, ServerReplyError, bounded_lines, error_message
 from model.audio_rates import INPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.media import Question
@@ -42,15 +42,22 @@ class RemoteConversation:
     """The history of a conversation with a model on a server; `turn` answers the next question there."""
 
     def __init__(
-        self, url: str, api_key: str | None = None, model: str | None = None, persona: str = ""
+        self,
+        url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        persona: str = "",
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         """`url`: the server's OpenAI base URL (http://host:8091/v1; a bare http://host:8091 gets /v1);
-        `model`: the model's name there (None: the first the server lists)."""
+        `model`: the model's name there (None: the first the server lists); `read_timeout_s`: the
+        longest wait for the next byte of a reply."""
         self.base_url = base_url(url)
         self.persona = persona
         self.history: list[tuple[str, str]] = []  # (question, reply) texts, oldest first
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        self.read_timeout_s = read_timeout_s
+        timeout = httpx2.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S)
         self._client = httpx2.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self._model = model
         self._cancel = threading.Event()
@@ -91,7 +98,7 @@ class RemoteConversation:
                 if response.status_code != 200:
                     raise ServerReplyError(self._refusal(response))
                 reader = ReplyReader()
-                for event in reader.events(response.iter_lines()):
+                for event in reader.events(bounded_lines(response.iter_bytes())):
                     name = "first_text" if isinstance(event, TextDelta) else "first_audio"
                     if name not in marks:
                         marks[name] = time.perf_counter() - started
@@ -167,7 +174,9 @@ class RemoteConversation:
         if isinstance(exc, httpx2.ConnectError):
             return f"cannot reach {self.base_url} ({exc}): check the URL, and that the server runs"
         if isinstance(exc, httpx2.TimeoutException):
-            return f"{self.base_url} stopped answering (no data for {READ_TIMEOUT_S:.0f} s)"
+            return (
+                f"{self.base_url} stopped answering (nothing for {self.read_timeout_s:g} s): check the server"
+            )
         return f"the connection to {self.base_url} failed ({type(exc).__name__}: {exc})"
 
 

@@ -22,7 +22,7 @@ from model.errors import OmnideskError
 from model.pipeline import AudioChunk, TextDelta
 from model.wav_writer import from_pcm16
 
-MAX_LINE_CHARS = 16 << 20  # one event: a whole reply's WAV of ~5 minutes at most
+MAX_LINE_BYTES = 16 << 20  # one event: a whole reply's WAV of ~5 minutes at most
 
 
 class ServerReplyError(OmnideskError):
@@ -38,21 +38,15 @@ class Ending:
 
 
 class ReplyReader:
-    """Turns the lines of one streamed reply into events; `ending` says how it ended.
-
-    Lines come from the HTTP client, which bounds their length only by what the server sends: one
-    longer than MAX_LINE_CHARS ends the reply."""
+    """Turns the lines of one streamed reply into events; `ending` says how it ended."""
 
     def __init__(self) -> None:
         self.ending = Ending()
         self._odd = b""  # a PCM byte whose sample's other half is in the next piece
 
     def events(self, lines: Iterable[str]) -> Iterator[TextDelta | AudioChunk]:
+        """The events of `lines` (see `bounded_lines`) up to `data: [DONE]` or their end."""
         for line in lines:
-            if len(line) > MAX_LINE_CHARS:
-                raise ServerReplyError(
-                    f"the server sent an event of {len(line) >> 20} MB, larger than any reply"
-                )
             if not line.startswith("data:"):
                 continue  # comments, event names, blank lines
             data = line[5:].strip()
@@ -98,6 +92,26 @@ class ReplyReader:
         if not whole:
             return None
         return AudioChunk(from_pcm16(data[:whole]))
+
+
+def bounded_lines(pieces: Iterable[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """The lines of a byte stream, each held whole in memory only up to `limit` bytes: a server that
+    sends a longer one (or one that never ends) ends the reply instead of filling the memory."""
+    held = bytearray()
+    for piece in pieces:
+        if b"\n" in piece:  # only then is what is held split: a long line is scanned once
+            *lines, rest = (held + piece).split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+            held = bytearray(rest)
+        else:
+            held += piece
+        if len(held) > limit:
+            raise ServerReplyError(
+                f"the server sent an event of more than {limit >> 20} MB, larger than any reply"
+            )
+    if held:
+        yield held.decode("utf-8", "replace")
 
 
 def wav_chunk(data: bytes) -> AudioChunk:

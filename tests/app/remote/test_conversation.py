@@ -9,7 +9,12 @@ import wave
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from app.remote.conversation import RemoteConversation
 from app.serve.server import Engine
@@ -82,3 +87,37 @@ def test_a_wrong_key_or_no_server_is_one_line_and_the_conversation_goes_on(engin
         and "not a server's address" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def hostile_server() -> Starlette:
+    """An HTML error page where a reply should be, and a stream that stops sending."""
+
+    async def proxy_error(request: Request) -> Response:
+        return HTMLResponse("<html><body><h1>502 Bad Gateway</h1></body></html>", 502)
+
+    async def stalls(request: Request) -> Response:
+        async def first_then_nothing():
+            yield b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+            await anyio.sleep_forever()
+
+        return StreamingResponse(first_then_nothing(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/html/v1/chat/completions", proxy_error, methods=["POST"]),
+            Route("/stall/v1/chat/completions", stalls, methods=["POST"]),
+        ]
+    )
+
+
+def test_a_hostile_server_ends_the_turn_in_one_line_that_says_what_to_check():
+    with serving(hostile_server()) as base:
+        html = RemoteConversation(f"{base}/html/v1", model="any")
+        finished = list(html.turn("Hi", greedy_options(speak=False)))[-1]
+        assert finished.reason == "error" and "502" in finished.error and "not JSON" in finished.error
+        stalled = RemoteConversation(f"{base}/stall/v1", model="any", read_timeout_s=0.5)
+        events = list(stalled.turn("Hi", greedy_options(speak=False)))
+        assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel"]
+        assert events[-1].reason == "error" and "stopped answering" in events[-1].error
+        assert stalled.history == []  # a failed reply is not kept as an answer
+        html.close(), stalled.close()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from app.serve.request import GREEDY_TALKER, GREEDY_THINKER, RequestLimits
 from app.serve.server import Engine, ServeOptions, create_app
@@ -33,11 +34,13 @@ TIMEOUT_S = 120  # a bound on a failing test's wait
 
 
 @contextlib.contextmanager
-def serving(engine: Engine) -> Iterator[str]:
-    """The server's base URL (http://127.0.0.1:PORT) while it runs."""
+def serving(engine: Engine | Starlette) -> Iterator[str]:
+    """The server's base URL (http://127.0.0.1:PORT) while it runs (an engine behind `create_app`, or
+    another app: a hostile server)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(engine), log_level="warning", access_log=False)
+    app = create_app(engine) if isinstance(engine, Engine) else engine
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()

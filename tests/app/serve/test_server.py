@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 import wave
 from dataclasses import replace
@@ -327,3 +328,16 @@ class TestLeaving:
         assert 0 < len(engine.finished.reply_ids) < 1500
         assert not {t.name for t in threading.enumerate() if t.is_alive()} & STAGE_THREADS
         assert client.post("/v1/chat/completions", json=body("Hi", stream=False)).status_code == 200
+
+
+class TestLogs:
+    def test_no_request_content_is_logged_unless_asked(self, engine, url, caplog):
+        caplog.set_level(logging.INFO, logger="app.serve")
+        secret = "zebra umbrella 42"
+        answer = httpx2.post(url + "/v1/chat/completions", json=body(secret, speak=False, stream=False))
+        assert answer.status_code == 200
+        assert "request:" in caplog.text and "turn ended" in caplog.text
+        assert secret not in caplog.text and "reply:" not in caplog.text
+        with serving(Engine(engine.conversation, replace(engine.options, log_content=True))) as logged:
+            httpx2.post(logged + "/v1/chat/completions", json=body(secret, speak=False, stream=False))
+        assert secret in caplog.text and "reply:" in caplog.text
