@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
+import socket
 import threading
 import wave
 from dataclasses import replace
@@ -312,6 +314,24 @@ class TestOneTurnAtATime:
             assert int(refused.headers["retry-after"]) > 0
         waiter.join(TIMEOUT_S)  # leaving the first stream cancelled its turn
         assert second["answer"].status_code == 200
+        client.close()
+
+    def test_a_waiting_client_that_leaves_leaves_the_queue(self, long_speech):
+        client = httpx2.Client(base_url=long_speech, timeout=TIMEOUT_S)
+        with client.stream("POST", "/v1/chat/completions", json=body("Talk.", max_tokens=1500)) as first:
+            lines = first.iter_lines()
+            next(lines)  # the first turn runs, held
+            request = json.dumps(body("Hi", speak=False, stream=False)).encode()
+            port = int(long_speech.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as waiting:
+                waiting.sendall(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(request)}\r\n\r\n".encode()
+                    + request
+                )
+                wait_for(lambda: client.get("/health").json()["waiting"] == 1)
+            wait_for(lambda: client.get("/health").json()["waiting"] == 0)  # it left: the place is free
+            assert client.get("/health").json()["busy"] is True  # and the first turn runs on
         client.close()
 
 
