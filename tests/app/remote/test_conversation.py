@@ -42,7 +42,16 @@ def read_wav(path: Path) -> np.ndarray:
 def test_ask_through_the_server_prints_and_speaks_the_local_reply(url, tiny_bundle: Bundle, tmp_path):
     common = ["Say hello.", "--greedy", "--seed", SEED, "--max-tokens", MAX_TOKENS, "--max-codes", MAX_CODES]
     remote = omnidesk("ask", "--server", url, *common, "--out", tmp_path / "remote.wav")
-    local = omnidesk("ask", "--models", tiny_bundle.root, *common, "--out", tmp_path / "local.wav")
+    local = omnidesk(
+        "ask",
+        "--models",
+        tiny_bundle.root,
+        "--speech-quality",
+        "exact",
+        *common,
+        "--out",
+        tmp_path / "local.wav",
+    )
     print(remote.stderr, local.stderr)
     assert remote.returncode == local.returncode == 0
     assert remote.stdout == local.stdout and remote.stdout.strip()
