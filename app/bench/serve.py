@@ -4,8 +4,10 @@ turn run in-process, in one run.
 Two conversations of the same bundle: one behind a real server (uvicorn on a loopback socket, on a
 thread of this process), asked through `RemoteConversation` as `ask --server` asks; the other run
 directly. Turns alternate (greedy, the same question, `--turns` of each); each is timed from the call
-to the first audio chunk in the caller's hands, with `time.perf_counter`. The last line reads
-`serve: first audio X s through the server, Y s in-process (median of N), overhead Z ms, load L`.
+to the first audio chunk in the caller's hands, with `time.perf_counter`. Then `--turns` long replies are
+stopped at their first audio, as the window's Stop does, each timed until the server's turn has ended. The
+last line reads `serve: first audio X s through the server, Y s in-process (median of N), overhead Z ms;
+Stop ended the server's stages S ms after it (median, ...), load L`.
 
 Threads: the server's event loop and its turn's stages run beside the in-process turns, never at the
 same time (each turn ends before the next starts).
@@ -34,6 +36,7 @@ from model.pipeline import AudioChunk, Conversation, Event, TurnOptions
 from model.talker import SpeechOptions
 
 QUESTION = "Say hello."
+STOP_TOKENS = 1000  # a reply long enough to be stopped mid-way
 
 
 def first_audio_s(events: Iterator[Event]) -> float:
@@ -45,6 +48,22 @@ def first_audio_s(events: Iterator[Event]) -> float:
     if first is None:
         raise SystemExit("the turn made no speech: raise --max-codes")
     return first
+
+
+def stop_s(remote: RemoteConversation, engine: Engine, options: TurnOptions) -> float:
+    """Seconds from Stop (`cancel` at the first audio chunk, as the window's Stop) until the server's turn
+    has ended, every stage joined (its TurnFinished comes after `TurnStages.stop`)."""
+    engine.finished, stopped = None, 0.0
+    for event in remote.turn(QUESTION, options):
+        if isinstance(event, AudioChunk) and not stopped:
+            stopped = time.perf_counter()
+            remote.cancel()
+    while engine.finished is None:
+        time.sleep(0.001)
+    ended = time.perf_counter() - stopped
+    if not stopped or engine.finished.reason != "cancelled":
+        raise SystemExit(f"the turn was not stopped mid-reply ({engine.finished.reason}): raise STOP_TOKENS")
+    return ended
 
 
 def rounded(seconds: list[float]) -> list[float]:
@@ -69,9 +88,8 @@ def main(argv: list[str]) -> int:
     for conversation in (served, local):
         conversation.prepare(options.speech.voice)
     limits = RequestLimits(max_codes=args.max_codes)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Engine(served, ServeOptions("bench", limits=limits))), log_level="warning")
-    )
+    engine = Engine(served, ServeOptions("bench", limits=limits))
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), log_level="warning"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -85,12 +103,15 @@ def main(argv: list[str]) -> int:
         through.append(first_audio_s(remote.turn(QUESTION, options)))
         local.restore([])
         direct.append(first_audio_s(local.turn(QUESTION, options)))
+    stops = [stop_s(remote, engine, replace(options, max_tokens=STOP_TOKENS)) for _ in range(args.turns)]
     server.should_exit = True
     thread.join()
     remote_s, local_s = statistics.median(through[1:]), statistics.median(direct[1:])
     print(f"cpu: {cpu_name()}; through the server {rounded(through[1:])}, in-process {rounded(direct[1:])}")
     print(
         f"serve: first audio {remote_s:.4f} s through the server, {local_s:.4f} s in-process (median of "
-        f"{args.turns}), overhead {1000 * (remote_s - local_s):.1f} ms, load {os.getloadavg()[0]:.1f}"
+        f"{args.turns}), overhead {1000 * (remote_s - local_s):.1f} ms; Stop ended the server's stages "
+        f"{1000 * statistics.median(stops):.1f} ms after it (median, {rounded(stops)} s), "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     return 0
