@@ -92,10 +92,18 @@ class Engine:
         self.finished: TurnFinished | None = None
 
     def start(self, request: ChatRequest) -> Iterator[Event]:
-        """The request's turn (a generator: nothing runs before its first event is asked for)."""
-        self.conversation.persona = request.persona
-        self.conversation.restore(list(request.earlier))
-        return self.conversation.turn(request.question, request.options)
+        """The request's turn (a generator: nothing runs before its first event is asked for).
+
+        A request that continues the conversation the server holds (the same persona, and earlier
+        messages that are its exchanges' texts) keeps those exchanges: their reply tokens as they were
+        made and their pictures and recordings, as a local conversation keeps them. Any other starts
+        from its messages' texts (a reply's text may not give back the tokens that made it)."""
+        conversation = self.conversation
+        held = [(exchange.question, exchange.reply_text) for exchange in conversation.history]
+        if request.persona != conversation.persona or held != list(request.earlier):
+            conversation.persona = request.persona
+            conversation.restore(list(request.earlier))
+        return conversation.turn(request.question, request.options)
 
 
 def create_app(engine: Engine) -> Starlette:
@@ -244,10 +252,12 @@ class TurnResponse:
                     else:
                         pcm += pieces.piece(item.samples)
         finally:
-            if finished is None:  # never leave a turn running: stop it and let it end
+            if finished is None:  # never leave a turn running: stop it
                 engine.conversation.cancel()
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_drain, events)
+            with anyio.CancelScope(
+                shield=True
+            ):  # and let it end (it keeps its exchange after the last event)
+                await anyio.to_thread.run_sync(_drain, events)
         engine.finished = finished
         log.info("turn ended: %s, %d tokens", finished.reason, len(finished.reply_ids))
         if engine.options.log_content:

@@ -130,3 +130,15 @@ def test_a_hostile_server_ends_the_turn_in_one_line_that_says_what_to_check():
         assert events[-1].reason == "error" and "stopped answering" in events[-1].error
         assert stalled.history == []  # a failed reply is not kept as an answer
         html.close(), stalled.close()
+
+
+def test_chat_through_the_server_is_the_local_chat(url, tiny_bundle: Bundle):
+    """Turn after turn: the server keeps the conversation a client continues (the replies' tokens as they
+    were made), so the second reply is the local one too (the tiny model's replies are not even valid
+    text, so their text alone could not give their tokens back)."""
+    options = ["--text-only", "--greedy", "--max-tokens", 8]  # 8: a first reply its text cannot give back
+    lines = "Hi\nAgain please\n"
+    remote = omnidesk("chat", "--server", url, *options, stdin=lines)
+    local = omnidesk("chat", "--models", tiny_bundle.root, *options, stdin=lines)
+    assert remote.returncode == local.returncode == 0
+    assert remote.stdout == local.stdout and remote.stdout.count("omnidesk> ") == 2
