@@ -230,7 +230,7 @@ class TurnResponse:
     async def _answer(self, send: Send) -> None:
         engine, chat = self.engine, self.chat
         self.running = True
-        events = engine.start(chat)
+        events = await anyio.to_thread.run_sync(engine.start, chat)  # (it tokenizes the history)
         pieces, pcm = PcmPieces(), bytearray()
         finished: TurnFinished | None = None
         try:
@@ -254,9 +254,8 @@ class TurnResponse:
         finally:
             if finished is None:  # never leave a turn running: stop it
                 engine.conversation.cancel()
-            with anyio.CancelScope(
-                shield=True
-            ):  # and let it end (it keeps its exchange after the last event)
+            # ... and let it end: it keeps its exchange in the history after its last event
+            with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_drain, events)
         engine.finished = finished
         log.info("turn ended: %s, %d tokens", finished.reason, len(finished.reply_ids))
