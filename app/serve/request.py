@@ -245,7 +245,7 @@ def _question(parts: list[Any], folder: Path, limits: RequestLimits, audio_in_vi
         try:
             loaded = _load(kind, path, audio_in_video)
         except OmnideskError as exc:
-            raise RequestError(str(exc).replace(str(folder) + "/", ""), param="messages") from None
+            raise RequestError(str(exc).replace(str(path), f"part {number}"), param="messages") from None
         if isinstance(loaded, Image):
             images.append(loaded)
         elif isinstance(loaded, Audio):
