@@ -33,6 +33,17 @@ def check_target(path: Path) -> None:
         raise OmnideskError(f"{path}: no permission to write there; write elsewhere")
 
 
+def pcm16(samples: np.ndarray) -> bytes:
+    """Floats in [-1, 1] (clipped) as 16-bit little-endian PCM, as WAV files and audio APIs carry them."""
+    pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    return (pcm * 32767.0).round().astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> np.ndarray:
+    """16-bit little-endian PCM as float32 samples (n,) in [-1, 1]: `pcm16`'s inverse."""
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32767.0
+
+
 class WavWriter:
     def __init__(self, path: Path, sample_rate: int, channels: int = 1) -> None:
         self.path = path
@@ -52,8 +63,7 @@ class WavWriter:
     def write(self, samples: np.ndarray) -> None:
         """samples: (n,) or (n, channels) floats in [-1, 1] (clipped). OmnideskError if the disk
         refuses them; the file then holds exactly the samples written before."""
-        pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-        data = (pcm * 32767.0).round().astype("<i2").tobytes()
+        data = pcm16(samples)
         end = HEADER_BYTES + self.frames * 2 * self.channels
         try:
             self._file.seek(end)
@@ -83,16 +93,18 @@ class WavWriter:
         self.close()
 
     def _write_header(self, frames: int) -> None:
-        data_bytes = frames * 2 * self.channels
-        block = 2 * self.channels
-        header = b"RIFF" + struct.pack("<I", HEADER_BYTES - 8 + data_bytes) + b"WAVE"
-        header += b"fmt " + struct.pack(
-            "<IHHIIHH", 16, 1, self.channels, self.sample_rate, self.sample_rate * block, block, 16
-        )
-        header += b"data" + struct.pack("<I", data_bytes)
         self._file.seek(0)
-        if self._file.write(header) != HEADER_BYTES:
+        if self._file.write(wav_header(frames, self.sample_rate, self.channels)) != HEADER_BYTES:
             raise OSError(errno.ENOSPC, "the header was not written whole")
+
+
+def wav_header(frames: int, sample_rate: int, channels: int = 1) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV file holding `frames` frames."""
+    data_bytes = frames * 2 * channels
+    block = 2 * channels
+    header = b"RIFF" + struct.pack("<I", HEADER_BYTES - 8 + data_bytes) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
+    return header + b"data" + struct.pack("<I", data_bytes)
 
 
 def _why(exc: OSError) -> str:

@@ -5,6 +5,8 @@
     omnidesk ask --models BUNDLE [options] "question"    one question, the reply streamed as text and speech
                  [--image P] [--audio P] [--video P] [--screen] [--camera [N]]   ... about these
     omnidesk chat --models BUNDLE [options]              a spoken conversation in the terminal
+    omnidesk ask|chat --server URL [--api-key K] ...     ... with the model on a server (omnidesk serve)
+    omnidesk serve --models BUNDLE [--host H] [--port P] [--api-key K]   the model, for other computers
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
     omnidesk doctor                                      hardware, backends, which model fits
     omnidesk bench NAME [options]                        a benchmark of model/bench/ or app/bench/NAME.py
@@ -92,6 +94,36 @@ def _parser() -> argparse.ArgumentParser:
     add_turn_options(chat)
     chat.set_defaults(run=_chat)
 
+    serve = commands.add_parser(
+        "serve", help="answer other computers: OpenAI-compatible chat completions with streamed speech"
+    )
+    add_engine_options(serve)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this computer only)"
+    )
+    serve.add_argument("--port", type=int, default=8091, help="port to listen on (default: 8091)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("OMNIDESK_API_KEY"),
+        help="the key clients must send (Authorization: Bearer KEY); needed for any address but "
+        "127.0.0.1 (default: $OMNIDESK_API_KEY)",
+    )
+    serve.add_argument(
+        "--max-waiting", type=int, default=2, help="questions that wait while one is answered; more get 429"
+    )
+    serve.add_argument("--max-request-mb", type=int, default=64, help="the largest request body taken")
+    serve.add_argument("--max-media", type=int, default=8, help="images, recordings, videos in one question")
+    serve.add_argument(
+        "--max-media-seconds", type=float, default=300.0, help="recordings and videos in one question, in all"
+    )
+    serve.add_argument(
+        "--max-codes", type=int, default=4096, help="a cap on each reply's speech codes (50 per second)"
+    )
+    serve.add_argument(
+        "--log-content", action="store_true", help="log the questions and replies (else only their sizes)"
+    )
+    serve.set_defaults(run=_serve, full_utterance=False)
+
     models = commands.add_parser("models", help="model files")
     model_commands = models.add_subparsers(title="model commands", required=True, metavar="ACTION")
     convert = model_commands.add_parser(
@@ -170,9 +202,19 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def add_turn_options(parser: argparse.ArgumentParser) -> None:
+    add_engine_options(parser, models_required=False)
     parser.add_argument(
-        "--models", required=True, help="model bundle: its name (omnidesk models list) or folder"
+        "--server",
+        metavar="URL",
+        help="ask a model served elsewhere instead of loading one here: omnidesk serve, vllm-omni or "
+        "another OpenAI-compatible Omni server (e.g. http://127.0.0.1:8091/v1)",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("OMNIDESK_API_KEY"),
+        help="the server's key (default: $OMNIDESK_API_KEY)",
+    )
+    parser.add_argument("--server-model", help="the model's name on the server (default: the first it lists)")
     parser.add_argument("--system", help="your instructions (a persona); see docs/using.md on speech")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument(
@@ -191,6 +233,13 @@ def add_turn_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", action="store_true", help="play the speech on the speakers as it comes")
     parser.add_argument(
         "--full-utterance", action="store_true", help="the reference's path: speak after all codes"
+    )
+
+
+def add_engine_options(parser: argparse.ArgumentParser, models_required: bool = True) -> None:
+    """Which model runs, where and how: what `ask`, `chat` and `serve` share."""
+    parser.add_argument(
+        "--models", required=models_required, help="model bundle: its name (omnidesk models list) or folder"
     )
     parser.add_argument(
         "--gpu-layers", type=int, default=-1, help="Thinker layers on the GPU (-1: all that fit)"
@@ -242,6 +291,13 @@ def _chat(args: argparse.Namespace) -> int:
     from app.cli.talk import run_chat
 
     return run_chat(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    exit_on_interrupt()  # while the model loads; uvicorn then stops gracefully on Ctrl-C
+    from app.cli.serve import run_serve
+
+    return run_serve(args)
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from app.cli.exit_status import EXIT_INTERRUPTED
 from app.cli.interrupts import interrupt_cancels
 from app.cli.prompt import Prompt
 from app.cli.text_input import checked_text, keep_undecodable_input
+from app.remote.conversation import RemoteConversation
 from app.shown_text import displayed
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import Playback
@@ -47,9 +48,16 @@ GREEDY_THINKER = SamplingOptions(greedy=True, repetition_penalty=1.0)
 GREEDY_TALKER = replace(REFERENCE_SAMPLING, greedy=True)
 
 
-def open_conversation(args: argparse.Namespace) -> Conversation:
-    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+def open_conversation(args: argparse.Namespace) -> Conversation | RemoteConversation:
+    """The model loaded here from --models, or the one at --server (said on stderr)."""
     persona = checked_text(args.system or "", "--system")
+    if args.server:
+        remote = RemoteConversation(args.server, args.api_key, args.server_model, persona)
+        print(f"omnidesk: the model runs at {remote.base_url} ({remote.model})", file=sys.stderr)
+        return remote
+    if args.models is None:
+        raise OmnideskError("give --models BUNDLE (omnidesk models list shows them), or --server URL")
+    options = ThinkerOptions(n_ctx=args.context, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
     bundle = Bundle.open(resolve(args.models))
     if args.text_only and persona:  # no speech: the user's prompt may be the system prompt itself
         return Conversation.planned(bundle, plan_choice(args), options, system=persona)
@@ -106,7 +114,7 @@ def run_ask(args: argparse.Namespace) -> int:
     out = WavWriter(out_path, OUTPUT_SAMPLE_RATE) if out_path is not None else None
     try:
         finished, marks = speak_turn(conversation, question, options, speakers, out)
-        if options.speak and finished.reason != "error":
+        if options.speak and finished.reason != "error" and isinstance(conversation, Conversation):
             say_where_speech_runs(conversation)
         say_if_slow(speakers, conversation)
     finally:
@@ -117,7 +125,7 @@ def run_ask(args: argparse.Namespace) -> int:
             speakers.close()
     if finished.reason == "error":
         raise OmnideskError(finished.error)
-    if finished.reason == "context_full":
+    if finished.reason == "context_full" and isinstance(conversation, Conversation):
         raise OmnideskError(
             f"the question does not fit in the {conversation.thinker.n_ctx}-token context: use --context"
         )
@@ -142,9 +150,10 @@ def run_ask(args: argparse.Namespace) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     options = turn_options(args)
     conversation = open_conversation(args)
-    moves = conversation.prepare(None if args.text_only else args.voice)  # before the first question
-    if not args.text_only:
-        say_where_speech_runs(conversation, moves)
+    if isinstance(conversation, Conversation):
+        moves = conversation.prepare(None if args.text_only else args.voice)  # before the first question
+        if not args.text_only:
+            say_where_speech_runs(conversation, moves)
     speakers = open_speakers(args)
     said_slow = False
     keep_undecodable_input()
@@ -190,16 +199,16 @@ def say_where_speech_runs(conversation: Conversation, moves: Sequence[str] = ())
         print(f"omnidesk: {note}", file=sys.stderr)
 
 
-def say_if_slow(speakers: Playback | None, conversation: Conversation) -> bool:
+def say_if_slow(speakers: Playback | None, conversation: Conversation | RemoteConversation) -> bool:
     """Tell the user if the last reply was made slower than it plays (and what would help); whether told."""
-    if speakers is None or not speakers.state().slow:
-        return False
+    if speakers is None or not speakers.state().slow or isinstance(conversation, RemoteConversation):
+        return False  # (a server's speed is its own: the note's advice is for this machine)
     print(f"omnidesk: {slow_speech_note(conversation.plan.profile == 'fast')}", file=sys.stderr)
     return True
 
 
 def speak_turn(
-    conversation: Conversation,
+    conversation: Conversation | RemoteConversation,
     question: str | Question,
     options: TurnOptions,
     speakers: Playback | None,

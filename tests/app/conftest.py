@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.app.serve.live import engine, url  # noqa: F401  (a served tiny model, for the serve and remote tests)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -1,0 +1,1 @@
+"""`omnidesk serve`: the model behind OpenAI-compatible chat completions, for other computers."""
