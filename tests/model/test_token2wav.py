@@ -364,3 +364,30 @@ class TestFastStreaming:
         snr = 10 * torch.log10(reference.pow(2).mean() / error.pow(2).mean()).item()
         print(f"\nFast chunks vocoded against the look-ahead vs exact: signal-to-error {snr:.1f} dB")
         assert ours.shape == reference.shape and snr > 40
+
+
+class TestTimeModulation:
+    """What the DiT computes from the time alone (its blocks' AdaLN modulations, 139 M of the released
+    334 M weights) is the same in every window: on the CPU it is computed once per time of the grid."""
+
+    def test_each_time_of_the_grid_is_modulated_once_however_many_windows(self, tiny_bundle, voice):
+        t2w = Token2Wav.load(tiny_bundle)
+        calls = []
+        t2w.dit.transformer_blocks[0].attn_norm.register_forward_hook(lambda *_: calls.append(1))
+        codes = torch.randint(0, 100, (100,), generator=torch.Generator().manual_seed(3))
+        _streamed_mel(t2w, voice, codes, FAST_STREAM)  # 3 windows of 5 Euler evaluations
+        assert len(calls) == FAST.evaluations
+
+    def test_kept_modulations_give_the_very_mel_computed_afresh(self, tiny_bundle, voice, monkeypatch):
+        t2w = Token2Wav.load(tiny_bundle)
+        codes = torch.randint(0, 100, (100,), generator=torch.Generator().manual_seed(3))
+        kept = _streamed_mel(t2w, voice, codes, FAST_STREAM)
+        monkeypatch.setattr(t2w.dit, "time_modulation", t2w.dit._time_modulation)
+        assert torch.equal(kept, _streamed_mel(t2w, voice, codes, FAST_STREAM))
+
+    def test_a_move_to_another_dtype_forgets_them(self, tiny_bundle, voice):
+        t2w = Token2Wav.load(tiny_bundle)
+        t = torch.tensor(0.5)
+        assert t2w.dit.time_modulation(t).scale.dtype == torch.float32
+        t2w.dit.to(torch.bfloat16)
+        assert t2w.dit.time_modulation(t).scale.dtype == torch.bfloat16
