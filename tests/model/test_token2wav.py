@@ -23,7 +23,7 @@ from model.errors import OmnideskError
 from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.graph import WindowGraph, captured_window
-from model.token2wav.sampler import FAST, REFERENCE
+from model.token2wav.sampler import EULER_3, FAST, REFERENCE, UNGUIDED
 from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
 from model.voices import Voice, load_voices, pick_voice
@@ -391,3 +391,28 @@ class TestTimeModulation:
         assert t2w.dit.time_modulation(t).scale.dtype == torch.float32
         t2w.dit.to(torch.bfloat16)
         assert t2w.dit.time_modulation(t).scale.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("name", "sampler"),
+    # The tiny random DiT's flow is rougher than a trained one's, so the bound is a ceiling: FAST's own
+    # (0.3 of the mean |mel|; FAST gives 21%). EULER_3 gives 17% here (fewer, longer steps on the same
+    # swayed grid happen to land nearer on this model) and UNGUIDED 25% (FAST without guidance's push
+    # away from the null row, 0.5 times their difference at every step).
+    [("EULER_3", EULER_3), ("UNGUIDED", UNGUIDED)],
+)
+def test_named_samplers_in_no_plan_cost(t2w, voice, codes, name, sampler):
+    """The named samplers measured against the reference and FAST (docs/performance.md has the real
+    size); mel L1 printed, bounded relative to the mean |mel|."""
+    reference = t2w.mel(codes, voice, seed=SEED)
+    fast, ours = (
+        t2w.mel(codes, voice, seed=SEED, options=FAST),
+        t2w.mel(codes, voice, seed=SEED, options=sampler),
+    )
+    level = reference.abs().mean().item()
+    to_reference, to_fast = ((ours - other).abs().mean().item() for other in (reference, fast))
+    print(
+        f"\n{name} ({sampler.evaluations} evaluations): mel L1 vs REFERENCE {to_reference:.4f}, "
+        f"vs FAST {to_fast:.4f} (mean |mel| {level:.3f})"
+    )
+    assert to_fast > 0 and to_reference < 0.3 * level
