@@ -42,6 +42,7 @@ from model.pipeline import (
     Listening,
     Mark,
     RecordingCut,
+    SpeechCut,
     TextDelta,
     TurnFinished,
     TurnOptions,
@@ -161,7 +162,8 @@ class ConversationWorker(QObject):
     """Signals:
     model_loaded(str): a description of the loaded bundle and where it runs.
     plan_noted(str): something the user should know once about where the model runs (a GPU too
-        small, a torch that cannot use it, speech made slower than it plays) and what would help.
+        small, a torch that cannot use it, speech made slower than it plays, speech cut short for
+        running far past its text) and what would help.
     model_failed(str): why the bundle could not be loaded (what to do included).
     text_received(str): the next piece of the reply.
     reply_finished(object): a ReplyFinished: why the reply ended, and its timings.
@@ -378,7 +380,7 @@ class ConversationWorker(QObject):
                 ready_at = time.perf_counter()
             elif isinstance(event, RecordingCut):
                 self.recording_cut.emit(event.message)
-            elif isinstance(event, PictureShrunk):
+            elif isinstance(event, PictureShrunk | SpeechCut):
                 self.plan_noted.emit(event.message)
             elif isinstance(event, TurnFinished):
                 finished = event

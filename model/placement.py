@@ -38,6 +38,7 @@ from model.errors import ModelFileError
 from model.files.bundle import Bundle
 from model.hardware import GIB, Hardware
 from model.sizing import BITS_PER_WEIGHT, ModelSize
+from model.speech_bound import SpeechBound
 from model.talker import SpeechOptions
 from model.talker.network import TalkerConfig
 from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
@@ -105,12 +106,15 @@ class ThreadBudget:
     downstream_first: where the stages' threads outnumber the cores, each stage's thread yields to
     the stages after it (`stages.STAGE_NICENESS`), so that audio already sampled is vocoded before
     more codes are made: the first sound comes sooner, and nothing upstream waits longer than the
-    stage it feeds needs (Linux only: threads have their own nice values there)."""
+    stage it feeds needs (Linux only: threads have their own nice values there);
+    speech_alone: each speech stage's intra-op threads once the Thinker has finished the reply (the
+    cores it held are free then, and speech usually has far to go), until the next turn; 0: `torch`."""
 
     thinker: int
     thinker_prompt: int
     torch: int
     downstream_first: bool = False
+    speech_alone: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,7 @@ class Plan:
     thinker_gpu_layers: int | None = None  # None: as the Thinker's options say; -1: all it can offload
     threads: ThreadBudget | None = None  # None: each library's own default
     vision: VisionPlan = VisionPlan()  # the vision encoder and the image budget
+    speech_bound: SpeechBound | None = None  # where the Talker's weights are quantized (speech_bound.py)
     notes: tuple[str, ...] = field(default=())  # said once to the user
 
     def thinker_options(self, options: ThinkerOptions) -> ThinkerOptions:
@@ -203,8 +208,9 @@ class Plan:
         )
         if self.threads is not None:
             t = self.threads
+            alone = f" ({t.speech_alone} once the reply is decoded)" if t.speech_alone > t.torch else ""
             lines.append(
-                f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}"
+                f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}{alone}"
             )
         return lines
 
@@ -348,13 +354,15 @@ def _fast_on_cpu(plan: Plan) -> Plan:
         token2wav = Placement("cpu", torch.bfloat16)
     # Token2Wav left on a GPU (only the Talker moved) keeps the reference's sampler unless Fast was chosen.
     sampler = FAST if token2wav.device == "cpu" or plan.quality == "fast" else REFERENCE
+    talker_weights = plan.talker_weights
+    if plan.talker.device == "cpu":
+        talker_weights = _cpu_talker_weights(plan.cpu_bf16)
     return replace(
         plan,
         profile="fast",
         stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda", sampler=sampler),
-        talker_weights=_cpu_talker_weights(plan.cpu_bf16)
-        if plan.talker.device == "cpu"
-        else plan.talker_weights,
+        talker_weights=talker_weights,
+        speech_bound=SpeechBound() if talker_weights != "float" else None,
         token2wav=token2wav,
     )
 
@@ -399,7 +407,8 @@ def _gpu_budget(hardware: Hardware) -> int:
 def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
     """The Thinker decodes beside the Talker and Token2Wav: it gets half the cores (llama.cpp's
     threads spin at barriers, so oversubscribed cores slow it badly), the native stages the rest;
-    a prompt is decoded before the others start, so it may take every core."""
+    a prompt is decoded before the others start, so it may take every core, and once the reply is
+    decoded the speech stages may."""
     cores = max(1, hardware.cpu_count)
     thinker = choice.thinker_threads or max(1, cores // 2)
     torch_threads = max(1, cores - thinker)
@@ -408,6 +417,7 @@ def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
         thinker_prompt=max(thinker, cores),
         torch=torch_threads,
         downstream_first=thinker + 3 * torch_threads > cores,  # Talker, DiT and vocoder at once
+        speech_alone=cores,
     )
 
 

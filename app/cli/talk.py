@@ -32,7 +32,15 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import resolve
 from model.media import Question
-from model.pipeline import AudioChunk, Conversation, RecordingCut, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import (
+    AudioChunk,
+    Conversation,
+    RecordingCut,
+    SpeechCut,
+    TextDelta,
+    TurnFinished,
+    TurnOptions,
+)
 from model.placement import PlanChoice
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
@@ -234,7 +242,7 @@ def speak_turn(
                         unwritten = exc
                 if speakers is not None:
                     speakers.write(event.samples)
-            elif isinstance(event, RecordingCut):
+            elif isinstance(event, RecordingCut | SpeechCut):
                 print(f"omnidesk: {event.message}", file=sys.stderr)
             elif isinstance(event, TurnFinished):
                 finished = event

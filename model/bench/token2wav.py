@@ -6,7 +6,8 @@ For `--codes` codes (50 codes = 1 s of speech) it times: the reference's whole-u
 (`--reference-repeats` times), and our whole-utterance run and our streaming run in each speech
 profile: Exact (float32, the reference's RK4 sampler, 36 evaluations, exact chunk joins) and Fast
 (the plan's precision for this machine, `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks
-vocoded against the DiT's look-ahead). Streaming gets the codes one at a time as fast as it takes
+vocoded against the DiT's look-ahead), and Fast's streaming with two named samplers that are in no
+plan (`sampler.EULER_3`, `sampler.UNGUIDED`). Streaming gets the codes one at a time as fast as it takes
 them; its first-chunk latency is the time from the push of the code that completes the first
 chunk's window to the return of its audio. Real-time factor = wall time / seconds of speech. What
 Fast costs is the waveform's signal-to-error ratio against Exact's (random weights: the figures
@@ -26,6 +27,7 @@ import argparse
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,7 +39,7 @@ from model.placement import EXACT_STREAM, FAST_STREAM, PlanChoice, estimated_nee
 from model.sizing import SIZES
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
-from model.token2wav.sampler import FAST
+from model.token2wav.sampler import EULER_3, FAST, UNGUIDED
 from model.token2wav.speaker_encoder import SpeakerEncoder
 from model.token2wav.synthesizer import CODE_RATE, Token2Wav
 from model.token2wav.weights import bigvgan_tensors, dit_tensors
@@ -140,6 +142,11 @@ def main(argv: list[str]) -> int:
             first, secs, audio[profile] = stream_one_by_one(t2w, voice, codes, stream, SEED)
         rows.append((f"{profile}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)
+    for name, sampler in (("Euler in 3", EULER_3), ("unguided", UNGUIDED)):  # named options, in no plan
+        stream = replace(FAST_STREAM, sampler=sampler)
+        with peak_memory(device) as peaks:
+            first, secs, audio[f"Fast, {name}"] = stream_one_by_one(fast, voice, codes, stream, SEED)
+        rows.append((f"Fast, {name}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
 
     ref_seconds = float("nan")
     if args.reference_repeats > 0:
@@ -171,8 +178,20 @@ def main(argv: list[str]) -> int:
         ("Fast streaming vs Exact streaming", audio["Fast"], audio["Exact"]),
         ("Fast whole utterance vs Exact whole utterance", audio["Fast whole"], audio["Exact whole"]),
         ("Exact streaming vs Exact whole utterance", audio["Exact"], audio["Exact whole"]),
+        ("Fast, Euler in 3 vs Exact streaming", audio["Fast, Euler in 3"], audio["Exact"]),
+        ("Fast, Euler in 3 vs Fast streaming", audio["Fast, Euler in 3"], audio["Fast"]),
+        ("Fast, unguided vs Exact streaming", audio["Fast, unguided"], audio["Exact"]),
+        ("Fast, unguided vs Fast streaming", audio["Fast, unguided"], audio["Fast"]),
     ):
         print(f"{what}: waveform signal-to-error {_snr_db(ours, base):.1f} dB")
+    samplers = {"Fast": FAST, "Fast, Euler in 3": EULER_3, "Fast, unguided": UNGUIDED}
+    exact_mel = exact.mel(codes, voice, SEED).float()
+    for name, sampler in samplers.items():
+        distance = (fast.mel(codes, voice, SEED, sampler).float() - exact_mel).abs().mean().item()
+        print(
+            f"{name} whole-utterance mel vs Exact's: L1 {distance:.4f} "
+            f"(mean |mel| {exact_mel.abs().mean().item():.3f})"
+        )
     return 0
 
 

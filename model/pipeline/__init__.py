@@ -27,6 +27,7 @@ from model.pipeline.events import (
     Event,
     Mark,
     RecordingCut,
+    SpeechCut,
     TextDelta,
     TurnFinished,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Listening",
     "Mark",
     "RecordingCut",
+    "SpeechCut",
     "TextDelta",
     "TurnFinished",
     "TurnOptions",

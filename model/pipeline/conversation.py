@@ -320,7 +320,8 @@ class Conversation:
             started,
             self._cancel,
             partial(failure_message, bundle=self.bundle),
-            downstream_first=self.plan.threads is not None and self.plan.threads.downstream_first,
+            self.plan.threads,
+            self.plan.speech_bound,
         )
         try:
             for event in run.events():

@@ -40,6 +40,21 @@ class ContextTrimmed:
 
 
 @dataclass(frozen=True)
+class SpeechCut:
+    """Speech was stopped after `seconds`: it ran far past what the reply's text holds
+    (`speech_bound.SpeechBound`), as a quantized Talker that misses its stop would."""
+
+    seconds: float
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Speech was stopped after {self.seconds:.0f} s, far longer than the reply's text: the fast "
+            "speech model may have missed its end. Speech quality: Exact (in the settings) avoids it."
+        )
+
+
+@dataclass(frozen=True)
 class TurnFinished:
     reason: str  # "end", "length", "cancelled", "error" or "context_full"
     text: str
@@ -52,4 +67,6 @@ class TurnFinished:
     marks: Mapping[str, float] = field(default_factory=dict)  # every Mark of the turn: name -> seconds
 
 
-Event = TextDelta | AudioChunk | Mark | ContextTrimmed | RecordingCut | PictureShrunk | TurnFinished
+Event = (
+    TextDelta | AudioChunk | Mark | ContextTrimmed | RecordingCut | PictureShrunk | SpeechCut | TurnFinished
+)

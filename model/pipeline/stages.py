@@ -26,14 +26,16 @@ import torch
 from model.errors import ComputeError, OmnideskError
 from model.files.bundle import Bundle
 from model.files.store import models_dir
-from model.pipeline.events import AudioChunk, Event, Mark, TextDelta, TurnFinished
+from model.pipeline.events import AudioChunk, Event, Mark, SpeechCut, TextDelta, TurnFinished
 from model.pipeline.options import TurnOptions
 from model.pipeline.out_of_memory import StageOutOfMemory, gpu_stage
+from model.placement import ThreadBudget
+from model.speech_bound import SpeechBound
 from model.talker import Talker
 from model.thinker import Thinker
 from model.thinker_types import Decoded, Finished, PositionStates, Sampled, Segment
 from model.token2wav.streaming import MelChunk, StreamingSynthesizer
-from model.token2wav.synthesizer import Cancelled, Token2Wav
+from model.token2wav.synthesizer import CODE_RATE, Cancelled, Token2Wav
 from model.voices import Voice
 
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
@@ -75,14 +77,18 @@ class TurnStages:
         started: float,
         cancel: threading.Event,
         describe_failure: Callable[[BaseException], str] = repr,
-        downstream_first: bool = False,
+        threads: ThreadBudget | None = None,
+        speech_bound: SpeechBound | None = None,
     ) -> None:
         """`describe_failure`: what the user reads of a stage's exception (`failure_message`);
-        `downstream_first`: each stage's thread yields the CPU to the stages after it (see the plan's
-        `ThreadBudget`)."""
+        `threads`: the plan's CPU threads (None: torch's as they are; see `SpeechThreads`), and
+        whether each stage's thread yields the CPU to the stages after it (`downstream_first`);
+        `speech_bound`: stop speech that runs far past its text (None: the reference's behaviour)."""
         self.thinker = thinker
         self.describe_failure = describe_failure
-        self.downstream_first = downstream_first
+        self.downstream_first = threads is not None and threads.downstream_first
+        self.speech_threads = SpeechThreads(threads)
+        self.speech_bound = speech_bound
         self.prompt_ids = prompt_ids
         self.prompt = prompt
         assert options.stream is not None, "the conversation sets the plan's stream options"
@@ -139,6 +145,7 @@ class TurnStages:
                     self.marks[item.name] = item.seconds
                 yield item
         self.stop()
+        self.speech_threads.take_back()
         if self.error:
             self.reason = "error"
         elif self.cancel.is_set():
@@ -177,6 +184,8 @@ class TurnStages:
         try:
             if self.downstream_first:
                 yield_to_later_stages(STAGE_NICENESS[name])
+            if part != "thinker":
+                self.speech_threads.apply()
             with gpu_stage(part):
                 stage()
         except BaseException as exc:  # every failure becomes an event; nothing dies silently
@@ -211,6 +220,7 @@ class TurnStages:
                     if event.reason in ("length", "context_full"):
                         self.reason = event.reason  # "stop" is the normal end
         finally:
+            self.speech_threads.widen()  # before the feed ends: the Talker's steps past the text see it
             self.feed.close()
             self._put(self.out, self._mark("thinker_done"), always=True)
 
@@ -228,6 +238,11 @@ class TurnStages:
                     self._put(self.out, self._mark("first_code"))
                 self.spoken.append(code)
                 self._put(self.codes, code)
+                bound = self.speech_bound
+                if bound is not None and not bound.allows(len(self.spoken), len(self.text)):
+                    self._put(self.out, SpeechCut(len(self.spoken) / CODE_RATE))
+                    return  # the Talker's generator is closed as it goes out of scope
+                self.speech_threads.apply()
         finally:
             self._put(self.codes, _END, always=True)
             self._put(self.out, self._mark("talker_done"), always=True)
@@ -257,8 +272,10 @@ class TurnStages:
         for code in self._drain(self.codes):
             pending.append(code)
             if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
+                self.speech_threads.apply()
                 self._to_vocoder(synthesizer.mel(pending))
                 pending = []
+        self.speech_threads.apply()
         if pending:
             self._to_vocoder(synthesizer.mel(pending))
         if self.spoken and not self.cancel.is_set():
@@ -275,6 +292,7 @@ class TurnStages:
         """Token2Wav's second half, on a thread of its own: the DiT samples the next window meanwhile."""
         assert self.parts is not None
         for mel, last in self._drain(self.mels):
+            self.speech_threads.apply()
             if self.synthesizer is None:  # the whole utterance, as the reference vocodes it
                 self._audio(self.parts[1].vocode(mel.final))
             else:
@@ -312,6 +330,35 @@ class TurnStages:
             except queue.Full:
                 if self.cancel.is_set() and not always:
                     return
+
+
+class SpeechThreads:
+    """torch's intra-op threads for the speech stages of one turn: the plan's `torch` while the
+    Thinker decodes the reply, its `speech_alone` once the Thinker has finished (`widen`, from the
+    Thinker's thread), and `torch` again at the turn's end (`take_back`, from the caller's thread), so
+    that the next turn starts with the Thinker's cores free for it.
+
+    OpenMP keeps the thread count per calling thread, so each stage sets its own: it calls `apply`
+    on its thread between its units of work (a code, a DiT window, a vocoder chunk). torch also
+    keeps the last count set as the one new threads start with, hence `take_back`."""
+
+    def __init__(self, budget: ThreadBudget | None) -> None:
+        self._narrow = budget.torch if budget is not None else 0
+        self._wide = max(self._narrow, budget.speech_alone) if budget is not None else 0
+        self._widened = threading.Event()
+
+    def widen(self) -> None:
+        self._widened.set()
+
+    def apply(self) -> None:
+        """Set the calling stage thread's torch threads to the count for now (nothing without a plan)."""
+        count = self._wide if self._widened.is_set() else self._narrow
+        if count and torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+
+    def take_back(self) -> None:
+        if self._narrow and self._wide != self._narrow and self._widened.is_set():
+            torch.set_num_threads(self._narrow)
 
 
 class ThinkerFeed:

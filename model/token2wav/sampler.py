@@ -41,6 +41,15 @@ class SamplerOptions:
 
 REFERENCE = SamplerOptions()
 FAST = SamplerOptions(solver="euler", num_steps=6)
+# Named options measured against FAST and REFERENCE, in no plan: each trades more fidelity for speed
+# (tests/model/test_token2wav.py bounds their error on the tiny model, `omnidesk bench token2wav`
+# measures it at the real size). EULER_3: 3 evaluations instead of 5. UNGUIDED: FAST without
+# classifier-free guidance, so each evaluation runs the conditional row alone (on a CPU the rows of
+# a short window are nearly free beside reading the weights: the null row saves little there).
+# At the real size, random weights, whole-utterance mel L1 against REFERENCE's: FAST 0.048, EULER_3
+# 0.069, UNGUIDED 0.238 (mean |mel| 1.047); waveform 26.1, 24.9 and 17.9 dB (docs/performance.md).
+EULER_3 = SamplerOptions(solver="euler", num_steps=4)
+UNGUIDED = SamplerOptions(solver="euler", num_steps=6, guidance=0.0)
 
 
 def time_grid(options: SamplerOptions, device: torch.device | None = None) -> torch.Tensor:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import replace
 
 import pytest
 
 from app.worker import Ask, ConversationWorker, ModelChoice, ReplyFinished
 from model.files.bundle import Bundle
 from model.media import Image, Question
-from model.pipeline import TurnFinished
+from model.pipeline import SpeechCut, TurnFinished
+from model.speech_bound import SpeechBound
 from tests.app.windows import MAX_TOKENS, SPEECH, RecordingSink
 from tests.helpers import photo_like
 
@@ -94,6 +96,20 @@ class TestTurns:
             worker.ask(Ask(Question("What is on my screen?", images=(screen,)), "Chelsie", speak=False))
         said = [note for note in noted if "small text" in note]
         assert len(said) == 1 and "Settings > Detail" in said[0]
+        worker.close()
+
+    def test_speech_cut_short_by_the_plans_bound_is_noted(self, qtbot, tiny_bundle: Bundle):
+        sink = RecordingSink()
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=lambda rate: sink)
+        noted: list[str] = []
+        worker.plan_noted.connect(noted.append)
+        worker.load(ModelChoice(str(tiny_bundle.root)))
+        conversation = worker._conversation
+        assert conversation is not None
+        bound = SpeechBound(codes_per_token=0, slack_codes=5)  # the Talker makes 40 codes at least
+        conversation.plan = replace(conversation.plan, speech_bound=bound)
+        worker.ask(Ask(Question("Hello?"), "Chelsie", speak=True))
+        assert [note for note in noted if "Speech was stopped" in note] == [SpeechCut(6 / 50).message]
         worker.close()
 
     def test_a_question_stopped_before_it_began_is_not_run(self, qtbot, tiny_bundle: Bundle, questions):

@@ -21,6 +21,7 @@ from model.pipeline import (
     Exchange,
     Mark,
     RecordingCut,
+    SpeechCut,
     TextDelta,
     TurnFinished,
     TurnOptions,
@@ -29,6 +30,7 @@ from model.pipeline import (
 from model.pipeline.out_of_memory import out_of_gpu_memory
 from model.placement import CPU_FLOAT32, Placement, Plan, ThreadBudget
 from model.sampling import SamplingOptions
+from model.speech_bound import SpeechBound
 from model.talker import SpeechOptions, Talker
 from model.thinker_types import Decoded, ThinkerOptions, TokenRun
 from model.token2wav.streaming import StreamingSynthesizer
@@ -480,3 +482,76 @@ class TestSharedCores:
         thread.start()
         thread.join()
         assert seen == [before + 2] and os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+# The Thinker stops after 4 tokens; the Talker may not stop before 150 codes (what a Talker that missed
+# its stop would do), so speech goes on long after the Thinker has finished.
+SPEECH_PAST_THE_TEXT = TurnOptions(
+    max_tokens=4,
+    min_tokens=4,
+    sampling=GREEDY,
+    speech=SpeechOptions(sampling=SamplingOptions(greedy=True), min_codes=150, max_codes=150),
+    seed=3,
+)
+
+
+class TestCoresAfterTheReply:
+    def test_speech_gets_the_thinkers_cores_once_it_finished_and_gives_them_back(
+        self, conversation, monkeypatch
+    ):
+        """Each speech stage's torch threads, as set on its own thread (OpenMP counts per thread),
+        after each of its units of work, in order with the end of the Thinker's reply."""
+        timeline: list[tuple[str, int]] = []
+        apply, generate = stages.SpeechThreads.apply, conversation.thinker.generate
+        speech = {"talker", "dit", "vocoder"}
+
+        def noted_apply(self) -> None:
+            apply(self)
+            timeline.append((threading.current_thread().name, torch.get_num_threads()))
+
+        def noted_generate(*args, **kwargs):
+            yield from generate(*args, **kwargs)
+            for _ in range(3000):  # the reply ends once every speech stage has started (the tiny
+                if speech <= {name for name, _ in timeline}:  # Thinker is quicker than a thread start)
+                    break
+                time.sleep(0.01)
+            timeline.append(("thinker finished", 0))
+
+        budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, speech_alone=2)
+        monkeypatch.setattr(stages.SpeechThreads, "apply", noted_apply)
+        monkeypatch.setattr(conversation.thinker, "generate", noted_generate)
+        monkeypatch.setattr(conversation, "plan", replace(conversation.plan, threads=budget))
+        before = torch.get_num_threads()
+        try:
+            for turn in range(2):
+                timeline.clear()
+                assert len(run(conversation, "Hi", SPEECH_PAST_THE_TEXT)[-1].codes) == 150
+                finished = timeline.index(("thinker finished", 0))
+                assert {name for name, _ in timeline[:finished]} == speech, turn
+                assert all(count == 1 for _, count in timeline[:finished]), turn
+                for stage in speech:
+                    counts = [count for name, count in timeline if name == stage]
+                    assert counts[0] == 1, (turn, stage)  # the Thinker's cores are its own at first
+                    assert counts[-1] == 2, (turn, stage)  # and speech's once the reply is decoded
+                assert torch.get_num_threads() == 1, "taken back at the turn's end"
+        finally:
+            torch.set_num_threads(before)
+
+
+class TestSpeechBound:
+    def test_a_talker_that_never_stops_is_cut_at_the_bound_and_the_turn_says_so(
+        self, conversation, monkeypatch
+    ):
+        bound = SpeechBound(codes_per_token=10, slack_codes=20)  # 4 tokens: 60 codes, then cut
+        monkeypatch.setattr(conversation, "plan", replace(conversation.plan, speech_bound=bound))
+        events = run(conversation, "Hi", SPEECH_PAST_THE_TEXT)
+        finished, cuts = events[-1], [e for e in events if isinstance(e, SpeechCut)]
+        assert len(finished.reply_ids) == 4 and len(finished.codes) == 61
+        assert len(audio(events)) == 480 * 61, "every code made is heard"
+        assert len(cuts) == 1 and "Speech quality: Exact" in cuts[0].message
+        assert "\n" not in cuts[0].message
+
+    def test_without_a_bound_the_talker_speaks_what_it_makes(self, conversation):
+        assert conversation.plan.speech_bound is None  # Exact: the reference's behaviour
+        events = run(conversation, "Hi", SPEECH_PAST_THE_TEXT)
+        assert len(events[-1].codes) == 150 and not [e for e in events if isinstance(e, SpeechCut)]

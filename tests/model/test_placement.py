@@ -23,6 +23,7 @@ from model.placement import (
     make_plan,
 )
 from model.sizing import SIZES
+from model.speech_bound import SpeechBound
 from model.token2wav.sampler import REFERENCE
 
 CPU_ONLY = Hardware(
@@ -224,3 +225,15 @@ class TestChoices:
         assert plan.threads.thinker_prompt == CPU_ONLY.cpu_count
         mine = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(thinker_threads=2))
         assert mine.threads is not None and mine.threads.thinker == 2
+
+    def test_speech_takes_every_core_once_the_reply_is_decoded(self):
+        plan = make_plan(CPU_ONLY, NEEDS_3B)
+        assert plan.threads is not None and plan.threads.speech_alone == CPU_ONLY.cpu_count
+        assert "speech 4 (8 once the reply is decoded)" in "\n".join(plan.describe())
+
+    def test_speech_is_bounded_by_its_text_where_the_talkers_weights_are_quantized(self):
+        fast = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="fast"))
+        assert fast.talker_weights != "float" and fast.speech_bound == SpeechBound()
+        assert make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact")).speech_bound is None
+        gpu = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="fast"))
+        assert gpu.talker_weights == "float" and gpu.speech_bound is None

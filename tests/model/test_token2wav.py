@@ -23,7 +23,7 @@ from model.errors import OmnideskError
 from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.graph import WindowGraph, captured_window
-from model.token2wav.sampler import FAST, REFERENCE
+from model.token2wav.sampler import EULER_3, FAST, REFERENCE, UNGUIDED
 from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
 from model.voices import Voice, load_voices, pick_voice
@@ -364,3 +364,55 @@ class TestFastStreaming:
         snr = 10 * torch.log10(reference.pow(2).mean() / error.pow(2).mean()).item()
         print(f"\nFast chunks vocoded against the look-ahead vs exact: signal-to-error {snr:.1f} dB")
         assert ours.shape == reference.shape and snr > 40
+
+
+class TestTimeModulation:
+    """What the DiT computes from the time alone (its blocks' AdaLN modulations, 139 M of the released
+    334 M weights) is the same in every window: on the CPU it is computed once per time of the grid."""
+
+    def test_each_time_of_the_grid_is_modulated_once_however_many_windows(self, tiny_bundle, voice):
+        t2w = Token2Wav.load(tiny_bundle)
+        calls = []
+        t2w.dit.transformer_blocks[0].attn_norm.register_forward_hook(lambda *_: calls.append(1))
+        codes = torch.randint(0, 100, (100,), generator=torch.Generator().manual_seed(3))
+        _streamed_mel(t2w, voice, codes, FAST_STREAM)  # 3 windows of 5 Euler evaluations
+        assert len(calls) == FAST.evaluations
+
+    def test_kept_modulations_give_the_very_mel_computed_afresh(self, tiny_bundle, voice, monkeypatch):
+        t2w = Token2Wav.load(tiny_bundle)
+        codes = torch.randint(0, 100, (100,), generator=torch.Generator().manual_seed(3))
+        kept = _streamed_mel(t2w, voice, codes, FAST_STREAM)
+        monkeypatch.setattr(t2w.dit, "time_modulation", t2w.dit._time_modulation)
+        assert torch.equal(kept, _streamed_mel(t2w, voice, codes, FAST_STREAM))
+
+    def test_a_move_to_another_dtype_forgets_them(self, tiny_bundle, voice):
+        t2w = Token2Wav.load(tiny_bundle)
+        t = torch.tensor(0.5)
+        assert t2w.dit.time_modulation(t).scale.dtype == torch.float32
+        t2w.dit.to(torch.bfloat16)
+        assert t2w.dit.time_modulation(t).scale.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("name", "sampler"),
+    # The tiny random DiT's flow is rougher than a trained one's, so the bound is a ceiling: FAST's own
+    # (0.3 of the mean |mel|; FAST gives 21%). EULER_3 gives 17% here (fewer, longer steps on the same
+    # swayed grid happen to land nearer on this model) and UNGUIDED 25% (FAST without guidance's push
+    # away from the null row, 0.5 times their difference at every step).
+    [("EULER_3", EULER_3), ("UNGUIDED", UNGUIDED)],
+)
+def test_named_samplers_in_no_plan_cost(t2w, voice, codes, name, sampler):
+    """The named samplers measured against the reference and FAST (docs/performance.md has the real
+    size); mel L1 printed, bounded relative to the mean |mel|."""
+    reference = t2w.mel(codes, voice, seed=SEED)
+    fast, ours = (
+        t2w.mel(codes, voice, seed=SEED, options=FAST),
+        t2w.mel(codes, voice, seed=SEED, options=sampler),
+    )
+    level = reference.abs().mean().item()
+    to_reference, to_fast = ((ours - other).abs().mean().item() for other in (reference, fast))
+    print(
+        f"\n{name} ({sampler.evaluations} evaluations): mel L1 vs REFERENCE {to_reference:.4f}, "
+        f"vs FAST {to_fast:.4f} (mean |mel| {level:.3f})"
+    )
+    assert to_fast > 0 and to_reference < 0.3 * level

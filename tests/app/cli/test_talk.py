@@ -13,7 +13,7 @@ import pytest
 from app.cli.talk import say_if_slow, say_where_speech_runs, speak_turn
 from app.sound.playback import Playback
 from model.files.bundle import Bundle
-from model.pipeline import AudioChunk, Conversation, TextDelta, TurnFinished, TurnOptions
+from model.pipeline import AudioChunk, Conversation, SpeechCut, TextDelta, TurnFinished, TurnOptions
 from model.talker import SpeechOptions
 from model.thinker_types import ThinkerOptions
 from tests.app.fakes import Speakers
@@ -124,3 +124,18 @@ def test_a_reply_never_writes_control_characters_to_the_terminal(capsys):
     assert not [c for c in shown if (ord(c) < 32 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F], repr(shown)
     assert shown.startswith("Hello ") and "world" in shown and ".\tdone\n" in shown
     assert finished.text == "".join(pieces), "what the model said is kept as it came"
+
+
+class CutShort(Replying):
+    """A conversation whose speech the plan's bound stopped (`model.pipeline.SpeechCut`)."""
+
+    def turn(self, question, options, heard=None):
+        yield TextDelta("Hello.")
+        yield SpeechCut(38.0)
+        yield TurnFinished("end", "Hello.", (), ())
+
+
+def test_speech_cut_short_is_said_in_one_line_naming_the_setting(capsys):
+    speak_turn(CutShort([]), "hi", TurnOptions(speak=False), None, None)  # type: ignore[arg-type]
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"omnidesk: {SpeechCut(38.0).message}"] and "Speech quality: Exact" in said[0]
