@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import anyio
 import numpy as np
+from PIL import Image as PilImage
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -132,6 +133,23 @@ def test_a_spoken_question_is_sent_at_the_release_and_nothing_is_encoded_here(
     assert len(recording.samples) == len(spoken_samples)
     assert max_abs_error("the recording as the server heard it", recording.samples, spoken_samples) <= 1e-4
     assert sum(len(c) for c in sink.chunks) > 0, "the reply was spoken"
+    window.close()
+
+
+def test_a_picture_goes_to_the_server_with_its_question(
+    qtbot, settings, history_store, url, questions, tmp_path
+):
+    """Screen shots and camera frames are attached pictures: each is sent as an image with the question."""
+    pixels = np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    PilImage.fromarray(pixels).save(tmp_path / "screen.png")
+    on_server(settings, url)
+    window = open_window(qtbot, settings, history_store, greedy_worker(RecordingSink()))
+    qtbot.waitUntil(lambda: window.models.loaded, timeout=TIMEOUT_MS)
+    window.composer.attach_file(tmp_path / "screen.png")
+    assert ask(qtbot, window, "What is this?") in ("end", "length")
+    (question,) = questions
+    (image,) = question.images
+    assert question.text == "What is this?" and np.array_equal(image.pixels, pixels)
     window.close()
 
 
