@@ -4,12 +4,14 @@ Values are stored as strings (QSettings' INI files return strings whatever was s
 Empty device names mean the system default.
 
 The server's API key is kept here too, in the user's settings file (on Linux
-~/.config/Omnidesk/Omnidesk.conf, readable by the user alone where the home folder is private), not in
-a system keyring: see docs/serving.md for why.
+~/.config/Omnidesk/Omnidesk.conf), which is then made readable by the user alone; not in a system
+keyring: see docs/serving.md for why.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings
@@ -119,6 +121,8 @@ class Preferences:
         }
         for key, value in values.items():
             settings.setValue(key, value)
+        if self.api_key:
+            keep_private(settings)
 
     @property
     def on_server(self) -> bool:
@@ -128,6 +132,15 @@ class Preferences:
     @property
     def camera_index(self) -> int:
         return int(self.camera) if self.camera.isdigit() else 0
+
+
+def keep_private(settings: QSettings) -> None:
+    """Write `settings` now, and make its file readable and writable by its owner alone (it holds a
+    key). Settings kept elsewhere than in a file (the Windows registry) are the user's already."""
+    settings.sync()
+    path = settings.fileName()
+    if os.path.isfile(path):
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
 
 
 def _seconds(text: str) -> float | None:

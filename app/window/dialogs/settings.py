@@ -43,8 +43,8 @@ DETAILS = {
 }
 ENGINE_LABELS = {"local": "This computer", "server": "A server"}
 KEY_KEPT = (
-    "The key is kept in Omnidesk's settings file, readable by your user account (there is no system "
-    "keyring here); leave it empty if the server needs none."
+    "The key is kept in Omnidesk's settings file, which only your user account may read. "
+    "Leave it empty if the server needs none (one on 127.0.0.1 through an SSH tunnel)."
 )
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 DEFAULT_DEVICE = "System default"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import replace
 
 import pytest
@@ -134,6 +136,7 @@ class TestDialog:
             voice="Chelsie", engine="server", server_url="http://gpu-box:8091/v1", api_key="s3cret"
         )
         edited.save(settings)
+        assert stat.S_IMODE(os.stat(settings.fileName()).st_mode) == 0o600, "the key is the user's alone"
         restored = Preferences.load(settings)
         assert restored == edited and restored.on_server
         again = SettingsDialog(restored, ["Chelsie"], [], [], [], CPU_ONLY)
