@@ -173,7 +173,7 @@ SILENT = SpeechState(0, False, None)
 
 class ConversationWorker(QObject):
     """Signals:
-    model_loaded(str): a description of the loaded bundle and where it runs.
+    model_loaded(str): a description of the loaded bundle and where it runs, or of the server used.
     plan_noted(str): something the user should know once about where the model runs (a GPU too
         small, a torch that cannot use it, speech made slower than it plays) and what would help.
     model_failed(str): why the bundle could not be loaded (what to do included).
@@ -183,7 +183,7 @@ class ConversationWorker(QObject):
     recording_cut(str): a recording was longer than the model hears; how much of it was heard.
     speech_unavailable(str): there is no sound output; replies continue in text.
     speakers_changed(str): the chosen sound output is missing; the system default plays instead.
-    voices_known(object): the bundle's voice names (a list of str).
+    voices_known(object): the voice names (a list of str) of the bundle, or that the server lists.
     """
 
     model_loaded = Signal(str)
