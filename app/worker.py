@@ -14,6 +14,11 @@ hands-free hears speech start) encodes the pictures it carries, `hear` encodes i
 both going into the Thinker's cache (model.pipeline.listening); the `Ask` of its recording names the
 press (`listened`), and a press that brings no question is dropped (`drop_listening`). A picture
 attached to a typed question is encoded as it is attached (`look`).
+
+The model may run on a server instead (`ModelChoice.server`): the worker then drives a
+`RemoteConversation` (app.remote), whose blocking HTTP stream is read here on the worker's thread like
+a local turn; its speech goes into the same sink. Nothing is encoded while the user speaks then: the
+recording and pictures are sent with the question (`begin_listening`, `hear` and `look` do nothing).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from app.remote.conversation import RemoteConversation
 from app.sound.pacing import slow_speech_note
 from app.sound.playback import PlaybackState
 from model.audio_rates import OUTPUT_SAMPLE_RATE
@@ -48,10 +54,16 @@ from model.pipeline import (
     TurnOptions,
 )
 from model.placement import PlanChoice
+from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
 from model.thinker_types import ThinkerOptions
 
 log = logging.getLogger(__name__)
+
+SPEECH_AT_END = (
+    "This server sends a reply's speech only once the whole reply is made (vllm-omni does so for "
+    "Qwen2.5-Omni): it is heard after the text."
+)
 
 
 class AudioSink(Protocol):
@@ -79,6 +91,8 @@ class ModelChoice:
     quality: str = "auto"  # "auto", "exact" or "fast"
     voice: str = ""
     detail: str = "auto"  # "auto", "sharp" or "quick": how many embeddings a picture gets
+    server: str = ""  # a server's URL (app.remote): the model runs there, and the rest is unused
+    api_key: str = ""  # the server's ("": none)
 
     @property
     def plan_choice(self) -> PlanChoice:
@@ -160,7 +174,7 @@ SILENT = SpeechState(0, False, None)
 
 class ConversationWorker(QObject):
     """Signals:
-    model_loaded(str): a description of the loaded bundle and where it runs.
+    model_loaded(str): a description of the loaded bundle and where it runs, or of the server used.
     plan_noted(str): something the user should know once about where the model runs (a GPU too
         small, a torch that cannot use it, speech made slower than it plays, speech cut short for
         running far past its text) and what would help.
@@ -171,7 +185,7 @@ class ConversationWorker(QObject):
     recording_cut(str): a recording was longer than the model hears; how much of it was heard.
     speech_unavailable(str): there is no sound output; replies continue in text.
     speakers_changed(str): the chosen sound output is missing; the system default plays instead.
-    voices_known(object): the bundle's voice names (a list of str).
+    voices_known(object): the voice names (a list of str) of the bundle, or that the server lists.
     """
 
     model_loaded = Signal(str)
@@ -191,22 +205,28 @@ class ConversationWorker(QObject):
         max_tokens: int = 1024,
         sink_factory: SinkFactory | None = None,
         speech: SpeechOptions = SpeechOptions(),
+        sampling: SamplingOptions = SamplingOptions(),
+        seed: int | None = None,
     ) -> None:
         """`sink_factory`: where speech goes; by default the speakers chosen with `set_output_device`.
-        `speech`: the Talker's options (each question brings its voice)."""
+        `speech`: the Talker's options (each question brings its voice); `sampling`, `seed`: the
+        Thinker's sampling and the turns' seed (TurnOptions')."""
         super().__init__()
         self._options = options
         self._max_tokens = max_tokens
         self._speech = speech
+        self._sampling = sampling
+        self._seed = seed
         self._sink_factory = sink_factory or self._speakers
         self._output_device: str | None = None
         self._sink: AudioSink | None = None
         self._sink_failed = False
-        self._conversation: Conversation | None = None
+        self._conversation: Conversation | RemoteConversation | None = None
         self._cancelled_through = -1  # questions numbered up to this one are cancelled (any thread)
         self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's question ended
         self._said_slow = False
         self._listening: tuple[int, Listening] | None = None  # the Look's number, and what it heard
+        self._said_speech_at_end = False
 
     def cancel(self, through: int | None = None) -> None:
         """Stop the reply and silence the speakers (callable from any thread). `through`: the
@@ -231,6 +251,9 @@ class ConversationWorker(QObject):
     @Slot(object)
     def load(self, choice: ModelChoice) -> None:
         self._close_conversation()
+        if choice.server:
+            self._connect(choice)
+            return
         try:
             bundle = Bundle.open(choice.folder)
             options = replace(self._options, n_gpu_layers=choice.gpu_layers)
@@ -253,6 +276,24 @@ class ConversationWorker(QObject):
         except OmnideskError as exc:
             self.speech_unavailable.emit(f"Speech could not be made ready: {exc}")
 
+    def _connect(self, choice: ModelChoice) -> None:
+        """Use the model on the server `choice` names; a server that cannot be reached is a model_failed."""
+        try:
+            remote = RemoteConversation(choice.server, choice.api_key or None, persona=choice.persona)
+        except OmnideskError as exc:
+            self.model_failed.emit(str(exc))
+            return
+        try:
+            model, voices = remote.model, remote.voices
+        except OmnideskError as exc:
+            remote.close()
+            self.model_failed.emit(f"The server cannot be used: {exc}.")
+            return
+        self._conversation = remote
+        self._said_speech_at_end = False
+        self.voices_known.emit(voices)
+        self.model_loaded.emit(f"server {remote.base_url} ({model})")
+
     @Slot(object)
     def restore(self, exchanges: list[tuple[str, str]]) -> None:
         """Continue a saved conversation: (question, reply) texts, oldest first."""
@@ -271,7 +312,7 @@ class ConversationWorker(QObject):
     def look(self, image: Image) -> None:
         """A picture was attached to the question being written: encode it now, so that the question
         finds it encoded (a failure is told when the question is asked)."""
-        if self._conversation is not None:
+        if isinstance(self._conversation, Conversation):
             try:
                 self._conversation.perception.encode_image(image)
             except OmnideskError as exc:
@@ -282,7 +323,7 @@ class ConversationWorker(QObject):
         """The user began to ask: encode `look`'s pictures, then each 2 s of what they say (`hear`),
         and put them in the Thinker's cache while they speak."""
         self.drop_listening()
-        if self._conversation is None:
+        if not isinstance(self._conversation, Conversation):  # none, or a server's: the recording is sent
             return
         listening = self._conversation.listen()
         self._listening = (look.number, listening)
@@ -339,7 +380,9 @@ class ConversationWorker(QObject):
         options = TurnOptions(
             speak=sink is not None,
             max_tokens=self._max_tokens,
+            sampling=self._sampling,
             speech=replace(self._speech, voice=request.voice),
+            seed=self._seed,
         )
         finished, ready_at = self._run(conversation, request, options, sink, heard)
         if sink is not None:
@@ -351,13 +394,17 @@ class ConversationWorker(QObject):
             self.turn_failed.emit(finished.error)
         first_audio_s = self.speech_state().first_audio_s if sink is not None else None
         self.reply_finished.emit(ReplyFinished.of(finished, first_audio_s, max(0.0, ready_at - asked)))
-        if sink is not None and not self._said_slow and sink.state().slow:
+        if isinstance(conversation, RemoteConversation):
+            if conversation.speech_at_end and not self._said_speech_at_end:
+                self._said_speech_at_end = True
+                self.plan_noted.emit(SPEECH_AT_END)
+        elif sink is not None and not self._said_slow and sink.state().slow:
             self._said_slow = True
             self.plan_noted.emit(slow_speech_note(conversation.plan.profile == "fast"))
 
     def _run(
         self,
-        conversation: Conversation,
+        conversation: Conversation | RemoteConversation,
         request: Ask,
         options: TurnOptions,
         sink: AudioSink | None,
@@ -367,7 +414,11 @@ class ConversationWorker(QObject):
         finished: TurnFinished | None = None
         ready_at = time.perf_counter()
         stopping = False
-        for event in conversation.turn(request.question, options, heard):
+        if isinstance(conversation, RemoteConversation):
+            events = conversation.turn(request.question, options)
+        else:
+            events = conversation.turn(request.question, options, heard)
+        for event in events:
             # A cancel that came as the turn began (which clears the conversation's) is applied here.
             if not stopping and request.number <= self._cancelled_through:
                 stopping = True

@@ -1,11 +1,31 @@
-"""`omnidesk doctor`: the hardware, what can use it, and which model to choose."""
+"""`omnidesk doctor`: where the model runs, the hardware, what can use it, and which model to choose."""
 
 from __future__ import annotations
 
+from app.remote.conversation import RemoteConversation
+from model.errors import OmnideskError
 from model.hardware import GIB, Hardware
 from model.placement import MemoryNeeds, estimated_needs, make_plan
 from model.sizing import SIZES, options, recommend
 from model.thinker_types import DEFAULT_CONTEXT
+
+
+def where_the_model_runs(server: str, api_key: str, folder: str) -> str:
+    """The report's first line: the server the model runs on (asked for its model's name and voices),
+    or this computer and its bundle (`folder`, "" for none yet)."""
+    if not server:
+        return f"Model:         this computer ({folder or 'no bundle chosen yet'})"
+    try:
+        remote = RemoteConversation(server, api_key or None)
+    except OmnideskError as exc:
+        return f"Model:         a server, but {exc}"
+    try:
+        voices = ", ".join(remote.voices) or "its default"
+        return f"Model:         server {remote.base_url} ({remote.model}), voices: {voices}"
+    except OmnideskError as exc:
+        return f"Model:         server {remote.base_url}, not usable: {exc}"
+    finally:
+        remote.close()
 
 
 def report(hardware: Hardware, bundle: tuple[str, MemoryNeeds] | None = None) -> str:

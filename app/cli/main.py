@@ -8,7 +8,7 @@
     omnidesk ask|chat --server URL [--api-key K] ...     ... with the model on a server (omnidesk serve)
     omnidesk serve --models BUNDLE [--host H] [--port P] [--api-key K]   the model, for other computers
     omnidesk models convert --from-hf DIR --out BUNDLE   an original checkpoint becomes a bundle
-    omnidesk doctor                                      hardware, backends, which model fits
+    omnidesk doctor [--server URL]                       where the model runs, hardware, which model fits
     omnidesk bench NAME [options]                        a benchmark of model/bench/ or app/bench/NAME.py
 
 Expected problems (a missing or damaged model file, a bad option) end with one
@@ -166,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
         "doctor", help="show the hardware, which model size fits it and how it would run"
     )
     doctor.add_argument("--models", help="a bundle (name or folder): how it would run here")
+    doctor.add_argument(
+        "--server", metavar="URL", help="a server to ask (default: the one the window uses, if any)"
+    )
+    doctor.add_argument(
+        "--api-key",
+        default=os.environ.get("OMNIDESK_API_KEY"),
+        help="the server's key (default: $OMNIDESK_API_KEY, else the window's)",
+    )
     doctor.set_defaults(run=_doctor)
 
     bench = commands.add_parser("bench", help="benchmarks against the reference implementation")
@@ -420,7 +428,10 @@ def _models_remove(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from app.cli.doctor import report
+    from PySide6.QtCore import QSettings
+
+    from app.cli.doctor import report, where_the_model_runs
+    from app.window.preferences import Preferences
     from model.files.bundle import Bundle
     from model.files.store import resolve
     from model.hardware import probe
@@ -430,6 +441,10 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.models:
         opened = Bundle.open(resolve(args.models))
         bundle = (opened.root.name, bundle_needs(opened, DEFAULT_CONTEXT))
+    window = Preferences.load(QSettings("Omnidesk", "Omnidesk"))
+    server = args.server or (window.server_url if window.on_server else "")
+    key = args.api_key or (window.api_key if server == window.server_url else "")  # not sent elsewhere
+    print(where_the_model_runs(server, key, args.models or window.models_folder))
     print(report(probe(), bundle))
     return 0
 

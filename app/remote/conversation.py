@@ -60,7 +60,9 @@ class RemoteConversation:
         timeout = httpx2.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S)
         self._client = httpx2.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self._model = model
+        self._voices: list[str] | None = None
         self._cancel = threading.Event()
+        self.speech_at_end = False  # the last reply's speech came as one file after its text (vllm-omni)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -75,17 +77,33 @@ class RemoteConversation:
     def model(self) -> str:
         """The model's name on the server (asked for once, when none was given)."""
         if self._model is None:
-            listing = self._json("GET", "/models")
-            try:
-                self._model = str(listing["data"][0]["id"])
-            except (KeyError, IndexError, TypeError):
-                raise OmnideskError(
-                    f"{self.base_url}/models lists no model; name one with --server-model"
-                ) from None
+            self._model = str(self._card()["id"])
         return self._model
+
+    @property
+    def voices(self) -> list[str]:
+        """The voices the server's model card lists (`omnidesk serve` lists its bundle's); none where
+        it lists none (vllm-omni, whose voice choice for 2.5 is unfinished: its default speaks)."""
+        if self._voices is None:
+            listed = self._card(self._model).get("voices")
+            self._voices = [str(v) for v in listed] if isinstance(listed, list) else []
+        return self._voices
+
+    def _card(self, name: str | None = None) -> dict[str, Any]:
+        """The server's card of the model `name` (None: the first it lists)."""
+        listing = self._json("GET", "/models")
+        try:
+            cards = [card for card in listing["data"] if isinstance(card, dict) and "id" in card]
+        except (KeyError, TypeError):
+            cards = []
+        named = [card for card in cards if name is None or card["id"] == name]
+        if not named and name is None:
+            raise OmnideskError(f"{self.base_url}/models lists no model; name one with --server-model")
+        return named[0] if named else {}
 
     def turn(self, question: str | Question, options: TurnOptions = TurnOptions()) -> Iterator[Event]:
         self._cancel.clear()
+        self.speech_at_end = False
         if isinstance(question, str):
             question = Question(question)
         started = time.perf_counter()
@@ -109,6 +127,7 @@ class RemoteConversation:
                     if self._cancel.is_set():
                         break  # leaving the stream closes the connection: the server stops the turn
                 reason = FINISHED.get(reader.ending.finish_reason, "end")
+                self.speech_at_end = reader.ending.speech_at_end
         except (OmnideskError, httpx2.HTTPError) as exc:
             reason, error = "error", self._failure(exc)
         if self._cancel.is_set():
@@ -137,7 +156,8 @@ class RemoteConversation:
         if options.seed is not None or sampling.seed is not None:
             body["seed"] = options.seed if options.seed is not None else sampling.seed
         if options.speak:
-            body["audio"] = {"voice": options.speech.voice, "format": "wav"}
+            voice = {"voice": options.speech.voice} if options.speech.voice else {}  # "": the server's own
+            body["audio"] = {**voice, "format": "wav"}
         return body
 
     def _json(self, method: str, path: str) -> Any:

@@ -130,7 +130,13 @@ def create_app(engine: Engine) -> Starlette:
     async def models(request: Request) -> Response:
         if not authorized(request, engine.options.api_key):
             return unauthorized()
-        card = {"id": engine.options.model, "object": "model", "created": 0, "owned_by": "omnidesk"}
+        card = {
+            "id": engine.options.model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "omnidesk",
+            "voices": sorted(engine.voices.values()),  # not OpenAI's: what `audio.voice` may name
+        }
         return JSONResponse({"object": "list", "data": [card]})
 
     async def health(request: Request) -> Response:

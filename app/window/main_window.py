@@ -118,7 +118,7 @@ class MainWindow(QMainWindow):
         preferences = self.preferences()
         if preferences.output_device:
             self.output_device_chosen.emit(preferences.output_device)
-        self.models.start(preferences.models_folder)
+        self.models.start()
         # Last: a running QThread whose window failed to build would abort the process when destroyed.
         self._thread.start()
 
@@ -310,10 +310,13 @@ class MainWindow(QMainWindow):
         if new.output_device != old.output_device:
             self.output_device_chosen.emit(new.output_device)
         self.push_to_talk.set_talk_key(new.talk_key)
-        loaded_with = ("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality", "detail")
+        loaded_with = (
+            *("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality", "detail"),
+            *("engine", "server_url", "api_key"),
+        )
         reload = any(getattr(new, name) != getattr(old, name) for name in loaded_with)
-        if reload and new.models_folder and not self.session.busy:
-            self.models.load(new.models_folder)
+        if reload and not self.session.busy:
+            self.models.use_preferred()
 
     # -- asking -------------------------------------------------------------------------------
 

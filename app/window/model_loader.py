@@ -1,6 +1,7 @@
-"""Which model bundle the window uses: loading one (the remembered one at start, one the setup
-dialog made or found, or again when the settings change how it loads), and what the window says
-meanwhile (the status bar's model, "Set up a model…", why a question cannot be sent yet).
+"""Which model the window uses: loading a bundle (the remembered one at start, one the setup
+dialog made or found, or again when the settings change how it loads) or connecting to the server the
+settings name (Settings → Engine), and what the window says meanwhile (the status bar's model, "Set up
+a model…", why a question cannot be sent yet).
 
 Threads: the GUI thread only; loads go to the worker's thread as `load_requested`, and its answers
 come back to `on_model_loaded` and `on_model_failed`.
@@ -19,6 +20,7 @@ from app.worker import ModelChoice
 
 NO_MODEL = "No model yet: set one up (download it, or use files you already have)."
 LOADING = "The model is still loading: your question can wait here."
+NO_SERVER = "The server cannot be used: check its address and key in Settings → Engine."
 
 
 class ModelLoader(QObject):
@@ -47,23 +49,50 @@ class ModelLoader(QObject):
         self.choose_button = QPushButton("Set up a model…")
         self.choose_button.clicked.connect(self.open_setup)
 
-    def start(self, folder: str) -> None:
-        """At the window's start: load the bundle in `folder`, or say there is none ("")."""
-        if folder:
-            self.load(folder)
-        else:
+    def start(self) -> None:
+        """At the window's start: use the model the preferences name, or say there is none."""
+        if not self.use_preferred():
             self._composer.set_missing(NO_MODEL)
             self._notices.clear()  # what is missing shows
 
+    def use_preferred(self) -> bool:
+        """Connect to the preferences' server, or load their bundle; False if they name neither."""
+        p = Preferences.load(self._settings)
+        if p.on_server:
+            self.connect_to(p.server_url)
+        elif p.models_folder:
+            self.load(p.models_folder)
+        else:
+            return False
+        return True
+
     def load(self, folder: str) -> None:
+        """Load the bundle in `folder` on this computer."""
+        self._request(folder, f"Loading {folder}…", "")
+
+    def connect_to(self, url: str) -> None:
+        """Use the model on the server at `url` (the preferences' key goes with it)."""
+        self._request("", f"Connecting to {url}…", url)
+
+    def _request(self, folder: str, status: str, server: str) -> None:
         self._loading_folder = folder
         self.loaded = False
-        self.status.setText(f"Loading {folder}…")
+        self.status.setText(status)
         self._composer.set_missing(LOADING)
         p = Preferences.load(self._settings)
         voice = (p.voice or self._composer.voice) if p.speak else ""
         self.load_requested.emit(
-            ModelChoice(folder, p.gpu_layers, p.persona, p.speech_device, p.speech_quality, voice, p.detail)
+            ModelChoice(
+                folder,
+                p.gpu_layers,
+                p.persona,
+                p.speech_device,
+                p.speech_quality,
+                voice,
+                p.detail,
+                server=server,
+                api_key=p.api_key if server else "",
+            )
         )
 
     @Slot()
@@ -78,7 +107,8 @@ class ModelLoader(QObject):
 
     @Slot(str)
     def on_model_loaded(self, description: str) -> None:
-        self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
+        if self._loading_folder:  # not a server's model
+            self._settings.setValue(MODELS_FOLDER_KEY, self._loading_folder)
         self.loaded = True
         self.status.setText(f"Model: {description}")
         self.choose_button.setVisible(False)  # still in the File menu
@@ -91,6 +121,6 @@ class ModelLoader(QObject):
         self.loaded = False
         self.status.setText("No model")
         self.choose_button.setVisible(True)
-        self._composer.set_missing(NO_MODEL)
+        self._composer.set_missing(NO_MODEL if self._loading_folder else NO_SERVER)
         self._notices.show(message)
         self.failed.emit(message)

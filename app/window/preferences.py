@@ -2,10 +2,16 @@
 
 Values are stored as strings (QSettings' INI files return strings whatever was stored).
 Empty device names mean the system default.
+
+The server's API key is kept here too, in the user's settings file (on Linux
+~/.config/Omnidesk/Omnidesk.conf), which is then made readable by the user alone; not in a system
+keyring: see docs/serving.md for why.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings
@@ -29,6 +35,10 @@ SILENCE_RANGE_S = (0.3, 3.0)  # the silences that may end what the user says
 INPUT_DEVICE_KEY = "devices/input"
 OUTPUT_DEVICE_KEY = "devices/output"
 CAMERA_KEY = "devices/camera"  # OpenCV's camera number, or empty for the default camera
+ENGINE_KEY = "engine/runs_on"  # "local" (this computer) or "server"
+SERVER_URL_KEY = "engine/server_url"  # the server's OpenAI base URL
+API_KEY_KEY = "engine/api_key"  # the server's API key ("": none)
+ENGINES = ("local", "server")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,9 @@ class Preferences:
     input_device: str = ""
     output_device: str = ""
     camera: str = ""
+    engine: str = "local"  # one of ENGINES: where the model runs
+    server_url: str = ""
+    api_key: str = ""
 
     @classmethod
     def load(cls, settings: QSettings) -> Preferences:
@@ -78,6 +91,9 @@ class Preferences:
             input_device=text(INPUT_DEVICE_KEY, default.input_device),
             output_device=text(OUTPUT_DEVICE_KEY, default.output_device),
             camera=text(CAMERA_KEY, default.camera),
+            engine=engine if (engine := text(ENGINE_KEY, default.engine)) in ENGINES else default.engine,
+            server_url=text(SERVER_URL_KEY, default.server_url),
+            api_key=text(API_KEY_KEY, default.api_key),
         )
 
     def save(self, settings: QSettings) -> None:
@@ -99,13 +115,32 @@ class Preferences:
             INPUT_DEVICE_KEY: self.input_device,
             OUTPUT_DEVICE_KEY: self.output_device,
             CAMERA_KEY: self.camera,
+            ENGINE_KEY: self.engine,
+            SERVER_URL_KEY: self.server_url,
+            API_KEY_KEY: self.api_key,
         }
         for key, value in values.items():
             settings.setValue(key, value)
+        if self.api_key:
+            keep_private(settings)
+
+    @property
+    def on_server(self) -> bool:
+        """The model runs on a server (one is named)."""
+        return self.engine == "server" and bool(self.server_url)
 
     @property
     def camera_index(self) -> int:
         return int(self.camera) if self.camera.isdigit() else 0
+
+
+def keep_private(settings: QSettings) -> None:
+    """Write `settings` now, and make its file readable and writable by its owner alone (it holds a
+    key). Settings kept elsewhere than in a file (the Windows registry) are the user's already."""
+    settings.sync()
+    path = settings.fileName()
+    if os.path.isfile(path):
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
 
 
 def _seconds(text: str) -> float | None:

@@ -1,4 +1,5 @@
-"""The settings dialog: model, speech, appearance, push-to-talk key, hands-free and devices."""
+"""The settings dialog: the engine (this computer or a server), model, speech, appearance, push-to-talk
+key, hands-free and devices."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QKeySequenceEdit,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
@@ -39,6 +41,11 @@ DETAILS = {
     "sharp": "Sharp (small text stays readable; slower on a CPU)",
     "quick": "Quick (a small picture, read at once)",
 }
+ENGINE_LABELS = {"local": "This computer", "server": "A server"}
+KEY_KEPT = (
+    "The key is kept in Omnidesk's settings file, which only your user account may read. "
+    "Leave it empty if the server needs none (one on 127.0.0.1 through an SSH tunnel)."
+)
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 DEFAULT_DEVICE = "System default"
 
@@ -72,6 +79,22 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._preferences = preferences
+
+        self.engine = _combo(list(ENGINE_LABELS.items()), preferences.engine)
+        self.server_url = QLineEdit(preferences.server_url)
+        self.server_url.setPlaceholderText("http://127.0.0.1:8091/v1")
+        self.api_key = QLineEdit(preferences.api_key)
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        key_kept = QLabel(KEY_KEPT)
+        key_kept.setWordWrap(True)
+        engine = QFormLayout()
+        engine.addRow("The model runs on", self.engine)
+        engine.addRow("Server address", self.server_url)
+        engine.addRow("API key", self.api_key)
+        engine.addRow("", key_kept)
+        self.engine.currentIndexChanged.connect(self._show_engine)
+        self._server_fields = (self.server_url, self.api_key, key_kept)
+        self._show_engine()
 
         self.models_folder = QLineEdit(preferences.models_folder)
         browse = QPushButton("Browse…")
@@ -142,7 +165,8 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        for title, form in [("Model", model), ("Speech", speech), ("Input and devices", devices)]:
+        forms = [("Engine", engine), ("Model", model), ("Speech", speech), ("Input and devices", devices)]
+        for title, form in forms:
             group = QGroupBox(title)
             group.setLayout(form)
             layout.addWidget(group)
@@ -152,6 +176,12 @@ class SettingsDialog(QDialog):
         group.setLayout(appearance)
         layout.addWidget(group)
         layout.addWidget(buttons)
+
+    @Slot()
+    def _show_engine(self) -> None:
+        """The server's fields are edited only when the model runs on a server."""
+        for field in self._server_fields:
+            field.setEnabled(self.engine.currentData() == "server")
 
     @Slot()
     def _on_browse_clicked(self) -> None:
@@ -178,4 +208,7 @@ class SettingsDialog(QDialog):
             input_device=str(self.microphone.currentData()),
             output_device=str(self.speakers.currentData()),
             camera=str(self.camera.currentData()),
+            engine=str(self.engine.currentData()),
+            server_url=self.server_url.text().strip(),
+            api_key=self.api_key.text().strip(),
         )

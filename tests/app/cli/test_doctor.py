@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.cli.doctor import report
+from starlette.applications import Starlette
+
+from app.cli.doctor import report, where_the_model_runs
 from model.hardware import probe
+from tests.app.cli.test_main import omnidesk
+from tests.app.serve.live import serving
 from tests.model.test_placement import apple_machine, cuda_machine
 
 
@@ -32,3 +36,14 @@ def test_a_torch_that_cannot_use_the_gpu_is_said_with_how_to_fix_it():
     assert "Talker:        CPU float32, int8 weights" in text
     assert "Note: Speech runs on the CPU because torch cannot use the GPU" in text
     assert "install a CUDA build of torch" in text
+
+
+def test_doctor_says_where_the_model_runs(url):
+    result = omnidesk("doctor", "--server", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Model:         server {url}/v1 (tiny), voices: Chelsie, Ethan"
+    with serving(Starlette()) as gone:  # nothing listens there once it has stopped
+        pass
+    line = where_the_model_runs(gone, "", "")
+    assert line.startswith(f"Model:         server {gone}/v1, not usable: cannot reach") and "\n" not in line
+    assert where_the_model_runs("", "", "/models/3b") == "Model:         this computer (/models/3b)"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QLineEdit
 
 from app.sound import playback
 from app.sound.devices import SoundDevice
@@ -118,6 +121,30 @@ class TestDialog:
             output_device="Speakers",
             camera="0",
         )
+
+    def test_the_engine_page_saves_and_restores_a_server(self, qtbot, settings):
+        dialog = SettingsDialog(Preferences(), ["Chelsie"], [], [], [], CPU_ONLY)
+        qtbot.addWidget(dialog)
+        assert dialog.engine.currentData() == "local" and not dialog.server_url.isEnabled()
+        dialog.engine.setCurrentIndex(dialog.engine.findData("server"))
+        assert dialog.server_url.isEnabled() and dialog.api_key.isEnabled()
+        dialog.server_url.setText(" http://gpu-box:8091/v1 ")
+        dialog.api_key.setText("s3cret")
+        assert dialog.api_key.echoMode() == QLineEdit.EchoMode.Password
+        edited = dialog.preferences()
+        assert edited == Preferences(
+            voice="Chelsie", engine="server", server_url="http://gpu-box:8091/v1", api_key="s3cret"
+        )
+        edited.save(settings)
+        assert stat.S_IMODE(os.stat(settings.fileName()).st_mode) == 0o600, "the key is the user's alone"
+        restored = Preferences.load(settings)
+        assert restored == edited and restored.on_server
+        again = SettingsDialog(restored, ["Chelsie"], [], [], [], CPU_ONLY)
+        qtbot.addWidget(again)
+        assert again.engine.currentData() == "server" and again.server_url.text() == "http://gpu-box:8091/v1"
+        assert again.api_key.text() == "s3cret"
+        settings.setValue("engine/runs_on", "moon")  # an unknown engine: this computer
+        assert not Preferences.load(settings).on_server
 
     def test_detail_is_offered_and_edited(self, qtbot):
         dialog = SettingsDialog(Preferences(), ["Chelsie"], [], [], [], CPU_ONLY)
