@@ -82,13 +82,13 @@ CPU_TOWERS: dict[str, TowerPrecision | None] = {
 }
 NEEDS_BF16 = ("torch-bfloat16", "torch-int8")  # their kernels take bfloat16 activations
 
-# What one embedding costs in the prompt on the CPU, at 2 threads of the same Xeon: the Thinker's
-# prefill per gigabyte of its GGUF (`omnidesk bench look --size 3b`, quiet: 10.31 s for the
-# 570-position prompt, a 1.93 GB Q4_K_M file) and the Talker's prefill per row, with the bfloat16
-# prompt copy (talker/quantize.py: 24 layers of the real size, 570 rows in 1.27 s at load 4) or
-# without (11.6 s for those rows in `bench look`, quiet).
+# What one embedding costs in the prompt on the CPU, at 2 threads of the same Xeon, quiet: the
+# Thinker's prefill per gigabyte of its GGUF (`omnidesk bench look --size 3b`: 10.31 s for the
+# 570-position prompt, a 1.93 GB Q4_K_M file, llama-cpp-python's AVX2 wheel) and the Talker's
+# prefill per row (`omnidesk bench talker --prompt 570`: 1.46 s with the bfloat16 prompt copy,
+# talker/quantize.py; 9.70 s with the int4 kernel alone).
 THINKER_PROMPT_S_PER_GB = 10.31 / 570 / 1.93
-TALKER_PROMPT_S = {True: 1.27 / 570, False: 11.6 / 570}  # with the bfloat16 copy, without
+TALKER_PROMPT_S = {True: 1.46 / 570, False: 9.70 / 570}  # with the bfloat16 copy, without
 
 
 def prompt_seconds(thinker_bytes: int, thinker_on_cpu: bool, talker_on_cpu: bool, talker_copy: bool) -> float:
