@@ -63,7 +63,7 @@ def ask():
     window.composer.send_button.click()
 window.model_ready.connect(lambda _: ask())
 window.model_unavailable.connect(lambda message: (print(message), app.exit(3)))
-window.session.reply_completed.connect(lambda reason: app.exit(0 if reason in ("stop", "length") else 4))
+window.session.reply_completed.connect(lambda reason: app.exit(0 if reason in ("end", "length") else 4))
 QTimer.singleShot(120_000, lambda: app.exit(5))
 window.models.load(sys.argv[1])
 code = app.exec()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,12 @@ class TestInterrupt:
         process = self._start("chat", "--models", tiny_bundle.root)
         time.sleep(after_s)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        # The end of input only once the press has had its effect (the chat ended, or prompted again):
+        # closing standard input at once would race the press (the end of input seen first ends the
+        # chat with 0 before the press is read, as a shell would).
+        shown = _output_until(process, lambda out: out.count(b"you> ") >= 2, timeout_s=60)
+        rest, err = process.communicate(timeout=120)
+        out = shown + rest
         print(err.decode("utf-8", "replace"))
         assert b"Traceback" not in err and b"Exception ignored" not in err
         if b"you> " in out:
@@ -294,3 +300,16 @@ def test_the_window_without_a_display_is_one_line(tmp_path: Path):
     )
     assert result.returncode == 1
     assert_one_line_error(result, "no display (DISPLAY is not set)", "xvfb-run")
+
+
+def _output_until(process: subprocess.Popen[bytes], done: Callable[[bytes], bool], timeout_s: float) -> bytes:
+    """What `process` writes to its standard output until it ends, `done` holds for it, or `timeout_s`."""
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    out = b""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and not done(out) and time.monotonic() < deadline:
+        out += process.stdout.read() or b""
+        time.sleep(0.02)
+    os.set_blocking(process.stdout.fileno(), True)
+    return out
