@@ -15,7 +15,7 @@ cpu_isa_args() {
     local args="-DGGML_NATIVE=OFF" flag option
     # /proc/cpuinfo's flag -> llama.cpp's option
     for flag in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 \
-        avx512_vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+        avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
         option="${flag#*:}"
         flag="${flag%%:*}"
         [[ "$flags" == *" $flag "* ]] && args+=" -DGGML_$option=ON"

@@ -40,9 +40,10 @@ install_llama "$FAKE_ACCEL" 89
 echo "the install goes on"
 """
 # /proc/cpuinfo's flags line of this project's Xeon (family 6 model 207: AMX) and of a Zen 4 (none).
-XEON_FLAGS = (
-    "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 avx512f avx512dq avx512cd avx512bw "
-    "avx512vl avx_vnni avx512_bf16 avx512vbmi avx512_vbmi avx512_vnni avx512_fp16 amx_bf16 amx_tile amx_int8"
+XEON_FLAGS = (  # as this Xeon's kernel spells them: avx512vbmi without its underscore, avx512_vnni with
+    "fpu sse sse2 ssse3 sse4_1 sse4_2 fma avx f16c avx2 bmi2 avx512f avx512dq avx512ifma avx512cd avx512bw "
+    "avx512vl avx_vnni avx512_bf16 avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq "
+    "amx_bf16 avx512_fp16 amx_tile amx_int8"
 )
 ZEN4_FLAGS = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 avx512f avx512_bf16 avx512_vnni"
 
