@@ -181,7 +181,13 @@ class Plan:
     def vision_options(self, options: VisionOptions) -> VisionOptions:
         """`options` with this plan's vision encoder and image budget; the encoder gets every core
         (a picture is encoded before the prompt is decoded)."""
-        return self.vision.options(options, self.threads.thinker_prompt if self.threads else None)
+        return self.vision.options(options, self.prompt_threads)
+
+    @property
+    def prompt_threads(self) -> int | None:
+        """CPU threads for work that runs while nothing else computes (a prompt, a picture, the
+        Talker's prefill while the user speaks); None: each library's own default."""
+        return self.threads.thinker_prompt if self.threads is not None else None
 
     def placement(self, stage: Stage) -> Placement:
         return {"audio_encoder": self.audio_encoder, "talker": self.talker, "token2wav": self.token2wav}[

@@ -263,9 +263,8 @@ class Conversation:
         talker = self._talker
         if talker is None:
             return
-        threads = self.plan.threads.thinker_prompt if self.plan.threads is not None else None
         try:
-            with intra_op_threads(threads):
+            with intra_op_threads(self.plan.prompt_threads):
                 talker.prime(self.thinker.states(0, self.thinker.n_cached))
         except Exception:  # out of memory, say: the turn primes the whole prompt, as before
             log.exception("the Talker could not decode the question while it was asked")

@@ -14,7 +14,8 @@ they are 15x slower than a dense bfloat16 matmul on a CPU with bfloat16 matrix i
 (AMX: 120 ms against 7.7 ms for 570 rows of the 7B Talker's 896x18944 layer, 2 threads of an
 Intel Xeon family 6 model 207). With `prompt_copy` a layer also keeps its float weight in bfloat16
 and computes inputs of `PROMPT_ROWS` rows or more with it: more exact than the quantized weight,
-for 2 bytes per parameter of memory (the plan keeps a copy only where the memory allows it).
+for 2 bytes per parameter of memory (the plan keeps a copy only where the memory allows it). Those
+rows' results stay in bfloat16 (see `_prompt_rows`); fewer rows come back in the caller's dtype.
 Which one is faster depends on the CPU's kernels (measured in docs/performance.md: int4 where the CPU has
 bfloat16 instructions, int8 on AVX2); the errors against float32 are printed by the tests and the
 Talker bench. Off the CPU the weight is dequantized for each call (no GPU runs these: the plan puts
