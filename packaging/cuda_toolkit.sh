@@ -31,8 +31,10 @@ cuda_toolkit_prefix() {
     version="$(cuda_runtime_version "$py")"
     [ -n "$version" ] || version="13.0"
     [ "${version%%.*}" = 12 ] && suffix="-cu12"
-    packages=("nvidia-cuda-nvcc$suffix==$version.*" "nvidia-cuda-runtime$suffix" "nvidia-cublas$suffix"
-        "nvidia-cuda-cccl$suffix==$version.*")
+    # The runtime's headers must match the compiler: CCCL stops the build when CUDART_VERSION is newer
+    # than nvcc (an unpinned runtime came as 13.5 beside nvcc 13.0, and every .cu file failed).
+    packages=("nvidia-cuda-nvcc$suffix==$version.*" "nvidia-cuda-runtime$suffix==$version.*"
+        "nvidia-cublas$suffix" "nvidia-cuda-cccl$suffix==$version.*")
     # CUDA 13 split nvcc's front end and NVVM into packages of their own.
     [ -z "$suffix" ] && packages+=("nvidia-cuda-crt==$version.*" "nvidia-nvvm==$version.*")
     "$py" -m pip --disable-pip-version-check install --quiet "${packages[@]}" >&2 || return 1

@@ -103,6 +103,9 @@ def test_the_pip_compiler_builds_for_this_gpus_architecture(tmp_path):
         assert arg in builds[0]
     assert os.readlink(toolkit / "lib" / "libcudart.so") == "libcudart.so.13"  # what CMake looks for
     assert (toolkit / "lib64").resolve() == (toolkit / "lib").resolve()  # where nvcc.profile links from
+    asked = next(line for line in (tmp_path / "log").read_text().splitlines() if "nvidia-cuda-nvcc" in line)
+    # the runtime's headers at the compiler's version, or CCCL stops every .cu file
+    assert "nvidia-cuda-nvcc==13.0.*" in asked and "nvidia-cuda-runtime==13.0.*" in asked
 
 
 def test_a_failing_cuda_build_falls_back_to_the_cpu(tmp_path):
