@@ -173,7 +173,7 @@ def _run(
     warm_up = Question(
         images=(Image(screen[:112, :112].copy()),), audios=(Audio(samples[: INPUT_SAMPLE_RATE // 2]),)
     )
-    _answer(conversation, warm_up, _options(voice, 2, 30), None, time.perf_counter())
+    _answer(conversation, warm_up, forced_reply(voice, 2, 30), None, time.perf_counter())
     conversation.history = []
     conversation.prepare(voice)
     vision_s.clear()
@@ -182,9 +182,9 @@ def _run(
     heard, audio_while = None, 0.0
     end = time.perf_counter()
     if path == "app plan":
-        heard, audio_while, end = _listen(conversation, screen, samples, prefill_s)
+        heard, audio_while, end = listen_as_spoken(conversation, screen, samples, prefill_s)
     vision_while = sum(vision_s) if heard is not None else 0.0
-    times = _answer(conversation, question, _options(voice, *lengths), heard, end)
+    times = _answer(conversation, question, forced_reply(voice, *lengths), heard, end)
     conversation.close()
     run: dict[str, Any] = {
         **times,
@@ -219,7 +219,7 @@ def _timed(owner: Any, method: str) -> list[float]:
     return spent
 
 
-def _listen(
+def listen_as_spoken(
     conversation: Conversation, screen: np.ndarray, samples: np.ndarray, prefill_s: list[float]
 ) -> tuple[Listening, float, float]:
     """The question as the window hears it: the picture at the press, then the samples as they are spoken
@@ -246,7 +246,7 @@ def _listen(
     return listening, audio_s - (sum(prefill_s) - prefilled_before), end  # `hear` prefills too
 
 
-def _options(voice: str, tokens: int, codes: int) -> TurnOptions:
+def forced_reply(voice: str, tokens: int, codes: int) -> TurnOptions:
     return TurnOptions(
         max_tokens=tokens,
         min_tokens=tokens,

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from model.bench.gpu import TINY_BIGVGAN, TINY_DIT, TINY_THINKER
+from model.bench.parts.gpu_speech import TINY_BIGVGAN, TINY_DIT, TINY_THINKER
 from model.bench.parts.random_bundle import bundle_tokens, random_bundle
 from model.bench.parts.random_thinker import SHAPES
 from model.bench.vision import RELEASED_VISION

@@ -1,7 +1,7 @@
-"""`omnidesk bench gpu`: speech on this machine's GPU in one short run, random weights at the released shapes.
+"""The speech parts of `omnidesk bench gpu` (app/bench/gpu.py), random weights at the released shapes.
 
-One process, on `--device` (default: CUDA when torch sees it), in the precision the app's plan
-picks there (`placement.make_plan`: bfloat16 on Ampere and newer, float16 on older cards):
+On `device`, in the precision the app's plan picks there (`placement.make_plan`: bfloat16 on Ampere
+and newer, float16 on older cards):
 
 1. Talker codes/s at the 3B and 7B layouts (the released 7B Talker's layout with each Thinker's
    width as its input width; the 3B Talker's own is not public): a 200-position prompt, then
@@ -20,29 +20,15 @@ picks there (`placement.make_plan`: bfloat16 on Ampere and newer, float16 on old
    the model loads, and Token2Wav's window graph captured as it does, timed), the reply forced to
    `--tokens` text tokens x `--codes-per-token` codes, after an untimed warm-up turn. The first
    audio is broken down into prompt, first code, DiT window and vocoder.
-4. Peak GPU memory that torch allocated over the whole run (llama.cpp's own is not in it).
-
-Budget on an H100-class GPU (estimated; the first run checks it): the 3B Thinker GGUF ~2 minutes
-to build (6 GB of float16 written with random weights, then quantized by llama.cpp on the CPU; the
-7B one, `--size 7b`, takes ~5 minutes, hence 3B by default), the two Talkers ~30 s with capture,
-Token2Wav ~1 minute for 3 precisions x 10 s of speech, the turns ~30 s: about 4 minutes in all,
-within the 8 the check may take. The GGUF is cached in `--cache`, so a second run skips its build.
-
-`--size tiny --device cpu` runs every part at toy shapes on a CPU in well under a minute
-(tests/model/test_bench_gpu.py), so this bench cannot rot where no GPU is at hand.
 
 Nothing is downloaded: every weight is random (PyTorch's default initialisation; the Thinker's as
-`random_thinker` writes it); the outputs are noise, the work is the real work. Needs torch, numpy,
-safetensors, gguf and llama-cpp-python (docs/gpu-check.md: how to carry them to a machine without network).
-Run from the source tree: `python -m model.bench.gpu` (or `omnidesk bench gpu` where installed).
-
-Times are wall-clock, `time.perf_counter`, after a device synchronisation.
+`random_thinker` writes it); the outputs are noise, the work is the real work. Times are wall-clock,
+`time.perf_counter`, after a device synchronisation.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -50,18 +36,17 @@ from pathlib import Path
 
 import torch
 
-from model.bench.parts.measure import peak_rss, sync
+from model.bench.parts.measure import sync
 from model.bench.parts.random_bundle import VOICE, VOICE_BOS, VOICE_MEL_FRAMES, talker_config
 from model.bench.parts.random_thinker import SHAPES, ThinkerShape, random_thinker, special_tokens
 from model.bench.parts.streaming import stream_one_by_one
 from model.bench.parts.talker_run import SPEECH_IDS, bench_talker, run_talker, thinker_rows, thinker_states
-from model.hardware import llama_backend, probe
+from model.hardware import llama_backend
 from model.pipeline.options import TurnOptions
 from model.pipeline.stages import TurnStages
-from model.placement import EXACT_STREAM, Plan, PlanChoice, estimated_needs, make_plan, talker_cache_positions
+from model.placement import EXACT_STREAM, Plan, PlanChoice, talker_cache_positions
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 from model.sampling import SamplingOptions
-from model.sizing import SIZES
 from model.talker import SpeechOptions, Talker
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.quantize import quantize
@@ -139,8 +124,8 @@ class Shapes:
         return cls(SHAPES[size], talkers, DiTConfig(), BigVGANConfig())
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="omnidesk bench gpu", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The speech parts' options."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", choices=("tiny", "3b", "7b"), default="3b", help="the turn's Thinker")
     parser.add_argument("--quant", default="Q4_K_M", help="the random Thinker's quantization")
@@ -149,40 +134,41 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tokens", type=int, default=60, help="the turn's reply, in text tokens")
     parser.add_argument("--codes-per-token", type=int, default=15)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "omnidesk-bench")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"torch {torch.__version__} sees no CUDA device: a CPU build, or no driver")
+
+
+def speech_choice(device: torch.device) -> PlanChoice:
+    """The user's choice that puts speech on `device`."""
+    return PlanChoice(speech_device="cpu" if device.type == "cpu" else "gpu")
+
+
+def measure_speech(args: argparse.Namespace, device: torch.device, plan: Plan) -> dict[str, float]:
+    """Parts 1 to 3; returns the figures the goals are held to."""
     shapes = Shapes.of(args.size)
-    choice = PlanChoice(speech_device="cpu" if device.type == "cpu" else "gpu")
-    plan = make_plan(probe(), estimated_needs(SIZES["7b" if args.size == "7b" else "3b"], args.quant), choice)
-    if plan.talker.device != device.type:
-        parser.error(
-            f"the plan puts speech on {plan.talker.device}, not {device.type}: {' '.join(plan.notes)}"
-        )
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    print(
-        f"bench gpu: {_device_name(device)}, torch {torch.__version__}, {args.size} shapes; plan:", flush=True
-    )
-    for line in plan.describe():
-        print(f"  {line}")
+    return {
+        "talker_codes_per_s": _talkers(shapes, plan, device, args.talker_steps),
+        "token2wav_rtf": _token2wav(shapes, plan, device, args.codes),
+        "first_audio_s": _turn(shapes, plan, device, args),
+    }
 
-    talker_rate = _talkers(shapes, plan, device, args.talker_steps)
-    rtf = _token2wav(shapes, plan, device, args.codes)
-    first_audio = _turn(shapes, plan, device, args)
 
-    print(f"\nwhole run {time.perf_counter() - started:.0f} s", end="; ")
-    if device.type == "cuda":
-        print(f"peak GPU memory torch allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
-    else:
-        print(f"peak RSS {peak_rss() / 2**30:.1f} GiB (no GPU memory on {device.type})")
+def report_goals(figures: dict[str, float], plan: Plan) -> None:
+    """Each figure against its goal, met or not."""
     print("\ngoals (7B Q4_K_M on one GPU)      measured    goal")
-    _goal("first audio after the input, s", first_audio, GOALS["first_audio_s"], below=True)
-    _goal("Talker codes/s (largest layout)", talker_rate, GOALS["talker_codes_per_s"], below=False)
-    _goal(f"Token2Wav RTF ({_name(plan.token2wav.dtype)})", rtf, GOALS["token2wav_rtf"], below=True)
-    return 0
+    _goal("first audio after the input, s", figures["first_audio_s"], GOALS["first_audio_s"], below=True)
+    _goal(
+        "Talker codes/s (largest layout)",
+        figures["talker_codes_per_s"],
+        GOALS["talker_codes_per_s"],
+        below=False,
+    )
+    _goal(
+        f"Token2Wav RTF ({_name(plan.token2wav.dtype)})",
+        figures["token2wav_rtf"],
+        GOALS["token2wav_rtf"],
+        below=True,
+    )
+    if "heard_s" in figures:  # the session's (app/bench/gpu.py): a spoken question, after a reload
+        _goal("first audio heard in a session, s", figures["heard_s"], GOALS["first_audio_s"], below=True)
 
 
 # -- 1. the Talker ------------------------------------------------------------------------
@@ -220,7 +206,7 @@ def _talkers(shapes: Shapes, plan: Plan, device: torch.device, steps: int) -> fl
             print(f"  {layout}: graphs {speed_up:.1f}x eager; codes agree {same}/{len(codes['eager'])}")
         best = max(rates.values())
         del model, talker
-        _release(device)
+        release(device)
     return best
 
 
@@ -263,7 +249,7 @@ def _token2wav(shapes: Shapes, plan: Plan, device: torch.device, n_codes: int) -
             flush=True,
         )
         del t2w
-        _release(device)
+        release(device)
     return rtfs[plan.token2wav.dtype] if plan.token2wav.dtype in rtfs else rtfs[torch.float32]
 
 
@@ -402,7 +388,7 @@ def _goal(what: str, measured: float, goal: float, below: bool) -> None:
     print(f"  {what:<32} {measured:>9.3f}   {sign} {goal:g}  {'met' if met else 'NOT met'}")
 
 
-def _release(device: torch.device) -> None:
+def release(device: torch.device) -> None:
     sync(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -412,12 +398,8 @@ def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return f"cuda ({properties.name}, {properties.total_memory / 2**30:.0f} GiB)"
     return device.type
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from model.bench import gpu
+from app.bench import gpu
 
 
 def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.CaptureFixture[str]):
@@ -27,7 +27,20 @@ def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.C
     assert "Token2Wav's window graph captured at load in 0 ms (0: windows run eagerly)" in report
     first, *parts = (int(v) for v in turn.groups())
     assert abs(first - sum(parts)) <= 2  # each part rounded to a millisecond
+    session = re.findall(
+        r"^  (load|reload after Speech quality: Exact): ready in [\d.]+ s \((\w+) speech, "
+        r".*captured in 0 ms.*first audio made ([\d.]+) s, heard ([\d.]+) s after the question; "
+        r"memory in use ([\d.]+) GiB resident loaded, ([\d.]+) GiB resident after closing",
+        report,
+        re.M,
+    )
+    assert [(s[0], s[1]) for s in session] == [
+        ("load", "fast"),
+        ("reload after Speech quality: Exact", "exact"),
+    ]
+    for _, _, made, heard, _, _ in session:
+        assert 0 < float(made) <= float(heard)  # the speakers start once the chunk is there, not before
     goals = re.findall(
         r"^  (first audio|Talker codes/s|Token2Wav RTF).* (<=|>=) [\d.]+  (met|NOT met)$", report, re.M
     )
-    assert [g[0] for g in goals] == ["first audio", "Talker codes/s", "Token2Wav RTF"]
+    assert [g[0] for g in goals] == ["first audio", "Talker codes/s", "Token2Wav RTF", "first audio"]
