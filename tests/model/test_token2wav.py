@@ -108,7 +108,7 @@ class TestParity:
     def test_a_bfloat16_vocoders_activations_run_in_float32_on_the_cpu(self, t2w):
         """Its depthwise anti-aliasing filters are twice as fast in float32 there, and round less."""
         activation = copy.deepcopy(t2w.vocoder.resblocks[0].activations[0])
-        x = torch.randn(1, activation.alpha.numel(), 300, generator=torch.Generator().manual_seed(3))
+        x = torch.randn(1, activation.alpha.numel(), 1, 300, generator=torch.Generator().manual_seed(3))
         filt = t2w.vocoder.aa_filter
         in_float32 = activation(x.bfloat16().float(), filt).bfloat16()
         ours = activation.bfloat16()(x.bfloat16(), filt)
