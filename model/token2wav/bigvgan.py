@@ -124,7 +124,11 @@ def conv(layer: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
 def conv_transpose(layer: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
     """`layer` on x: (batch, channels, 1, samples), as a 2-D transposed convolution of height 1."""
     return F.conv_transpose2d(
-        x, layer.weight.unsqueeze(2), layer.bias, stride=(1, layer.stride[0]), padding=(0, layer.padding[0])
+        x,
+        layer.weight.unsqueeze(2),
+        layer.bias,
+        stride=(1, layer.stride[0]),
+        padding=(0, cast(int, layer.padding[0])),
     )
 
 
@@ -144,8 +148,8 @@ class AMPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
         for i, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2, strict=True)):
-            y = conv(conv1, self.activations[2 * i](x, filt))
-            x = x + conv(conv2, self.activations[2 * i + 1](y, filt))
+            y = conv(cast(nn.Conv1d, conv1), self.activations[2 * i](x, filt))
+            x = x + conv(cast(nn.Conv1d, conv2), self.activations[2 * i + 1](y, filt))
         return x
 
 
