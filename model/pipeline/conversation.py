@@ -42,6 +42,7 @@ from model.talker import Talker
 from model.thinker import Thinker
 from model.thinker_types import DEFAULT_CONTEXT, Segment, ThinkerOptions, TokenRun
 from model.tmrope import TMRoPEConfig
+from model.token2wav.streaming import warm_windows
 from model.token2wav.synthesizer import Token2Wav
 from model.torch_threads import intra_op_threads
 from model.vision import VisionOptions
@@ -142,18 +143,23 @@ class Conversation:
                 with gpu_stage("talker"):
                     talker.prime(self.thinker.states(0, len(self._system)))
                 with gpu_stage("token2wav"):
-                    token2wav.voice_features(pick_voice(self.voices, voice))
-                    self._warm(token2wav)
+                    chosen = pick_voice(self.voices, voice)
+                    token2wav.voice_features(chosen)
+                    self._warm(token2wav, chosen)
                 break
             except StageOutOfMemory as exc:
                 moves.append(self._without_gpu(cast(Stage, exc.stage), then="."))
         return moves
 
-    def _warm(self, token2wav: Token2Wav) -> None:
-        """Capture the window graph the plan's stream replays (the Talker's are captured as it loads)."""
+    def _warm(self, token2wav: Token2Wav, voice: Voice) -> None:
+        """Capture the window graph the plan's stream replays (the Talker's are captured as it loads);
+        on a CPU, build the kernels of the first chunks' window widths (`streaming.warm_windows`: a
+        few seconds here, and the first reply's first audio comes about 0.3 s sooner)."""
         stream = self.plan.stream
         if stream.fixed_windows:
             self.graph_capture_s += token2wav.warm(stream.window_codes(token2wav.block_codes), stream.sampler)
+        elif self.plan.token2wav.device == "cpu":
+            warm_windows(token2wav, voice, stream)
 
     def _speech_parts(self) -> tuple[Talker, Token2Wav]:
         plan = self.plan

@@ -42,6 +42,7 @@ another thread stops them between DiT evaluations.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +52,8 @@ from model.token2wav.bigvgan import BigVGAN, receptive_field_frames
 from model.token2wav.sampler import REFERENCE, SamplerOptions
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
 from model.voices import Voice
+
+WARM_CODES = 100  # the dummy utterance's codes cycle through these
 
 
 @dataclass(frozen=True)
@@ -237,3 +240,19 @@ class StreamingSynthesizer:
             return torch.zeros(0)
         ahead = mel.ahead if self._lookahead and mel.ahead.shape[1] else None
         return self._vocoder.push(mel.final, ahead)
+
+
+def warm_windows(t2w: Token2Wav, voice: Voice, options: StreamOptions) -> float:
+    """Stream a short utterance of silence-free dummy codes once and drop its sound, so that the
+    kernels a CPU builds for each new window width (oneDNN's, once per width: about 0.45 s for the
+    vocoder's layers alone at the released size) are built now, not in the first reply: the first
+    chunk's window and a later chunk's, pushed a block at a time as a reply pushes them. Returns the
+    seconds it took."""
+    started = time.perf_counter()
+    per_block = t2w.block_codes
+    blocks = options.first_chunk_blocks + options.chunk_blocks + options.future_blocks
+    synthesizer = StreamingSynthesizer(t2w, voice, seed=0, options=options)
+    for block in range(blocks):
+        synthesizer.push([(block * per_block + i) % WARM_CODES for i in range(per_block)])
+    synthesizer.finish()
+    return time.perf_counter() - started

@@ -25,7 +25,13 @@ from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import EULER_3, FAST, REFERENCE, UNGUIDED
-from model.token2wav.streaming import ChunkedVocoder, MelStream, StreamingSynthesizer, StreamOptions
+from model.token2wav.streaming import (
+    ChunkedVocoder,
+    MelStream,
+    StreamingSynthesizer,
+    StreamOptions,
+    warm_windows,
+)
 from model.token2wav.synthesizer import NoiseStream, Token2Wav
 from model.voices import Voice, load_voices, pick_voice
 
@@ -426,3 +432,28 @@ def test_named_samplers_in_no_plan_cost(t2w, voice, codes, name, sampler):
         f"vs FAST {to_fast:.4f} (mean |mel| {level:.3f})"
     )
     assert to_fast > 0 and to_reference < 0.3 * level
+
+
+def test_warming_builds_the_widths_of_a_replys_first_chunks(t2w, voice, monkeypatch):
+    """The window widths the DiT and the vocoder meet in a reply's first two chunks (Fast's stream,
+    codes pushed one by one) are among those `warm_windows` ran: a CPU builds their kernels once."""
+    widths: dict[str, list[int]] = {"dit": [], "vocoder": []}
+    mel_window, vocoder = t2w.mel_window, t2w.vocoder.forward
+
+    def dit_width(codes, *args, **kwargs):
+        widths["dit"].append(len(codes))
+        return mel_window(codes, *args, **kwargs)
+
+    def vocoder_width(mel):
+        widths["vocoder"].append(mel.shape[-1])
+        return vocoder(mel)
+
+    monkeypatch.setattr(t2w, "mel_window", dit_width)
+    monkeypatch.setattr(t2w.vocoder, "forward", vocoder_width)
+    assert warm_windows(t2w, voice, FAST_STREAM) > 0
+    warmed = {part: set(seen) for part, seen in widths.items()}
+    widths = {"dit": [], "vocoder": []}
+    codes = torch.randint(0, 100, (10 * t2w.block_codes,), generator=torch.Generator().manual_seed(5))
+    _stream(t2w, voice, codes, FAST_STREAM, piece=1)
+    assert set(widths["dit"][:2]) <= warmed["dit"] and set(widths["vocoder"][:2]) <= warmed["vocoder"]
+    assert len(set(widths["vocoder"][:2])) == 2  # the first chunk's and a later one's
