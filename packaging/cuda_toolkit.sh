@@ -76,15 +76,24 @@ cuda_cmake_args() {
 }
 
 # llama-cpp-python's libraries look for their dependencies beside themselves ($ORIGIN) only:
-# link the CUDA libraries they need there, from the prefix (so from the venv's nvidia packages).
+# link the CUDA libraries they need there, from the prefix (so from the venv's nvidia packages),
+# and those libraries' own (cuBLAS needs cuBLASLt, found beside it the same way). The folder is
+# found without importing llama_cpp: the import loads these very libraries. Returns non-zero when
+# one is still missing.
 # Usage: cuda_link_runtime PYTHON PREFIX
 cuda_link_runtime() {
     local py="$1" prefix="$2" lib_dir
-    lib_dir="$("$py" -c 'import llama_cpp, os; print(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))')" \
-        || return 1
-    local needed
-    for needed in $(ldd "$lib_dir"/libggml-cuda.so 2>/dev/null | awk '/not found/ {print $1}'); do
-        [ -e "$prefix/lib/$needed" ] && ln -sf "$(readlink -f "$prefix/lib/$needed")" "$lib_dir/$needed"
+    lib_dir="$("$py" -c 'import importlib.util, os
+spec = importlib.util.find_spec("llama_cpp")
+print(os.path.join(spec.submodule_search_locations[0], "lib"))')" || return 1
+    local needed linked=1
+    while [ "$linked" = 1 ]; do
+        linked=0
+        for needed in $(ldd "$lib_dir"/libggml-cuda.so 2>/dev/null | awk '/not found/ {print $1}'); do
+            if [ -e "$prefix/lib/$needed" ] && [ ! -e "$lib_dir/$needed" ]; then
+                ln -sf "$(readlink -f "$prefix/lib/$needed")" "$lib_dir/$needed" && linked=1
+            fi
+        done
     done
-    return 0
+    ! ldd "$lib_dir"/libggml-cuda.so 2>/dev/null | grep -q "not found"
 }

@@ -27,10 +27,15 @@ install_llama() {
             if [ -z "$why" ]; then
                 say "installing llama-cpp-python $LLAMA_CPP_VERSION for CUDA (CMAKE_ARGS=$cuda_args)"
                 if CMAKE_ARGS="${CMAKE_ARGS:-} $isa $cuda_args" "${pip[@]}" "${args[@]}"; then
-                    [ -n "${toolkit:-}" ] && cuda_link_runtime "$py" "$toolkit"
-                    return 0
+                    if [ -n "${toolkit:-}" ]; then
+                        cuda_link_runtime "$py" "$toolkit" || true  # the import says whether all is there
+                    fi
+                    "$py" -c "import llama_cpp" 2>/dev/null && return 0
+                    why="llama.cpp's CUDA build does not load (a CUDA library it needs is missing)"
+                    args=(install "llama-cpp-python==$LLAMA_CPP_VERSION" --force-reinstall --no-cache-dir --no-deps)
+                else
+                    why="llama.cpp's CUDA build failed (see above)"
                 fi
-                why="llama.cpp's CUDA build failed (see above)"
             fi
             echo "install.sh: $why, so llama.cpp is built for the CPU: the language model will not use" \
                 "the GPU and answers several times slower; install the CUDA Toolkit" \

@@ -23,6 +23,7 @@ case "$*" in
     *pip*llama-cpp-python*)
         case "${CMAKE_ARGS:-}" in *GGML_CUDA=on*) exit "$FAKE_CUDA_BUILD_RC" ;; esac
         exit 0 ;;
+    "-c import llama_cpp") exit "$FAKE_IMPORT_RC" ;;
     "-c "*sysconfig*) echo "$FAKE_SITE" ;;
     "-c "*llama_cpp*) echo "$FAKE_SITE/llama_cpp/lib" ;;
     -) cat > /dev/null; echo 13.0 ;;
@@ -39,6 +40,17 @@ source packaging/llama_build.sh
 install_llama "$FAKE_ACCEL" 89
 echo "the install goes on"
 """
+# ldd on llama.cpp's CUDA backend: each CUDA library is found once it is linked beside it, and
+# cuBLAS's own dependency, cuBLASLt, shows only once cuBLAS is found (as ldd lists them).
+FAKE_LDD = """#!/bin/bash
+dir=$(dirname "$1")
+shown="libcudart.so.13 libcublas.so.13"
+[ -e "$dir/libcublas.so.13" ] && shown="$shown libcublasLt.so.13"
+for lib in $shown; do
+    if [ -e "$dir/$lib" ]; then echo "	$lib => $dir/$lib (0x0)"; else echo "	$lib => not found"; fi
+done
+"""
+CUDA_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13")
 # /proc/cpuinfo's flags line of this project's Xeon (family 6 model 207: AMX) and of a Zen 4 (none).
 XEON_FLAGS = (  # as this Xeon's kernel spells them: avx512vbmi without its underscore, avx512_vnni with
     "fpu sse sse2 ssse3 sse4_1 sse4_2 fma avx f16c avx2 bmi2 avx512f avx512dq avx512ifma avx512cd avx512bw "
@@ -49,7 +61,12 @@ ZEN4_FLAGS = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 avx512f av
 
 
 def install_llama(
-    tmp_path: Path, nvidia_rc: int, cuda_build_rc: int, accel: str = "cuda", cpu_flags: str = ZEN4_FLAGS
+    tmp_path: Path,
+    nvidia_rc: int,
+    cuda_build_rc: int,
+    accel: str = "cuda",
+    cpu_flags: str = ZEN4_FLAGS,
+    import_rc: int = 0,
 ) -> tuple[subprocess.CompletedProcess, list[str]]:
     if shutil.which("nvcc", path=PATH_WITHOUT_NVCC):
         pytest.skip("a CUDA Toolkit is installed in /usr/bin")
@@ -62,14 +79,21 @@ def install_llama(
     nvcc.write_text("#!/bin/sh\n")
     nvcc.chmod(0o755)
     (site / "nvidia" / "cu13" / "lib").mkdir()
-    (site / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_bytes(b"")
+    for library in CUDA_LIBRARIES:
+        (site / "nvidia" / "cu13" / "lib" / library).write_bytes(b"")
+    (site / "llama_cpp" / "lib").mkdir(parents=True)
+    (site / "llama_cpp" / "lib" / "libggml-cuda.so").write_bytes(b"")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "ldd").write_text(FAKE_LDD)
+    (tools / "ldd").chmod(0o755)
     log = tmp_path / "log"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n\nprocessor\t: 1\nflags\t\t: {cpu_flags}\n")
     env = {
         "FAKE_ACCEL": accel,
         "FAKE_CPUINFO": str(cpuinfo),
-        "PATH": PATH_WITHOUT_NVCC,
+        "PATH": f"{tools}:{PATH_WITHOUT_NVCC}",
         "HOME": str(tmp_path),
         "FAKE_PY": str(python),
         "FAKE_VENV": str(tmp_path / "venv"),
@@ -77,6 +101,7 @@ def install_llama(
         "FAKE_SITE": str(site),
         "FAKE_NVIDIA_RC": str(nvidia_rc),
         "FAKE_CUDA_BUILD_RC": str(cuda_build_rc),
+        "FAKE_IMPORT_RC": str(import_rc),
     }
     result = subprocess.run(
         ["bash", "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -106,6 +131,25 @@ def test_the_pip_compiler_builds_for_this_gpus_architecture(tmp_path):
     asked = next(line for line in (tmp_path / "log").read_text().splitlines() if "nvidia-cuda-nvcc" in line)
     # the runtime's headers at the compiler's version, or CCCL stops every .cu file
     assert "nvidia-cuda-nvcc==13.0.*" in asked and "nvidia-cuda-runtime==13.0.*" in asked
+
+
+def test_the_cuda_libraries_are_linked_beside_llama_cpps_own(tmp_path):
+    """llama.cpp's libraries find their dependencies beside themselves only; cuBLASLt, needed by
+    cuBLAS, is linked too (on this machine's real build, `libcublas.so.13: cannot open shared object
+    file` stopped `import llama_cpp` before)."""
+    result, _ = install_llama(tmp_path, nvidia_rc=0, cuda_build_rc=0)
+    assert result.returncode == 0 and result.stderr == ""
+    lib = tmp_path / "site" / "llama_cpp" / "lib"
+    for library in CUDA_LIBRARIES:
+        assert (lib / library).resolve() == tmp_path / "site" / "nvidia" / "cu13" / "lib" / library
+
+
+def test_a_cuda_build_that_does_not_load_is_replaced_by_the_cpu_build(tmp_path):
+    result, builds = install_llama(tmp_path, nvidia_rc=0, cuda_build_rc=0, import_rc=1)
+    assert result.returncode == 0 and "the install goes on" in result.stdout
+    assert result.stderr.startswith("install.sh: llama.cpp's CUDA build does not load (a CUDA library")
+    assert len(builds) == 2 and "GGML_CUDA=on" in builds[0]
+    assert "GGML_CUDA" not in builds[1] and "--force-reinstall" in builds[1]
 
 
 def test_a_failing_cuda_build_falls_back_to_the_cpu(tmp_path):
