@@ -248,7 +248,7 @@ class Plan:
     @property
     def first_sound_codes(self) -> int:
         """Codes the Talker must make before Token2Wav can sound the first chunk (12 per block)."""
-        return (self.stream.first_chunk_blocks + self.stream.future_blocks) * 12
+        return self.stream.first_sound_codes(12)
 
     def without_gpu(self, stage: Stage, why: str) -> Plan:
         """This plan with `stage` moved to the CPU (after the GPU ran out of memory), `why` noted."""

@@ -1,17 +1,18 @@
 """`omnidesk bench token2wav`: our Token2Wav against transformers' at the released size, random weights.
 
 The reference `Qwen2_5OmniToken2WavModel` is built from the package-default configs (DiT 334 M,
-BigVGAN 115 M parameters) and ours loads the very same tensors through our checkpoint adapters.
-For `--codes` codes (50 codes = 1 s of speech) it times: the reference's whole-utterance run
+BigVGAN 115 M parameters) and ours loads the very same tensors through our checkpoint adapters. For
+`--codes` codes (50 codes = 1 s of speech) it times: the reference's whole-utterance run
 (`--reference-repeats` times), and our whole-utterance run and our streaming run in each speech
 profile: Exact (float32, the reference's RK4 sampler, 36 evaluations, exact chunk joins) and Fast
 (the plan's precision for this machine, `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks
-vocoded against the DiT's look-ahead), and Fast's streaming with two named samplers that are in no
-plan (`sampler.EULER_3`, `sampler.UNGUIDED`). Streaming gets the codes one at a time as fast as it takes
-them; its first-chunk latency is the time from the push of the code that completes the first
-chunk's window to the return of its audio. Real-time factor = wall time / seconds of speech. What
-Fast costs is the waveform's signal-to-error ratio against Exact's (random weights: the figures
-bound the numerics, not what an ear would hear of a trained model).
+vocoded against the DiT's look-ahead), and Fast's streaming with three named changes that are in no
+plan (`NAMED_STREAMS`: the samplers `sampler.EULER_3` and `sampler.UNGUIDED`, and a first chunk
+without look-ahead, whose sound needs 12 codes instead of 24). Streaming gets the codes one at a
+time as fast as it takes them; its first-chunk latency is the time from the push of the code that
+completes the first chunk's window to the return of its audio. Real-time factor = wall time /
+seconds of speech. What Fast costs is the waveform's signal-to-error ratio against Exact's (random
+weights: the figures bound the numerics, not what an ear would hear of a trained model).
 
 On a 2-core CPU the reference needs ~30 s per second of speech, so the default is 50 codes
 (1 s) and one reference run, ~6 minutes in all; `--codes 500` gives the 10 s utterance.
@@ -46,6 +47,13 @@ from model.token2wav.weights import bigvgan_tensors, dit_tensors
 from model.voices import Voice
 
 REF_MEL_FRAMES = 300  # the bench voice's reference mel (3 s)
+SAMPLES_PER_CODE = 480
+NO_AHEAD = "first chunk without look-ahead"
+NAMED_STREAMS = {  # Fast's streaming with one change each, in no plan
+    "Euler in 3": replace(FAST_STREAM, sampler=EULER_3),
+    "unguided": replace(FAST_STREAM, sampler=UNGUIDED),
+    NO_AHEAD: replace(FAST_STREAM, first_future_blocks=0),
+}
 SEED = 0
 
 
@@ -142,11 +150,10 @@ def main(argv: list[str]) -> int:
             first, secs, audio[profile] = stream_one_by_one(t2w, voice, codes, stream, SEED)
         rows.append((f"{profile}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)
-    for name, sampler in (("Euler in 3", EULER_3), ("unguided", UNGUIDED)):  # named options, in no plan
-        stream = replace(FAST_STREAM, sampler=sampler)
+    for name, stream in NAMED_STREAMS.items():  # named options, in no plan
         with peak_memory(device) as peaks:
             first, secs, audio[f"Fast, {name}"] = stream_one_by_one(fast, voice, codes, stream, SEED)
-        rows.append((f"Fast, {name}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
+        rows.append((f"Fast, {name} ({stream.sampler.evaluations} evals)", secs, first, peaks[0]))
 
     ref_seconds = float("nan")
     if args.reference_repeats > 0:
@@ -182,8 +189,20 @@ def main(argv: list[str]) -> int:
         ("Fast, Euler in 3 vs Fast streaming", audio["Fast, Euler in 3"], audio["Fast"]),
         ("Fast, unguided vs Exact streaming", audio["Fast, unguided"], audio["Exact"]),
         ("Fast, unguided vs Fast streaming", audio["Fast, unguided"], audio["Fast"]),
+        (
+            "Fast, first chunk without look-ahead vs Exact streaming",
+            audio[f"Fast, {NO_AHEAD}"],
+            audio["Exact"],
+        ),
+        ("Fast, first chunk without look-ahead vs Fast streaming", audio[f"Fast, {NO_AHEAD}"], audio["Fast"]),
     ):
         print(f"{what}: waveform signal-to-error {_snr_db(ours, base):.1f} dB")
+    head = FAST_STREAM.first_chunk_blocks * fast.block_codes * SAMPLES_PER_CODE
+    no_ahead, fast_audio = audio[f"Fast, {NO_AHEAD}"][:head], audio["Fast"][:head]
+    print(
+        "Fast, first chunk without look-ahead vs Fast streaming, over the first chunk alone: waveform "
+        f"signal-to-error {_snr_db(no_ahead, fast_audio):.1f} dB"
+    )
     samplers = {"Fast": FAST, "Fast, Euler in 3": EULER_3, "Fast, unguided": UNGUIDED}
     exact_mel = exact.mel(codes, voice, SEED).float()
     for name, sampler in samplers.items():
