@@ -91,6 +91,7 @@ class ModelChoice:
     quality: str = "auto"  # "auto", "exact" or "fast"
     voice: str = ""
     detail: str = "auto"  # "auto", "sharp" or "quick": how many embeddings a picture gets
+    quick_start: bool = False  # Fast speech starts after 12 codes (PlanChoice.quick_start)
     server: str = ""  # a server's URL (app.remote): the model runs there, and the rest is unused
     api_key: str = ""  # the server's ("": none)
 
@@ -101,6 +102,7 @@ class ModelChoice:
             quality=_one_of(self.quality, ("auto", "exact", "fast")),
             thinker_gpu_layers=self.gpu_layers,
             detail=_one_of(self.detail, DETAILS),
+            quick_start=self.quick_start,
         )
 
 

@@ -76,6 +76,10 @@ WORKSPACE_SHARE = 0.25  # activations and buffers of a native stage, relative to
 FAST_STREAM = StreamOptions(
     first_chunk_blocks=1, chunk_blocks=5, vocoder_context_frames=24, vocoder_lookahead=True, sampler=FAST
 )
+# "Start speaking sooner" (a setting, off unless chosen): Fast's first chunk without look-ahead, so
+# its sound needs 12 codes instead of 24, which early in a reply wait for as many of the Thinker's
+# tokens; its first 240 ms are made as an utterance's end is (docs/performance.md has the cost).
+QUICK_START_STREAM = replace(FAST_STREAM, first_future_blocks=0)
 EXACT_STREAM = StreamOptions(sampler=REFERENCE)
 
 
@@ -126,6 +130,7 @@ class PlanChoice:
     thinker_gpu_layers: int = -1  # -1: as many as fit
     thinker_threads: int | None = None  # None: the plan's
     detail: Detail = "auto"  # how many embeddings an image gets (model.vision_plan)
+    quick_start: bool = False  # Fast speech's first chunk without look-ahead: its sound after 12 codes
 
 
 @dataclass(frozen=True)
@@ -346,15 +351,16 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         notes=tuple(notes),
     )
     fast = choice.quality == "fast" or (choice.quality == "auto" and _speaks_on_cpu(plan))
-    return _fast_on_cpu(plan) if fast else plan
+    return _fast_on_cpu(plan, choice.quick_start) if fast else plan
 
 
 def _speaks_on_cpu(plan: Plan) -> bool:
     return "cpu" in (plan.talker.device, plan.token2wav.device)
 
 
-def _fast_on_cpu(plan: Plan) -> Plan:
-    """The Fast profile: its sampler and chunks, and the CPU stages' faster weights."""
+def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
+    """The Fast profile: its sampler and chunks, and the CPU stages' faster weights; with
+    `quick_start`, its first chunk without look-ahead (`QUICK_START_STREAM`)."""
     token2wav = plan.token2wav
     if token2wav.device == "cpu" and plan.cpu_bf16:
         token2wav = Placement("cpu", torch.bfloat16)
@@ -366,7 +372,11 @@ def _fast_on_cpu(plan: Plan) -> Plan:
     return replace(
         plan,
         profile="fast",
-        stream=replace(FAST_STREAM, fixed_windows=token2wav.device == "cuda", sampler=sampler),
+        stream=replace(
+            QUICK_START_STREAM if quick_start else FAST_STREAM,
+            fixed_windows=token2wav.device == "cuda",
+            sampler=sampler,
+        ),
         talker_weights=talker_weights,
         speech_bound=SpeechBound() if talker_weights != "float" else None,
         token2wav=token2wav,

@@ -266,6 +266,12 @@ def add_engine_options(parser: argparse.ArgumentParser, models_required: bool = 
         "(auto: exact on a GPU, fast on the CPU)",
     )
     parser.add_argument(
+        "--quick-start",
+        action="store_true",
+        help="fast speech starts after 12 codes instead of 24 (seconds sooner on a CPU); its first 240 ms "
+        "are made without the sound that follows them",
+    )
+    parser.add_argument(
         "--detail",
         choices=DETAILS,
         default="auto",

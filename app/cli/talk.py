@@ -82,6 +82,7 @@ def plan_choice(args: argparse.Namespace) -> PlanChoice:
         thinker_gpu_layers=args.gpu_layers,
         thinker_threads=args.threads,
         detail=args.detail,
+        quick_start=args.quick_start,
     )
 
 

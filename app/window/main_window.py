@@ -311,7 +311,8 @@ class MainWindow(QMainWindow):
             self.output_device_chosen.emit(new.output_device)
         self.push_to_talk.set_talk_key(new.talk_key)
         loaded_with = (
-            *("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality", "detail"),
+            *("models_folder", "gpu_layers", "persona", "speech_device", "speech_quality", "quick_start"),
+            "detail",
             *("engine", "server_url", "api_key"),
         )
         reload = any(getattr(new, name) != getattr(old, name) for name in loaded_with)

@@ -90,6 +90,7 @@ class ModelLoader(QObject):
                 p.speech_quality,
                 voice,
                 p.detail,
+                p.quick_start,
                 server=server,
                 api_key=p.api_key if server else "",
             )

@@ -22,6 +22,7 @@ THEME_KEY = "appearance/theme"
 VOICE_KEY = "speech/voice"
 SPEECH_KEY = "speech/enabled"
 QUALITY_KEY = "speech/quality"  # "auto", "exact" or "fast"
+QUICK_START_KEY = "speech/quick_start"  # "true": Fast speech starts after 12 codes
 LEGACY_PRESET_KEY = "speech/preset"  # before: "reference" or "fast"
 SPEECH_DEVICE_KEY = "speech/device"  # "auto", "gpu" or "cpu"
 PERSONA_KEY = "speech/persona"
@@ -49,6 +50,7 @@ class Preferences:
     voice: str = ""
     speak: bool = True
     speech_quality: str = "auto"
+    quick_start: bool = False
     speech_device: str = "auto"
     persona: str = ""
     detail: str = "auto"
@@ -80,6 +82,7 @@ class Preferences:
             voice=text(VOICE_KEY, default.voice),
             speak=text(SPEECH_KEY, "true") == "true",
             speech_quality=text(QUALITY_KEY, _legacy_quality(text(LEGACY_PRESET_KEY, ""))),
+            quick_start=text(QUICK_START_KEY, "false") == "true",
             speech_device=text(SPEECH_DEVICE_KEY, default.speech_device),
             persona=text(PERSONA_KEY, default.persona),
             detail=text(DETAIL_KEY, default.detail),
@@ -104,6 +107,7 @@ class Preferences:
             VOICE_KEY: self.voice,
             SPEECH_KEY: "true" if self.speak else "false",
             QUALITY_KEY: self.speech_quality,
+            QUICK_START_KEY: "true" if self.quick_start else "false",
             SPEECH_DEVICE_KEY: self.speech_device,
             PERSONA_KEY: self.persona,
             DETAIL_KEY: self.detail,

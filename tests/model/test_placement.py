@@ -16,6 +16,7 @@ from model.placement import (
     CPU_FLOAT32,
     EXACT_STREAM,
     FAST_STREAM,
+    QUICK_START_STREAM,
     STAGES,
     PlanChoice,
     bundle_needs,
@@ -106,6 +107,17 @@ class TestDevicesAndPrecision:
         assert plan.token2wav.dtype == (torch.bfloat16 if hardware.cpu_bf16 else torch.float32)
         assert plan.talker.dtype == plan.audio_encoder.dtype == torch.float32
         assert not plan.compile_talker
+
+    def test_starting_sooner_is_chosen_for_fast_speech_only(self):
+        quick = PlanChoice(quick_start=True)
+        cpu = make_plan(CPU_ONLY, NEEDS_3B, quick)
+        assert cpu.profile == "fast" and cpu.stream == QUICK_START_STREAM
+        assert cpu.first_sound_codes == 12 < make_plan(CPU_ONLY, NEEDS_3B).first_sound_codes == 24
+        assert "first sound after 12 codes" in "\n".join(cpu.describe())
+        exact = make_plan(CPU_ONLY, NEEDS_3B, replace(quick, quality="exact"))
+        assert exact.stream == EXACT_STREAM and exact.first_sound_codes == 36
+        on_gpu = make_plan(cuda_machine(24), NEEDS_7B, quick)  # Automatic is Exact there
+        assert on_gpu.profile == "exact" and on_gpu.stream.first_future_blocks is None
 
     def test_an_ampere_gpu_runs_every_stage_in_bfloat16_exactly(self):
         plan = make_plan(cuda_machine(24), NEEDS_7B)

@@ -10,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app.cli.talk import say_if_slow, say_where_speech_runs, speak_turn
+from app.cli.main import _parser
+from app.cli.talk import plan_choice, say_if_slow, say_where_speech_runs, speak_turn
 from app.sound.playback import Playback
 from model.files.bundle import Bundle
 from model.pipeline import AudioChunk, Conversation, SpeechCut, TextDelta, TurnFinished, TurnOptions
@@ -139,3 +140,9 @@ def test_speech_cut_short_is_said_in_one_line_naming_the_setting(capsys):
     speak_turn(CutShort([]), "hi", TurnOptions(speak=False), None, None)  # type: ignore[arg-type]
     said = capsys.readouterr().err.splitlines()
     assert said == [f"omnidesk: {SpeechCut(38.0).message}"] and "Speech quality: Exact" in said[0]
+
+
+@pytest.mark.parametrize("command", [["ask", "--models", "m", "Hello?"], ["serve", "--models", "m"]])
+def test_quick_start_is_asked_for_on_the_command_line(command):
+    assert not plan_choice(_parser().parse_args(command)).quick_start
+    assert plan_choice(_parser().parse_args([*command[:3], "--quick-start", *command[3:]])).quick_start

@@ -37,6 +37,7 @@ def test_preferences_round_trip_and_defaults(settings):
         voice="Ethan",
         speak=False,
         speech_quality="fast",
+        quick_start=True,
         speech_device="cpu",
         persona="Answer briefly.",
         detail="quick",
@@ -100,6 +101,7 @@ class TestDialog:
         dialog.models_folder.setText(" /models/3b ")
         dialog.gpu_layers.setValue(12)
         dialog.quality.setCurrentIndex(dialog.quality.findData("fast"))
+        dialog.quick_start.setChecked(True)
         dialog.speech_device.setCurrentText("NVIDIA GeForce RTX 4070")
         dialog.voice.setCurrentText("Ethan")
         dialog.persona.setPlainText("Be brief.")
@@ -114,6 +116,7 @@ class TestDialog:
             theme="dark",
             voice="Ethan",
             speech_quality="fast",
+            quick_start=True,
             speech_device="gpu",
             persona="Be brief.",
             talk_key="F2",
@@ -187,6 +190,19 @@ class TestApplied:
         assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
         qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
         assert window.worker._conversation.persona == "Be brief."
+        window.close()
+
+    def test_starting_sooner_reloads_with_fast_speechs_first_chunk_without_look_ahead(
+        self, qtbot, settings, history_store, tiny_bundle: Bundle
+    ):
+        window = MainWindow(settings, worker(), history_store)
+        qtbot.addWidget(window)
+        load(qtbot, window, tiny_bundle)
+        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
+            window.apply_preferences(replace(window.preferences(), speech_quality="fast", quick_start=True))
+        assert request.args[0].plan_choice.quick_start
+        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        assert window.worker._conversation.plan.stream.first_future_blocks == 0
         window.close()
 
     def test_a_detail_change_reloads_with_its_budget(
