@@ -21,6 +21,7 @@ first code, the DiT's first window and the vocoder. The reply is forced to `--to
 machine slows both. Its last line reads
 `look: first audio X.XX s after the question (app plan), Y.YY s (today's path)`, for scripts.
 
+`--quick-start` runs both paths with Settings' Start speaking sooner (the first sound after 12 codes).
 Random weights at the real 3B shape (`--size 7b` too; `--size tiny` runs at toy shapes in seconds, for
 the tests), built once and cached in `--cache` (model/bench/parts/look_bundle.py). Times are
 `time.perf_counter` seconds.
@@ -76,6 +77,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tokens", type=int, default=8, help="reply length in text tokens (default: 8)")
     parser.add_argument("--codes-per-token", type=int, default=15)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "omnidesk-bench")
+    parser.add_argument(
+        "--quick-start", action="store_true", help="both paths with Settings' Start speaking sooner"
+    )
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.codes_per_token < 1:
         parser.error("reply lengths must be positive")
@@ -97,7 +101,8 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     lengths = (args.tokens, args.tokens * args.codes_per_token)
-    runs = {path: in_own_process(_run, str(root), path, screen, samples, lengths) for path in PATHS}
+    choice = PlanChoice(quick_start=args.quick_start)
+    runs = {path: in_own_process(_run, str(root), path, screen, samples, lengths, choice) for path in PATHS}
     _report(runs)
     return 0
 
@@ -162,11 +167,16 @@ def screenshot_like(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def _run(
-    root: str, path: str, screen: np.ndarray, samples: np.ndarray, lengths: tuple[int, int]
+    root: str,
+    path: str,
+    screen: np.ndarray,
+    samples: np.ndarray,
+    lengths: tuple[int, int],
+    choice: PlanChoice,
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()[0]
     bundle = Bundle.open(root, verify=False)
-    conversation = Conversation.planned(bundle, PlanChoice())
+    conversation = Conversation.planned(bundle, choice)
     voice = next(iter(bundle.voices))
     vision_s = _timed(conversation.perception, "encode_image")
     prefill_s = _timed(conversation.thinker, "extend")
@@ -194,6 +204,7 @@ def _run(
         "vision_at_release": sum(vision_s) - vision_while,
         "load": (load_at_start, os.getloadavg()[0]),
         "profile": conversation.plan.profile,
+        "first_sound_codes": conversation.plan.first_sound_codes,
     }
     print(
         f"  {path}: first text {run['first_text']:.2f} s, first audio {run['first_audio']:.2f} s after the "
@@ -310,7 +321,7 @@ def _report(runs: dict[str, dict[str, Any]]) -> None:
     for path, run in runs.items():
         print(
             f"{path}: vision encoding at the release {run['vision_at_release']:.2f} s "
-            f"({run['profile']} speech)"
+            f"({run['profile']} speech, its first sound after {run['first_sound_codes']} codes)"
         )
     app, today = (runs[path]["first_audio"] for path in PATHS)
     print(f"look: first audio {app:.2f} s after the question (app plan), {today:.2f} s (today's path)")

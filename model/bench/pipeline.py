@@ -8,6 +8,8 @@ each of our plans (`--plans`):
              on the CPU, Exact on a GPU), with `--speech-device` as the user's choice;
   exact      the same placement in the Exact profile (the reference's path);
   fast       the same placement in the Fast profile;
+  quick      the app's plan with Settings' Start speaking sooner (`PlanChoice.quick_start`: in the
+             Fast profile, the first chunk without look-ahead);
 
 each `Conversation.turn` exactly as the app runs it (all three stages at once), and, with
 `--reference`, transformers' `Qwen2_5OmniForConditionalGeneration.generate` in float32, which
@@ -36,9 +38,9 @@ import copy
 import gc
 import multiprocessing
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -59,7 +61,12 @@ QUESTION = "What am I looking at? Tell me in a few words."
 SEED = 0
 # Tokens and codes of the untimed first turn; its audio, made at its end, runs the DiT and vocoder too.
 WARM_UP = (2, 30)
-QUALITIES: dict[str, Literal["auto", "exact", "fast"]] = {"app": "auto", "exact": "exact", "fast": "fast"}
+PLANS = {  # the user's choice each plan is made from (with --speech-device)
+    "app": PlanChoice(),
+    "exact": PlanChoice(quality="exact"),
+    "fast": PlanChoice(quality="fast"),
+    "quick": PlanChoice(quick_start=True),
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--codes-per-token", type=int, default=15)
     parser.add_argument("--voice", help="default: Chelsie, or the bundle's first voice")
     parser.add_argument(
-        "--plans", default="app,exact", help="our plans to run, comma-separated: app, exact, fast"
+        "--plans", default="app,exact", help=f"our plans to run, comma-separated: {', '.join(PLANS)}"
     )
     parser.add_argument("--speech-device", choices=("auto", "gpu", "cpu"), default="auto")
     parser.add_argument("--reference", action="store_true", help="time transformers' generate too")
@@ -115,8 +122,8 @@ def main(argv: list[str]) -> int:
     plans = args.plans.split(",")
     if not lengths or min(lengths) < 1 or args.codes_per_token < 1:
         parser.error("reply lengths and codes per token must be positive")
-    if not plans or not set(plans) <= set(QUALITIES):
-        parser.error(f"--plans takes {', '.join(QUALITIES)}")
+    if not plans or not set(plans) <= set(PLANS):
+        parser.error(f"--plans takes {', '.join(PLANS)}")
 
     started = time.perf_counter()
     root = args.models or random_bundle(SHAPES[args.size], args.quant, args.cache)
@@ -131,7 +138,7 @@ def main(argv: list[str]) -> int:
     )
     ours = {}
     for name in plans:
-        choice = PlanChoice(speech_device=args.speech_device, quality=QUALITIES[name])
+        choice = replace(PLANS[name], speech_device=args.speech_device)
         ours[name] = in_own_process(_run_ours, str(root), lengths, args.codes_per_token, voice, choice)
     theirs = None
     if args.reference:

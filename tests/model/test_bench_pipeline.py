@@ -32,3 +32,24 @@ def test_both_sides_run_the_forced_turns_and_the_report_compares_them(
     assert all(float(ratio) > 0 for *_, ratio in rows)
     assert re.search(r"time to first audio: ours [+-]\d+\.\d\d s, the reference [+-]\d+\.\d s", report)
     assert re.search(r"peak RSS: ours \d+\.\d GiB, the reference \d+\.\d GiB", report)
+
+
+def test_the_quick_plan_is_the_apps_with_its_first_sound_after_12_codes(
+    tiny_bundle: Bundle, capfd: pytest.CaptureFixture[str]
+):
+    """Each plan runs in a process of its own, which writes to the file descriptor."""
+    argv = [
+        "--models",
+        str(tiny_bundle.root),
+        "--tokens",
+        "3",
+        "--codes-per-token",
+        "10",
+        "--plans",
+        "app,quick",
+    ]
+    assert pipeline.main(argv) == 0
+    report = capfd.readouterr().out
+    print(report)
+    firsts = re.findall(r"^  (\w+) plan: .*first sound after (\d+) codes", report, re.MULTILINE)
+    assert [codes for _, codes in firsts] == ["24", "12"]  # this CPU's app plan is Fast
