@@ -10,9 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/cpu_isa.sh"
 # Reads from install.sh: py, pip (array), venv, LLAMA_CPP_VERSION, rebuild_llama, find_links, cpuinfo, say.
 install_llama() {
     local accel="$1" capability="$2" args=(install "llama-cpp-python==$LLAMA_CPP_VERSION")
+    local reinstall=(--force-reinstall --no-cache-dir --no-deps)  # over a build already there
     local isa
     isa="$(cpu_isa_args "$cpuinfo")"
-    [ "$rebuild_llama" = 1 ] && args+=(--force-reinstall --no-cache-dir --no-deps)
+    [ "$rebuild_llama" = 1 ] && args+=("${reinstall[@]}")
     case "$accel" in
         cuda)
             local toolkit cuda_args why=""
@@ -32,7 +33,7 @@ install_llama() {
                     fi
                     "$py" -c "import llama_cpp" 2>/dev/null && return 0
                     why="llama.cpp's CUDA build does not load (a CUDA library it needs is missing)"
-                    args=(install "llama-cpp-python==$LLAMA_CPP_VERSION" --force-reinstall --no-cache-dir --no-deps)
+                    [ "$rebuild_llama" = 1 ] || args+=("${reinstall[@]}")  # the CPU build replaces it
                 else
                     why="llama.cpp's CUDA build failed (see above)"
                 fi

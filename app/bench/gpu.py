@@ -55,7 +55,6 @@ from model.bench.parts.gpu_speech import (
     add_arguments,
     device_name,
     measure_speech,
-    release,
     report_goals,
     speech_choice,
 )
@@ -130,8 +129,7 @@ def _session(args: argparse.Namespace, device: torch.device) -> float:
         load_s = time.perf_counter() - started
         loaded = _in_use(device)
         made, heard = _ask(conversation, screen, samples, voice)
-        conversation.close()
-        release(device)
+        conversation.close()  # gives torch's cached GPU memory back, as a reload in the window does
         print(
             f"  {step}: ready in {load_s:.1f} s ({conversation.plan.profile} speech, Token2Wav's window "
             f"graph captured in {conversation.graph_capture_s * 1e3:.0f} ms; 0: windows run eagerly); first "

@@ -263,7 +263,7 @@ class StreamingSynthesizer:
 
 
 def warm_windows(t2w: Token2Wav, voice: Voice, options: StreamOptions) -> float:
-    """Stream a short utterance of silence-free dummy codes once and drop its sound, so that the
+    """Stream a short utterance of dummy codes once and drop its sound, so that the
     kernels a CPU builds for each new window width (oneDNN's, once per width: about 0.45 s for the
     vocoder's layers alone at the released size) are built now, not in the first reply: the first
     chunk's window and a later chunk's, pushed a block at a time as a reply pushes them. Returns the

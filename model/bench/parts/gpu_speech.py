@@ -206,7 +206,7 @@ def _talkers(shapes: Shapes, plan: Plan, device: torch.device, steps: int) -> fl
             print(f"  {layout}: graphs {speed_up:.1f}x eager; codes agree {same}/{len(codes['eager'])}")
         best = max(rates.values())
         del model, talker
-        release(device)
+        _release(device)
     return best
 
 
@@ -249,7 +249,7 @@ def _token2wav(shapes: Shapes, plan: Plan, device: torch.device, n_codes: int) -
             flush=True,
         )
         del t2w
-        release(device)
+        _release(device)
     return rtfs[plan.token2wav.dtype] if plan.token2wav.dtype in rtfs else rtfs[torch.float32]
 
 
@@ -388,7 +388,7 @@ def _goal(what: str, measured: float, goal: float, below: bool) -> None:
     print(f"  {what:<32} {measured:>9.3f}   {sign} {goal:g}  {'met' if met else 'NOT met'}")
 
 
-def release(device: torch.device) -> None:
+def _release(device: torch.device) -> None:
     sync(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
