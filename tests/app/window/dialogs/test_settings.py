@@ -183,12 +183,8 @@ class TestApplied:
 
     def test_model_choices_reload_the_bundle(self, qtbot, settings, history_store, tiny_bundle: Bundle):
         window = MainWindow(settings, worker(), history_store)
-        qtbot.addWidget(window)
-        load(qtbot, window, tiny_bundle)
-        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
-            window.apply_preferences(replace(window.preferences(), gpu_layers=0, persona="Be brief."))
-        assert request.args[0] == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
-        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        choice = _reloaded(qtbot, window, tiny_bundle, gpu_layers=0, persona="Be brief.")
+        assert choice == ModelChoice(str(tiny_bundle.root), 0, "Be brief.", voice="Chelsie")
         assert window.worker._conversation.persona == "Be brief."
         window.close()
 
@@ -196,12 +192,8 @@ class TestApplied:
         self, qtbot, settings, history_store, tiny_bundle: Bundle
     ):
         window = MainWindow(settings, worker(), history_store)
-        qtbot.addWidget(window)
-        load(qtbot, window, tiny_bundle)
-        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
-            window.apply_preferences(replace(window.preferences(), speech_quality="fast", quick_start=True))
-        assert request.args[0].plan_choice.quick_start
-        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        choice = _reloaded(qtbot, window, tiny_bundle, speech_quality="fast", quick_start=True)
+        assert choice.plan_choice.quick_start
         assert window.worker._conversation.plan.stream.first_future_blocks == 0
         window.close()
 
@@ -209,12 +201,8 @@ class TestApplied:
         self, qtbot, settings, history_store, tiny_bundle: Bundle
     ):
         window = MainWindow(settings, worker(), history_store)
-        qtbot.addWidget(window)
-        load(qtbot, window, tiny_bundle)
-        with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
-            window.apply_preferences(replace(window.preferences(), detail="quick"))
-        assert request.args[0].detail == "quick" and request.args[0].plan_choice.detail == "quick"
-        qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+        choice = _reloaded(qtbot, window, tiny_bundle, detail="quick")
+        assert choice.detail == "quick" and choice.plan_choice.detail == "quick"
         vision = window.worker._conversation.plan.vision
         assert vision.embeddings == QUICK_EMBEDDINGS
         assert window.worker._conversation.perception.vision_options.max_pixels == QUICK_EMBEDDINGS * 28 * 28
@@ -246,3 +234,14 @@ class TestApplied:
         assert "“USB speakers” is missing: the system default plays" in window.notices.label.text()
         assert window.composer.speech_toggle.isChecked()
         window.close()
+
+
+def _reloaded(qtbot, window: MainWindow, bundle: Bundle, **changes: object) -> ModelChoice:
+    """`window` with `bundle` loaded, then `changes` applied as the settings dialog applies them: the
+    model choice the reload asked for, once the reloaded model is in."""
+    qtbot.addWidget(window)
+    load(qtbot, window, bundle)
+    with qtbot.waitSignal(window.models.load_requested, timeout=TIMEOUT_MS) as request:
+        window.apply_preferences(replace(window.preferences(), **changes))
+    qtbot.waitUntil(lambda: window.models.status.text().startswith("Model:"), timeout=TIMEOUT_MS)
+    return request.args[0]
