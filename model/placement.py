@@ -14,8 +14,8 @@ what the user chose (`PlanChoice`: settings, or the command line's flags):
   once, in a user's words (`notes`);
 - profile: *Exact* is the reference's path (float weights, the RK4 sampler, exact chunk joins):
   every parity test holds to it. *Fast* trades a measured fidelity for latency where a stage runs
-  on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, bfloat16 where
-  the CPU has the kernels (docs/performance.md has the errors and the speed). Automatic means
+  on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, Token2Wav and the
+  audio encoder in bfloat16 where the CPU has the kernels (docs/performance.md has the errors and the speed). Automatic means
   Exact when speech runs on a GPU and Fast when any of it runs on the CPU; Token2Wav still on a GPU
   then keeps the reference's sampler (only a Fast chosen by the user takes it to Euler there).
 
@@ -361,9 +361,11 @@ def _speaks_on_cpu(plan: Plan) -> bool:
 def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
     """The Fast profile: its sampler and chunks, and the CPU stages' faster weights; with
     `quick_start`, its first chunk without look-ahead (`QUICK_START_STREAM`)."""
-    token2wav = plan.token2wav
-    if token2wav.device == "cpu" and plan.cpu_bf16:
-        token2wav = Placement("cpu", torch.bfloat16)
+    token2wav, audio_encoder = plan.token2wav, plan.audio_encoder
+    if plan.cpu_bf16:  # bfloat16 kernels: Token2Wav 2.6x, the audio encoder 3.0x (docs/performance.md)
+        token2wav, audio_encoder = (
+            Placement("cpu", torch.bfloat16) if p.device == "cpu" else p for p in (token2wav, audio_encoder)
+        )
     # Token2Wav left on a GPU (only the Talker moved) keeps the reference's sampler unless Fast was chosen.
     sampler = FAST if token2wav.device == "cpu" or plan.quality == "fast" else REFERENCE
     talker_weights = plan.talker_weights
@@ -380,6 +382,7 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
         talker_weights=talker_weights,
         speech_bound=SpeechBound() if talker_weights != "float" else None,
         token2wav=token2wav,
+        audio_encoder=audio_encoder,
     )
 
 

@@ -4,6 +4,8 @@ Random weights at Qwen2.5-Omni's audio-tower size (`Qwen2_5OmniAudioEncoderConfi
 d_model 1280, 20 heads, output 3584; 0.64 B parameters). Ours shares the reference's tensors, so both
 run the same weights in this process. It prints the median time per 2 s block (200 mel frames -> 50
 embeddings), the real-time factor (RTF), the ratio to the reference and the largest difference of the outputs.
+In a dtype other than float32 it also prints ours' largest difference from ours in float32 (the exact
+path: same weights, the dtype's arithmetic alone), relative to the largest value.
 Times are wall-clock, `time.perf_counter`, after a device synchronisation; one warm-up run each.
 """
 
@@ -51,6 +53,11 @@ def main(argv: list[str]) -> int:
     out = ours.encode_block(mel)
     ours_s = median_seconds(lambda: ours.encode_block(mel), args.repeats, device)
     print(f"ours:      {ours_s * 1000:8.1f} ms per block (RTF {ours_s / block_seconds:.3f})")
+    if dtype != torch.float32:  # what the faster dtype costs against the exact path, same weights
+        exact = ours.float().encode_block(mel)
+        relative = (out.float() - exact).abs().max().item() / exact.abs().max().item()
+        print(f"ours {args.dtype} vs ours float32: largest difference {relative:.2e} of the largest value")
+        ours = ours.to(dtype)
     if args.no_reference:
         return 0
     lengths = torch.tensor([config.block_frames], device=device)

@@ -120,8 +120,18 @@ class TestParity:
         assert encoder.encode(torch.zeros(128, 0)).shape == (0, encoder.config.output_dim)
 
 
+@pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def any_encoder(request, tiny_bundle, encoder) -> AudioEncoder:
+    """The encoder in each dtype the plan runs it in on a CPU (bfloat16: Fast, where it has the kernels)."""
+    if request.param == torch.float32:
+        return encoder
+    audio_config = tiny_bundle.config["thinker_config"]["audio_config"]
+    return audio_encoder_from_file(tiny_bundle.file("audio_encoder"), audio_config, dtype=request.param)
+
+
 class TestStreaming:
-    def test_block_by_block_equals_whole_exactly(self, encoder):
+    def test_block_by_block_equals_whole_exactly(self, any_encoder):
+        encoder = any_encoder
         mel = log_mel(speech_like(SECONDS, seed=1))
         whole = encoder.encode(mel)
         stream = StreamingAudioEncoder(encoder)
@@ -140,7 +150,7 @@ class TestStreaming:
         streamed = torch.cat([*pieces, last])
         print(f"streamed {before_release} tokens while listening, {last.shape[0]} at release")
         assert last.shape[0] < encoder.config.n_window // 2
-        assert max_abs_error("block by block vs whole", streamed.numpy(), whole.numpy()) == 0.0
+        assert max_abs_error("block by block vs whole", streamed.float().numpy(), whole.float().numpy()) == 0.0
         assert torch.equal(streamed, whole)
 
     def test_finish_without_frames_is_empty(self, encoder):
@@ -159,7 +169,8 @@ class TestListening:
         return listener.finish(), listener, early
 
     @pytest.mark.parametrize("quiet_start", [False, True], ids=["speech", "quiet start, loud later"])
-    def test_equals_whole_recording_exactly(self, encoder, quiet_start):
+    def test_equals_whole_recording_exactly(self, any_encoder, quiet_start):
+        encoder = any_encoder
         audio = speech_like(SECONDS, seed=4)
         if quiet_start:
             audio[: 3 * INPUT_SAMPLE_RATE] *= 1e-3  # the peak arrives only in the second block
@@ -167,7 +178,7 @@ class TestListening:
         whole = encoder.encode(log_mel(audio))
         print(f"{early} blocks encoded while listening, {listener.reencoded} encoded again at release")
         assert early == 3  # 7 s: three whole blocks before release, the last 1 s at release
-        assert max_abs_error("listening vs whole", streamed.numpy(), whole.numpy()) == 0.0
+        assert max_abs_error("listening vs whole", streamed.float().numpy(), whole.float().numpy()) == 0.0
         assert torch.equal(streamed, whole)
         if quiet_start:
             assert listener.reencoded >= 1
