@@ -225,6 +225,16 @@ class ListeningEncoder:
         return len(self._blocks)
 
     @property
+    def frames_per_block(self) -> int:
+        """Mel frames of one block (2 s)."""
+        return self._encoder.config.block_frames
+
+    @property
+    def tokens_per_block(self) -> int:
+        """Embeddings of one block."""
+        return audio_token_count(self._encoder.config.block_frames)
+
+    @property
     def frames_encoded(self) -> int:
         """Mel frames of the blocks encoded so far while listening."""
         return len(self._blocks) * self._encoder.config.block_frames
@@ -260,6 +270,23 @@ class ListeningEncoder:
                 self.reencoded += 1 if b < len(self._blocks) else 0
                 out.append(self._encoder.encode_block(block))
         return torch.cat(out)
+
+    def finish_as_heard(self) -> torch.Tensor:
+        """Embeddings of all the samples pushed, the early blocks as they were encoded (each featurised
+        with the loudest value heard by then: what a live stream can know), the rest from the whole
+        recording's features. Equals `finish()` bitwise unless the peak rose past an early block's
+        quietest values; a live call takes this, so that its cached blocks stay (model/pipeline/call.py)."""
+        mel = log_mel(self.recording, max_samples=self._max_samples)  # OmnideskError if empty
+        rest = mel[:, self.frames_encoded :]
+        out = [embeddings for _, embeddings in self._blocks]
+        if rest.shape[1]:
+            out += [self._encoder.encode_block(b) for b in rest.split(self._encoder.config.block_frames, 1)]
+        return torch.cat(out) if out else self._encoder._empty()
+
+    @property
+    def recording(self) -> np.ndarray:
+        """All the samples pushed so far (n,) float32 at INPUT_SAMPLE_RATE."""
+        return self._recording()
 
     def embeddings_so_far(self) -> torch.Tensor:
         """The early blocks' embeddings (blocks_encoded * n_window // 2, output_dim), as encoded while

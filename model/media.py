@@ -52,6 +52,9 @@ class Video:
     timestamps: np.ndarray  # (n,) float64 seconds, increasing
     audio: Audio | None = None  # the sound track, when the file has one
     frame_seconds: float = 0.0  # the time one frame stands for (0: the mean gap between timestamps)
+    # (height, width) its frames are encoded at, multiples of 28: fixed for a live call from its start;
+    # None: the reference's bounds for a file of this many frames (`video.video_frame_bounds`).
+    frame_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         f, t = self.frames, self.timestamps

@@ -119,6 +119,10 @@ class Perception:
         encoded = self._vision_encoder().encode_video(video)
         return EncodedMedia(encoded.embeddings, encoded.grid, encoded.key, sound)
 
+    def encode_frame_pair(self, frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+        """One temporal patch of a video whose frames are all `size` (a live call's): `encode_pair`."""
+        return self._vision_encoder().encode_pair(frames, size)
+
     def encode_image(self, image: Image) -> EncodedMedia:
         """The image's embeddings; pixels seen lately (the same screen asked about again) are not
         encoded again: the last IMAGES_KEPT images' encodings are kept, by a hash of their pixels."""

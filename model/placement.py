@@ -15,9 +15,10 @@ what the user chose (`PlanChoice`: settings, or the command line's flags):
 - profile: *Exact* is the reference's path (float weights, the RK4 sampler, exact chunk joins):
   every parity test holds to it. *Fast* trades a measured fidelity for latency where a stage runs
   on the CPU: quantized Talker weights, Euler in a few steps, a smaller first chunk, Token2Wav and the
-  audio encoder in bfloat16 where the CPU has the kernels (docs/performance.md has the errors and the speed). Automatic means
-  Exact when speech runs on a GPU and Fast when any of it runs on the CPU; Token2Wav still on a GPU
-  then keeps the reference's sampler (only a Fast chosen by the user takes it to Euler there).
+  audio encoder in bfloat16 where the CPU has the kernels (docs/performance.md has the errors and the
+  speed). Automatic means Exact when speech runs on a GPU and Fast when any of it runs on the CPU;
+  Token2Wav still on a GPU then keeps the reference's sampler (only a Fast chosen by the user takes
+  it to Euler there).
 
 Every entry point (the window, `ask`, `chat`, the selftest, the benches) makes its plan here and
 hands it to `Conversation`; `omnidesk doctor` prints it with `describe`.
@@ -45,7 +46,7 @@ from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 from model.vision import VisionOptions
-from model.vision_plan import VisionPlan, plan_vision, prompt_seconds
+from model.vision_plan import AUDIO_BLOCK_S, VisionPlan, plan_vision, prompt_seconds
 
 F16_BYTES = 2
 F32_BYTES = 4
@@ -333,6 +334,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         cpu_bf16=hardware.cpu_bf16,
         threads=threads.thinker_prompt,
         prompt_s=prompt_s,
+        audio_block_s=_audio_block_seconds(hardware, choice, placements["audio_encoder"]),
     )
     gpu = hardware.torch_gpu
     plan = Plan(
@@ -352,6 +354,14 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
     )
     fast = choice.quality == "fast" or (choice.quality == "auto" and _speaks_on_cpu(plan))
     return _fast_on_cpu(plan, choice.quick_start) if fast else plan
+
+
+def _audio_block_seconds(hardware: Hardware, choice: PlanChoice, placement: Placement) -> float:
+    """A 2 s block through the audio encoder on the CPU, in the precision the plan will give it (a
+    GPU's share is left out: it is far less)."""
+    if placement.device != "cpu":
+        return 0.0
+    return AUDIO_BLOCK_S["bfloat16" if hardware.cpu_bf16 and choice.quality != "exact" else "float32"]
 
 
 def _speaks_on_cpu(plan: Plan) -> bool:

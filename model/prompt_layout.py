@@ -65,10 +65,13 @@ class PromptLayout:
 
     def user_so_far(self, media: Sequence[EncodedMedia], recording_open: bool) -> list[int]:
         """The start of a user turn while it is asked: <|im_start|>user\n and the media known so far,
-        the last of them a recording still being made if `recording_open` (its placeholders so far,
-        without its end marker). The ids are the first ones of `user` with the finished media."""
+        the last of them a recording (or a live call's video with its sound) still being made if
+        `recording_open`: its placeholders so far, without its end marker(s). The ids are the first
+        ones of `user` with the finished media."""
         ids = [self._im_start, *self._tokenize("user\n"), *media_ids(media, self.tmrope)]
-        return ids[:-1] if recording_open else ids
+        if not recording_open:
+            return ids
+        return ids[: -2 if media and media[-1].sound is not None else -1]  # a video's two end markers
 
     def reply_header(self) -> list[int]:
         """What precedes the assistant's reply: <|im_start|>assistant\n"""

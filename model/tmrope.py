@@ -179,6 +179,8 @@ class _Placer:
                 raise ValueError(f"media placeholders do not match the media: video with audio at {self.i}")
         self.parts += [block for _, block in runs]  # in the model's chunk order, whatever the token order
         self.i += length
+        if self.i == len(self.ids):  # a live call's turn still open (call.py): its end markers come later
+            return
         eos = _sequential(1, self.next_id)
         self._take(c.audio_eos, eos)
         self._take(c.vision_eos, eos)

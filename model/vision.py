@@ -133,10 +133,10 @@ def _decode_within(opened: PilImage.Image, max_pixels: int, path: Path) -> None:
 
 def fit_image(pixels: np.ndarray, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """pixels (H, W, 3) uint8 RGB resized as the reference does: (h, w, 3) with h, w multiples of 28."""
-    return _resize(pixels, *smart_resize(pixels.shape[0], pixels.shape[1], min_pixels, max_pixels))
+    return resize_pixels(pixels, *smart_resize(pixels.shape[0], pixels.shape[1], min_pixels, max_pixels))
 
 
-def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_pixels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pillow's bicubic resampling (with its antialiasing when shrinking), or the pixels as they are."""
     if pixels.shape[:2] == (height, width):
         return np.ascontiguousarray(pixels)
@@ -214,21 +214,29 @@ class FrameEncoder(ABC):
         return EncodedImage(embeddings, ImageGrid(1, rows * MERGE_SIZE, cols * MERGE_SIZE), _key(pixels))
 
     def encode_video(self, video: Video) -> EncodedVideo:
-        """Frames resized within the reference's video bounds, encoded two by two (one temporal patch
-        each; an odd last frame is doubled, as the reference's processor does): embeddings
-        (frames / 2 * h/28 * w/28, n_embd), time-major."""
+        """Frames resized to `video.frame_size` (or within the reference's video bounds), encoded two by
+        two (one temporal patch each; an odd last frame is doubled, as the reference's processor does):
+        embeddings (frames / 2 * h/28 * w/28, n_embd), time-major."""
         frames = list(video.frames)
         if len(frames) % TEMPORAL_PATCH:
             frames.append(frames[-1])
-        low, high = video_frame_bounds(len(frames))
-        height, width = smart_resize(frames[0].shape[0], frames[0].shape[1], low, high)
-        resized = [_resize(f, height, width) for f in frames]
-        rows, cols = height // FACTOR, width // FACTOR
+        height, width = video.frame_size or smart_resize(
+            frames[0].shape[0], frames[0].shape[1], *video_frame_bounds(len(frames))
+        )
+        resized = [resize_pixels(f, height, width) for f in frames]
         pairs = [resized[i : i + TEMPORAL_PATCH] for i in range(0, len(resized), TEMPORAL_PATCH)]
-        embeddings = np.concatenate([self._encode_pixels(pair, rows, cols) for pair in pairs])
+        embeddings = np.concatenate([self.encode_pair(pair, (height, width)) for pair in pairs])
         seconds = TEMPORAL_PATCH * video.seconds_per_frame
-        grid = VideoGrid(len(pairs), rows * MERGE_SIZE, cols * MERGE_SIZE, seconds)
+        grid = VideoGrid(len(pairs), height // PATCH_SIZE, width // PATCH_SIZE, seconds)
         return EncodedVideo(embeddings, grid, _key(np.stack(resized)))
+
+    def encode_pair(self, frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+        """One temporal patch of a video: two frames (h, w, 3) uint8 RGB resized to `size` (height,
+        width; multiples of 28) -> embeddings (height/28 * width/28, n_embd), as `encode_video` makes
+        them (a live call encodes its frames pair by pair as they come)."""
+        height, width = size
+        resized = [resize_pixels(frame, height, width) for frame in frames]
+        return self._encode_pixels(resized, height // FACTOR, width // FACTOR)
 
     @abstractmethod
     def _encode_pixels(self, frames: list[np.ndarray], rows: int, cols: int) -> np.ndarray:

@@ -16,6 +16,12 @@ those two. Putting one in the prompt costs more than encoding it on a CPU: the T
 it and the Talker's (`prompt_seconds`), so both count.
 A picture that a budget below Sharp shrinks under `SMALL_TEXT_SCALE` of its width is said once
 (`perception.PictureShrunk`), naming the setting.
+
+A live call's frames (`CallFrames`): on a GPU 2 a second (the rate the model was trained on) at
+`CALL_GPU_EMBEDDINGS` per frame pair; on a CPU one a second, each pair as large as the encoder and the
+prefill can take in a 2 s chunk beside the chunk's sound (encoded, then 50 positions of prefill), in
+`CALL_CPU_SHARE` of real time. Slower rates than one a second would put a frame pair more than one
+chunk apart, where the reference's chunking becomes uneven (`tmrope._chunks`).
 """
 
 from __future__ import annotations
@@ -26,13 +32,21 @@ from dataclasses import dataclass, replace
 import torch
 
 from model.detail import Detail
-from model.vision import DEFAULT_MAX_PIXELS, FACTOR, TowerPrecision, VisionOptions
+from model.tmrope import DEFAULT_POSITION_ID_PER_SECONDS, DEFAULT_SECONDS_PER_CHUNK
+from model.vision import DEFAULT_MAX_PIXELS, FACTOR, MIN_PIXELS, TowerPrecision, VisionOptions, smart_resize
 
 PIXELS_PER_EMBEDDING = FACTOR * FACTOR  # 784: one merged 2x2 block of 14-pixel patches
 SHARP_EMBEDDINGS = DEFAULT_MAX_PIXELS // PIXELS_PER_EMBEDDING  # 1280
 QUICK_EMBEDDINGS = 256  # a 448x448 image
 LOOK_SECONDS = 3.0  # about the time a spoken question takes: its picture is encoded meanwhile
 SMALL_TEXT_SCALE = 2 / 3  # below it, 12-pixel text is drawn under 8 pixels high: may not be readable
+CALL_GPU_FPS = 2.0  # qwen-omni-utils' FPS: the rate the model was trained on
+CALL_GPU_EMBEDDINGS = 128  # per frame pair: qwen-omni-utils' smallest video frame (VIDEO_MIN_PIXELS)
+CALL_CPU_FPS = 1.0  # one frame pair per 2 s chunk
+CALL_CPU_SHARE = 0.8  # of real time a call's encoding and prefill may take on a CPU: the rest is slack
+# One 2 s block through the audio encoder at the real size, 2 threads of an Intel Xeon (family 6 model
+# 207): `omnidesk bench audio`, float32 and bfloat16 (docs/performance.md).
+AUDIO_BLOCK_S = {"float32": 0.480, "bfloat16": 0.157}
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,40 @@ def prompt_seconds(thinker_bytes: int, thinker_on_cpu: bool, talker_on_cpu: bool
 
 
 @dataclass(frozen=True)
+class CallFrames:
+    """A live call's frames: how many a second, and the most embeddings a frame pair gets."""
+
+    fps: float = CALL_GPU_FPS
+    embeddings: int = CALL_GPU_EMBEDDINGS
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) a camera's or screen's frames of this size are encoded at (multiples of 28)."""
+        return smart_resize(
+            height, width, MIN_PIXELS, max(MIN_PIXELS, self.embeddings * PIXELS_PER_EMBEDDING)
+        )
+
+    @property
+    def label(self) -> str:
+        """e.g. "2 frames a second, up to 128 embeddings each"."""
+        frames = "1 frame" if self.fps == 1 else f"{self.fps:g} frames"
+        return f"{frames} a second, up to {self.embeddings} embeddings each"
+
+
+def plan_call_frames(
+    speed: EncoderSpeed | None, threads: int, prompt_s: float, audio_block_s: float
+) -> CallFrames:
+    """A call's frames (see the module): a GPU's (`speed` None), or on a CPU one pair per 2 s chunk as
+    large as fits beside the chunk's sound (`audio_block_s` to encode it, 50 positions at `prompt_s`)."""
+    if speed is None:
+        return CallFrames()
+    ids = int(DEFAULT_SECONDS_PER_CHUNK * DEFAULT_POSITION_ID_PER_SECONDS)  # the sound's positions per chunk
+    sound = (audio_block_s + ids * prompt_s) * speed.threads / max(1, threads)
+    left = DEFAULT_SECONDS_PER_CHUNK * CALL_CPU_SHARE - sound
+    fits = speed.embeddings_within(max(0.0, left), threads, prompt_s) if left > 0 else 0
+    return CallFrames(CALL_CPU_FPS, max(MIN_PIXELS // PIXELS_PER_EMBEDDING, fits))
+
+
+@dataclass(frozen=True)
 class VisionPlan:
     """The vision encoder and the image budget."""
 
@@ -107,6 +155,7 @@ class VisionPlan:
     detail: Detail = "sharp"  # what was chosen
     variant: str = "mtmd"  # the name in CPU_SPEEDS, or where it runs
     error: float | None = None  # measured, relative to the reference's largest value; None: not here
+    call: CallFrames = CallFrames()  # a live call's frames
 
     def options(self, options: VisionOptions, threads: int | None) -> VisionOptions:
         """`options` with this plan's encoder, budget and `threads` (None: as the options say)."""
@@ -141,10 +190,12 @@ def plan_vision(
     cpu_bf16: bool,
     threads: int,
     prompt_s: float = 0.0,
+    audio_block_s: float = 0.0,
 ) -> VisionPlan:
     """The vision part of the plan (see the module's docstring). `torch_gpu`: torch's GPU device and
     half precision, if any; `llama_gpu`: llama.cpp has a GPU backend; `threads`: the CPU threads
-    the encoder gets; `prompt_s`: an embedding's prefill (`prompt_seconds`)."""
+    the encoder gets; `prompt_s`: an embedding's prefill (`prompt_seconds`); `audio_block_s`: a 2 s
+    block through the audio encoder (a call's sound, beside its frames)."""
     if exact and detail == "auto":  # the reference's path: its default budget too
         detail = "sharp"
     if torch_gpu is not None:
@@ -158,7 +209,8 @@ def plan_vision(
     )
     speed = CPU_SPEEDS[variant]
     budget = _budget(detail, speed, threads, prompt_s)
-    return VisionPlan(CPU_TOWERS[variant], budget, detail, variant, speed.error)
+    call = plan_call_frames(speed, threads, prompt_s, audio_block_s)
+    return VisionPlan(CPU_TOWERS[variant], budget, detail, variant, speed.error, call)
 
 
 def _budget(detail: Detail, speed: EncoderSpeed | None, threads: int, prompt_s: float = 0.0) -> int:

@@ -21,6 +21,7 @@ from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
 from model.perception import EncodedMedia, Perception, pictures_shrunk, recording_cuts
+from model.pipeline.call import CallTurn, Look
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
 from model.pipeline.listening import Listening
 from model.pipeline.options import TurnOptions
@@ -49,6 +50,8 @@ from model.vision import VisionOptions
 from model.voices import Voice, load_voices, pick_voice
 
 log = logging.getLogger(__name__)
+
+CALL_HISTORY_SHARE = 0.5  # of the context a call's history may fill; its open turn and the reply the rest
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,35 @@ class Conversation:
         segments, _ = self.layout.segments(ids, every)
         return ids, segments
 
+    def call_turn(self, look: Look) -> CallTurn:
+        """The next user turn of a live call while it happens (model/pipeline/call.py): its frames, from
+        `look`, and its sound go into the cache 2 s at a time (then `turn(turn.question(), heard=turn)`,
+        or `discard()`). Exchanges past the call's share of the context lose their media first
+        (`forget_old_media`), and what stays is put in the cache now, before the turn's first chunk."""
+        if self.forget_old_media(int(self.thinker.n_ctx * CALL_HISTORY_SHARE)):
+            self.prefill_question_start([], False)
+        return CallTurn(
+            self.perception,
+            self.thinker,
+            self.prefill_question_start,
+            self.layout.tmrope,
+            self.plan.vision.call,
+            look,
+        )
+
+    def forget_old_media(self, budget: int) -> int:
+        """Drop the media of the oldest exchanges (a call's frames and sound: their text stays) until
+        the history's prompt fits `budget` positions; returns how many exchanges lost theirs."""
+        forgotten = 0
+        for i, exchange in enumerate(self.history):
+            if len(self.prompt_ids([])) <= budget:
+                break
+            if exchange.media:
+                user_ids = tuple(self._user_ids(exchange.question, (), first=i == 0))
+                self.history[i] = replace(exchange, user_ids=user_ids, media=())
+                forgotten += 1
+        return forgotten
+
     def listen(self) -> Listening:
         """The next question while it is asked: what is known of it goes into the cache before the
         user lets go (then `turn(question, heard=...)`; or `discard()` if no question comes)."""
@@ -276,7 +308,10 @@ class Conversation:
             log.exception("the Talker could not decode the question while it was asked")
 
     def turn(
-        self, question: str | Question, options: TurnOptions = TurnOptions(), heard: Listening | None = None
+        self,
+        question: str | Question,
+        options: TurnOptions = TurnOptions(),
+        heard: Listening | CallTurn | None = None,
     ) -> Iterator[Event]:
         """Answer `question` (text, or text with images and recordings); the last event is always a
         TurnFinished. `heard`: the question as it was listened to, whose media are already encoded."""

@@ -150,7 +150,9 @@ class TestStreaming:
         streamed = torch.cat([*pieces, last])
         print(f"streamed {before_release} tokens while listening, {last.shape[0]} at release")
         assert last.shape[0] < encoder.config.n_window // 2
-        assert max_abs_error("block by block vs whole", streamed.float().numpy(), whole.float().numpy()) == 0.0
+        assert (
+            max_abs_error("block by block vs whole", streamed.float().numpy(), whole.float().numpy()) == 0.0
+        )
         assert torch.equal(streamed, whole)
 
     def test_finish_without_frames_is_empty(self, encoder):

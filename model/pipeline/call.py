@@ -1,0 +1,206 @@
+"""A live call's user turn while it happens: what the camera (or the screen) shows and what the
+microphone hears, put in the Thinker's cache 2 s at a time, as the model was trained to take them.
+
+A call is a conversation whose user turns are videos with their sound: from the end of the last reply
+(or the call's start) to the end of the user's speech, frames at the plan's rate (`CallFrames`) and
+the microphone's sound, laid out as the reference's processor lays out a video with
+`use_audio_in_video` (per 2 s chunk the chunk's frames, then its sound; TMRoPE time ids from the
+turn's start). `CallTurn.question` is that turn as a `Question`, which `Conversation.turn` answers
+like any other.
+
+Frames keep the sound's clock: frame k is taken (`look`: what the camera or screen shows now) when
+the sound heard reaches k / fps seconds, so the two keep the same time whatever the caller's timers do.
+
+Incremental: every chunk whose frames and sound are both complete is encoded and put in the cache
+at once (each frame pair by `encode_pair`, the sound in 2 s blocks, one block per chunk), so when the
+user stops speaking only the last partial chunk remains (`Conversation.turn(question, heard=turn)`).
+
+Exactness: the frames' embeddings and the prompt (ids, positions) are bitwise what encoding the
+whole turn at its end gives. The sound is featurised as it is heard (`ListeningEncoder.finish_as_heard`:
+each block with the loudest value heard by then), where encoding the recording whole floors every
+block at its final peak; a block heard before a louder voice may differ in its quietest bins, and
+re-encoding it would mean decoding the whole turn again at its end. The deviation is measured in
+tests/model/test_call.py (docs/known-issues.md).
+
+A turn holds at most `TURN_SECONDS` of sound (`full`): the caller starts a new turn when an idle one
+reaches it (the model hears 300 s of one recording at most, and a long silence is not worth its prefill).
+
+Threads: one owner (the worker thread) calls everything here; encoding and decoding block it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import numpy as np
+
+from model.audio_encoder import audio_token_count
+from model.audio_features import mel_frame_count
+from model.audio_rates import INPUT_SAMPLE_RATE
+from model.media import Audio, Question, Video
+from model.perception import EncodedMedia, Perception
+from model.pipeline.listening import QuestionStart
+from model.thinker import ContextFull, Thinker
+from model.tmrope import AudioSpan, TMRoPEConfig, VideoGrid
+from model.vision import PATCH_SIZE, TEMPORAL_PATCH, resize_pixels
+from model.vision_plan import CallFrames
+
+TURN_SECONDS = 60.0  # the most sound one turn of a call holds before the caller starts another
+
+# What the camera or the screen shows now: (h, w, 3) uint8 RGB.
+Look = Callable[[], np.ndarray]
+
+
+class CallTurn:
+    """One user turn of a live call while it happens (see the module)."""
+
+    def __init__(
+        self,
+        perception: Perception,
+        thinker: Thinker,
+        prefill: QuestionStart,
+        tmrope: TMRoPEConfig,
+        frames: CallFrames,
+        look: Look,
+    ) -> None:
+        self._perception = perception
+        self._thinker = thinker
+        self._prefill = prefill
+        self._tmrope = tmrope
+        self.frames = frames
+        self._look = look
+        self._cached_before = thinker.n_cached
+        self._encoder = perception.listening_encoder()
+        self._size: tuple[int, int] | None = None  # (height, width) of every frame, from the first
+        self._shown: list[np.ndarray] = []  # the frames taken, at `_size`
+        self._pairs: list[np.ndarray] = []  # the embeddings of each frame pair encoded
+        key = secrets.token_hex(8)
+        self._video_key, self._sound_key = f"call-{key}-frames", f"call-{key}-sound"
+        self.chunks_cached = 0  # chunks (frames and sound) in the Thinker's cache
+        self.heard_samples = 0
+        if tmrope.ids_per_chunk != self._encoder.tokens_per_block:
+            raise ValueError("a call needs one audio block per 2 s chunk")
+
+    @property
+    def heard_s(self) -> float:
+        return self.heard_samples / INPUT_SAMPLE_RATE
+
+    @property
+    def behind_s(self) -> float:
+        """How far the cache is behind what was heard: seconds heard past the chunks it holds."""
+        return max(0.0, self.heard_s - self.chunks_cached * self._tmrope.seconds_per_chunk)
+
+    @property
+    def full(self) -> bool:
+        """The turn holds `TURN_SECONDS` of sound: the caller starts a new one (see the module)."""
+        return self.heard_s >= TURN_SECONDS
+
+    @property
+    def frames_taken(self) -> int:
+        return len(self._shown)
+
+    def hear(self, samples: np.ndarray) -> None:
+        """The next samples (n,) float32 at INPUT_SAMPLE_RATE; the frames due by their end are taken,
+        and each chunk they complete is encoded and put in the cache."""
+        self.heard_samples += len(samples)
+        while len(self._shown) / self.frames.fps * INPUT_SAMPLE_RATE <= self.heard_samples:
+            self._take_frame()
+        self._encoder.push(samples)
+        self._extend()
+
+    def question(self, text: str = "") -> Question:
+        """The turn as a question: one video (the frames taken within its sound, at their size) with
+        its sound."""
+        shown = self._shown[: self._frames_within_sound()]
+        video = Video(
+            np.stack(shown),
+            np.arange(len(shown)) / self.frames.fps,
+            Audio(self._encoder.recording.copy()),
+            frame_seconds=1 / self.frames.fps,
+            frame_size=self._size,
+        )
+        return Question(text, videos=(video,), use_audio_in_video=True)
+
+    def media(self, question: Question) -> list[EncodedMedia]:
+        """The turn's media as `Conversation.turn` takes them: its video and sound, the chunks in the
+        cache as they were encoded, the rest encoded now (`question` must be this turn's `question`)."""
+        if len(question.videos) != 1 or question.images or question.audios:
+            raise ValueError("a call's turn is its own video with its sound")
+        shown = self._shown[: self._frames_within_sound()]
+        whole = len(shown) // TEMPORAL_PATCH
+        if len(shown) % TEMPORAL_PATCH:  # the last frame doubled, as the reference's processor does
+            shown.append(shown[-1])
+        del self._pairs[whole:]  # a pair with a frame past the sound is made again without it
+        while len(self._pairs) < len(shown) // TEMPORAL_PATCH:
+            self._encode_pair(shown)
+        audio = Audio(self._encoder.recording)
+        sound = self._perception.recording_media(audio, self._encoder.finish_as_heard(), self._sound_key)
+        return [self._video(len(self._pairs), sound)]
+
+    def discard(self) -> None:
+        """No turn after all (the call ended, or an idle turn is started again): the cache holds again
+        what it held before, and nothing seen or heard is kept."""
+        self._shown, self._pairs = [], []
+        self._thinker.truncate(self._cached_before)
+
+    def _take_frame(self) -> None:
+        pixels = self._look()
+        if self._size is None:
+            self._size = self.frames.frame_size(*pixels.shape[:2])
+        self._shown.append(resize_pixels(pixels, *self._size))  # kept small: a call holds many
+        if len(self._shown) // TEMPORAL_PATCH > len(self._pairs):
+            self._encode_pair(self._shown)
+
+    def _encode_pair(self, shown: list[np.ndarray]) -> None:
+        """The next frame pair of `shown` (the frames taken, or those of the finished turn)."""
+        assert self._size is not None
+        first = len(self._pairs) * TEMPORAL_PATCH
+        self._pairs.append(
+            self._perception.encode_frame_pair(shown[first : first + TEMPORAL_PATCH], self._size)
+        )
+
+    def _frames_within_sound(self) -> int:
+        """Frames whose time id comes before the end of the sound heard: a frame pair timed past the
+        sound's last position would share its end markers' position, which llama.cpp cannot decode
+        (the reference's `get_rope_index` places those markers after the last chunk's sound)."""
+        tokens = audio_token_count(mel_frame_count(self.heard_samples, self._perception.max_samples))
+        per_frame = np.float32(self._tmrope.position_id_per_seconds / self.frames.fps)
+        frames = 0
+        while frames < len(self._shown) and int(np.float32(frames) * per_frame) < tokens:
+            frames += 1
+        return frames
+
+    def _extend(self) -> None:
+        """The chunks now complete into the Thinker's cache (nothing, if the context cannot hold them)."""
+        chunks = self._encoder.blocks_encoded
+        while chunks > self.chunks_cached and self._pairs_before(chunks) > len(self._pairs):
+            chunks -= 1  # its frames are not all encoded yet (they come before its sound)
+        if chunks <= self.chunks_cached:
+            return
+        rows = chunks * self._encoder.tokens_per_block
+        so_far = self._encoder.embeddings_so_far()[:rows].float().cpu().numpy()
+        span = AudioSpan(chunks * self._encoder.frames_per_block)
+        sound = EncodedMedia(so_far, span, self._sound_key)
+        try:
+            self._prefill([self._video(self._pairs_before(chunks), sound)], True)
+        except ContextFull:
+            return
+        self.chunks_cached = chunks
+
+    def _pairs_before(self, chunks: int) -> int:
+        """Frame pairs whose time id falls in the first `chunks` chunks (`tmrope._vision_positions`)."""
+        seconds = np.float32(TEMPORAL_PATCH / self.frames.fps)
+        limit = chunks * self._tmrope.ids_per_chunk
+        pairs = 0
+        while int(np.float32(pairs) * seconds * np.float32(self._tmrope.position_id_per_seconds)) < limit:
+            pairs += 1
+        return pairs
+
+    def _video(self, pairs: int, sound: EncodedMedia) -> EncodedMedia:
+        """The first `pairs` frame pairs, with `sound`, as one video."""
+        assert self._size is not None
+        height, width = self._size
+        grid = VideoGrid(pairs, height // PATCH_SIZE, width // PATCH_SIZE, TEMPORAL_PATCH / self.frames.fps)
+        embeddings = np.concatenate(self._pairs[:pairs])
+        return EncodedMedia(embeddings, grid, self._video_key, sound)
