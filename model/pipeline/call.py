@@ -22,8 +22,10 @@ block at its final peak; a block heard before a louder voice may differ in its q
 re-encoding it would mean decoding the whole turn again at its end. The deviation is measured in
 tests/model/test_call.py (docs/known-issues.md).
 
-A turn holds at most `TURN_SECONDS` of sound (`full`): the caller starts a new turn when an idle one
-reaches it (the model hears 300 s of one recording at most, and a long silence is not worth its prefill).
+`Call` runs the turns one after another. An idle turn that reaches its share of the context (`full`:
+what the history leaves of it, less the reply's tokens) or the most sound the model hears in one
+recording (300 s) starts again, emptied: the model sees the last minutes of a quiet call, not all of it.
+The history forgets its oldest media first (`Conversation.forget_old_media`).
 
 Threads: one owner (the worker thread) calls everything here; encoding and decoding block it.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -43,10 +46,8 @@ from model.perception import EncodedMedia, Perception
 from model.pipeline.listening import QuestionStart
 from model.thinker import ContextFull, Thinker
 from model.tmrope import AudioSpan, TMRoPEConfig, VideoGrid
-from model.vision import PATCH_SIZE, TEMPORAL_PATCH, resize_pixels
+from model.vision import FACTOR, PATCH_SIZE, TEMPORAL_PATCH, resize_pixels
 from model.vision_plan import CallFrames
-
-TURN_SECONDS = 60.0  # the most sound one turn of a call holds before the caller starts another
 
 # What the camera or the screen shows now: (h, w, 3) uint8 RGB.
 Look = Callable[[], np.ndarray]
@@ -63,8 +64,11 @@ class CallTurn:
         tmrope: TMRoPEConfig,
         frames: CallFrames,
         look: Look,
+        budget: int,
     ) -> None:
+        """`budget`: the most positions the turn may take in the context (see `full`)."""
         self._perception = perception
+        self.budget = budget
         self._thinker = thinker
         self._prefill = prefill
         self._tmrope = tmrope
@@ -92,9 +96,18 @@ class CallTurn:
         return max(0.0, self.heard_s - self.chunks_cached * self._tmrope.seconds_per_chunk)
 
     @property
+    def positions(self) -> int:
+        """Positions the turn takes in the context so far (frames and sound, as laid out)."""
+        tokens = audio_token_count(mel_frame_count(self.heard_samples, self._perception.max_samples))
+        if self._size is None:
+            return tokens
+        pairs = -(-len(self._shown) // TEMPORAL_PATCH)  # a last odd frame is doubled
+        return tokens + pairs * (self._size[0] // FACTOR) * (self._size[1] // FACTOR)
+
+    @property
     def full(self) -> bool:
-        """The turn holds `TURN_SECONDS` of sound: the caller starts a new one (see the module)."""
-        return self.heard_s >= TURN_SECONDS
+        """The turn holds its `budget` of positions or the most sound one recording may hold."""
+        return self.positions >= self.budget or self.heard_samples >= self._perception.max_samples
 
     @property
     def frames_taken(self) -> int:
@@ -204,3 +217,56 @@ class CallTurn:
         grid = VideoGrid(pairs, height // PATCH_SIZE, width // PATCH_SIZE, TEMPORAL_PATCH / self.frames.fps)
         embeddings = np.concatenate(self._pairs[:pairs])
         return EncodedMedia(embeddings, grid, self._video_key, sound)
+
+
+class Call:
+    """A live call: its user turns one after another (see the module). `hear` while the call is on;
+    `turn` when the user has finished speaking, then `conversation.turn(...)` with it; `next_turn` once
+    the reply has been spoken; `end` when the call ends."""
+
+    def __init__(self, conversation: CallHost, look: Look, reply_tokens: int) -> None:
+        self._conversation = conversation
+        self._look = look
+        self._reply_tokens = reply_tokens
+        self.restarts = 0  # idle turns started again
+        self._turn: CallTurn | None = conversation.call_turn(look, reply_tokens)
+
+    @property
+    def current(self) -> CallTurn | None:
+        """The turn being heard; None between the end of a turn and `next_turn`."""
+        return self._turn
+
+    def hear(self, samples: np.ndarray, speaking: bool) -> None:
+        """The microphone's next samples (heard between turns: dropped); `speaking`: voice activity
+        hears the user, so a full turn is not started again under them."""
+        if self._turn is None:
+            return
+        if self._turn.full and not speaking:
+            self._turn.discard()
+            self._turn = self._conversation.call_turn(self._look, self._reply_tokens)
+            self.restarts += 1
+        self._turn.hear(samples)
+
+    def turn(self) -> CallTurn:
+        """The turn heard so far, ended: the caller answers it (`turn.question()`, heard=it)."""
+        if self._turn is None:
+            raise RuntimeError("no turn is being heard: call next_turn after the reply")
+        turn, self._turn = self._turn, None
+        return turn
+
+    def next_turn(self) -> None:
+        """Start hearing the next turn (after the reply was spoken, or when it was interrupted)."""
+        if self._turn is None:
+            self._turn = self._conversation.call_turn(self._look, self._reply_tokens)
+
+    def end(self) -> None:
+        """The call is over: a turn still being heard leaves nothing behind."""
+        if self._turn is not None:
+            self._turn.discard()
+            self._turn = None
+
+
+class CallHost(Protocol):
+    """What a call needs of its conversation (`Conversation`)."""
+
+    def call_turn(self, look: Look, reply_tokens: int) -> CallTurn: ...

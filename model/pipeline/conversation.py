@@ -248,13 +248,16 @@ class Conversation:
         segments, _ = self.layout.segments(ids, every)
         return ids, segments
 
-    def call_turn(self, look: Look) -> CallTurn:
+    def call_turn(self, look: Look, reply_tokens: int = TurnOptions().max_tokens) -> CallTurn:
         """The next user turn of a live call while it happens (model/pipeline/call.py): its frames, from
         `look`, and its sound go into the cache 2 s at a time (then `turn(turn.question(), heard=turn)`,
-        or `discard()`). Exchanges past the call's share of the context lose their media first
-        (`forget_old_media`), and what stays is put in the cache now, before the turn's first chunk."""
-        if self.forget_old_media(int(self.thinker.n_ctx * CALL_HISTORY_SHARE)):
+        or `discard()`). The history keeps at most CALL_HISTORY_SHARE of the context, losing its oldest
+        media first (`forget_old_media`), and what stays is put in the cache now, before the turn's
+        first chunk; the turn may fill the rest but for a reply of `reply_tokens`."""
+        history_budget = int(self.thinker.n_ctx * CALL_HISTORY_SHARE)
+        if self.forget_old_media(history_budget):
             self.prefill_question_start([], False)
+        history = len(self.prompt_ids([]))
         return CallTurn(
             self.perception,
             self.thinker,
@@ -262,6 +265,7 @@ class Conversation:
             self.layout.tmrope,
             self.plan.vision.call,
             look,
+            budget=self.thinker.n_ctx - max(history, history_budget) - reply_tokens,
         )
 
     def forget_old_media(self, budget: int) -> int:

@@ -14,7 +14,7 @@ import torch
 from model.audio_features import log_mel
 from model.files.bundle import Bundle
 from model.pipeline import Conversation, TurnFinished, TurnOptions
-from model.pipeline.call import CallTurn
+from model.pipeline.call import Call, CallTurn
 from model.sampling import SamplingOptions
 from model.thinker_types import ThinkerOptions
 from model.vision_plan import CallFrames
@@ -174,3 +174,30 @@ class TestEnded:
         assert not conversation.history[0].media and conversation.history[1].media
         assert [exchange.reply_ids for exchange in conversation.history] == replies, "the dialogue stays"
         assert len(conversation.prompt_ids([])) < full - 2.5 * 25, "the first turn's sound is gone"
+
+
+class TestCall:
+    def test_an_idle_turn_that_fills_its_share_starts_again_emptied(self, conversation):
+        answer(conversation, on_call(conversation, speech_like(2.5, seed=30)))
+        history = conversation.thinker.n_cached
+        spare = conversation.thinker.n_ctx - max(len(conversation.prompt_ids([])), 2048)
+        call = Call(conversation, Camera(), reply_tokens=spare - 300)  # a turn of 300 positions
+        quiet = np.zeros(PIECE, np.float32) + 1e-4
+        for _ in range(int(14 / 0.02)):  # 14 s: more than 2 turns' worth
+            call.hear(quiet, speaking=False)
+        assert call.restarts >= 2 and call.current is not None  # 49 positions a second: full in ~6 s
+        assert (
+            call.current.positions < 300 + 2 * PAIR_TOKENS and conversation.thinker.n_cached - history < 300
+        )
+        heard_before = call.current.heard_samples
+        for _ in range(int(8 / 0.02)):  # the user speaks: no restart under them, however long
+            call.hear(quiet, speaking=True)
+        assert call.current.heard_samples == heard_before + int(8 / 0.02) * PIECE
+        turn = call.turn()
+        assert call.current is None and turn.full
+        call.hear(quiet, speaking=False)  # between turns: dropped
+        assert turn.heard_samples == heard_before + int(8 / 0.02) * PIECE
+        turn.discard()
+        call.next_turn()
+        call.end()
+        assert conversation.thinker.n_cached == history
