@@ -118,6 +118,7 @@ class CallFrames:
 
     fps: float = CALL_GPU_FPS
     embeddings: int = CALL_GPU_EMBEDDINGS
+    from_speech: bool = False  # turns begin when the user speaks, not at the end of the last reply (call.py)
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) a camera's or screen's frames of this size are encoded at (multiples of 28)."""
@@ -127,9 +128,10 @@ class CallFrames:
 
     @property
     def label(self) -> str:
-        """e.g. "2 frames a second, up to 128 embeddings each"."""
+        """e.g. "2 frames a second, up to 128 embeddings each" (and, on a CPU, "from when you speak")."""
         frames = "1 frame" if self.fps == 1 else f"{self.fps:g} frames"
-        return f"{frames} a second, up to {self.embeddings} embeddings each"
+        speech = ", from when you speak" if self.from_speech else ""
+        return f"{frames} a second, up to {self.embeddings} embeddings each{speech}"
 
 
 def plan_call_frames(
@@ -143,7 +145,7 @@ def plan_call_frames(
     sound = (audio_block_s + ids * prompt_s) * speed.threads / max(1, threads)
     left = DEFAULT_SECONDS_PER_CHUNK * CALL_CPU_SHARE - sound
     fits = speed.embeddings_within(max(0.0, left), threads, prompt_s) if left > 0 else 0
-    return CallFrames(CALL_CPU_FPS, max(MIN_PIXELS // PIXELS_PER_EMBEDDING, fits))
+    return CallFrames(CALL_CPU_FPS, max(MIN_PIXELS // PIXELS_PER_EMBEDDING, fits), from_speech=True)
 
 
 @dataclass(frozen=True)

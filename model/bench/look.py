@@ -49,6 +49,7 @@ from model.files.bundle import Bundle
 from model.hardware import cpu_name
 from model.media import Audio, Image, Question
 from model.pipeline import AudioChunk, Conversation, Listening, Mark, TextDelta, TurnFinished, TurnOptions
+from model.pipeline.call import CallTurn
 from model.placement import PlanChoice
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
@@ -183,7 +184,7 @@ def _run(
     warm_up = Question(
         images=(Image(screen[:112, :112].copy()),), audios=(Audio(samples[: INPUT_SAMPLE_RATE // 2]),)
     )
-    _answer(conversation, warm_up, forced_reply(voice, 2, 30), None, time.perf_counter())
+    answer_timed(conversation, warm_up, forced_reply(voice, 2, 30), None, time.perf_counter())
     conversation.history = []
     conversation.prepare(voice)
     vision_s.clear()
@@ -194,7 +195,7 @@ def _run(
     if path == "app plan":
         heard, audio_while, end = listen_as_spoken(conversation, screen, samples, prefill_s)
     vision_while = sum(vision_s) if heard is not None else 0.0
-    times = _answer(conversation, question, forced_reply(voice, *lengths), heard, end)
+    times = answer_timed(conversation, question, forced_reply(voice, *lengths), heard, end)
     conversation.close()
     run: dict[str, Any] = {
         **times,
@@ -267,10 +268,15 @@ def forced_reply(voice: str, tokens: int, codes: int) -> TurnOptions:
     )
 
 
-def _answer(
-    conversation: Conversation, question: Question, options: TurnOptions, heard: Listening | None, end: float
+def answer_timed(
+    conversation: Conversation,
+    question: Question,
+    options: TurnOptions,
+    heard: Listening | CallTurn | None,
+    end: float,
 ) -> dict[str, float]:
-    """The turn, timed from `end` (the end of the question): its steps, first text and first audio."""
+    """The turn, timed from `end` (the end of the question): its steps, first text and first audio;
+    and the positions of its prompt ("context")."""
     ready = first_text = first_audio = None
     finished = None
     for event in conversation.turn(question, options, heard):
@@ -299,6 +305,7 @@ def _answer(
         "first_code": marks["first_code"] - marks["first_text"],
         "first_window": marks["first_mel"] - marks["first_code"],
         "vocoder": marks["first_audio"] - marks["first_mel"],
+        "context": len(finished.prompt_ids),
     }
 
 

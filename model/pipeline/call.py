@@ -22,9 +22,16 @@ block at its final peak; a block heard before a louder voice may differ in its q
 re-encoding it would mean decoding the whole turn again at its end. The deviation is measured in
 tests/model/test_call.py (docs/known-issues.md).
 
-`Call` runs the turns one after another. An idle turn that reaches its share of the context (`full`:
-what the history leaves of it, less the reply's tokens) or the most sound the model hears in one
-recording (300 s) starts again, emptied: the model sees the last minutes of a quiet call, not all of it.
+`Call` runs the turns one after another, and where each begins is the plan's (`CallFrames.from_speech`):
+- on a GPU, at the end of the last reply: the model sees what happened while the user was silent too.
+  An idle turn that reaches its share of the context (`full`: what the history leaves of it, less the
+  reply's tokens) or the most sound the model hears in one recording (300 s) starts again, emptied:
+  the model sees the last minutes of a quiet call;
+- on a CPU, when the user starts to speak (with the `LEAD_S` before it that voice activity needs to
+  tell speech): a CPU cannot keep up with a call's every second (at 3B on two cores, a 2 s chunk of
+  sound alone takes about 2 s to encode and prefill: `omnidesk bench call`), so it spends itself on
+  what the user says and what the camera shows meanwhile. The lead's frames are taken as it is fed,
+  up to `LEAD_S` after their time.
 The history forgets its oldest media first (`Conversation.forget_old_media`).
 
 Threads: one owner (the worker thread) calls everything here; encoding and decoding block it.
@@ -51,6 +58,7 @@ from model.vision_plan import CallFrames
 
 # What the camera or the screen shows now: (h, w, 3) uint8 RGB.
 Look = Callable[[], np.ndarray]
+LEAD_S = 1.0  # kept before speech is told (voice activity's pre-roll and onset), where turns begin at it
 
 
 class CallTurn:
@@ -230,6 +238,7 @@ class Call:
         self._reply_tokens = reply_tokens
         self.restarts = 0  # idle turns started again
         self._turn: CallTurn | None = conversation.call_turn(look, reply_tokens)
+        self._lead: list[np.ndarray] = []  # the last LEAD_S heard before the turn began (from speech)
 
     @property
     def current(self) -> CallTurn | None:
@@ -241,11 +250,27 @@ class Call:
         hears the user, so a full turn is not started again under them."""
         if self._turn is None:
             return
-        if self._turn.full and not speaking:
+        if self._turn.frames.from_speech and not self._turn.heard_samples:
+            if not speaking:
+                self._keep_lead(samples)
+                return
+            samples, self._lead = np.concatenate([*self._lead, samples]), []
+        elif self._turn.full and not speaking:
             self._turn.discard()
             self._turn = self._conversation.call_turn(self._look, self._reply_tokens)
             self.restarts += 1
         self._turn.hear(samples)
+
+    @property
+    def heard(self) -> bool:
+        """The turn being heard has begun (from speech: the user has spoken)."""
+        return self._turn is not None and self._turn.heard_samples > 0
+
+    def _keep_lead(self, samples: np.ndarray) -> None:
+        self._lead.append(samples)
+        keep = int(LEAD_S * INPUT_SAMPLE_RATE)
+        while sum(len(piece) for piece in self._lead) - len(self._lead[0]) >= keep:
+            self._lead.pop(0)
 
     def turn(self) -> CallTurn:
         """The turn heard so far, ended: the caller answers it (`turn.question()`, heard=it)."""
@@ -258,6 +283,7 @@ class Call:
         """Start hearing the next turn (after the reply was spoken, or when it was interrupted)."""
         if self._turn is None:
             self._turn = self._conversation.call_turn(self._look, self._reply_tokens)
+            self._lead = []
 
     def end(self) -> None:
         """The call is over: a turn still being heard leaves nothing behind."""

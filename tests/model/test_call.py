@@ -5,6 +5,7 @@ trace, and the history's media forgotten first when a long call outgrows its sha
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from model.audio_features import log_mel
 from model.files.bundle import Bundle
 from model.pipeline import Conversation, TurnFinished, TurnOptions
-from model.pipeline.call import Call, CallTurn
+from model.pipeline.call import LEAD_S, Call, CallTurn
 from model.sampling import SamplingOptions
 from model.thinker_types import ThinkerOptions
 from model.vision_plan import CallFrames
@@ -201,3 +202,75 @@ class TestCall:
         call.next_turn()
         call.end()
         assert conversation.thinker.n_cached == history
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def test_on_a_cpu_a_turn_begins_when_the_user_speaks(self, conversation):
+        """Nothing is encoded while the user is silent; the turn begins with the LEAD_S before speech
+        was told, then goes on as any."""
+        on_call(conversation, np.zeros(0, np.float32), fps=1.0)
+        plan = conversation.plan
+        conversation.plan = replace(
+            plan, vision=replace(plan.vision, call=CallFrames(1.0, 16, from_speech=True))
+        )
+        cached = conversation.thinker.n_cached
+        call = Call(conversation, Camera(), reply_tokens=TEXT.max_tokens)
+        quiet = (np.random.default_rng(1).standard_normal(10 * 16_000) * 1e-3).astype(np.float32)
+        for start in range(0, len(quiet), PIECE):
+            call.hear(quiet[start : start + PIECE], speaking=False)
+        assert not call.heard and conversation.thinker.n_cached == cached and call.restarts == 0
+        speech = speech_like(4.5, seed=31)
+        for start in range(0, len(speech), PIECE):
+            call.hear(speech[start : start + PIECE], speaking=True)
+        turn = call.turn()
+        lead = turn.heard_samples - len(speech)
+        assert LEAD_S * 16_000 - PIECE <= lead <= LEAD_S * 16_000
+        assert turn.frames_taken == int(turn.heard_s) + 1 and turn.chunks_cached == 2
+        finished = answer(conversation, turn)
+        assert finished.reply_ids
+        conversation.plan = plan
+
+
+class TestAnHourLongCall:
+    """An hour of call fed faster than real time: a question of 3 s every 48 s, 3 s of room noise
+    between (idle turns fill their share of the context and start again), a short reply to each."""
+
+    MINUTES = 60
+    RSS_GROWTH_BOUND = 64 * 2**20  # after the first 10 minutes, in bytes
+
+    def test_it_stays_within_its_context_and_memory(self, conversation):
+        on_call(conversation, np.zeros(0, np.float32))  # the plan's frames: 2 a second
+        call = Call(conversation, Camera(seed=1000), reply_tokens=TEXT.max_tokens)
+        rng = np.random.default_rng(0)
+        piece = 16_000 // 2  # 0.5 s
+        room = (rng.standard_normal(45 * 16_000) * 1e-3).astype(np.float32)
+        speech = speech_like(3.0, seed=40)
+        turns, most_cached, rss_at_10 = 0, 0, 0
+        for minute_seconds in range(0, self.MINUTES * 60, 48):
+            for start in range(0, len(room), piece):
+                call.hear(room[start : start + piece], speaking=False)
+                most_cached = max(most_cached, conversation.thinker.n_cached)
+            for start in range(0, len(speech), piece):
+                call.hear(speech[start : start + piece], speaking=True)
+            answer(conversation, call.turn())
+            call.next_turn()
+            turns += 1
+            most_cached = max(most_cached, conversation.thinker.n_cached)
+            if minute_seconds < 600 <= minute_seconds + 48:
+                rss_at_10 = rss_bytes()
+        growth = rss_bytes() - rss_at_10
+        history_media = sum(1 for exchange in conversation.history if exchange.media)
+        print(
+            f"{turns} turns, {call.restarts} idle turns started again; the cache held at most {most_cached} "
+            f"of {conversation.thinker.n_ctx} positions; {len(conversation.history)} exchanges kept, "
+            f"{history_media} with their media; RSS grew {growth / 2**20:.1f} MiB after the first 10 minutes"
+        )
+        assert turns == 75 and call.restarts >= turns
+        assert most_cached < conversation.thinker.n_ctx
+        assert len(conversation.prompt_ids([])) <= conversation.thinker.n_ctx // 2 + 64
+        assert history_media < len(conversation.history), "the oldest media forgotten, the dialogue kept"
+        assert growth < self.RSS_GROWTH_BOUND
+        call.end()
