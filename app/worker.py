@@ -15,6 +15,10 @@ both going into the Thinker's cache (model.pipeline.listening); the `Ask` of its
 press (`listened`), and a press that brings no question is dropped (`drop_listening`). A picture
 attached to a typed question is encoded as it is attached (`look`).
 
+A live call (model.pipeline.call) runs the same way, turn after turn: `begin_call` with what shows the
+camera or the screen, `call_hear` with everything the microphone hears, the `Ask` of each turn marked
+`call` (its question is the turn the call heard and saw), and `end_call`.
+
 The model may run on a server instead (`ModelChoice.server`): the worker then drives a
 `RemoteConversation` (app.remote), whose blocking HTTP stream is read here on the worker's thread like
 a local turn; its speech goes into the same sink. Nothing is encoded while the user speaks then: the
@@ -53,6 +57,8 @@ from model.pipeline import (
     TurnFinished,
     TurnOptions,
 )
+from model.pipeline.call import Call, CallTurn
+from model.pipeline.call import Look as CallLook
 from model.placement import PlanChoice
 from model.sampling import SamplingOptions
 from model.talker import SpeechOptions
@@ -115,6 +121,7 @@ class Ask:
     speak: bool
     number: int = 0  # the asker's count of questions: `cancel(through=n)` stops questions up to n
     listened: int = 0  # the `Look` whose listening heard this question's recording (0: none)
+    call: bool = False  # the live call's turn: what the call heard and saw is the question (its media unused)
     # time.perf_counter() when it was sent (the end of the question, for the status bar's first text
     # and first audio); None: when the worker takes it
     sent_at: float | None = None
@@ -188,6 +195,8 @@ class ConversationWorker(QObject):
     speech_unavailable(str): there is no sound output; replies continue in text.
     speakers_changed(str): the chosen sound output is missing; the system default plays instead.
     voices_known(object): the voice names (a list of str) of the bundle, or that the server lists.
+    call_started(str): a call began; its frames in words (e.g. "1 frame a second, up to 16 embeddings each").
+    call_failed(str): the call could not begin or go on (what to do included); it has ended.
     """
 
     model_loaded = Signal(str)
@@ -200,6 +209,8 @@ class ConversationWorker(QObject):
     speech_unavailable = Signal(str)
     speakers_changed = Signal(str)
     voices_known = Signal(object)
+    call_started = Signal(str)
+    call_failed = Signal(str)
 
     def __init__(
         self,
@@ -228,6 +239,7 @@ class ConversationWorker(QObject):
         self._spoken_since: float | None = None  # time.perf_counter() when the spoken turn's question ended
         self._said_slow = False
         self._listening: tuple[int, Listening] | None = None  # the Look's number, and what it heard
+        self._call: Call | None = None
         self._said_speech_at_end = False
 
     def cancel(self, through: int | None = None) -> None:
@@ -348,6 +360,49 @@ class ConversationWorker(QObject):
             self._listening[1].discard()
             self._listening = None
 
+    @Slot(object)
+    def begin_call(self, look: CallLook) -> None:
+        """A live call begins: from now on what the microphone hears (`call_hear`) and what `look`
+        shows go into the conversation 2 s at a time, turn after turn."""
+        self.end_call()
+        self.drop_listening()
+        if not isinstance(self._conversation, Conversation):
+            self.call_failed.emit(
+                "A call needs the model on this computer: load a model bundle (a server takes questions)."
+            )
+            return
+        try:
+            self._call = Call(self._conversation, look, self._max_tokens)
+        except OmnideskError as exc:
+            self.call_failed.emit(f"The call could not begin: {exc}")
+            return
+        self.call_started.emit(self._conversation.plan.vision.call.label)
+
+    @Slot(object, bool)
+    def call_hear(self, samples: np.ndarray, speaking: bool) -> None:
+        """The microphone's next samples during a call; `speaking`: voice activity hears the user."""
+        if self._call is None:
+            return
+        try:
+            self._call.hear(samples, speaking)
+        except OmnideskError as exc:  # a frame or the sound could not be encoded: the call ends
+            self.end_call()
+            self.call_failed.emit(f"The call ended: {exc}")
+
+    @Slot()
+    def end_call(self) -> None:
+        """The call is over: what its open turn heard and saw is dropped."""
+        if self._call is not None:
+            self._call.end()
+            self._call = None
+
+    def _call_turn(self, request: Ask) -> tuple[Ask, CallTurn | None]:
+        """`request` with the call's turn as its question, and the turn (None: not a call's question)."""
+        if not request.call or self._call is None or self._call.current is None:
+            return request, None
+        turn = self._call.turn()
+        return replace(request, question=turn.question(request.question.text)), turn
+
     def _heard(self, request: Ask) -> Listening | None:
         """The listening that heard `request`'s recording; another one is dropped (its question will
         not come: its cache must not outlive this turn's)."""
@@ -368,10 +423,12 @@ class ConversationWorker(QObject):
             self.turn_failed.emit("No model is loaded yet: choose a model bundle first.")
             self.reply_finished.emit(ReplyFinished("error", None, None, None))
             return
-        heard = self._heard(request)
+        request, turn = self._call_turn(request)
+        heard: Listening | CallTurn | None = turn or self._heard(request)
         if request.number <= self._cancelled_through:  # stopped before it began
             if heard is not None:
                 heard.discard()
+            self._next_call_turn()
             self.reply_finished.emit(ReplyFinished("cancelled", None, None, None))
             return
         asked = time.perf_counter() if request.sent_at is None else request.sent_at
@@ -387,6 +444,7 @@ class ConversationWorker(QObject):
             seed=self._seed,
         )
         finished, ready_at = self._run(conversation, request, options, sink, heard)
+        self._next_call_turn()  # while the reply plays: the microphone is muted then, unless with headphones
         if sink is not None:
             sink.finish()
         if finished.reason == "error" and request.number <= self._cancelled_through:
@@ -404,13 +462,17 @@ class ConversationWorker(QObject):
             self._said_slow = True
             self.plan_noted.emit(slow_speech_note(conversation.plan.profile == "fast"))
 
+    def _next_call_turn(self) -> None:
+        if self._call is not None:
+            self._call.next_turn()
+
     def _run(
         self,
         conversation: Conversation | RemoteConversation,
         request: Ask,
         options: TurnOptions,
         sink: AudioSink | None,
-        heard: Listening | None,
+        heard: Listening | CallTurn | None,
     ) -> tuple[TurnFinished, float]:
         """How the turn ended, and when (time.perf_counter()) its input was ready."""
         finished: TurnFinished | None = None
@@ -470,6 +532,7 @@ class ConversationWorker(QObject):
 
     def _close_conversation(self) -> None:
         self._listening = None
+        self._call = None
         if self._conversation is not None:
             self._conversation.close()
             self._conversation = None

@@ -58,6 +58,8 @@ class HandsFree(QObject):
     Signals:
     speech_started(): the user started to speak (a running reply is interrupted, as by push-to-talk).
     heard(object): the samples (n,) float32 at 16 kHz of the utterance heard since the last heard.
+    sound(object, bool): everything heard since the last poll (but the assistant's own voice) and
+        whether the user is speaking: what a call hears (app.window.call).
     recording_finished(object): the user stopped speaking; the Audio of what they said.
     speech_dropped(): listening stopped while the user spoke (turned off, device lost): nothing is sent.
     listening_changed(bool): the microphone opened (True) or closed (False).
@@ -67,6 +69,7 @@ class HandsFree(QObject):
 
     speech_started = Signal()
     heard = Signal(object)
+    sound = Signal(object, bool)
     recording_finished = Signal(object)
     speech_dropped = Signal()
     listening_changed = Signal(bool)
@@ -201,6 +204,8 @@ class HandsFree(QObject):
                 self.speech_started.emit()
             elif isinstance(event, SpeechEnded):
                 self._send(event)
+        if len(samples):
+            self.sound.emit(samples, voice.hearing)
         if voice.hearing:
             fresh = voice.utterance_since(self._told)
             self._told += len(fresh)

@@ -94,6 +94,20 @@ def _plus(p: QPainter) -> None:
     p.drawLine(QPointF(5, 12), QPointF(19, 12))
 
 
+def _handset(p: QPainter) -> None:
+    """A telephone's handset: a call."""
+    path = QPainterPath(QPointF(6, 3.5))
+    path.lineTo(9.5, 7.5)
+    path.lineTo(8, 10)
+    path.cubicTo(9.5, 13, 11, 14.5, 14, 16)
+    path.lineTo(16.5, 14.5)
+    path.lineTo(20.5, 18)
+    path.lineTo(18.5, 20.5)
+    path.cubicTo(11, 20.5, 3.5, 13, 3.5, 5.5)
+    path.closeSubpath()
+    p.drawPath(path)
+
+
 DRAWINGS: dict[str, Callable[[QPainter], None]] = {
     "microphone": _microphone,
     "hands-free": _waves,
@@ -104,6 +118,7 @@ DRAWINGS: dict[str, Callable[[QPainter], None]] = {
     "send": _send,
     "stop": _stop,
     "new": _plus,
+    "call": _handset,
 }
 
 

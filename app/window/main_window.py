@@ -29,6 +29,7 @@ from app.sound.devices import SoundDevice, sound_devices
 from app.sound.microphone import StreamFactory as MicrophoneStreamFactory
 from app.sound.playback import StreamFactory as OutputStreamFactory
 from app.window.activity import ActivityChip, activity
+from app.window.call import CallControl
 from app.window.camera_panel import CameraPanel
 from app.window.chat.composer import Composer
 from app.window.chat.conversation_list import ConversationList
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         )
         self.camera_panel = CameraPanel(self._settings, devices.camera_source, self)
         self.press_shots = PressShots(self._settings, self.camera_panel, self.composer.attachments, self)
+        self.call = CallControl(self._settings, self.camera_panel, self.hands_free, self)
         self.conversations = ConversationList(self.history)
         self.current = CurrentConversation(self.history, self)
         self.session = ChatSession(
@@ -170,11 +172,14 @@ class MainWindow(QMainWindow):
         header.addWidget(self.activity_chip, 0, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight)
         layout.addLayout(header)
         layout.addWidget(camera.preview, 0, Qt.AlignmentFlag.AlignRight)  # above the chat: no width taken
+        layout.addWidget(self.call.thumbnail, 0, Qt.AlignmentFlag.AlignRight)  # a screen call's self-view
+        layout.addWidget(self.call.bar)
         layout.addWidget(self.chat_view, 1)
         layout.addWidget(composer.attachments)
         layout.addWidget(composer.card(camera.button, camera.snapshot_button))
         voice_row = QHBoxLayout()
-        for widget in (talk.button, self.hands_free.button, self.press_shots.share_button, talk.level_meter):
+        voice = (talk.button, self.hands_free.button, self.press_shots.share_button, self.call.button)
+        for widget in (*voice, self.call.source, talk.level_meter):
             voice_row.addWidget(widget)
         voice_row.addStretch(1)
         layout.addLayout(voice_row)
@@ -203,8 +208,13 @@ class MainWindow(QMainWindow):
         worker.plan_noted.connect(notices.show)
         worker.recording_cut.connect(notices.show)
         worker.voices_known.connect(self.composer.set_voices)
+        self.call.call_started.connect(worker.begin_call)
+        self.call.call_ended.connect(worker.end_call)
+        self.call.sound.connect(worker.call_hear)
+        worker.call_started.connect(self.call.show_started)
+        worker.call_failed.connect(self.call.fail)
         rooms = (self.current, self.chat_view, self.composer, self.push_to_talk, self.camera_panel, session)
-        for room in (*rooms, self.press_shots):
+        for room in (*rooms, self.press_shots, self.call):
             room.notice.connect(notices.show)
         session.question_asked.connect(self._on_question_asked)
         session.conversation_restored.connect(lambda _: notices.clear())
@@ -340,7 +350,10 @@ class MainWindow(QMainWindow):
     @Slot()
     def _begin_listening(self) -> None:
         """The user began to ask by voice: the pictures of the press (the screen, the camera) are
-        attached, and the worker listens, with every picture attached so far."""
+        attached, and the worker listens, with every picture attached so far (on a call, the call
+        itself listens and looks)."""
+        if self.call.active:
+            return
         self.press_shots.take()
         self._looks += 1
         images = tuple(m for m in self.composer.attachments.media if isinstance(m, Image))
@@ -348,6 +361,12 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_recording_finished(self, audio: Audio) -> None:
+        if self.call.active:  # the call's turn: the history keeps its recording and its last frame
+            frame = self.call.latest
+            if frame is not None:
+                self.composer.attachments.add(frame, f"Call, {self.call.source.currentText().lower()}")
+            self.session.on_recording_finished(audio, call=True)
+            return
         self.press_shots.keep()
         self.session.on_recording_finished(audio, listened=self._looks)
 

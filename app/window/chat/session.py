@@ -66,6 +66,7 @@ class ChatSession(QObject):
         self._render_pending = False
         self._asked = 0
         self._listened = 0  # the press that heard the recording waiting to be sent (the worker's Look)
+        self._call = False  # the recording waiting to be sent is a live call's turn
 
     @property
     def busy(self) -> bool:
@@ -103,14 +104,18 @@ class ChatSession(QObject):
         question = Question(text, images=images, audios=audios)
         self._asked += 1
         listened, self._listened = self._listened, 0
+        call, self._call = self._call, False
         composer = self._composer
         sent = time.perf_counter()  # the end of the question, for the status bar's figures
-        self.question_asked.emit(Ask(question, composer.voice, composer.speak, self._asked, listened, sent))
+        self.question_asked.emit(
+            Ask(question, composer.voice, composer.speak, self._asked, listened, call, sent)
+        )
 
-    def on_recording_finished(self, audio: Audio, listened: int = 0) -> None:
+    def on_recording_finished(self, audio: Audio, listened: int = 0, call: bool = False) -> None:
         """Attach a recording and send it, at once or when the running reply ends. `listened`: the
-        press whose listening heard it (the worker encoded it while it was spoken)."""
-        self._listened = listened
+        press whose listening heard it (the worker encoded it while it was spoken); `call`: a live
+        call's turn (the worker answers what the call heard and saw)."""
+        self._listened, self._call = listened, call
         self._composer.attachments.add(audio, f"Recording, {audio.seconds:.1f} s")
         if self._busy:
             self._send_when_free = True
