@@ -16,10 +16,12 @@ at once (each frame pair by `encode_pair`, the sound in 2 s blocks, one block pe
 user stops speaking only the last partial chunk remains (`Conversation.turn(question, heard=turn)`).
 
 Exactness: the frames' embeddings and the prompt (ids, positions) are bitwise what encoding the
-whole turn at its end gives. The sound is featurised as it is heard (`ListeningEncoder.finish_as_heard`:
-each block with the loudest value heard by then), where encoding the recording whole floors every
-block at its final peak; a block heard before a louder voice may differ in its quietest bins, and
-re-encoding it would mean decoding the whole turn again at its end. The deviation is measured in
+whole turn at its end gives, but for frame pairs that barely differ from the last one encoded
+(`still`): those take its embeddings (exact for a screen that did not change at all). The sound is
+featurised as it is heard (`ListeningEncoder.finish_as_heard`: each block with the loudest value heard
+by then), where encoding the recording whole floors every block at its final peak; a block heard
+before a louder voice may differ in its quietest bins, and re-encoding it would mean decoding the
+whole turn again at its end. The deviation is measured in
 tests/model/test_call.py (docs/known-issues.md).
 
 `Call` runs the turns one after another, and where each begins is the plan's (`CallFrames.from_speech`):
@@ -59,6 +61,10 @@ from model.vision_plan import CallFrames
 # What the camera or the screen shows now: (h, w, 3) uint8 RGB.
 Look = Callable[[], np.ndarray]
 LEAD_S = 1.0  # kept before speech is told (voice activity's pre-roll and onset), where turns begin at it
+# Frame pairs whose pixels differ from the last pair encoded by at most this on average (of 255) take its
+# embeddings instead of being encoded: a screen that did not change (0), a camera on a still scene. The
+# embeddings' deviation at this level is measured in tests/model/test_call.py.
+STILL_MEAN_DIFFERENCE = 1.0
 
 
 class CallTurn:
@@ -87,6 +93,8 @@ class CallTurn:
         self._size: tuple[int, int] | None = None  # (height, width) of every frame, from the first
         self._shown: list[np.ndarray] = []  # the frames taken, at `_size`
         self._pairs: list[np.ndarray] = []  # the embeddings of each frame pair encoded
+        self._last_encoded: tuple[list[np.ndarray], np.ndarray] | None = None  # frames and embeddings
+        self.pairs_reused = 0  # frame pairs that took the last one's embeddings (`still`)
         key = secrets.token_hex(8)
         self._video_key, self._sound_key = f"call-{key}-frames", f"call-{key}-sound"
         self.chunks_cached = 0  # chunks (frames and sound) in the Thinker's cache
@@ -162,7 +170,7 @@ class CallTurn:
     def discard(self) -> None:
         """No turn after all (the call ended, or an idle turn is started again): the cache holds again
         what it held before, and nothing seen or heard is kept."""
-        self._shown, self._pairs = [], []
+        self._shown, self._pairs, self._last_encoded = [], [], None
         self._thinker.truncate(self._cached_before)
 
     def _take_frame(self) -> None:
@@ -174,12 +182,19 @@ class CallTurn:
             self._encode_pair(self._shown)
 
     def _encode_pair(self, shown: list[np.ndarray]) -> None:
-        """The next frame pair of `shown` (the frames taken, or those of the finished turn)."""
+        """The next frame pair of `shown` (the frames taken, or those of the finished turn); a pair that
+        barely differs from the last one encoded takes its embeddings (see `still`)."""
         assert self._size is not None
         first = len(self._pairs) * TEMPORAL_PATCH
-        self._pairs.append(
-            self._perception.encode_frame_pair(shown[first : first + TEMPORAL_PATCH], self._size)
-        )
+        pair = shown[first : first + TEMPORAL_PATCH]
+        last = self._last_encoded
+        if last is not None and still(last[0], pair):
+            self._pairs.append(last[1])
+            self.pairs_reused += 1
+            return
+        embeddings = self._perception.encode_frame_pair(pair, self._size)
+        self._pairs.append(embeddings)
+        self._last_encoded = (pair, embeddings)
 
     def _frames_within_sound(self) -> int:
         """Frames whose time id comes before the end of the sound heard: a frame pair timed past the
@@ -296,3 +311,11 @@ class CallHost(Protocol):
     """What a call needs of its conversation (`Conversation`)."""
 
     def call_turn(self, look: Look, reply_tokens: int) -> CallTurn: ...
+
+
+def still(before: list[np.ndarray], after: list[np.ndarray]) -> bool:
+    """Two frame pairs (at one size) that barely differ: STILL_MEAN_DIFFERENCE at most, frame by frame."""
+    return all(
+        float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) <= STILL_MEAN_DIFFERENCE
+        for a, b in zip(before, after, strict=True)
+    )

@@ -15,7 +15,7 @@ import torch
 from model.audio_features import log_mel
 from model.files.bundle import Bundle
 from model.pipeline import Conversation, TurnFinished, TurnOptions
-from model.pipeline.call import LEAD_S, Call, CallTurn
+from model.pipeline.call import LEAD_S, STILL_MEAN_DIFFERENCE, Call, CallTurn, still
 from model.sampling import SamplingOptions
 from model.thinker_types import ThinkerOptions
 from model.vision_plan import CallFrames
@@ -274,3 +274,44 @@ class TestAnHourLongCall:
         assert history_media < len(conversation.history), "the oldest media forgotten, the dialogue kept"
         assert growth < self.RSS_GROWTH_BOUND
         call.end()
+
+
+class TestStillFrames:
+    def test_a_screen_that_did_not_change_is_encoded_once_and_exactly(self, conversation, monkeypatch):
+        screen = photo_like(*CAMERA, seed=5)
+        encoded = []
+        real = conversation.perception.encode_frame_pair
+        monkeypatch.setattr(
+            conversation.perception, "encode_frame_pair", lambda *a: encoded.append(1) or real(*a)
+        )
+        on_call(conversation, np.zeros(0, np.float32))
+        turn = conversation.call_turn(lambda: screen)
+        samples = speech_like(4.5, seed=50)
+        for start in range(0, len(samples), PIECE):
+            turn.hear(samples[start : start + PIECE])
+        question = turn.question()
+        (ours,) = turn.media(question)
+        assert len(encoded) == 1 and turn.pairs_reused >= ours.grid.t - 1
+        monkeypatch.undo()
+        (theirs,) = conversation.perception.encode(question)
+        assert np.array_equal(ours.embeddings, theirs.embeddings), "identical frames: bitwise"
+
+    def test_frames_that_barely_differ_take_the_last_pairs_embeddings(self, conversation):
+        """A camera on a still scene: noise of up to 1 grey level. The embeddings the pair takes
+        differ from its own by the deviation printed (relative to the largest value)."""
+        scene = photo_like(112, 168, seed=6).astype(np.int16)
+        noisy = [
+            np.clip(scene + np.random.default_rng(k).integers(-1, 2, scene.shape), 0, 255) for k in range(2)
+        ]
+        pair = [frame.astype(np.uint8) for frame in noisy]
+        still_scene = [scene.astype(np.uint8)] * 2
+        assert still(still_scene, pair)
+        assert not still(still_scene, [photo_like(112, 168, seed=7)] * 2)
+        size = (112, 168)
+        own = conversation.perception.encode_frame_pair(pair, size)
+        taken = conversation.perception.encode_frame_pair(still_scene, size)
+        relative = max_abs_error("a still scene's pair vs its own", taken, own) / np.abs(own).max()
+        print(
+            f"frames {STILL_MEAN_DIFFERENCE} grey level apart on average: {relative:.2e} of the largest value"
+        )
+        assert relative < 0.05
