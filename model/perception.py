@@ -173,6 +173,10 @@ class Perception:
         span = AudioSpan(mel_frame_count(heard, self.max_samples))
         return EncodedMedia(embeddings.float().cpu().numpy(), span, key, cut=cut)
 
+    def load_vision(self) -> None:
+        """Load the vision encoder now (a call's first frame, say, should not wait for it)."""
+        self._vision_encoder()
+
     def _vision_encoder(self) -> FrameEncoder:
         """The encoder the options name: llama.cpp's mtmd, or torch's tower (`options.tower`)."""
         if self._vision is None:

@@ -3,15 +3,16 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
 
 Writes window-light.png and window-dark.png (a conversation, FULL_WIDTH wide), half-light.png and
-half-dark.png (the same in HALF_WIDTH: half a 1440 px screen) and hands-free-light.png and
-hands-free-dark.png (the conversation in HALF_WIDTH with Hands-free hearing a question) to OUT_DIR
+half-dark.png (the same in HALF_WIDTH: half a 1440 px screen), hands-free-light.png and
+hands-free-dark.png (the conversation in HALF_WIDTH with Hands-free hearing a question) and
+call-light.png and call-dark.png (a call with the screen hearing a question) to OUT_DIR
 (assets/screenshots by default). The model is the
 random-weight tiny bundle the tests build, loaded and asked one real question (the status bar's
 figures are that turn's); its replies are gibberish, so the conversation shown is staged: written
 to the history as a user's would be, with a picture drawn here, and opened from the sidebar.
-Hands-free is real: the window listens through PortAudio to a private PulseAudio server
+Hands-free and the call are real: the window listens through PortAudio to a private PulseAudio server
 (tests/app/sound_server.py) whose microphone is played a question spoken by espeak-ng; without
-PulseAudio and espeak-ng those two shots are left out.
+PulseAudio and espeak-ng those shots are left out.
 """
 
 from __future__ import annotations
@@ -126,6 +127,23 @@ def hands_free(
     speaker.join()
 
 
+def call(
+    app: QApplication, window: MainWindow, server: sound_server.SoundServer, work: Path, stem: Path
+) -> None:
+    """A call with the screen (its thumbnail the self-view, the bar saying what the model sees), shot
+    while it hears a question played into the microphone."""
+    window.call.source.setCurrentIndex(window.call.source.findData("screen"))
+    window.call.button.setChecked(True)
+    wait(app, lambda: window.call.bar.text().startswith("On a call"))
+    speaker = threading.Thread(target=server.say, args=(load_audio(work / "spoken.wav"),), daemon=True)
+    speaker.start()
+    wait(app, lambda: window.hands_free.state == "hearing" and window.push_to_talk.level_meter.value() > 40)
+    shoot(app, window, stem, HALF_WIDTH)
+    speaker.join()
+    wait(app, lambda: not window.session.busy and not window.speech.speaking)
+    window.call.button.setChecked(False)
+
+
 def main(out: Path) -> None:
     app = QApplication(sys.argv[:1])
     work = Path(tempfile.mkdtemp(prefix="omnidesk-shots-"))
@@ -163,6 +181,7 @@ def main(out: Path) -> None:
     window.composer.set_speaking(False)
     if server is not None:
         hands_free(app, window, server, work, out / "hands-free")
+        call(app, window, server, work, out / "call")
         server.stop()
     window.close()
     history.close()

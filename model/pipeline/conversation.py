@@ -254,6 +254,7 @@ class Conversation:
         or `discard()`). The history keeps at most CALL_HISTORY_SHARE of the context, losing its oldest
         media first (`forget_old_media`), and what stays is put in the cache now, before the turn's
         first chunk; the turn may fill the rest but for a reply of `reply_tokens`."""
+        self.perception.load_vision()  # once: the first frame would wait seconds for it
         history_budget = int(self.thinker.n_ctx * CALL_HISTORY_SHARE)
         if self.forget_old_media(history_budget):
             self.prefill_question_start([], False)

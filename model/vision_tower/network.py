@@ -139,9 +139,7 @@ class VisionTower(nn.Module):
         self.patch_embed = nn.Linear(config.patch_values, config.width, bias=False)  # the 3-D convolution
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.merger = Merger(config)
-        head_dim = config.width // config.heads
-        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32) / (head_dim // 2)
-        self.register_buffer("inv_freq", 1.0 / ROPE_THETA**quarter, persistent=False)
+        self.register_buffer("inv_freq", rotary_frequencies(config), persistent=False)
 
     def forward(self, patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """patches (rows * cols, patch_values) of one frame pair, rows and cols in patches (even)
@@ -197,3 +195,10 @@ def length_groups(lengths: list[int]) -> list[torch.Tensor]:
     starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
     sizes = torch.tensor(lengths)
     return [starts[sizes == n][:, None] + torch.arange(n) for n in sorted(set(lengths))]
+
+
+def rotary_frequencies(config: VisionConfig) -> torch.Tensor:
+    """The 2-D rotary embedding's inverse frequencies (head_dim / 4,): a buffer computed, not stored."""
+    head_dim = config.width // config.heads
+    quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32) / (head_dim // 2)
+    return 1.0 / ROPE_THETA**quarter
