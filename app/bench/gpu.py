@@ -11,7 +11,8 @@ what a user meets, through the app's own code:
    (the screen at the press, the audio at real time, `Conversation.listen`), and answered; then a
    speech setting changes (Speech quality, which makes the window load the model again: the
    conversation is closed and a new one loaded, with the other speech profile: Exact after Fast, Fast
-   after Exact) and the same question is answered again. No warm-up
+   after Exact) and the same question is answered again; after the first answer, a call of
+   `--call-seconds` at the plan's frames (`bench call`'s), then the question. No warm-up
    turn: the first answer after each load is what the user hears. First audio is counted from the
    end of the question twice: when its first chunk is made, and when the speakers may play it
    (`app.sound.pacing.Pacer`, as the window's playback decides). The GPU memory in use (the whole
@@ -50,6 +51,7 @@ import torch
 
 from app.sound.pacing import Pacer
 from model.audio_rates import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
+from model.bench.call import call_line, call_then_ask
 from model.bench.look import QUESTION, SCREEN, forced_reply, listen_as_spoken, screenshot_like, spoken
 from model.bench.parts.gpu_speech import (
     add_arguments,
@@ -94,19 +96,20 @@ def main(argv: list[str]) -> int:
         print(f"  {line}")
 
     figures = measure_speech(args, device, plan)
-    heard = _session(args, device)
+    session = _session(args, device)
 
     print(f"\nwhole run {time.perf_counter() - started:.0f} s", end="; ")
     if device.type == "cuda":
         print(f"peak GPU memory torch allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
     else:
         print(f"peak RSS {peak_rss() / 2**30:.1f} GiB (no GPU memory on {device.type})")
-    report_goals({**figures, "heard_s": heard}, plan)
+    report_goals({**figures, **session}, plan)
     return 0
 
 
-def _session(args: argparse.Namespace, device: torch.device) -> float:
-    """Part 4; returns the first audio heard after the reload, in seconds after the question."""
+def _session(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Part 4; returns the first audio heard after the reload ("heard_s") and the call's first audio
+    and how far behind real time its prefill ran ("call_first_audio_s", "call_behind_s"), in seconds."""
     built = time.perf_counter()
     bundle = Bundle.open(look_bundle(args.size, args.quant, args.cache), verify=False)
     voice = next(iter(bundle.voices))
@@ -122,6 +125,7 @@ def _session(args: argparse.Namespace, device: torch.device) -> float:
     choice = speech_choice(device)
     heard, step = math.nan, "load"
     quality: Literal["auto", "exact", "fast"] = "auto"
+    call: dict[str, float] = {}
     for _ in range(2):
         started = time.perf_counter()
         conversation = Conversation.planned(bundle, replace(choice, quality=quality))
@@ -129,6 +133,15 @@ def _session(args: argparse.Namespace, device: torch.device) -> float:
         load_s = time.perf_counter() - started
         loaded = _in_use(device)
         made, heard = _ask(conversation, screen, samples, voice)
+        if not call:  # a call after the first question: its frames at the plan's rate, then the question
+            tokens, per_token = SESSION_REPLY
+            options = forced_reply(voice, tokens, tokens * per_token)
+            call = call_then_ask(conversation, samples, args.call_seconds, options)
+            print(
+                f"  a call of {args.call_seconds:.0f} s ({conversation.plan.vision.call.label}), then the "
+                f"question: {call_line(call)}",
+                flush=True,
+            )
         conversation.close()  # gives torch's cached GPU memory back, as a reload in the window does
         print(
             f"  {step}: ready in {load_s:.1f} s ({conversation.plan.profile} speech, Token2Wav's window "
@@ -139,7 +152,7 @@ def _session(args: argparse.Namespace, device: torch.device) -> float:
         )
         quality = "exact" if conversation.plan.profile == "fast" else "fast"  # the other speech profile
         step = f"reload after Speech quality: {quality.capitalize()}"
-    return heard
+    return {"heard_s": heard, "call_first_audio_s": call["first_audio"], "call_behind_s": call["behind"]}
 
 
 def _ask(

@@ -32,7 +32,7 @@ from model.bench.look import PIECE, QUESTION, answer_timed, forced_reply, screen
 from model.bench.parts.look_bundle import look_bundle
 from model.files.bundle import Bundle
 from model.hardware import cpu_name
-from model.pipeline import Conversation
+from model.pipeline import Conversation, TurnOptions
 from model.pipeline.call import Call, CallTurn
 from model.placement import PlanChoice
 from model.tmrope import DEFAULT_SECONDS_PER_CHUNK
@@ -61,13 +61,9 @@ def main(argv: list[str]) -> int:
 
     root = look_bundle(args.size, args.quant, args.cache)
     question = spoken(QUESTION)
-    rng = np.random.default_rng(0)
-    room = rng.standard_normal(int(args.seconds * INPUT_SAMPLE_RATE)).astype(np.float32)
-    room *= np.abs(question).max() * 10 ** (ROOM_DB / 20) / 3  # 3 sigma at the room's level
     load_at_start = os.getloadavg()[0]
     conversation = Conversation.planned(Bundle.open(root, verify=False), PlanChoice())
     voice = next(iter(conversation.bundle.voices))
-    options = forced_reply(voice, args.tokens, args.tokens * args.codes_per_token)
     conversation.prepare(voice)
     print(
         f"a random {args.size.upper()} {args.quant} bundle at {root}; {cpu_name()}, {os.cpu_count()} logical "
@@ -75,26 +71,43 @@ def main(argv: list[str]) -> int:
         f"{QUESTION!r} ({len(question) / INPUT_SAMPLE_RATE:.2f} s, espeak-ng)",
         flush=True,
     )
-    camera = Camera()
-    call = Call(conversation, camera, options.max_tokens)
-    samples = np.concatenate([room, question])
-    behind, end = on_call(call, samples, len(room), camera)
-    turn = call.turn()
-    times = answer_timed(conversation, turn.question(), options, turn, end)
-    context = int(times["context"])
-    call.end()
+    options = forced_reply(voice, args.tokens, args.tokens * args.codes_per_token)
+    run = call_then_ask(conversation, question, args.seconds, options)
     conversation.close()
     load_at_end = os.getloadavg()[0]
-    steps = ", ".join(f"{step.replace('_', ' ')} {times[step]:.2f} s" for step in STEPS)
+    steps = ", ".join(f"{step.replace('_', ' ')} {run[step]:.2f} s" for step in STEPS)
     print(
-        f"after the question: {steps}; frames taken {camera.taken}, idle turns started again "
-        f"{call.restarts}; load average {load_at_start:.1f} to {load_at_end:.1f}"
+        f"after the question: {steps}; frames taken {run['frames']:.0f}, idle turns started again "
+        f"{run['restarts']:.0f}; load average {load_at_start:.1f} to {load_at_end:.1f}"
     )
-    print(
-        f"call: first audio {times['first_audio']:.2f} s after the question, prefill {behind:.2f} s behind "
-        f"real time, context {context} tokens"
-    )
+    print(call_line(run))
     return 0
+
+
+def call_then_ask(
+    conversation: Conversation, question: np.ndarray, seconds: float, options: TurnOptions
+) -> dict[str, float]:
+    """A call of `seconds` in a quiet room, then `question` (samples at INPUT_SAMPLE_RATE), fed at real
+    time, then answered with `options`: the turn's timings (`look.answer_timed`), how far behind real
+    time the prefill ran ("behind"), the frames taken and the idle turns started again."""
+    rng = np.random.default_rng(0)
+    room = rng.standard_normal(int(seconds * INPUT_SAMPLE_RATE)).astype(np.float32)
+    room *= np.abs(question).max() * 10 ** (ROOM_DB / 20) / 3  # 3 sigma at the room's level
+    camera = Camera()
+    call = Call(conversation, camera, options.max_tokens)
+    behind, end = on_call(call, np.concatenate([room, question]), len(room), camera)
+    turn = call.turn()
+    times = answer_timed(conversation, turn.question(), options, turn, end)
+    call.end()
+    return {**times, "behind": behind, "frames": camera.taken, "restarts": call.restarts}
+
+
+def call_line(run: dict[str, float]) -> str:
+    """The line scripts read."""
+    return (
+        f"call: first audio {run['first_audio']:.2f} s after the question, prefill {run['behind']:.2f} s "
+        f"behind real time, context {run['context']:.0f} tokens"
+    )
 
 
 class Camera:

@@ -12,6 +12,7 @@ from app.bench import gpu
 def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.CaptureFixture[str]):
     argv = ["--device", "cpu", "--size", "tiny", "--cache", str(tmp_path)]
     argv += ["--talker-steps", "20", "--codes", "48", "--tokens", "3", "--codes-per-token", "10"]
+    argv += ["--call-seconds", "2"]
     assert gpu.main(argv) == 0
     report = capsys.readouterr().out
     print(report)
@@ -40,7 +41,23 @@ def test_every_part_runs_and_reports_at_the_tiny_size(tmp_path, capsys: pytest.C
     ]
     for _, _, made, heard, _, _ in session:
         assert 0 < float(made) <= float(heard)  # the speakers start once the chunk is there, not before
-    goals = re.findall(
-        r"^  (first audio|Talker codes/s|Token2Wav RTF).* (<=|>=) [\d.]+  (met|NOT met)$", report, re.M
+    call = re.search(
+        r"^  a call of 2 s \(.*\), then the question: call: first audio [\d.]+ s after the question, "
+        r"prefill [\d.]+ s behind real time, context (\d+) tokens$",
+        report,
+        re.M,
     )
-    assert [g[0] for g in goals] == ["first audio", "Talker codes/s", "Token2Wav RTF", "first audio"]
+    assert call and int(call.group(1)) > 2.9 * 25, "the call's question, its sound and frames, in the prompt"
+    goals = re.findall(
+        r"^  (first audio|Talker codes/s|Token2Wav RTF|call's prefill).* (<=|>=) [\d.]+  (met|NOT met)$",
+        report,
+        re.M,
+    )
+    assert [g[0] for g in goals] == [
+        "first audio",
+        "Talker codes/s",
+        "Token2Wav RTF",
+        "first audio",
+        "first audio",
+        "call's prefill",
+    ]
