@@ -289,6 +289,11 @@ class ConversationWorker(QObject):
                 self.plan_noted.emit(note)
         except OmnideskError as exc:
             self.speech_unavailable.emit(f"Speech could not be made ready: {exc}")
+        if "mmproj" in bundle.files:  # "what am I looking at?": its first picture need not wait seconds
+            try:
+                conversation.perception.load_vision()
+            except OmnideskError as exc:  # told when a picture is asked about
+                log.info("the vision encoder could not be loaded yet: %s", exc)
 
     def _connect(self, choice: ModelChoice) -> None:
         """Use the model on the server `choice` names; a server that cannot be reached is a model_failed."""
