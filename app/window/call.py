@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QPushButton
 
 from app.capture.screen import grab_screen, qimage
 from app.window.camera_panel import CameraPanel
+from app.window.elided_label import ElidedLabel
 from app.window.hands_free import HandsFree
 from app.window.icons import set_icon
 from model.errors import OmnideskError
@@ -95,9 +96,9 @@ class CallControl(QObject):
         self.source.setCurrentIndex(max(0, self.source.findData(chosen)))
         self.source.setToolTip("What the model sees during a call")
         self.source.currentIndexChanged.connect(self._on_source_chosen)
-        self.bar = QLabel()
-        self.bar.setWordWrap(True)
-        self.bar.setVisible(False)
+        self.bar = (
+            ElidedLabel()
+        )  # beside the button: a long text is cut (whole in its tooltip), moving nothing
         self.thumbnail = QLabel()
         self.thumbnail.setFixedWidth(THUMBNAIL_WIDTH)
         self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -124,7 +125,6 @@ class CallControl(QObject):
         """The worker began the call; `label`: its frames, in words."""
         if self.active:
             self.bar.setText(f"On a call with the {self._source_name().lower()}: {label}. Speak, then pause.")
-            self.bar.setVisible(True)
 
     @Slot(str)
     def fail(self, message: str) -> None:
@@ -160,7 +160,6 @@ class CallControl(QObject):
         self._on_frame_due()
         self._timer.start()
         self.bar.setText(f"Starting the call with the {self._source_name().lower()}…")
-        self.bar.setVisible(True)
         self.call_started.emit(self._frame)
 
     def _stop(self) -> None:
@@ -168,7 +167,7 @@ class CallControl(QObject):
             return
         self._frame = None
         self._timer.stop()
-        self.bar.setVisible(False)
+        self.bar.setText("")
         self.thumbnail.setVisible(False)
         self.source.setEnabled(True)
         for button in self._turned_on:

@@ -162,10 +162,11 @@ class MainWindow(QMainWindow):
         self.status_line = StatusLine(self.statusBar())
 
     def _chat_column(self) -> QWidget:
-        """The notice and the activity chip, the camera's preview, the chat, the attachments, the
-        composer's card (the question above its tools), the voice row (push-to-talk, hands-free, Share
-        screen, the level meter). Every control keeps its size whatever it shows, so that nothing moves
-        when a toggle changes; the column fits beside the sidebar in half a 1440 px screen."""
+        """The notice and the activity chip, the camera's preview (or a screen call's thumbnail), the
+        chat, the attachments, the composer's card (the question above its tools), the voice row
+        (push-to-talk, hands-free, Share screen, the level meter), the call row (Call, its source, its
+        bar). Every control keeps its size whatever it shows, so that nothing moves when a toggle
+        changes; the column fits beside the sidebar in half a 1440 px screen."""
         composer, talk, camera = self.composer, self.push_to_talk, self.camera_panel
         layout = QVBoxLayout()
         header = _row(self.notices.label, self.notices.dismiss_button, self.models.choose_button)
@@ -173,16 +174,19 @@ class MainWindow(QMainWindow):
         layout.addLayout(header)
         layout.addWidget(camera.preview, 0, Qt.AlignmentFlag.AlignRight)  # above the chat: no width taken
         layout.addWidget(self.call.thumbnail, 0, Qt.AlignmentFlag.AlignRight)  # a screen call's self-view
-        layout.addWidget(self.call.bar)
         layout.addWidget(self.chat_view, 1)
         layout.addWidget(composer.attachments)
         layout.addWidget(composer.card(camera.button, camera.snapshot_button))
         voice_row = QHBoxLayout()
-        voice = (talk.button, self.hands_free.button, self.press_shots.share_button, self.call.button)
-        for widget in (*voice, self.call.source, talk.level_meter):
+        for widget in (talk.button, self.hands_free.button, self.press_shots.share_button, talk.level_meter):
             voice_row.addWidget(widget)
         voice_row.addStretch(1)
         layout.addLayout(voice_row)
+        call_row = QHBoxLayout()  # the call's button, its source and its bar (what the model sees)
+        call_row.addWidget(self.call.button)
+        call_row.addWidget(self.call.source)
+        call_row.addWidget(self.call.bar, 1)
+        layout.addLayout(call_row)
         column = QWidget()
         column.setLayout(layout)
         return column

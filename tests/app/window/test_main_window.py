@@ -264,6 +264,8 @@ class TestLayout:
             window.push_to_talk.button,
             window.hands_free.button,
             window.press_shots.share_button,
+            window.call.button,
+            window.call.source,
             window.models.choose_button,
             window.activity_chip,
         ]
