@@ -13,11 +13,9 @@ import pytest
 import torch
 
 from model.audio_features import log_mel
-from model.files.bundle import Bundle
 from model.pipeline import Conversation, TurnFinished, TurnOptions
 from model.pipeline.call import LEAD_S, STILL_MEAN_DIFFERENCE, Call, CallTurn, still
 from model.sampling import SamplingOptions
-from model.thinker_types import ThinkerOptions
 from model.vision_plan import CallFrames
 from tests.helpers import max_abs_error, photo_like, speech_like
 
@@ -28,16 +26,7 @@ CAMERA = (120, 160)  # height, width: encoded at 112 x 168 (4 x 6 embeddings a p
 PAIR_TOKENS = 4 * 6
 
 
-@pytest.fixture(scope="module")
-def conversation(tiny_bundle: Bundle):
-    return Conversation(tiny_bundle, ThinkerOptions(n_ctx=4096, kv_cache_type="f32"))
-
-
-@pytest.fixture(autouse=True)
-def fresh(conversation: Conversation):
-    conversation.restore([])
-    conversation.thinker.reset()
-    conversation.prepare()
+pytestmark = pytest.mark.usefixtures("fresh_conversation")
 
 
 class Camera:

@@ -24,16 +24,7 @@ TEXT = TurnOptions(max_tokens=12, sampling=SamplingOptions(greedy=True, repetiti
 LOGITS_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
-def conversation(tiny_bundle: Bundle):
-    return Conversation(tiny_bundle, ThinkerOptions(n_ctx=4096, kv_cache_type="f32"))
-
-
-@pytest.fixture(autouse=True)
-def fresh(conversation: Conversation):
-    conversation.restore([])
-    conversation.thinker.reset()
-    conversation.prepare()
+pytestmark = pytest.mark.usefixtures("fresh_conversation")
 
 
 def heard(conversation: Conversation, samples: np.ndarray, picture: np.ndarray | None = None) -> Listening:

@@ -53,11 +53,6 @@ SPOKEN = TurnOptions(
 )
 
 
-@pytest.fixture(scope="module")
-def conversation(tiny_bundle: Bundle):
-    return Conversation(tiny_bundle, ThinkerOptions(n_ctx=4096, kv_cache_type="f32"))
-
-
 @pytest.fixture(autouse=True)
 def fresh_history(conversation: Conversation):
     conversation.history.clear()

@@ -11,43 +11,28 @@ the test compares with the reference's; and what the history kept and what was l
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
+from tests.app.window.on_an_x_screen import OnTheScreen, strip_colour
+
 TIMEOUT_S = 300
-STRIP = (0, 760, 1280, 140)  # x, y, width, height on the 1280x900 screen, below the window
 FIRST_COLOUR, SECOND_COLOUR = (200, 30, 30), (30, 30, 200)
 
 
-def strip_colour(pixels: np.ndarray) -> list[int]:
-    """The colour in the middle of the strip, in a frame of the whole screen at any size."""
-    x, y, width, height = STRIP
-    row = int((y + height / 2) / 900 * pixels.shape[0])
-    column = int((x + width / 2) / 1280 * pixels.shape[1])
-    return [int(c) for c in pixels[row, column]]
-
-
 def main(bundle: str, speech: str, report: str) -> int:
-    from PySide6.QtCore import QSettings, Qt, QTimer
-    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication, QWidget
 
-    from app.capture.screen import grab_screen
-    from app.history.store import History
     from app.window.call import CALL_SOURCE_KEY
-    from app.window.main_window import Devices, MainWindow
-    from app.window.preferences import INPUT_DEVICE_KEY
+    from app.window.main_window import MainWindow
     from model.pipeline import Conversation
     from tests.app import sound_server
-    from tests.app.windows import RecordingSink, open_window
 
     asked: list = []  # (question, heard) of each turn that reached the pipeline
     prompts: list = []  # (ids, media grids, our positions) of each turn's prompt
@@ -75,67 +60,32 @@ def main(bundle: str, speech: str, report: str) -> int:
         return ids, segments
 
     Conversation.turn, Conversation.prompt = turn, prompt  # type: ignore[method-assign]
-    _app = QApplication(sys.argv[:1])  # kept until the end
-    deadline = time.monotonic() + TIMEOUT_S  # monotonic: a wait, not a measurement
-
-    def wait_until(condition, what: str) -> None:
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            QTest.qWait(20)
-
-    strip = QWidget(None, Qt.WindowType.FramelessWindowHint)
-    strip.setGeometry(*STRIP)
-    strip.setAutoFillBackground(True)
-
-    def paint_strip(colour: tuple[int, int, int]) -> None:
-        palette = strip.palette()
-        palette.setColor(QPalette.ColorRole.Window, QColor(*colour))
-        strip.setPalette(palette)
-        strip.repaint()
-        wait_until(lambda: strip_colour(grab_screen().pixels) == list(colour), f"the strip in {colour}")
-
-    strip.show()
-    paint_strip(FIRST_COLOUR)
+    screen = OnTheScreen(TIMEOUT_S, FIRST_COLOUR)
     said = np.load(speech)
 
     with tempfile.TemporaryDirectory(prefix="omnidesk-call-") as folder:
-        settings = QSettings(str(Path(folder) / "settings.ini"), QSettings.Format.IniFormat)
-        settings.setValue(INPUT_DEVICE_KEY, "pulse:virtmic")
-        settings.setValue(CALL_SOURCE_KEY, "screen")
-        history = History(Path(folder) / "history.sqlite3")
-
-        class Qtbot:  # what open_window asks of pytest-qt's qtbot
-            def addWidget(self, widget) -> None:  # noqa: N802 (pytest-qt's name)
-                pass
-
-        window: MainWindow = open_window(Qtbot(), settings, history, Devices(), RecordingSink())
-        window.move(0, 0)
-        window.show()
-        loaded: list = []
-        window.model_ready.connect(loaded.append)
-        window.models.load(bundle)
-        wait_until(lambda: loaded, "the model")
+        window: MainWindow = screen.window(Path(folder), bundle, {CALL_SOURCE_KEY: "screen"})
+        history = window.history
         replies: list[str] = []
         window.session.reply_completed.connect(replies.append)
         started: list[str] = []
         window.worker.call_started.connect(started.append)
 
         QTest.mouseClick(window.call.button, Qt.MouseButton.LeftButton)
-        wait_until(lambda: started, "the call to begin")
+        screen.wait_until(lambda: started, "the call to begin")
         bar = window.call.bar.text()
         for number, colour in enumerate((FIRST_COLOUR, SECOND_COLOUR), start=1):
-            paint_strip(colour)
+            screen.paint(colour)
             QTest.qWait(1500)  # the call sees it a while before the question
             speaking = threading.Thread(target=sound_server.say, args=(said, dict(os.environ)))
             speaking.start()
-            wait_until(lambda s=speaking: not s.is_alive(), f"question {number} to be said")
-            wait_until(lambda n=number: len(replies) == n, f"reply {number}")
-            wait_until(lambda: not window.speech.speaking, f"reply {number} to be spoken")
+            screen.wait_until(lambda s=speaking: not s.is_alive(), f"question {number} to be said")
+            screen.wait_until(lambda n=number: len(replies) == n, f"reply {number}")
+            screen.wait_until(lambda: not window.speech.speaking, f"reply {number} to be spoken")
         QTest.mouseClick(window.call.button, Qt.MouseButton.LeftButton)  # the call ends
         done = threading.Event()
         QTimer.singleShot(0, window.worker, done.set)  # after whatever the worker has queued
-        wait_until(done.is_set, "the worker")
+        screen.wait_until(done.is_set, "the worker")
         conversation = window.worker._conversation
         turns = []
         for question, heard in asked:
@@ -166,10 +116,7 @@ def main(bundle: str, speech: str, report: str) -> int:
             "cached_after": conversation.thinker.n_cached,
             "history_prompt": len(conversation.prompt_ids([])),
         }
-        window.close()
-        history.close()
-    Path(report).write_text(json.dumps(result))
-    return 0
+        return screen.report(window, report, result)
 
 
 if __name__ == "__main__":

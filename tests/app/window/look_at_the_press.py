@@ -10,25 +10,18 @@ looked at while listening, what the history kept and what was left behind; the t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
+from tests.app.window.on_an_x_screen import OnTheScreen, strip_colour
+
 TIMEOUT_S = 240
-STRIP = (0, 760, 1280, 140)  # x, y, width, height on the 1280x900 screen, below the window
 SHOWN_AT_PRESS, SHOWN_AT_RELEASE = (200, 30, 30), (30, 30, 200)
-
-
-def strip_colour(pixels: np.ndarray) -> list[int]:
-    """The colour in the middle of the strip, in a picture of the whole screen."""
-    x, y, width, height = STRIP
-    return [int(c) for c in pixels[y + height // 2, x + width // 2]]
 
 
 def spy(owner: type, name: str, calls: list) -> None:
@@ -43,19 +36,15 @@ def spy(owner: type, name: str, calls: list) -> None:
 
 
 def main(bundle: str, speech: str, report: str) -> int:
-    from PySide6.QtCore import QSettings, Qt, QTimer
-    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication, QWidget
 
     from app.capture.screen import grab_screen
-    from app.history.store import History
-    from app.window.main_window import Devices, MainWindow
-    from app.window.preferences import INPUT_DEVICE_KEY, SHARE_SCREEN_KEY
+    from app.window.main_window import MainWindow
+    from app.window.preferences import SHARE_SCREEN_KEY
     from model.pipeline import Conversation, Listening
     from model.vision import FrameEncoder
     from tests.app import sound_server
-    from tests.app.windows import RecordingSink, open_window
 
     looked: list = []  # the pictures the worker put in the Thinker's cache while listening
     asked: list = []  # the questions that reached the pipeline
@@ -64,46 +53,12 @@ def main(bundle: str, speech: str, report: str) -> int:
     spy(Conversation, "turn", asked)
     spy(FrameEncoder, "encode", encoded)
 
-    _app = QApplication(sys.argv[:1])  # kept until the end
-    deadline = time.monotonic() + TIMEOUT_S  # monotonic: a wait, not a measurement
-
-    def wait_until(condition, what: str) -> None:
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            QTest.qWait(20)
-
-    strip = QWidget(None, Qt.WindowType.FramelessWindowHint)
-    strip.setGeometry(*STRIP)
-    strip.setAutoFillBackground(True)
-
-    def paint_strip(colour: tuple[int, int, int]) -> None:
-        palette = strip.palette()
-        palette.setColor(QPalette.ColorRole.Window, QColor(*colour))
-        strip.setPalette(palette)
-        strip.repaint()
-        wait_until(lambda: strip_colour(grab_screen().pixels) == list(colour), f"the strip in {colour}")
-
-    strip.show()
-    paint_strip(SHOWN_AT_PRESS)
+    screen = OnTheScreen(TIMEOUT_S, SHOWN_AT_PRESS)
+    wait_until, paint_strip = screen.wait_until, screen.paint
 
     with tempfile.TemporaryDirectory(prefix="omnidesk-look-") as folder:
-        settings = QSettings(str(Path(folder) / "settings.ini"), QSettings.Format.IniFormat)
-        settings.setValue(INPUT_DEVICE_KEY, "pulse:virtmic")
-        settings.setValue(SHARE_SCREEN_KEY, "true")
-        history = History(Path(folder) / "history.sqlite3")
-
-        class Qtbot:  # what open_window asks of pytest-qt's qtbot
-            def addWidget(self, widget) -> None:  # noqa: N802 (pytest-qt's name)
-                pass
-
-        window: MainWindow = open_window(Qtbot(), settings, history, Devices(), RecordingSink())
-        window.move(0, 0)
-        window.show()
-        loaded: list = []
-        window.model_ready.connect(loaded.append)
-        window.models.load(bundle)
-        wait_until(lambda: loaded, "the model")
+        window: MainWindow = screen.window(Path(folder), bundle, {SHARE_SCREEN_KEY: "true"})
+        history = window.history
         replies: list[str] = []
         window.session.reply_completed.connect(replies.append)
         begun: list = []
@@ -171,10 +126,7 @@ def main(bundle: str, speech: str, report: str) -> int:
             "after_escape": after_escape,
             "notice": window.notices.label.text(),
         }
-        window.close()
-        history.close()
-    Path(report).write_text(json.dumps(result))
-    return 0
+        return screen.report(window, report, result)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,11 @@ history keeps each turn's recording and a frame; an ended call leaves nothing be
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import torch
 
 from tests.app.window.call_on_the_screen import FIRST_COLOUR, SECOND_COLOUR
-from tests.fixtures.x_server import x_screen
+from tests.app.window.on_an_x_screen import run_on_an_x_screen
 
 
 def test_a_screen_call_of_two_questions_on_a_real_x_screen(
@@ -21,14 +16,8 @@ def test_a_screen_call_of_two_questions_on_a_real_x_screen(
 ):
     speech, report = tmp_path / "speech.npy", tmp_path / "report.json"
     np.save(speech, spoken_samples)
-    with x_screen("1280x900x24") as display:
-        environ = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
-        command = [sys.executable, "-m", "tests.app.window.call_on_the_screen", str(tiny_bundle.root)]
-        run = subprocess.run(
-            [*command, str(speech), str(report)], env=environ, capture_output=True, text=True, timeout=600
-        )
-    assert run.returncode == 0, run.stderr[-3000:]
-    seen = json.loads(report.read_text())
+    module = "tests.app.window.call_on_the_screen"
+    seen = run_on_an_x_screen(module, str(tiny_bundle.root), str(speech), str(report))
     print({key: value for key, value in seen.items() if key != "prompt"})
     assert seen["bar"].startswith("On a call with the screen: ")
     assert seen["replies"] == ["end", "end"] or all(r in ("end", "length") for r in seen["replies"])

@@ -5,11 +5,6 @@ real X screen with a real sound server and the tiny bundle: the shot is the pres
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -22,8 +17,8 @@ from app.worker import Look
 from model.media import Audio, Image
 from tests.app.fakes import REAL_TIME_S, FakeCapture, MicrophoneFactory
 from tests.app.window.look_at_the_press import SHOWN_AT_PRESS, SHOWN_AT_RELEASE
+from tests.app.window.on_an_x_screen import run_on_an_x_screen
 from tests.app.windows import TIMEOUT_MS, open_window
-from tests.fixtures.x_server import x_screen
 from tests.helpers import photo_like
 
 SECOND = np.full(16_000, 0.3, np.float32)  # long enough to be sent
@@ -231,14 +226,8 @@ def test_on_a_real_x_screen_the_question_carries_the_screen_as_it_was_at_the_pre
     did not encode again; two presses that come to nothing leave nothing behind."""
     speech, report = tmp_path / "speech.npy", tmp_path / "report.json"
     np.save(speech, np.concatenate([spoken_samples, np.zeros(8_000, np.float32)]))
-    with x_screen("1280x900x24") as display:
-        environ = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
-        command = [sys.executable, "-m", "tests.app.window.look_at_the_press", str(tiny_bundle.root)]
-        run = subprocess.run(
-            [*command, str(speech), str(report)], env=environ, capture_output=True, text=True, timeout=600
-        )
-    assert run.returncode == 0, run.stderr[-3000:]
-    seen = json.loads(report.read_text())
+    module = "tests.app.window.look_at_the_press"
+    seen = run_on_an_x_screen(module, str(tiny_bundle.root), str(speech), str(report))
     print(seen)
     assert seen["attached_at_press"] == ["Screen"], "attached as the button went down"
     assert seen["reply"] in ("end", "length") and seen["questions"] == 1
