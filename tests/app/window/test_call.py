@@ -30,17 +30,24 @@ def test_a_screen_call_of_two_questions_on_a_real_x_screen(
     assert seen["stored"] == [["image", "audio"], ["image", "audio"]], "each turn's frame and recording"
     assert not seen["call_after"] and seen["cached_after"] <= seen["history_prompt"] + 8
 
-    prompt = seen[
-        "prompt"
-    ]  # the second turn's: both calls' videos with their sound, at the reference's positions
-    grids = prompt["grids"]
-    positions, _ = reference_model.thinker.get_rope_index(
-        torch.tensor([prompt["ids"]]),
-        video_grid_thw=torch.tensor([[g["t"], g["h"], g["w"]] for g in grids]),
-        attention_mask=torch.ones(1, len(prompt["ids"]), dtype=torch.long),
-        use_audio_in_video=True,
-        audio_seqlens=torch.tensor([g["mel_frames"] for g in grids]),
-        second_per_grids=torch.tensor([g["seconds"] for g in grids]),
-    )
-    assert len(grids) == 2
-    np.testing.assert_array_equal(np.array(prompt["positions"]), positions[:, 0].numpy())
+    # The second turn's prompt: both calls' videos with their sound, each at the reference's positions.
+    # Each is compared on its own, after the same three text tokens (a span's positions depend only on
+    # where the one before it ended): the tiny model's replies between them are random ids, special
+    # ones included, which the reference's `get_rope_index` would count as media.
+    prompt, tokens = seen["prompt"], tiny_bundle.tokens
+    ids, ours = prompt["ids"], np.array(prompt["positions"])
+    starts = [i for i in range(len(ids) - 1) if ids[i : i + 2] == [tokens["vision_bos"], tokens["audio_bos"]]]
+    assert len(starts) == len(prompt["grids"]) == 2
+    for start, grid in zip(starts, prompt["grids"], strict=True):
+        end = ids.index(tokens["vision_eos"], start) + 1
+        span = [10, 11, 12, *ids[start:end]]
+        positions, _ = reference_model.thinker.get_rope_index(
+            torch.tensor([span]),
+            video_grid_thw=torch.tensor([[grid["t"], grid["h"], grid["w"]]]),
+            attention_mask=torch.ones(1, len(span), dtype=torch.long),
+            use_audio_in_video=True,
+            audio_seqlens=torch.tensor([grid["mel_frames"]]),
+            second_per_grids=torch.tensor([grid["seconds"]]),
+        )
+        reference = positions[:, 0, 3:].numpy() - 3
+        np.testing.assert_array_equal(ours[:, start:end] - ours[0, start], reference)
