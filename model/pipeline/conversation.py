@@ -272,12 +272,13 @@ class Conversation:
     def forget_old_media(self, budget: int) -> int:
         """Drop the media of the oldest exchanges (a call's frames and sound: their text stays) until
         the history's prompt fits `budget` positions; returns how many exchanges lost theirs."""
-        forgotten = 0
+        forgotten, length = 0, len(self.prompt_ids([]))
         for i, exchange in enumerate(self.history):
-            if len(self.prompt_ids([])) <= budget:
+            if length <= budget:
                 break
             if exchange.media:
                 user_ids = tuple(self._user_ids(exchange.question, (), first=i == 0))
+                length -= len(exchange.user_ids) - len(user_ids)
                 self.history[i] = replace(exchange, user_ids=user_ids, media=())
                 forgotten += 1
         return forgotten
