@@ -144,7 +144,7 @@ def plan_call_frames(
     ids = int(DEFAULT_SECONDS_PER_CHUNK * DEFAULT_POSITION_ID_PER_SECONDS)  # the sound's positions per chunk
     sound = (audio_block_s + ids * prompt_s) * speed.threads / max(1, threads)
     left = DEFAULT_SECONDS_PER_CHUNK * CALL_CPU_SHARE - sound
-    fits = speed.embeddings_within(max(0.0, left), threads, prompt_s) if left > 0 else 0
+    fits = speed.embeddings_within(left, threads, prompt_s) if left > 0 else 0
     return CallFrames(CALL_CPU_FPS, max(MIN_PIXELS // PIXELS_PER_EMBEDDING, fits), from_speech=True)
 
 

@@ -96,9 +96,8 @@ class CallControl(QObject):
         self.source.setCurrentIndex(max(0, self.source.findData(chosen)))
         self.source.setToolTip("What the model sees during a call")
         self.source.currentIndexChanged.connect(self._on_source_chosen)
-        self.bar = (
-            ElidedLabel()
-        )  # beside the button: a long text is cut (whole in its tooltip), moving nothing
+        # Beside the button: a long text is cut (whole in its tooltip), moving nothing.
+        self.bar = ElidedLabel()
         self.thumbnail = QLabel()
         self.thumbnail.setFixedWidth(THUMBNAIL_WIDTH)
         self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -133,6 +132,7 @@ class CallControl(QObject):
         self.button.setChecked(False)
 
     def close(self) -> None:
+        """End the call, turning off what it turned on (the window is closing)."""
         self.button.setChecked(False)
 
     @Slot(bool)

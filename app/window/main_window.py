@@ -408,6 +408,7 @@ class MainWindow(QMainWindow):
         self.notices.show(message)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.call.close()  # first: it turns off the hands-free and the camera it turned on
         self.push_to_talk.close()
         self.hands_free.close()
         self.camera_panel.close()

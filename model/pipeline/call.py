@@ -114,11 +114,15 @@ class CallTurn:
     @property
     def positions(self) -> int:
         """Positions the turn takes in the context so far (frames and sound, as laid out)."""
-        tokens = audio_token_count(mel_frame_count(self.heard_samples, self._perception.max_samples))
         if self._size is None:
-            return tokens
+            return self._sound_tokens
         pairs = -(-len(self._shown) // TEMPORAL_PATCH)  # a last odd frame is doubled
-        return tokens + pairs * (self._size[0] // FACTOR) * (self._size[1] // FACTOR)
+        return self._sound_tokens + pairs * (self._size[0] // FACTOR) * (self._size[1] // FACTOR)
+
+    @property
+    def _sound_tokens(self) -> int:
+        """Embeddings of the sound heard so far, as the model hears it (at most `max_samples`)."""
+        return audio_token_count(mel_frame_count(self.heard_samples, self._perception.max_samples))
 
     @property
     def full(self) -> bool:
@@ -200,7 +204,7 @@ class CallTurn:
         """Frames whose time id comes before the end of the sound heard: a frame pair timed past the
         sound's last position would share its end markers' position, which llama.cpp cannot decode
         (the reference's `get_rope_index` places those markers after the last chunk's sound)."""
-        tokens = audio_token_count(mel_frame_count(self.heard_samples, self._perception.max_samples))
+        tokens = self._sound_tokens
         per_frame = np.float32(self._tmrope.position_id_per_seconds / self.frames.fps)
         frames = 0
         while frames < len(self._shown) and int(np.float32(frames) * per_frame) < tokens:
