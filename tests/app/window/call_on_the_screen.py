@@ -68,11 +68,11 @@ def main(bundle: str, speech: str, report: str) -> int:
         history = window.history
         replies: list[str] = []
         window.session.reply_completed.connect(replies.append)
-        started: list[str] = []
-        window.worker.call_started.connect(started.append)
-
         QTest.mouseClick(window.call.button, Qt.MouseButton.LeftButton)
-        screen.wait_until(lambda: started, "the call to begin")
+        starting = window.call.bar.text()
+        # The bar, not the worker's signal: a plain callable connected to it runs on the worker's thread,
+        # before the window's queued slot has changed the bar.
+        screen.wait_until(lambda: window.call.bar.text() != starting, "the call to begin")
         bar = window.call.bar.text()
         for number, colour in enumerate((FIRST_COLOUR, SECOND_COLOUR), start=1):
             screen.paint(colour)
