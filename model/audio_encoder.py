@@ -32,6 +32,7 @@ from torch import nn
 
 from model.audio_features import HOP_LENGTH, N_FFT, RELEASED_MAX_SAMPLES, log_mel
 from model.errors import ModelFileError
+from model.torch_threads import intra_op_threads
 
 CHECKPOINT_PREFIX = "thinker.audio_tower."
 UNUSED_TENSORS = ("audio_bos_eos_token.weight",)
@@ -77,6 +78,7 @@ def audio_token_count(mel_frames: int) -> int:
 
 class AudioEncoder(nn.Module):
     positions: torch.Tensor  # (max_source_positions, d_model) sinusoids, not in the checkpoint
+    threads: int | None = None  # torch's CPU threads while it encodes (None: as they are)
 
     def __init__(self, config: AudioEncoderConfig) -> None:
         super().__init__()
@@ -98,6 +100,10 @@ class AudioEncoder(nn.Module):
     @torch.inference_mode()
     def encode_block(self, mel: torch.Tensor) -> torch.Tensor:
         """One block, mel (n_mels, n <= block_frames) -> (audio_token_count(n), output_dim)."""
+        with intra_op_threads(self.threads):
+            return self._encode_block(mel)
+
+    def _encode_block(self, mel: torch.Tensor) -> torch.Tensor:
         weight = self.conv1.weight
         x = mel.to(weight.device, weight.dtype)[None]
         x = F.gelu(self.conv1(x))

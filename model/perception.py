@@ -93,12 +93,16 @@ class Perception:
         vision: VisionOptions = VisionOptions(),
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        audio_threads: int | None = None,
     ) -> None:
+        """`audio_threads`: the audio encoder's CPU threads (it runs while nothing else computes: as a
+        question is spoken, or at its end); None: torch's own."""
         self.bundle = bundle
         self.thinker = thinker
         self.vision_options = vision
         self.device = device
         self.dtype = dtype
+        self.audio_threads = audio_threads
         self.max_samples = recording_limit(bundle.preprocessor)  # of a recording, at INPUT_SAMPLE_RATE
         self._vision: FrameEncoder | None = None
         self._said_shrunk = False
@@ -200,6 +204,7 @@ class Perception:
         if self._audio is None:
             config = self.bundle.config["thinker_config"]["audio_config"]
             encoder = audio_encoder_from_file(self.bundle.file("audio_encoder"), config, self.dtype)
+            encoder.threads = self.audio_threads
             self._audio = encoder.to(self.device)
         return self._audio
 

@@ -217,55 +217,53 @@ class Thinker:
 
     def _decode_runs(self, runs: list[tuple[int, Segment]], start: int, all_logits: bool) -> np.ndarray:
         collected: list[np.ndarray] = []
-        for run_start, segment in runs:
-            length = len(segment.ids) if isinstance(segment, TokenRun) else len(segment.embeddings)
-            run_end = run_start + length
-            begin = max(start, run_start)
-            for chunk in range(begin, run_end, self.n_batch):
-                chunk_end = min(chunk + self.n_batch, run_end)
-                logits = self._decode(segment, chunk - run_start, chunk_end - run_start)
-                if all_logits:
-                    collected.append(logits)
-                else:
-                    collected = [logits[-1:]]
+        for pieces in _batches(runs, start, self.n_batch):
+            logits = self._decode(pieces)
+            collected = [*collected, logits] if all_logits else [logits[-1:]]
         if not collected:
             raise RuntimeError("nothing was decoded")
         return np.concatenate(collected) if all_logits else collected[-1][0]
 
-    def _decode(self, segment: Segment, lo: int, hi: int) -> np.ndarray:
-        """Decode items lo..hi of one segment at the end of the context; return their logits."""
-        n = hi - lo
+    def _decode(self, pieces: list[tuple[Segment, int, int]]) -> np.ndarray:
+        """Decode rows lo..hi of each segment of `pieces`, in order, as one batch at the end of the
+        context; return their logits.
+
+        One batch costs far less than one per segment where the batches are small (a call's 2 s chunk:
+        a few text tokens, a frame's embeddings and its sound's), since every batch reads all the
+        weights. Text decoded beside media goes in as its token embedding rows, which is what
+        llama.cpp reads for the tokens themselves."""
         index = self.n_cached
+        n = sum(hi - lo for _, lo, hi in pieces)
         if index + n > self.n_ctx:
             raise ContextFull(index + n, self.n_ctx)
-        if isinstance(segment, TokenRun):
-            ids = np.asarray(segment.ids[lo:hi], dtype=np.int64)
-            if segment.positions is not None:
-                line = np.asarray(segment.positions[lo:hi], dtype=np.int32)
-            else:
-                line = np.arange(self.next_position, self.next_position + n, dtype=np.int32)
-            positions = np.broadcast_to(line, (3, n))
-            batch = LlamaBatch.tokens(ids.astype(np.int32), positions[0].copy())
-            keys: list[object] = [int(i) for i in ids]
-            media = False
-        else:
-            placeholder = segment.placeholder
-            ids = (
-                np.full(n, placeholder, dtype=np.int64)
-                if isinstance(placeholder, int)
-                else np.asarray(placeholder[lo:hi], dtype=np.int64)
-            )
-            positions = np.asarray(segment.positions[:, lo:hi], dtype=np.int32)
-            pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
-            embeddings = np.ascontiguousarray(segment.embeddings[lo:hi], dtype=np.float32)
-            if embeddings.shape[1] != self.n_embd:
-                raise OmnideskError(
-                    f"media embeddings have width {embeddings.shape[1]}, the Thinker needs {self.n_embd}: "
-                    "the vision/audio encoder does not match this Thinker"
+        ids, positions, media = np.empty(n, np.int64), np.empty((3, n), np.int32), np.zeros(n, bool)
+        keys: list[object] = []
+        next_position, row = self.next_position, 0
+        for segment, lo, hi in pieces:
+            rows = slice(row, row + hi - lo)
+            if isinstance(segment, TokenRun):
+                ids[rows] = segment.ids[lo:hi]
+                line = (
+                    np.arange(next_position, next_position + hi - lo)
+                    if segment.positions is None
+                    else np.asarray(segment.positions[lo:hi])
                 )
+                positions[:, rows] = line
+                keys += [int(i) for i in ids[rows]]
+            else:
+                placeholder = segment.placeholder
+                ids[rows] = placeholder if isinstance(placeholder, int) else placeholder[lo:hi]
+                positions[:, rows] = segment.positions[:, lo:hi]
+                media[rows] = True
+                keys += [(segment.key, i) for i in range(lo, hi)]
+            next_position = max(next_position, int(positions[:, rows].max()) + 1)
+            row = rows.stop
+        if media.any():
+            embeddings = self._batch_embeddings(pieces, ids, media)
+            pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
             batch = LlamaBatch.embeddings(embeddings, pos4)
-            keys = [(segment.key, lo + i) for i in range(n)]
-            media = True
+        else:
+            batch = LlamaBatch.tokens(ids.astype(np.int32), positions[0].copy())
         status = llama_cpp.llama_decode(self._ctx, batch.struct)
         if status != 0:
             raise ComputeError(f"llama.cpp failed to decode a batch (status {status})")
@@ -279,6 +277,26 @@ class Thinker:
         self._keys.extend(keys)
         logits = llama_cpp.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(logits, shape=(n * self.n_vocab,)).reshape(n, -1).copy()
+
+    def _batch_embeddings(
+        self, pieces: list[tuple[Segment, int, int]], ids: np.ndarray, media: np.ndarray
+    ) -> np.ndarray:
+        """The input rows (n, n_embd) of a batch with media: the media's embeddings, the text's rows."""
+        embeddings = np.empty((len(ids), self.n_embd), dtype=np.float32)
+        row = 0
+        for segment, lo, hi in pieces:
+            rows = slice(row, row + hi - lo)
+            if isinstance(segment, TokenRun):
+                embeddings[rows] = self.input_embeddings(ids[rows])
+            elif segment.embeddings.shape[1] != self.n_embd:
+                raise OmnideskError(
+                    f"media embeddings have width {segment.embeddings.shape[1]}, the Thinker needs "
+                    f"{self.n_embd}: the vision/audio encoder does not match this Thinker"
+                )
+            else:
+                embeddings[rows] = segment.embeddings[lo:hi]
+            row = rows.stop
+        return embeddings
 
     # -- generation ----------------------------------------------------------------------
 
@@ -325,7 +343,7 @@ class Thinker:
             if self.n_cached >= self.n_ctx:
                 reason = "context_full"
                 break
-            logits = self._decode(TokenRun((token,)), 0, 1)[0]
+            logits = self._decode([(TokenRun((token,)), 0, 1)])[0]
             index = self.n_cached - 1
             yield Decoded(token, index, self._hidden[index].copy(), self.input_embeddings([token])[0])
         tail = decoder.decode(b"", final=True)
@@ -369,6 +387,28 @@ def _flatten(prompt: Sequence[Segment]) -> tuple[list[object], list[tuple[int, S
         else:
             keys.extend((segment.key, i) for i in range(len(segment.embeddings)))
     return keys, runs
+
+
+def _batches(
+    runs: list[tuple[int, Segment]], start: int, n_batch: int
+) -> Iterator[list[tuple[Segment, int, int]]]:
+    """The prompt's rows from `start` on, as batches of at most `n_batch` rows: lists of (segment, lo,
+    hi), a segment's rows lo..hi, in the prompt's order."""
+    pieces: list[tuple[Segment, int, int]] = []
+    room = n_batch
+    for run_start, segment in runs:
+        length = len(segment.ids) if isinstance(segment, TokenRun) else len(segment.embeddings)
+        lo = max(start, run_start) - run_start
+        while lo < length:
+            hi = min(length, lo + room)
+            pieces.append((segment, lo, hi))
+            room -= hi - lo
+            lo = hi
+            if not room:
+                yield pieces
+                pieces, room = [], n_batch
+    if pieces:
+        yield pieces
 
 
 def _load_failure(gguf_path: Path, gpu_layers: int) -> OmnideskError:

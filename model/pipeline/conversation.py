@@ -95,7 +95,9 @@ class Conversation:
         vision = plan.vision_options(vision)
         vision = replace(vision, n_threads=vision.n_threads or thinker_options.n_threads)
         encoder = plan.audio_encoder
-        self.perception = Perception(bundle, self.thinker, vision, encoder.device, encoder.dtype)
+        self.perception = Perception(
+            bundle, self.thinker, vision, encoder.device, encoder.dtype, audio_threads=plan.prompt_threads
+        )
         self.history: list[Exchange] = []
         self._system = self.layout.message("system", system)
         self._cancel = threading.Event()

@@ -119,6 +119,21 @@ class TestParity:
     def test_empty_mel_gives_no_tokens(self, encoder):
         assert encoder.encode(torch.zeros(128, 0)).shape == (0, encoder.config.output_dim)
 
+    def test_encodes_with_its_own_threads_and_gives_them_back(self, encoder, monkeypatch):
+        # The plan gives it every core while nothing else computes; the others' threads are left as set.
+        seen: list[int] = []
+        hook = encoder.layers[0].register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            monkeypatch.setattr(encoder, "threads", 3)
+            encoder.encode(torch.zeros(128, 2 * encoder.config.block_frames))
+        finally:
+            hook.remove()
+            after = torch.get_num_threads()
+            torch.set_num_threads(before)
+        assert seen == [3, 3] and after == 1
+
 
 @pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def any_encoder(request, tiny_bundle, encoder) -> AudioEncoder:

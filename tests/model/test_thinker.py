@@ -161,6 +161,56 @@ class TestContext:
         )
         assert np.all(thinker.states(middle.start, middle.stop).embeddings == 0.0), "media rows are zeroed"
 
+    def test_a_prompt_of_text_and_media_decodes_in_one_batch_whatever_the_batch_size(
+        self, thinker, layout, tiny_bundle, monkeypatch
+    ):
+        # Text, a media run, text: one llama_decode where the batch holds them all, as if each segment
+        # had been decoded alone; in batches of 7 rows across the segments' edges, the same again.
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
+        middle = slice(10, 30)
+        ids = prompt[middle]
+        rng = np.random.default_rng(5)
+        run_ = EmbeddingRun(
+            embeddings=rng.standard_normal((len(ids), thinker.n_embd)).astype(np.float32),
+            positions=np.broadcast_to(np.arange(middle.start, middle.stop), (3, len(ids))).copy(),
+            key="media",
+            placeholder=tiny_bundle.tokens["image"],
+        )
+        segments = [TokenRun(tuple(prompt[: middle.start])), run_, TokenRun(tuple(prompt[middle.stop :]))]
+        decodes: list[int] = []
+        real_decode = llama_cpp.llama_decode
+
+        def counted(ctx, batch):
+            decodes.append(batch.n_tokens)
+            return real_decode(ctx, batch)
+
+        monkeypatch.setattr(llama_cpp, "llama_decode", counted)
+        thinker.reset()
+        for segment in segments:  # each alone
+            thinker.extend([*segments[: segments.index(segment) + 1]])
+        alone = thinker.states(0, len(prompt))
+        assert decodes == [middle.start, len(ids), len(prompt) - middle.stop]
+        decodes.clear()
+        thinker.reset()
+        _, logits = thinker.prefill(segments, all_logits=True)
+        assert decodes == [len(prompt)]
+        together = thinker.states(0, len(prompt))
+        assert max_abs_error("hidden, one batch", together.hidden, alone.hidden) < 1e-5
+        np.testing.assert_array_equal(together.token_ids, alone.token_ids)
+        assert together.keys == alone.keys
+        np.testing.assert_array_equal(together.embeddings, alone.embeddings)
+
+        with Thinker(
+            tiny_bundle.file("thinker"),
+            tiny_bundle.tokens,
+            ThinkerOptions(n_ctx=2048, n_batch=7, kv_cache_type="f32"),
+        ) as small:
+            decodes.clear()
+            _, small_logits = small.prefill(segments, all_logits=True)
+            assert decodes == [7] * (len(prompt) // 7) + ([len(prompt) % 7] if len(prompt) % 7 else [])
+            assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
+            np.testing.assert_array_equal(small.states(0, len(prompt)).positions, together.positions)
+
     def test_rollback_equals_a_fresh_prefill(self, thinker, layout):
         prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()
