@@ -30,10 +30,10 @@ tests/model/test_call.py (docs/known-issues.md).
   reply's tokens) or the most sound the model hears in one recording (300 s) starts again, emptied:
   the model sees the last minutes of a quiet call;
 - on a CPU, when the user starts to speak (with the `LEAD_S` before it that voice activity needs to
-  tell speech): a CPU cannot keep up with a call's every second (at 3B on two cores, a 2 s chunk of
-  sound alone takes about 2 s to encode and prefill: `omnidesk bench call`), so it spends itself on
-  what the user says and what the camera shows meanwhile. The lead's frames are taken as it is fed,
-  up to `LEAD_S` after their time.
+  tell speech): a CPU cannot keep up with a call's every second (at 3B on two cores, a 2 s chunk and
+  its frame take about 1.8 s to encode and prefill, nearly all of it: `omnidesk bench call`), so it
+  spends itself on what the user says and what the camera shows meanwhile. The lead's frames are
+  taken as it is fed, up to `LEAD_S` after their time.
 The history forgets its oldest media first (`Conversation.forget_old_media`).
 
 Threads: one owner (the worker thread) calls everything here; encoding and decoding block it.
