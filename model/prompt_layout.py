@@ -16,6 +16,7 @@ Media arrive already encoded (`perception.EncodedMedia`); nothing here runs a ne
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -150,7 +151,7 @@ def prompt_segments(
         segments.append(_text_run(ids, positions, start, len(ids)))
     for queue in queues.values():
         queue.check_empty()
-    return _joined_where_time_goes_back(segments), positions
+    return _later_where_time_goes_back(_joined_where_time_goes_back(segments)), positions
 
 
 def _joined_where_time_goes_back(segments: list[Segment]) -> list[Segment]:
@@ -181,6 +182,30 @@ def _joined_where_time_goes_back(segments: list[Segment]) -> list[Segment]:
         else:
             joined.append(segment)
     return joined
+
+
+def _later_where_time_goes_back(segments: list[Segment]) -> list[Segment]:
+    """Each segment that starts before the time the prompt has reached, and every one after it, moved
+    later by as much: llama.cpp cannot decode time ids that go back.
+
+    Only a video whose sound ends before its frames do needs it: the reference continues after the
+    last chunk's sound, below the ids of that chunk's later frames, so the end markers and what follows
+    come as many ids later here (the same positions relative to one another; docs/known-issues.md)."""
+    moved: list[Segment] = []
+    offset, reached = 0, -1
+    for segment in segments:
+        text = isinstance(segment, TokenRun)
+        times = np.asarray(segment.positions) if isinstance(segment, TokenRun) else segment.positions[0]
+        # Text comes after the time reached; media may share it (an image's rows share one time id).
+        offset = max(offset, reached + text - int(times.min()))
+        reached = max(reached, int(times.max()) + offset)
+        if not offset:
+            moved.append(segment)
+        elif isinstance(segment, TokenRun):
+            moved.append(TokenRun(segment.ids, tuple(int(p) + offset for p in times)))
+        else:
+            moved.append(replace(segment, positions=segment.positions + offset))
+    return moved
 
 
 def _rows(run: EmbeddingRun) -> tuple[int, ...]:

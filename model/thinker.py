@@ -216,50 +216,49 @@ class Thinker:
         return common
 
     def _decode_runs(self, runs: list[tuple[int, Segment]], start: int, all_logits: bool) -> np.ndarray:
+        """Decode the prompt's rows from `start` on (`runs`: each segment with its first row) in as few
+        batches as `n_batch` allows; return the logits of every row decoded, or of the last."""
+        pieces = _pieces(runs, start)
+        positions = _positions(pieces, self.next_position)
+        media = np.repeat(
+            [not isinstance(s, TokenRun) for s, _, _ in pieces], [hi - lo for _, lo, hi in pieces]
+        )
         collected: list[np.ndarray] = []
-        for pieces in _batches(runs, start, self.n_batch):
-            logits = self._decode(pieces)
+        for lo, hi in _batch_bounds(positions[0], media.astype(bool), self.n_batch):
+            logits = self._decode(_rows(pieces, lo, hi), positions[:, lo:hi])
             collected = [*collected, logits] if all_logits else [logits[-1:]]
         if not collected:
             raise RuntimeError("nothing was decoded")
         return np.concatenate(collected) if all_logits else collected[-1][0]
 
-    def _decode(self, pieces: list[tuple[Segment, int, int]]) -> np.ndarray:
-        """Decode rows lo..hi of each segment of `pieces`, in order, as one batch at the end of the
-        context; return their logits.
+    def _decode(self, pieces: list[tuple[Segment, int, int]], positions: np.ndarray) -> np.ndarray:
+        """Decode rows lo..hi of each segment of `pieces`, in order, at `positions` (3, n), as one batch
+        at the end of the context; return their logits.
 
         One batch costs far less than one per segment where the batches are small (a call's 2 s chunk:
         a few text tokens, a frame's embeddings and its sound's), since every batch reads all the
         weights. Text decoded beside media goes in as its token embedding rows, which is what
         llama.cpp reads for the tokens themselves."""
         index = self.n_cached
-        n = sum(hi - lo for _, lo, hi in pieces)
+        n = positions.shape[1]
         if index + n > self.n_ctx:
             raise ContextFull(index + n, self.n_ctx)
-        ids, positions, media = np.empty(n, np.int64), np.empty((3, n), np.int32), np.zeros(n, bool)
+        ids, media = np.empty(n, np.int64), np.zeros(n, bool)
         keys: list[object] = []
-        next_position, row = self.next_position, 0
+        row = 0
         for segment, lo, hi in pieces:
             rows = slice(row, row + hi - lo)
             if isinstance(segment, TokenRun):
                 ids[rows] = segment.ids[lo:hi]
-                line = (
-                    np.arange(next_position, next_position + hi - lo)
-                    if segment.positions is None
-                    else np.asarray(segment.positions[lo:hi])
-                )
-                positions[:, rows] = line
                 keys += [int(i) for i in ids[rows]]
             else:
                 placeholder = segment.placeholder
                 ids[rows] = placeholder if isinstance(placeholder, int) else placeholder[lo:hi]
-                positions[:, rows] = segment.positions[:, lo:hi]
                 media[rows] = True
                 keys += [(segment.key, i) for i in range(lo, hi)]
-            next_position = max(next_position, int(positions[:, rows].max()) + 1)
             row = rows.stop
         if media.any():
-            embeddings = self._batch_embeddings(pieces, ids, media)
+            embeddings = self._batch_embeddings(pieces, ids)
             pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
             batch = LlamaBatch.embeddings(embeddings, pos4)
         else:
@@ -278,9 +277,7 @@ class Thinker:
         logits = llama_cpp.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(logits, shape=(n * self.n_vocab,)).reshape(n, -1).copy()
 
-    def _batch_embeddings(
-        self, pieces: list[tuple[Segment, int, int]], ids: np.ndarray, media: np.ndarray
-    ) -> np.ndarray:
+    def _batch_embeddings(self, pieces: list[tuple[Segment, int, int]], ids: np.ndarray) -> np.ndarray:
         """The input rows (n, n_embd) of a batch with media: the media's embeddings, the text's rows."""
         embeddings = np.empty((len(ids), self.n_embd), dtype=np.float32)
         row = 0
@@ -343,7 +340,7 @@ class Thinker:
             if self.n_cached >= self.n_ctx:
                 reason = "context_full"
                 break
-            logits = self._decode([(TokenRun((token,)), 0, 1)])[0]
+            logits = self._decode_runs([(0, TokenRun((token,)))], 0, all_logits=False)
             index = self.n_cached - 1
             yield Decoded(token, index, self._hidden[index].copy(), self.input_embeddings([token])[0])
         tail = decoder.decode(b"", final=True)
@@ -389,26 +386,63 @@ def _flatten(prompt: Sequence[Segment]) -> tuple[list[object], list[tuple[int, S
     return keys, runs
 
 
-def _batches(
-    runs: list[tuple[int, Segment]], start: int, n_batch: int
-) -> Iterator[list[tuple[Segment, int, int]]]:
-    """The prompt's rows from `start` on, as batches of at most `n_batch` rows: lists of (segment, lo,
-    hi), a segment's rows lo..hi, in the prompt's order."""
-    pieces: list[tuple[Segment, int, int]] = []
-    room = n_batch
+def _pieces(runs: list[tuple[int, Segment]], start: int) -> list[tuple[Segment, int, int]]:
+    """The prompt's rows from `start` on (`runs`: each segment with its first row) as (segment, lo, hi):
+    a segment's rows lo..hi, in the prompt's order."""
+    pieces = []
     for run_start, segment in runs:
         length = len(segment.ids) if isinstance(segment, TokenRun) else len(segment.embeddings)
         lo = max(start, run_start) - run_start
-        while lo < length:
-            hi = min(length, lo + room)
-            pieces.append((segment, lo, hi))
-            room -= hi - lo
-            lo = hi
-            if not room:
-                yield pieces
-                pieces, room = [], n_batch
-    if pieces:
-        yield pieces
+        if lo < length:
+            pieces.append((segment, lo, length))
+    return pieces
+
+
+def _rows(pieces: list[tuple[Segment, int, int]], lo: int, hi: int) -> list[tuple[Segment, int, int]]:
+    """Rows lo..hi of `pieces` (counted from their first), as pieces."""
+    taken, row = [], 0
+    for segment, first, last in pieces:
+        begin, end = max(lo, row), min(hi, row + last - first)
+        if begin < end:
+            taken.append((segment, first + begin - row, first + end - row))
+        row += last - first
+    return taken
+
+
+def _positions(pieces: list[tuple[Segment, int, int]], next_position: int) -> np.ndarray:
+    """The (3, n) positions of `pieces`' rows: media and laid-out text at theirs, other text one after
+    another from one past the largest so far (`next_position`, at the start)."""
+    blocks = []
+    for segment, lo, hi in pieces:
+        if isinstance(segment, TokenRun):
+            line = (
+                np.arange(next_position, next_position + hi - lo)
+                if segment.positions is None
+                else np.asarray(segment.positions[lo:hi])
+            )
+            block = np.broadcast_to(line, (3, hi - lo))
+        else:
+            block = segment.positions[:, lo:hi]
+        blocks.append(block)
+        next_position = max(next_position, int(block.max()) + 1)
+    return np.concatenate(blocks, axis=1).astype(np.int32) if blocks else np.zeros((3, 0), np.int32)
+
+
+def _batch_bounds(times: np.ndarray, media: np.ndarray, n_batch: int) -> Iterator[tuple[int, int]]:
+    """(lo, hi) of each batch of rows with time ids `times` (`media`: the rows that are media), at most
+    `n_batch` rows. llama.cpp takes time ids that never decrease, within a batch and from one to the
+    next, and a batch of text only if its ids all come after the cache's: rows of one time id (the two
+    end markers of a video with its sound) are cut apart only before a media row."""
+    n = len(times)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + n_batch)
+        while lo < hi < n and not (times[hi - 1] < times[hi] or (times[hi - 1] == times[hi] and media[hi])):
+            hi -= 1
+        if hi == lo:  # no cut llama.cpp takes: it says so when it refuses this batch
+            hi = min(n, lo + n_batch)
+        yield lo, hi
+        lo = hi
 
 
 def _load_failure(gguf_path: Path, gpu_layers: int) -> OmnideskError:

@@ -211,6 +211,23 @@ class TestContext:
             assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
             np.testing.assert_array_equal(small.states(0, len(prompt)).positions, together.positions)
 
+    def test_a_batch_of_text_never_starts_at_the_time_the_cache_reached(self, thinker, layout, tiny_bundle):
+        # Two tokens at one time id (a video's end markers): llama.cpp refuses text at the cache's last
+        # time id, so batches of 7 are not cut between them (rows 6 and 7) but before.
+        prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])[:20]
+        times = tuple(range(7)) + tuple(range(6, 19))
+        run_ = TokenRun(tuple(prompt), times)
+        thinker.reset()
+        _, logits = thinker.prefill([run_], all_logits=True)
+        with Thinker(
+            tiny_bundle.file("thinker"),
+            tiny_bundle.tokens,
+            ThinkerOptions(n_ctx=2048, n_batch=7, kv_cache_type="f32"),
+        ) as small:
+            _, small_logits = small.prefill([run_], all_logits=True)
+            assert small.states(0, 20).positions[0].tolist() == list(times)
+        assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
+
     def test_rollback_equals_a_fresh_prefill(self, thinker, layout):
         prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])
         thinker.reset()

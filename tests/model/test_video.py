@@ -101,6 +101,40 @@ def test_video_with_its_sound_interleaved(thinker, perception, tmrope, tiny_bund
     assert after < 0.05 * np.abs(reference[end:]).max()
 
 
+def test_a_video_whose_sound_ends_before_its_frames(
+    thinker, perception, tmrope, tiny_bundle, reference_model
+):
+    """The reference puts the end markers after the last chunk's sound, below its later frames' time ids,
+    which llama.cpp cannot decode: they and the question come later here by as much (a video of 4 s, its
+    sound 2.5 s), and the reply reads the same cache."""
+    video = moving_scene(8, seconds_of_sound=2.5)
+    media = [perception.encode_video(video, with_sound=True)]
+    ids = prompt_ids(thinker, tiny_bundle.tokens, tmrope, media, "What is said?")
+    segments, positions = prompt_segments(ids, media, tmrope)
+    end = len(ids) - ids[::-1].index(tmrope.vision_eos)
+    frames_reach = positions[0, : end - 2].max()
+    assert positions[0, end - 2] <= frames_reach, "the reference's end markers go back in time"
+    thinker.reset()
+    _, cached = thinker.prefill(segments, all_logits=True)
+    states = thinker.states(0, len(ids))
+    assert states.positions[0, -(len(ids) - end) - 2] == frames_reach + 1, "here they follow the frames"
+    ours = cached[in_prompt_order(states, ids, _as_cached(positions, end, frames_reach))]
+    inputs = reference_video_inputs(video) | reference_inputs([], [video.audio.samples])
+    reference, _ = reference_forward(reference_model, ids, inputs | {"use_audio_in_video": True})
+    start = ids.index(tmrope.vision_bos)
+    before = max_abs_error("logits before the video", ours[:start], reference[:start])
+    after = max_abs_error("logits of the question after it", ours[end:], reference[end:])
+    assert before < 1e-4
+    assert after < 0.05 * np.abs(reference[end:]).max()
+
+
+def _as_cached(positions: np.ndarray, end: int, frames_reach: int) -> np.ndarray:
+    """The reference's positions with the end markers and what follows moved after the frames."""
+    moved = positions.copy()
+    moved[:, end - 2 :] += frames_reach + 1 - positions[0, end - 2]
+    return moved
+
+
 def in_prompt_order(states, ids: list[int], positions: np.ndarray) -> np.ndarray:
     """For each prompt index, the cache row holding it (interleaved chunks are cached in time order):
     a token is known by its id and its three position ids."""
