@@ -16,7 +16,7 @@ from model.media import Image, Question
 from model.pipeline import SpeechCut, TurnFinished
 from model.speech_bound import SpeechBound
 from tests.app.windows import MAX_TOKENS, SPEECH, RecordingSink
-from tests.helpers import photo_like
+from tests.helpers import photo_like, speech_like
 
 
 class TestReplyFinished:
@@ -127,3 +127,52 @@ class TestTurns:
         worker.ask(Ask(Question("Third"), "Chelsie", speak=False, number=3))
         assert signals.named("reply_finished")[-1].reason in ("end", "length"), "later ones run"
         worker.close()
+
+
+class TestCall:
+    """A live call through the worker, as the window drives it: begin_call, the microphone's pieces, an
+    Ask of the call's turn at each pause, end_call."""
+
+    PIECE = 320  # 20 ms at 16 kHz, as the window feeds them
+
+    def hear(self, worker: ConversationWorker, seconds: float, seed: int) -> None:
+        said = speech_like(seconds, seed=seed)
+        for start in range(0, len(said), self.PIECE):
+            worker.call_hear(said[start : start + self.PIECE], True)
+
+    def test_a_call_goes_on_after_its_reply_is_stopped(self, qtbot, tiny_bundle: Bundle):
+        sink = RecordingSink()
+        worker = ConversationWorker(max_tokens=MAX_TOKENS, speech=SPEECH, sink_factory=lambda rate: sink)
+        signals = Signals(worker)
+        started: list[str] = []
+        worker.call_started.connect(started.append)
+        worker.load(ModelChoice(str(tiny_bundle.root)))
+        frame = photo_like(120, 160)
+        worker.begin_call(lambda: frame)
+        assert started and worker._call is not None
+        self.hear(worker, 2.5, seed=1)
+        stop = worker.text_received.connect(lambda _: worker.cancel(through=1))  # Stop as it answers
+        worker.ask(Ask(Question(""), "Chelsie", speak=True, number=1, call=True))
+        worker.text_received.disconnect(stop)
+        assert signals.named("reply_finished")[-1].reason == "cancelled"
+        call = worker._call
+        assert call is not None and call.current is not None and not call.heard, "the next turn listens"
+        self.hear(worker, 2.5, seed=2)
+        assert call.heard
+        worker.ask(Ask(Question(""), "Chelsie", speak=True, number=2, call=True))
+        assert signals.named("reply_finished")[-1].reason in ("end", "length")
+        assert not signals.named("turn_failed")
+        worker.end_call()
+        assert worker._call is None
+        worker.close()
+
+    def test_a_call_without_a_model_says_what_to_do(self, qtbot):
+        worker = ConversationWorker()
+        failed: list[str] = []
+        worker.call_failed.connect(failed.append)
+        worker.begin_call(lambda: photo_like(120, 160))
+        worker.call_hear(speech_like(0.1), True)  # heard by no call: dropped
+        assert failed == [
+            "A call needs the model on this computer: load a model bundle (a server takes questions)."
+        ]
+        assert worker._call is None
