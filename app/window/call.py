@@ -114,6 +114,11 @@ class CallControl(QObject):
         return self._frame is not None
 
     @property
+    def shares_screen(self) -> bool:
+        """A call with the screen is on: what it shows goes to the model."""
+        return self.active and self.source.currentData() == "screen"
+
+    @property
     def latest(self) -> Image | None:
         """The last real frame the call showed (for the turn's history), if any."""
         frame = self._frame

@@ -258,6 +258,8 @@ class MainWindow(QMainWindow):
         self.hands_free.speech_dropped.connect(worker.drop_listening)
         self.camera_panel.camera_changed.connect(self._show_devices_in_use)
         self.press_shots.share_button.toggled.connect(self._show_devices_in_use)
+        self.call.call_started.connect(self._show_devices_in_use)
+        self.call.call_ended.connect(self._show_devices_in_use)
         self.camera_panel.frame_attached.connect(self._on_frame_attached)
         self.conversations.conversation_chosen.connect(session.on_conversation_chosen)
         self.conversations.new_requested.connect(session.on_new_requested)
@@ -288,7 +290,7 @@ class MainWindow(QMainWindow):
         # Hands-free does not hear the user while the reply speaks (no headphones): not "on" then.
         deaf = self.push_to_talk.microphone is None and self.hands_free.state == "paused"
         paused = ("Microphone",) if deaf else ()
-        shared = ("Screen",) if self.press_shots.sharing else ()
+        shared = ("Screen",) if self.press_shots.sharing or self.call.shares_screen else ()
         self.status_line.show_in_use([name for name, device in devices if device is not None], paused, shared)
 
     # -- the settings -------------------------------------------------------------------------

@@ -1,14 +1,34 @@
-"""The live call in the window: on a real X screen with a real sound server, a screen call makes a turn of
-each question, whose frames show the screen of its own time, laid out at the reference's positions; the
-history keeps each turn's recording and a frame; an ended call leaves nothing behind."""
+"""The live call in the window: the status line says the screen is shared; on a real X screen with a real
+sound server, a screen call makes a turn of each question, whose frames show the screen of its own time,
+laid out at the reference's positions; the history keeps each turn's recording and a frame; an ended
+call leaves nothing behind."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from app.window.call import CALL_SOURCE_KEY
+from app.window.main_window import Devices
+from tests.app.fakes import MicrophoneFactory
 from tests.app.window.call_on_the_screen import FIRST_COLOUR, SECOND_COLOUR
 from tests.app.window.on_an_x_screen import run_on_an_x_screen
+from tests.app.windows import open_window
+
+
+def test_a_screen_call_says_the_screen_is_shared_while_it_is_on(qtbot, settings, history_store):
+    """What the screen shows goes to the model all through a screen call: the status line says so in red,
+    as for Share screen, until the call ends (here at once: no model is loaded, which the window says)."""
+    settings.setValue(CALL_SOURCE_KEY, "screen")
+    window = open_window(qtbot, settings, history_store, Devices(microphone_stream=MicrophoneFactory()))
+    notices: list[str] = []
+    window.call.notice.connect(notices.append)
+    window.call.button.click()
+    assert window.status_line.in_use.text() == "● Microphone on  ● Screen shared"
+    qtbot.waitUntil(lambda: not window.call.button.isChecked(), timeout=10_000)
+    assert notices and "load a model bundle" in notices[0]
+    assert not window.status_line.in_use.isVisibleTo(window), "neither the screen nor the microphone"
+    window.close()
 
 
 def test_a_screen_call_of_two_questions_on_a_real_x_screen(
