@@ -222,18 +222,20 @@ class Thinker:
         positions = _positions(pieces, self.next_position)
         media = np.repeat(
             [not isinstance(s, TokenRun) for s, _, _ in pieces], [hi - lo for _, lo, hi in pieces]
-        )
+        ).astype(bool)
         collected: list[np.ndarray] = []
-        for lo, hi in _batch_bounds(positions[0], media.astype(bool), self.n_batch):
-            logits = self._decode(_rows(pieces, lo, hi), positions[:, lo:hi])
+        for lo, hi in _batch_bounds(positions[0], media, self.n_batch):
+            logits = self._decode(_rows(pieces, lo, hi), positions[:, lo:hi], media[lo:hi])
             collected = [*collected, logits] if all_logits else [logits[-1:]]
         if not collected:
             raise RuntimeError("nothing was decoded")
         return np.concatenate(collected) if all_logits else collected[-1][0]
 
-    def _decode(self, pieces: list[tuple[Segment, int, int]], positions: np.ndarray) -> np.ndarray:
+    def _decode(
+        self, pieces: list[tuple[Segment, int, int]], positions: np.ndarray, media: np.ndarray
+    ) -> np.ndarray:
         """Decode rows lo..hi of each segment of `pieces`, in order, at `positions` (3, n), as one batch
-        at the end of the context; return their logits.
+        at the end of the context (`media`: the rows that are media); return their logits.
 
         One batch costs far less than one per segment where the batches are small (a call's 2 s chunk:
         a few text tokens, a frame's embeddings and its sound's), since every batch reads all the
@@ -243,7 +245,8 @@ class Thinker:
         n = positions.shape[1]
         if index + n > self.n_ctx:
             raise ContextFull(index + n, self.n_ctx)
-        ids, media = np.empty(n, np.int64), np.zeros(n, bool)
+        ids = np.empty(n, np.int64)
+        embeddings = np.empty((n, self.n_embd), dtype=np.float32) if media.any() else None
         keys: list[object] = []
         row = 0
         for segment, lo, hi in pieces:
@@ -251,14 +254,21 @@ class Thinker:
             if isinstance(segment, TokenRun):
                 ids[rows] = segment.ids[lo:hi]
                 keys += [int(i) for i in ids[rows]]
+                if embeddings is not None:
+                    embeddings[rows] = self.input_embeddings(ids[rows])
             else:
+                if segment.embeddings.shape[1] != self.n_embd:
+                    raise OmnideskError(
+                        f"media embeddings have width {segment.embeddings.shape[1]}, the Thinker needs "
+                        f"{self.n_embd}: the vision/audio encoder does not match this Thinker"
+                    )
                 placeholder = segment.placeholder
                 ids[rows] = placeholder if isinstance(placeholder, int) else placeholder[lo:hi]
-                media[rows] = True
                 keys += [(segment.key, i) for i in range(lo, hi)]
+                assert embeddings is not None
+                embeddings[rows] = segment.embeddings[lo:hi]
             row = rows.stop
-        if media.any():
-            embeddings = self._batch_embeddings(pieces, ids)
+        if embeddings is not None:
             pos4 = np.concatenate([positions, np.zeros((1, n), dtype=np.int32)]).reshape(-1)
             batch = LlamaBatch.embeddings(embeddings, pos4)
         else:
@@ -276,24 +286,6 @@ class Thinker:
         self._keys.extend(keys)
         logits = llama_cpp.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(logits, shape=(n * self.n_vocab,)).reshape(n, -1).copy()
-
-    def _batch_embeddings(self, pieces: list[tuple[Segment, int, int]], ids: np.ndarray) -> np.ndarray:
-        """The input rows (n, n_embd) of a batch with media: the media's embeddings, the text's rows."""
-        embeddings = np.empty((len(ids), self.n_embd), dtype=np.float32)
-        row = 0
-        for segment, lo, hi in pieces:
-            rows = slice(row, row + hi - lo)
-            if isinstance(segment, TokenRun):
-                embeddings[rows] = self.input_embeddings(ids[rows])
-            elif segment.embeddings.shape[1] != self.n_embd:
-                raise OmnideskError(
-                    f"media embeddings have width {segment.embeddings.shape[1]}, the Thinker needs "
-                    f"{self.n_embd}: the vision/audio encoder does not match this Thinker"
-                )
-            else:
-                embeddings[rows] = segment.embeddings[lo:hi]
-            row = rows.stop
-        return embeddings
 
     # -- generation ----------------------------------------------------------------------
 
