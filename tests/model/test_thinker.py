@@ -42,6 +42,17 @@ def thinker(tiny_bundle: Bundle):
 
 
 @pytest.fixture(scope="module")
+def small_batches(tiny_bundle: Bundle):
+    """The same Thinker decoding at most 7 rows a batch."""
+    with Thinker(
+        tiny_bundle.file("thinker"),
+        tiny_bundle.tokens,
+        ThinkerOptions(n_ctx=2048, n_batch=7, kv_cache_type="f32"),
+    ) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
 def layout(thinker: Thinker, tiny_bundle: Bundle) -> PromptLayout:
     return PromptLayout(
         thinker.tokenize,
@@ -162,7 +173,7 @@ class TestContext:
         assert np.all(thinker.states(middle.start, middle.stop).embeddings == 0.0), "media rows are zeroed"
 
     def test_a_prompt_of_text_and_media_decodes_in_one_batch_whatever_the_batch_size(
-        self, thinker, layout, tiny_bundle, monkeypatch
+        self, thinker, small_batches, layout, tiny_bundle, monkeypatch
     ):
         # Text, a media run, text: one llama_decode where the batch holds them all, as if each segment
         # had been decoded alone; in batches of 7 rows across the segments' edges, the same again.
@@ -200,18 +211,14 @@ class TestContext:
         assert together.keys == alone.keys
         np.testing.assert_array_equal(together.embeddings, alone.embeddings)
 
-        with Thinker(
-            tiny_bundle.file("thinker"),
-            tiny_bundle.tokens,
-            ThinkerOptions(n_ctx=2048, n_batch=7, kv_cache_type="f32"),
-        ) as small:
-            decodes.clear()
-            _, small_logits = small.prefill(segments, all_logits=True)
-            assert decodes == [7] * (len(prompt) // 7) + ([len(prompt) % 7] if len(prompt) % 7 else [])
-            assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
-            np.testing.assert_array_equal(small.states(0, len(prompt)).positions, together.positions)
+        decodes.clear()
+        small_batches.reset()
+        _, small_logits = small_batches.prefill(segments, all_logits=True)
+        assert decodes == [7] * (len(prompt) // 7) + ([len(prompt) % 7] if len(prompt) % 7 else [])
+        assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
+        np.testing.assert_array_equal(small_batches.states(0, len(prompt)).positions, together.positions)
 
-    def test_a_batch_of_text_never_starts_at_the_time_the_cache_reached(self, thinker, layout, tiny_bundle):
+    def test_a_batch_of_text_never_starts_at_the_time_the_cache_reached(self, thinker, small_batches, layout):
         # Two tokens at one time id (a video's end markers): llama.cpp refuses text at the cache's last
         # time id, so batches of 7 are not cut between them (rows 6 and 7) but before.
         prompt = layout.prompt(SPEECH_SYSTEM_PROMPT, QUESTIONS[0])[:20]
@@ -219,13 +226,9 @@ class TestContext:
         run_ = TokenRun(tuple(prompt), times)
         thinker.reset()
         _, logits = thinker.prefill([run_], all_logits=True)
-        with Thinker(
-            tiny_bundle.file("thinker"),
-            tiny_bundle.tokens,
-            ThinkerOptions(n_ctx=2048, n_batch=7, kv_cache_type="f32"),
-        ) as small:
-            _, small_logits = small.prefill([run_], all_logits=True)
-            assert small.states(0, 20).positions[0].tolist() == list(times)
+        small_batches.reset()
+        _, small_logits = small_batches.prefill([run_], all_logits=True)
+        assert small_batches.states(0, 20).positions[0].tolist() == list(times)
         assert max_abs_error("logits, batches of 7", small_logits, logits) < 1e-5
 
     def test_rollback_equals_a_fresh_prefill(self, thinker, layout):
