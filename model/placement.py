@@ -67,6 +67,10 @@ IN_A_SENTENCE = {"audio_encoder": "the audio encoder", "talker": "the Talker", "
 GPU_RESERVE_BYTES = GIB  # the CUDA/Metal context, allocator slack and llama.cpp's compute buffers
 UNIFIED_MEMORY_SHARE = 0.7  # of the RAM a Mac's GPU may take (macOS keeps the rest)
 WORKSPACE_SHARE = 0.25  # activations and buffers of a native stage, relative to its weights
+# Speech's share of the CPU while the Thinker decodes a reply: per text token, a Talker step (int4,
+# 26 ms on one thread) and a code's share of Token2Wav (35 ms) against the Thinker's 290 ms (3B
+# Q4_K_M, one thread; 2 cores of an Intel Xeon, family 6 model 207).
+SPEECH_SHARE = 0.2
 
 # The Fast profile's Token2Wav (docs/performance.md has what each costs and saves): Euler in 5
 # evaluations (sampler.FAST); a first chunk of one block, so the first sound needs 24 codes instead
@@ -434,12 +438,15 @@ def _gpu_budget(hardware: Hardware) -> int:
 
 
 def _threads(hardware: Hardware, choice: PlanChoice) -> ThreadBudget:
-    """The Thinker decodes beside the Talker and Token2Wav: it gets half the cores (llama.cpp's
-    threads spin at barriers, so oversubscribed cores slow it badly), the native stages the rest;
-    a prompt is decoded before the others start, so it may take every core, and once the reply is
-    decoded the speech stages may."""
+    """The Thinker decodes beside the Talker and Token2Wav, but until the reply is decoded speech
+    has little to do: the Talker reads the reply a text token per step, and each step's code costs
+    Token2Wav a code's share, so speech waits on the Thinker and needs about SPEECH_SHARE of the
+    cores. The Thinker gets the rest, all of them where that share is under half a core (on two
+    cores one Thinker thread left the other mostly idle: docs/performance.md); speech then runs
+    ahead of it (`downstream_first`). A prompt is decoded before the others start, so it may take
+    every core, and once the reply is decoded the speech stages may."""
     cores = max(1, hardware.cpu_count)
-    thinker = choice.thinker_threads or max(1, cores // 2)
+    thinker = choice.thinker_threads or max(1, cores - round(cores * SPEECH_SHARE))
     torch_threads = max(1, cores - thinker)
     return ThreadBudget(
         thinker=thinker,

@@ -42,7 +42,7 @@ from model.talker.quantize import Weights, quantize
 from model.talker.weights import talker_from_tensors
 from model.thinker_types import Decoded, PositionStates
 
-TALKER_7B = {**talker_config(3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
+TALKER_7B = {**talker_config("7b", 3584), "vocab_size": 8448}  # Qwen2.5-Omni-7B's, Thinker width 3584
 
 
 def main(argv: list[str]) -> int:

@@ -243,18 +243,24 @@ class TestChoices:
         plan = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(speech_device="gpu"))
         assert plan.talker.device == "cpu" and any("torch can use no GPU" in n for n in plan.notes)
 
-    def test_the_thinker_decodes_beside_speech_on_half_the_cores(self):
+    def test_the_thinker_decodes_beside_speech_on_most_of_the_cores(self):
         plan = make_plan(CPU_ONLY, NEEDS_3B)
         assert plan.threads is not None
-        assert plan.threads.thinker + plan.threads.torch == CPU_ONLY.cpu_count
+        assert (plan.threads.thinker, plan.threads.torch) == (6, 2)
         assert plan.threads.thinker_prompt == CPU_ONLY.cpu_count
+        assert plan.threads.downstream_first  # the speech stages' threads come before the Thinker's
+        two_cores = make_plan(replace(CPU_ONLY, cpu_count=2), NEEDS_3B).threads
+        assert two_cores is not None and (two_cores.thinker, two_cores.torch) == (2, 1)
+        assert two_cores.downstream_first
+        one_core = make_plan(replace(CPU_ONLY, cpu_count=1), NEEDS_3B).threads
+        assert one_core is not None and (one_core.thinker, one_core.torch) == (1, 1)
         mine = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(thinker_threads=2))
         assert mine.threads is not None and mine.threads.thinker == 2
 
     def test_speech_takes_every_core_once_the_reply_is_decoded(self):
         plan = make_plan(CPU_ONLY, NEEDS_3B)
         assert plan.threads is not None and plan.threads.speech_alone == CPU_ONLY.cpu_count
-        assert "speech 4 (8 once the reply is decoded)" in "\n".join(plan.describe())
+        assert "Thinker 6 (prompt 8), speech 2 (8 once the reply is decoded)" in "\n".join(plan.describe())
 
     def test_speech_is_bounded_by_its_text_where_the_talkers_weights_are_quantized(self):
         fast = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="fast"))

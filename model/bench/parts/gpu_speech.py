@@ -124,7 +124,7 @@ class Shapes:
             return cls(TINY_THINKER, {"tiny": TINY_TALKER}, TINY_DIT, TINY_BIGVGAN)
         talkers = {
             name.upper(): TalkerConfig.from_dict(
-                {**talker_config(SHAPES[name].hidden), "vocab_size": CODEC_VOCAB}
+                {**talker_config(name, SHAPES[name].hidden), "vocab_size": CODEC_VOCAB}
             )
             for name in ("3b", "7b")
         }

@@ -3,9 +3,9 @@
 The Thinker is `random_thinker`'s quantized GGUF. The Talker and Token2Wav are transformers'
 own modules at the released configuration, initialised by transformers and saved under the
 checkpoint's tensor names, with one voice. There is no audio encoder and no vision projector:
-the benchmark's turn is text. The package ships only 7B-labelled defaults and the 3B Talker's
-layout is not public (REFERENCE.md 1.4), so every size gets the 7B Talker's layout with the
-Thinker's width as its input width. Built on first use (several minutes) and cached.
+the benchmark's turn is text. The package ships only 7B-labelled defaults; each size gets its
+released Talker's layout (`TALKER_LAYOUTS`), with the Thinker's width as its input width. Built on
+first use (several minutes) and cached.
 """
 
 from __future__ import annotations
@@ -22,29 +22,50 @@ from model.files.bundle import MANIFEST, write_manifest
 from model.files.checkpoint import Voice
 from model.files.convert import link_or_copy, media_ids, save_safetensors, speech_ids, voice_tensors
 
-# Qwen2.5-Omni-7B's talker_config (its config.json overrides the package's thinker-sized defaults).
-TALKER_LAYOUT = {
-    "hidden_size": 896,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 4,
-    "head_dim": 128,
-    "rms_norm_eps": 1e-6,
+# The released Talkers' layouts (each config.json overrides the package's thinker-sized defaults).
+# 7B: its talker_config, as third-party code quotes it (REFERENCE.md 1.1); 1.351 B parameters.
+# 3B: not quoted anywhere we can read. A public audit of the 3B checkpoint counts its talker at
+# 385 M parameters; Qwen2.5-0.5B's decoder (width 896, 24 layers, feed-forward 4864, 14 heads of 64,
+# 2 key-value heads) into the Thinker's 2048 gives 384.6 M, and the 7B Talker's layout 1.35 B.
+# Only the split into heads is a guess (7 heads of 128 count the same); it moves no weight bytes.
+TALKER_LAYOUTS: dict[str, dict[str, Any]] = {
+    "3b": {
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "rms_norm_eps": 1e-6,
+        "mrope_section": (8, 12, 12),
+    },
+    "7b": {
+        "hidden_size": 896,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-6,
+        "mrope_section": (16, 24, 24),
+    },
 }
+BUNDLE_VERSION = 3  # in the cached folder's name: 2 gave the 3B Thinker the 7B Talker
 VOICE, VOICE_BOS = "Chelsie", 151872  # the released speaker dictionary's text-bos id for Chelsie
 VOICE_MEL_FRAMES = 300  # 3 s of reference mel
 
 
-def talker_config(embedding_size: int, mrope_sections: tuple[int, int, int] = (16, 24, 24)) -> dict[str, Any]:
-    """The released Talker's configuration fields for a Thinker of width `embedding_size`."""
-    layers = int(TALKER_LAYOUT["num_hidden_layers"])
+def talker_config(size: str, embedding_size: int) -> dict[str, Any]:
+    """The `size` ("3b" or "7b") Talker's configuration, reading a Thinker of width `embedding_size`."""
+    layout = dict(TALKER_LAYOUTS[size])
+    sections = layout.pop("mrope_section")
+    layers = int(layout["num_hidden_layers"])
     return {
-        **TALKER_LAYOUT,
+        **layout,
         "embedding_size": embedding_size,
         "layer_types": ["full_attention"] * layers,
         "max_window_layers": layers,
-        "rope_parameters": _rope(mrope_sections),
+        "rope_parameters": _rope(sections),
     }
 
 
@@ -71,7 +92,8 @@ def omni_config(shape: ThinkerShape) -> dict[str, Any]:
         thinker[field] = config["talker_config"][field]
     thinker["vision_config"]["out_hidden_size"] = shape.hidden
     thinker["audio_config"]["output_dim"] = shape.hidden
-    config["talker_config"].update(talker_config(shape.hidden, shape.mrope_sections))
+    size = shape.name if shape.name in TALKER_LAYOUTS else "7b"  # toy shapes shrink it afterwards
+    config["talker_config"].update(talker_config(size, shape.hidden))
     return config
 
 
@@ -100,7 +122,8 @@ def random_bundle(
     from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniToken2WavModel
 
     thinker = random_thinker(shape, quant, cache, seed)
-    root = cache / thinker.stem.replace("random-thinker", "random-bundle")
+    name = thinker.stem.replace("random-thinker", "random-bundle").replace("-v", f"-b{BUNDLE_VERSION}-v", 1)
+    root = cache / name
     if (root / MANIFEST).is_file():
         return root
     root.mkdir(parents=True, exist_ok=True)
