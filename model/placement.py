@@ -77,9 +77,16 @@ SPEECH_SHARE = 0.2
 # of 36, and later chunks of 5 blocks (MNN's 60 codes), so that a window's two blocks of look-back
 # and one of look-ahead cost 1.6x the chunk instead of 2x; each chunk vocoded to its end against
 # the DiT's provisional look-ahead mel, with 24 frames of context (the receptive field's bound is 34;
-# no influence was measured past 26, and at 24 the chunked vocoder equals a whole run to 100 dB).
+# no influence was measured past 26, and at 24 the chunked vocoder equals a whole run to 100 dB);
+# from the third chunk on, chunks as long as the sound before them, up to 12 blocks (a window's
+# look-back, look-ahead and vocoder context then cost less per block: Token2Wav 15% faster on a CPU).
 FAST_STREAM = StreamOptions(
-    first_chunk_blocks=1, chunk_blocks=5, vocoder_context_frames=24, vocoder_lookahead=True, sampler=FAST
+    first_chunk_blocks=1,
+    chunk_blocks=5,
+    max_chunk_blocks=12,
+    vocoder_context_frames=24,
+    vocoder_lookahead=True,
+    sampler=FAST,
 )
 # "Start speaking sooner" (a setting, off unless chosen): Fast's first chunk without look-ahead, so
 # its sound needs 12 codes instead of 24, which early in a reply wait for as many of the Thinker's
@@ -385,14 +392,13 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
     talker_weights = plan.talker_weights
     if plan.talker.device == "cpu":
         talker_weights = _cpu_talker_weights(plan.cpu_bf16)
+    stream = replace(QUICK_START_STREAM if quick_start else FAST_STREAM, sampler=sampler)
+    if token2wav.device == "cuda":  # one CUDA graph for every window: each padded to the largest
+        stream = replace(stream, fixed_windows=True, max_chunk_blocks=None)
     return replace(
         plan,
         profile="fast",
-        stream=replace(
-            QUICK_START_STREAM if quick_start else FAST_STREAM,
-            fixed_windows=token2wav.device == "cuda",
-            sampler=sampler,
-        ),
+        stream=stream,
         talker_weights=talker_weights,
         speech_bound=SpeechBound() if talker_weights != "float" else None,
         token2wav=token2wav,

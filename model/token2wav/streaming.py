@@ -35,6 +35,12 @@ codes) instead of its first frames only, and no frame waits for the next chunk. 
 chunk's end then saw a right context that the next window recomputes slightly differently:
 tests/model/test_token2wav.py and `omnidesk bench token2wav` measure the cost.
 
+Growing chunks (`max_chunk_blocks`). Each window pays for its look-back and look-ahead blocks and
+each vocoder call for its context frames, whatever the chunk's length: a longer chunk costs less
+per block. So once the first sound is out, a later chunk may be as long as the sound made before
+it (at least `chunk_blocks`, at most `max_chunk_blocks`): where speech is made about as fast as it
+plays, its codes come in while that sound plays.
+
 First chunk without look-ahead (`first_future_blocks=0`, with `vocoder_lookahead`). The first
 window stops at the first chunk's end, so its sound needs one block of codes fewer (12 with a
 one-block first chunk, against 24); its last frames are made and vocoded without the codes after
@@ -73,6 +79,7 @@ class StreamOptions:
 
     first_chunk_blocks: int = 2
     chunk_blocks: int = 3
+    max_chunk_blocks: int | None = None  # later chunks grow up to this (None: all chunk_blocks)
     past_blocks: int = 2
     future_blocks: int = 1
     first_future_blocks: int | None = None  # the first chunk's own look-ahead (None: future_blocks)
@@ -91,9 +98,20 @@ class StreamOptions:
         """Codes the first chunk's window needs: the first sound comes once they are in."""
         return (self.first_chunk_blocks + self.future(first_chunk=True)) * block_codes
 
+    def blocks_from(self, first: int) -> int:
+        """Blocks of the chunk that starts at block `first`. With `max_chunk_blocks`, a later chunk
+        is as long as the sound made before it, from chunk_blocks up to max_chunk_blocks: a window's
+        look-back and look-ahead then cost less per block, and each chunk is made while the sound
+        before it plays."""
+        if first == 0:
+            return self.first_chunk_blocks
+        if self.max_chunk_blocks is None:
+            return self.chunk_blocks
+        return min(max(self.chunk_blocks, first), self.max_chunk_blocks)
+
     def window_codes(self, block_codes: int) -> int:
-        """Codes of the largest DiT window: look-back, the larger chunk, look-ahead."""
-        chunk = max(self.first_chunk_blocks, self.chunk_blocks)
+        """Codes of the largest DiT window: look-back, the largest chunk, look-ahead."""
+        chunk = max(self.first_chunk_blocks, self.chunk_blocks, self.max_chunk_blocks or 0)
         return (self.past_blocks + chunk + self.future_blocks) * block_codes
 
 
@@ -187,7 +205,7 @@ class MelStream:
         chunks, ahead = [], torch.empty(self._t2w.dit.cfg.mel_dim, 0)
         while self._next_block < total_blocks:
             first = self._next_block
-            last = first + (opts.first_chunk_blocks if first == 0 else opts.chunk_blocks)
+            last = first + opts.blocks_from(first)
             future = opts.future(first_chunk=first == 0)
             if not finished and (last + future) * per_block > n_codes:
                 break

@@ -381,6 +381,31 @@ class TestFastStreaming:
         print(f"\nFast chunks vocoded against the look-ahead vs exact: signal-to-error {snr:.1f} dB")
         assert ours.shape == reference.shape and snr > 40
 
+    def test_later_chunks_grow_with_the_sound_made_before_them(self, t2w, voice):
+        codes = torch.randint(0, 100, (500,), generator=torch.Generator().manual_seed(7))
+        synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=FAST_STREAM)
+        block_samples = 12 * 2 * 240
+        pushed = [synth.push(codes[i : i + 1]).numel() for i in range(len(codes))]
+        chunks = [(i + 1, n // block_samples) for i, n in enumerate(pushed) if n]
+        # (codes in when it sounds, its blocks): 1 block, then 5, then as long as the sound before
+        # it up to 12; each sounds once its window's look-ahead block is in too
+        assert chunks == [(24, 1), (84, 5), (156, 6), (300, 12), (444, 12)]
+        assert synth.finish().numel() == 500 * 2 * 240 - sum(pushed)
+
+    def test_growing_chunks_stay_as_close_to_the_whole_utterance(self, t2w, voice):
+        codes = torch.randint(0, 100, (500,), generator=torch.Generator().manual_seed(6))
+        whole = t2w.mel(codes, voice, seed=SEED, options=FAST)
+        distances = {}
+        for name, options in (("fixed", replace(FAST_STREAM, max_chunk_blocks=None)), ("growing", FAST_STREAM)):
+            streamed = _streamed_mel(t2w, voice, codes, options)
+            assert streamed.shape == whole.shape
+            distances[name] = (streamed - whole).abs().mean().item()
+        print(
+            f"\n10 s, Fast: streamed vs whole-utterance mel L1, fixed 5-block chunks "
+            f"{distances['fixed']:.3g}, growing {distances['growing']:.3g} (mean |mel| {whole.abs().mean():.3g})"
+        )
+        assert distances["growing"] <= 1.1 * distances["fixed"]
+
     def test_a_first_chunk_without_look_ahead_sounds_with_the_12th_code(self, t2w, voice):
         codes = torch.randint(0, 100, (12,), generator=torch.Generator().manual_seed(4))
         options = replace(FAST_STREAM, first_future_blocks=0)
