@@ -119,12 +119,12 @@ class ThreadBudget:
     thinker: llama.cpp's threads while decoding the reply (the Talker and Token2Wav run beside it);
     thinker_prompt: its threads while it decodes a prompt (nothing else runs yet);
     torch: the intra-op threads of the native stages (torch has one pool per process);
-    downstream_first: where the stages' threads outnumber the cores, each stage's thread yields to
-    the stages after it (`stages.STAGE_NICENESS`), so that audio already sampled is vocoded before
-    more codes are made: the first sound comes sooner, and nothing upstream waits longer than the
-    stage it feeds needs (Linux only: threads have their own nice values there);
-    speech_alone: each speech stage's intra-op threads once the Thinker has finished the reply (the
-    cores it held are free then, and speech usually has far to go), until the next turn; 0: `torch`."""
+    downstream_first: where the stages' threads outnumber the cores, the speech stages' threads
+    come before the Thinker's, the Talker's first (`stages.STAGE_NICENESS`) (Linux only: threads
+    have their own nice values there);
+    speech_alone: the cores speech may take once the Thinker has finished the reply (the cores it
+    held are free then, and speech usually has far to go), until the next turn; 0: `torch`. The
+    Talker keeps `torch` (`stages.SpeechThreads` says why), Token2Wav takes the rest."""
 
     thinker: int
     thinker_prompt: int
@@ -231,7 +231,7 @@ class Plan:
         )
         if self.threads is not None:
             t = self.threads
-            alone = f" ({t.speech_alone} once the reply is decoded)" if t.speech_alone > t.torch else ""
+            alone = f" (up to {t.speech_alone} once the reply is decoded)" if t.speech_alone > t.torch else ""
             lines.append(
                 f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}{alone}"
             )

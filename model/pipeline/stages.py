@@ -39,9 +39,12 @@ from model.token2wav.synthesizer import CODE_RATE, Cancelled, Token2Wav
 from model.voices import Voice
 
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
-# Nice values added to each stage's thread when the plan says downstream first (Linux): the later a
-# stage, the more CPU it gets when all compete (CFS weights 1024, 820, 655, 526 for 0, 1, 2, 3).
-STAGE_NICENESS = {"vocoder": 0, "dit": 1, "talker": 2, "thinker": 3}
+# Nice values added to each stage's thread where the plan has more threads than cores (Linux; CFS
+# weights 1024, 820, 655, 526 for 0, 1, 2, 3). The Talker first: once the reply is decoded, all speech
+# waits on its chain of codes, one step after another. Then the vocoder, so that audio already sampled
+# is heard, the DiT, and the Thinker last: until the reply is decoded, speech waits on each of its
+# tokens, but needs little of the CPU for each (placement.SPEECH_SHARE).
+STAGE_NICENESS = {"talker": 0, "vocoder": 1, "dit": 2, "thinker": 3}
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
 
 log = logging.getLogger(__name__)
@@ -185,7 +188,7 @@ class TurnStages:
             if self.downstream_first:
                 yield_to_later_stages(STAGE_NICENESS[name])
             if part != "thinker":
-                self.speech_threads.apply()
+                self.speech_threads.apply(name)
             with gpu_stage(part):
                 stage()
         except BaseException as exc:  # every failure becomes an event; nothing dies silently
@@ -220,7 +223,7 @@ class TurnStages:
                     if event.reason in ("length", "context_full"):
                         self.reason = event.reason  # "stop" is the normal end
         finally:
-            self.speech_threads.widen()  # before the feed ends: the Talker's steps past the text see it
+            self.speech_threads.thinker_finished()
             self.feed.close()
             self._put(self.out, self._mark("thinker_done"), always=True)
 
@@ -242,8 +245,8 @@ class TurnStages:
                 if bound is not None and not bound.allows(len(self.spoken), len(self.text)):
                     self._put(self.out, SpeechCut(len(self.spoken) / CODE_RATE))
                     return  # the Talker's generator is closed as it goes out of scope
-                self.speech_threads.apply()
         finally:
+            self.speech_threads.talker_finished()
             self._put(self.codes, _END, always=True)
             self._put(self.out, self._mark("talker_done"), always=True)
 
@@ -272,10 +275,10 @@ class TurnStages:
         for code in self._drain(self.codes):
             pending.append(code)
             if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
-                self.speech_threads.apply()
+                self.speech_threads.apply("dit")
                 self._to_vocoder(synthesizer.mel(pending))
                 pending = []
-        self.speech_threads.apply()
+        self.speech_threads.apply("dit")
         if pending:
             self._to_vocoder(synthesizer.mel(pending))
         if self.spoken and not self.cancel.is_set():
@@ -292,7 +295,7 @@ class TurnStages:
         """Token2Wav's second half, on a thread of its own: the DiT samples the next window meanwhile."""
         assert self.parts is not None
         for mel, last in self._drain(self.mels):
-            self.speech_threads.apply()
+            self.speech_threads.apply("vocoder")
             if self.synthesizer is None:  # the whole utterance, as the reference vocodes it
                 self._audio(self.parts[1].vocode(mel.final))
             else:
@@ -333,32 +336,46 @@ class TurnStages:
 
 
 class SpeechThreads:
-    """torch's intra-op threads for the speech stages of one turn: the plan's `torch` while the
-    Thinker decodes the reply, its `speech_alone` once the Thinker has finished (`widen`, from the
-    Thinker's thread), and `torch` again at the turn's end (`take_back`, from the caller's thread), so
-    that the next turn starts with the Thinker's cores free for it.
+    """torch's intra-op threads for the speech stages of one turn. While the Thinker decodes the
+    reply, each has the plan's `torch`. The Talker keeps that count for the whole turn: it is the
+    chain all speech waits on, one small step after another, which more threads speed up little and
+    whose barriers stall while other stages hold the cores. Token2Wav's stages take the cores the
+    Thinker held once it has finished (`thinker_finished`, from its thread), and every core the plan
+    gives speech (`speech_alone`) once the Talker has finished too (`talker_finished`). At the turn's
+    end `take_back` (the caller's thread) sets `torch` again, so that the next turn starts with the
+    Thinker's cores free for it.
 
     OpenMP keeps the thread count per calling thread, so each stage sets its own: it calls `apply`
-    on its thread between its units of work (a code, a DiT window, a vocoder chunk). torch also
-    keeps the last count set as the one new threads start with, hence `take_back`."""
+    on its thread between its units of work (a DiT window, a vocoder chunk). torch also keeps the
+    last count set as the one new threads start with, hence `take_back`."""
 
     def __init__(self, budget: ThreadBudget | None) -> None:
         self._narrow = budget.torch if budget is not None else 0
-        self._wide = max(self._narrow, budget.speech_alone) if budget is not None else 0
-        self._widened = threading.Event()
+        self._alone = max(self._narrow, budget.speech_alone) if budget is not None else 0
+        self._beside_talker = max(self._narrow, self._alone - self._narrow)
+        self._thinker_done = threading.Event()
+        self._talker_done = threading.Event()
 
-    def widen(self) -> None:
-        self._widened.set()
+    def thinker_finished(self) -> None:
+        self._thinker_done.set()
 
-    def apply(self) -> None:
-        """Set the calling stage thread's torch threads to the count for now (nothing without a plan)."""
-        count = self._wide if self._widened.is_set() else self._narrow
+    def talker_finished(self) -> None:
+        self._talker_done.set()
+
+    def apply(self, stage: str) -> None:
+        """Set the calling stage thread's torch threads to its count for now (nothing without a plan)."""
+        count = self._count(stage)
         if count and torch.get_num_threads() != count:
             torch.set_num_threads(count)
 
     def take_back(self) -> None:
-        if self._narrow and self._wide != self._narrow and self._widened.is_set():
+        if self._narrow and self._alone != self._narrow and self._thinker_done.is_set():
             torch.set_num_threads(self._narrow)
+
+    def _count(self, stage: str) -> int:
+        if stage == "talker" or not self._thinker_done.is_set():
+            return self._narrow
+        return self._alone if self._talker_done.is_set() else self._beside_talker
 
 
 class ThinkerFeed:

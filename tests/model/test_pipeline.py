@@ -452,7 +452,9 @@ class TestLongConversations:
 
 
 class TestSharedCores:
-    def test_each_stage_yields_to_the_stages_after_it_when_the_plan_says(self, conversation, monkeypatch):
+    def test_speech_comes_before_the_thinker_and_the_talker_first_when_the_plan_says(
+        self, conversation, monkeypatch
+    ):
         niceness: dict[str, int] = {}
 
         def note(n: int) -> None:
@@ -462,7 +464,7 @@ class TestSharedCores:
         budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, downstream_first=True)
         monkeypatch.setattr(conversation, "plan", replace(conversation.plan, threads=budget))
         run(conversation, "Hi", SPOKEN)
-        assert niceness == {"thinker": 3, "talker": 2, "dit": 1, "vocoder": 0}
+        assert niceness == {"thinker": 3, "dit": 2, "vocoder": 1, "talker": 0}
 
     @pytest.mark.skipif(sys.platform != "linux", reason="threads have nice values of their own on Linux")
     def test_a_thread_lowers_its_own_priority_only(self):
@@ -491,17 +493,19 @@ SPEECH_PAST_THE_TEXT = TurnOptions(
 
 
 class TestCoresAfterTheReply:
-    def test_speech_gets_the_thinkers_cores_once_it_finished_and_gives_them_back(
+    def test_token2wav_gets_the_thinkers_cores_once_it_and_the_talker_finished_and_gives_them_back(
         self, conversation, monkeypatch
     ):
         """Each speech stage's torch threads, as set on its own thread (OpenMP counts per thread),
-        after each of its units of work, in order with the end of the Thinker's reply."""
+        after each of its units of work, in order with the ends of the Thinker's reply and the
+        Talker's codes."""
         timeline: list[tuple[str, int]] = []
         apply, generate = stages.SpeechThreads.apply, conversation.thinker.generate
+        talker_finished = stages.SpeechThreads.talker_finished
         speech = {"talker", "dit", "vocoder"}
 
-        def noted_apply(self) -> None:
-            apply(self)
+        def noted_apply(self, stage: str) -> None:
+            apply(self, stage)
             timeline.append((threading.current_thread().name, torch.get_num_threads()))
 
         def noted_generate(*args, **kwargs):
@@ -512,8 +516,13 @@ class TestCoresAfterTheReply:
                 time.sleep(0.01)
             timeline.append(("thinker finished", 0))
 
+        def noted_talker_finished(self) -> None:
+            timeline.append(("talker finished", 0))
+            talker_finished(self)
+
         budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, speech_alone=2)
         monkeypatch.setattr(stages.SpeechThreads, "apply", noted_apply)
+        monkeypatch.setattr(stages.SpeechThreads, "talker_finished", noted_talker_finished)
         monkeypatch.setattr(conversation.thinker, "generate", noted_generate)
         monkeypatch.setattr(conversation, "plan", replace(conversation.plan, threads=budget))
         before = torch.get_num_threads()
@@ -521,13 +530,15 @@ class TestCoresAfterTheReply:
             for turn in range(2):
                 timeline.clear()
                 assert len(run(conversation, "Hi", SPEECH_PAST_THE_TEXT)[-1].codes) == 150
-                finished = timeline.index(("thinker finished", 0))
-                assert {name for name, _ in timeline[:finished]} == speech, turn
-                assert all(count == 1 for _, count in timeline[:finished]), turn
-                for stage in speech:
-                    counts = [count for name, count in timeline if name == stage]
-                    assert counts[0] == 1, (turn, stage)  # the Thinker's cores are its own at first
-                    assert counts[-1] == 2, (turn, stage)  # and speech's once the reply is decoded
+                talker_done = timeline.index(("talker finished", 0))
+                assert timeline.index(("thinker finished", 0)) < talker_done, turn
+                while_it_speaks = [(name, count) for name, count in timeline[:talker_done] if name in speech]
+                assert {name for name, _ in while_it_speaks} == speech, turn
+                assert all(count == 1 for _, count in while_it_speaks), turn
+                for stage in ("dit", "vocoder"):
+                    counts = [count for name, count in timeline[talker_done:] if name == stage]
+                    assert counts and counts[-1] == 2, (turn, stage)  # every core once codes are made
+                assert [c for name, c in timeline if name == "talker"] == [1], "the Talker keeps its one"
                 assert torch.get_num_threads() == 1, "taken back at the turn's end"
         finally:
             torch.set_num_threads(before)

@@ -396,13 +396,15 @@ class TestFastStreaming:
         codes = torch.randint(0, 100, (500,), generator=torch.Generator().manual_seed(6))
         whole = t2w.mel(codes, voice, seed=SEED, options=FAST)
         distances = {}
-        for name, options in (("fixed", replace(FAST_STREAM, max_chunk_blocks=None)), ("growing", FAST_STREAM)):
+        fixed = replace(FAST_STREAM, max_chunk_blocks=None)
+        for name, options in (("fixed", fixed), ("growing", FAST_STREAM)):
             streamed = _streamed_mel(t2w, voice, codes, options)
             assert streamed.shape == whole.shape
             distances[name] = (streamed - whole).abs().mean().item()
         print(
             f"\n10 s, Fast: streamed vs whole-utterance mel L1, fixed 5-block chunks "
-            f"{distances['fixed']:.3g}, growing {distances['growing']:.3g} (mean |mel| {whole.abs().mean():.3g})"
+            f"{distances['fixed']:.3g}, growing {distances['growing']:.3g} "
+            f"(mean |mel| {whole.abs().mean():.3g})"
         )
         assert distances["growing"] <= 1.1 * distances["fixed"]
 
