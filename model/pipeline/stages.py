@@ -40,11 +40,12 @@ from model.voices import Voice
 
 POLL_S = 0.02  # how often a waiting stage looks at the cancel flag
 # Nice values added to each stage's thread where the plan has more threads than cores (Linux; CFS
-# weights 1024, 820, 655, 526 for 0, 1, 2, 3). The Talker first: once the reply is decoded, all speech
-# waits on its chain of codes, one step after another. Then the vocoder, so that audio already sampled
-# is heard, the DiT, and the Thinker last: until the reply is decoded, speech waits on each of its
-# tokens, but needs little of the CPU for each (placement.SPEECH_SHARE).
-STAGE_NICENESS = {"talker": 0, "vocoder": 1, "dit": 2, "thinker": 3}
+# weights 1024, 820, 655, 526 for 0, 1, 2, 3). The Thinker last: until the reply is decoded, speech
+# waits on each of its tokens, but needs little of the CPU for each (placement.SPEECH_SHARE). Later
+# stages first, so that audio already sampled is heard before more is made; or, where the plan says
+# `talker_first`, the Talker first: once the reply is decoded, all speech waits on its chain of codes.
+DOWNSTREAM_FIRST = {"vocoder": 0, "dit": 1, "talker": 2, "thinker": 3}
+TALKER_FIRST = {"talker": 0, "vocoder": 1, "dit": 2, "thinker": 3}
 QUEUE_SIZE = 4096  # bound of every queue between stages (a turn's codes fit in it)
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,12 @@ class TurnStages:
     ) -> None:
         """`describe_failure`: what the user reads of a stage's exception (`failure_message`);
         `threads`: the plan's CPU threads (None: torch's as they are; see `SpeechThreads`), and
-        whether each stage's thread yields the CPU to the stages after it (`downstream_first`);
+        whether the speech stages' threads come before the Thinker's (`downstream_first`; in which
+        order: `stage_niceness`);
         `speech_bound`: stop speech that runs far past its text (None: the reference's behaviour)."""
         self.thinker = thinker
         self.describe_failure = describe_failure
-        self.downstream_first = threads is not None and threads.downstream_first
+        self.niceness = stage_niceness(threads) if threads is not None and threads.downstream_first else None
         self.speech_threads = SpeechThreads(threads)
         self.speech_bound = speech_bound
         self.prompt_ids = prompt_ids
@@ -185,8 +187,8 @@ class TurnStages:
 
     def _guard(self, part: str, stage: Any, name: str) -> None:
         try:
-            if self.downstream_first:
-                yield_to_later_stages(STAGE_NICENESS[name])
+            if self.niceness is not None:
+                yield_to_later_stages(self.niceness[name])
             if part != "thinker":
                 self.speech_threads.apply(name)
             with gpu_stage(part):
@@ -245,6 +247,7 @@ class TurnStages:
                 if bound is not None and not bound.allows(len(self.spoken), len(self.text)):
                     self._put(self.out, SpeechCut(len(self.spoken) / CODE_RATE))
                     return  # the Talker's generator is closed as it goes out of scope
+                self.speech_threads.apply("talker")
         finally:
             self.speech_threads.talker_finished()
             self._put(self.codes, _END, always=True)
@@ -337,13 +340,13 @@ class TurnStages:
 
 class SpeechThreads:
     """torch's intra-op threads for the speech stages of one turn. While the Thinker decodes the
-    reply, each has the plan's `torch`. The Talker keeps that count for the whole turn: it is the
-    chain all speech waits on, one small step after another, which more threads speed up little and
-    whose barriers stall while other stages hold the cores. Token2Wav's stages take the cores the
-    Thinker held once it has finished (`thinker_finished`, from its thread), and every core the plan
-    gives speech (`speech_alone`) once the Talker has finished too (`talker_finished`). At the turn's
-    end `take_back` (the caller's thread) sets `torch` again, so that the next turn starts with the
-    Thinker's cores free for it.
+    reply, each has the plan's `torch`; once it has finished (`thinker_finished`, from its thread),
+    each takes the plan's `speech_alone`, the cores it held. With `talker_first` the Talker keeps
+    `torch` instead: it is the chain all speech waits on, one small step after another, which more
+    threads speed up little and whose barriers stall while other stages hold the cores; Token2Wav's
+    stages take the cores the Thinker held, and all of `speech_alone` once the Talker has finished
+    too (`talker_finished`). At the turn's end `take_back` (the caller's thread) sets `torch` again,
+    so that the next turn starts with the Thinker's cores free for it.
 
     OpenMP keeps the thread count per calling thread, so each stage sets its own: it calls `apply`
     on its thread between its units of work (a DiT window, a vocoder chunk). torch also keeps the
@@ -352,7 +355,7 @@ class SpeechThreads:
     def __init__(self, budget: ThreadBudget | None) -> None:
         self._narrow = budget.torch if budget is not None else 0
         self._alone = max(self._narrow, budget.speech_alone) if budget is not None else 0
-        self._beside_talker = max(self._narrow, self._alone - self._narrow)
+        self._talker_first = budget is not None and budget.talker_first
         self._thinker_done = threading.Event()
         self._talker_done = threading.Event()
 
@@ -373,9 +376,13 @@ class SpeechThreads:
             torch.set_num_threads(self._narrow)
 
     def _count(self, stage: str) -> int:
-        if stage == "talker" or not self._thinker_done.is_set():
+        if not self._thinker_done.is_set():
             return self._narrow
-        return self._alone if self._talker_done.is_set() else self._beside_talker
+        if not self._talker_first:
+            return self._alone
+        if stage == "talker":
+            return self._narrow
+        return self._alone if self._talker_done.is_set() else max(self._narrow, self._alone - self._narrow)
 
 
 class ThinkerFeed:
@@ -417,6 +424,11 @@ class ThinkerFeed:
 
 def _cancelled(cancel: threading.Event | None) -> bool:
     return cancel is not None and cancel.is_set()
+
+
+def stage_niceness(budget: ThreadBudget) -> dict[str, int]:
+    """Each stage's nice value where its threads outnumber the cores."""
+    return TALKER_FIRST if budget.talker_first else DOWNSTREAM_FIRST
 
 
 def yield_to_later_stages(niceness: int) -> None:

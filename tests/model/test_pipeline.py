@@ -452,7 +452,7 @@ class TestLongConversations:
 
 
 class TestSharedCores:
-    def test_speech_comes_before_the_thinker_and_the_talker_first_when_the_plan_says(
+    def test_speech_comes_before_the_thinker_later_stages_or_the_talker_first_as_the_plan_says(
         self, conversation, monkeypatch
     ):
         niceness: dict[str, int] = {}
@@ -463,6 +463,12 @@ class TestSharedCores:
         monkeypatch.setattr(stages, "yield_to_later_stages", note)
         budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, downstream_first=True)
         monkeypatch.setattr(conversation, "plan", replace(conversation.plan, threads=budget))
+        run(conversation, "Hi", SPOKEN)
+        assert niceness == {"thinker": 3, "talker": 2, "dit": 1, "vocoder": 0}
+        niceness.clear()
+        monkeypatch.setattr(
+            conversation, "plan", replace(conversation.plan, threads=replace(budget, talker_first=True))
+        )
         run(conversation, "Hi", SPOKEN)
         assert niceness == {"thinker": 3, "dit": 2, "vocoder": 1, "talker": 0}
 
@@ -493,12 +499,14 @@ SPEECH_PAST_THE_TEXT = TurnOptions(
 
 
 class TestCoresAfterTheReply:
-    def test_token2wav_gets_the_thinkers_cores_once_it_and_the_talker_finished_and_gives_them_back(
-        self, conversation, monkeypatch
+    @pytest.mark.parametrize("talker_first", [False, True])
+    def test_speech_gets_the_thinkers_cores_once_the_reply_is_decoded_and_gives_them_back(
+        self, conversation, monkeypatch, talker_first
     ):
         """Each speech stage's torch threads, as set on its own thread (OpenMP counts per thread),
         after each of its units of work, in order with the ends of the Thinker's reply and the
-        Talker's codes."""
+        Talker's codes: every stage once the reply is decoded, or with `talker_first` Token2Wav's
+        once the codes are made too, the Talker keeping its one."""
         timeline: list[tuple[str, int]] = []
         apply, generate = stages.SpeechThreads.apply, conversation.thinker.generate
         talker_finished = stages.SpeechThreads.talker_finished
@@ -520,7 +528,7 @@ class TestCoresAfterTheReply:
             timeline.append(("talker finished", 0))
             talker_finished(self)
 
-        budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, speech_alone=2)
+        budget = ThreadBudget(thinker=1, thinker_prompt=2, torch=1, speech_alone=2, talker_first=talker_first)
         monkeypatch.setattr(stages.SpeechThreads, "apply", noted_apply)
         monkeypatch.setattr(stages.SpeechThreads, "talker_finished", noted_talker_finished)
         monkeypatch.setattr(conversation.thinker, "generate", noted_generate)
@@ -530,15 +538,18 @@ class TestCoresAfterTheReply:
             for turn in range(2):
                 timeline.clear()
                 assert len(run(conversation, "Hi", SPEECH_PAST_THE_TEXT)[-1].codes) == 150
+                thinker_done = timeline.index(("thinker finished", 0))
                 talker_done = timeline.index(("talker finished", 0))
-                assert timeline.index(("thinker finished", 0)) < talker_done, turn
-                while_it_speaks = [(name, count) for name, count in timeline[:talker_done] if name in speech]
-                assert {name for name, _ in while_it_speaks} == speech, turn
-                assert all(count == 1 for _, count in while_it_speaks), turn
+                assert thinker_done < talker_done, turn
+                wide_from = talker_done if talker_first else thinker_done
+                narrow = [(name, count) for name, count in timeline[:wide_from] if name in speech]
+                assert {name for name, _ in narrow} == speech, turn
+                assert all(count == 1 for _, count in narrow), turn  # the Thinker's cores are its own
                 for stage in ("dit", "vocoder"):
-                    counts = [count for name, count in timeline[talker_done:] if name == stage]
-                    assert counts and counts[-1] == 2, (turn, stage)  # every core once codes are made
-                assert [c for name, c in timeline if name == "talker"] == [1], "the Talker keeps its one"
+                    counts = [count for name, count in timeline[wide_from:] if name == stage]
+                    assert counts and counts[-1] == 2, (turn, stage)
+                talker = [count for name, count in timeline if name == "talker"]
+                assert talker[-1] == (1 if talker_first else 2), turn
                 assert torch.get_num_threads() == 1, "taken back at the turn's end"
         finally:
             torch.set_num_threads(before)

@@ -211,9 +211,13 @@ class TestMemory:
         assert faster.talker_weights == "int4"  # the kernels this CPU runs fastest
         assert smaller.notes[-1].startswith("The GPU ran out of memory")
         # Token2Wav stays on CUDA, with the reference's sampler: only the Talker is slower now
-        assert smaller.stream == replace(FAST_STREAM, fixed_windows=True, sampler=REFERENCE)
+        assert smaller.stream == replace(
+            FAST_STREAM, fixed_windows=True, max_chunk_blocks=None, sampler=REFERENCE
+        )
         chosen = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="fast")).without_gpu("talker", "x")
-        assert chosen.stream == replace(FAST_STREAM, fixed_windows=True)  # Euler where the user asked
+        assert chosen.stream == replace(
+            FAST_STREAM, fixed_windows=True, max_chunk_blocks=None
+        )  # Euler: asked
         assert not plan.without_gpu("token2wav", "full").stream.fixed_windows
         exact = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="exact"))
         assert exact.without_gpu("talker", "full").profile == "exact"
@@ -261,6 +265,9 @@ class TestChoices:
     def test_speech_takes_every_core_once_the_reply_is_decoded(self):
         plan = make_plan(CPU_ONLY, NEEDS_3B)
         assert plan.threads is not None and plan.threads.speech_alone == CPU_ONLY.cpu_count
+        assert plan.profile == "fast" and plan.threads.talker_first  # its Talker costs what Token2Wav does
+        exact = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact")).threads
+        assert exact is not None and not exact.talker_first  # Token2Wav costs far more there
         described = "\n".join(plan.describe())
         assert "Thinker 6 (prompt 8), speech 2 (up to 8 once the reply is decoded)" in described
 
