@@ -101,8 +101,8 @@ class StreamOptions:
     def blocks_from(self, first: int) -> int:
         """Blocks of the chunk that starts at block `first`. With `max_chunk_blocks`, a later chunk
         is as long as the sound made before it, from chunk_blocks up to max_chunk_blocks: a window's
-        look-back and look-ahead then cost less per block, and each chunk is made while the sound
-        before it plays."""
+        look-back and look-ahead then cost less per block, and where speech is made about as fast as
+        it plays, the chunk's codes come in while the sound before it plays."""
         if first == 0:
             return self.first_chunk_blocks
         if self.max_chunk_blocks is None:
