@@ -25,7 +25,9 @@ after the first DiT chunk (36 codes in), 48 - 34 = 14 frames = 140 ms of audio; 
 vocoder allow. A smaller context trades exactness for latency: in the listening check (tiny
 random vocoder) 16 frames left seams below one 16-bit step (-110 dB) and 8 frames did not
 (-45 dB); with `vocoder_context_frames=16, first_chunk_blocks=1` the first 80 ms of audio come
-with the 24th code. That margin belongs to those weights, so the default stays exact.
+with the 24th code. That margin belongs to those weights, so the default stays exact. Each window
+is widened to the left to whole DiT blocks (`ChunkedVocoder`'s `width_step`), so that its width is
+one of a few, whose kernels a CPU builds once; the utterance's last frames are vocoded in one call.
 
 Look-ahead (`vocoder_lookahead`, the Fast profile's). The DiT's window for a chunk computes one
 block past it (its look-ahead), a provisional mel of the next block that is then thrown away.
@@ -129,11 +131,20 @@ class MelChunk:
 
 
 class ChunkedVocoder:
-    """Final mel frames in, waveform out. push/finish return (samples,) float32 tensors."""
+    """Final mel frames in, waveform out. push/finish return (samples,) float32 tensors.
 
-    def __init__(self, vocoder: BigVGAN, context_frames: int) -> None:
+    `width_step`: every call's window is widened to the left (over frames already vocoded, kept for
+    this) to a multiple of this many frames, where the frames before it allow. A CPU builds kernels
+    for each new window width (oneDNN's: 0.3 to 0.6 s per width for the released vocoder on one
+    thread, more than vocoding 48 frames); whole DiT blocks make every width one of a few that recur
+    from reply to reply, the last chunk's included. More left context changes no kept sample where
+    the context is the receptive field, and brings the others closer to a whole run where it is less.
+    """
+
+    def __init__(self, vocoder: BigVGAN, context_frames: int, width_step: int = 1) -> None:
         self._vocoder = vocoder
         self._context = context_frames
+        self._step = width_step
         self._hop = vocoder.cfg.hop
         self._mel = torch.empty(vocoder.cfg.mel_dim, 0)  # frames from self._first onwards
         self._first = 0  # absolute index of self._mel[:, 0]
@@ -142,19 +153,27 @@ class ChunkedVocoder:
     def push(self, mel: torch.Tensor, ahead: torch.Tensor | None = None) -> torch.Tensor:
         """mel: (mel_dim, frames) following the frames pushed before. With `ahead` (provisional mel of
         the frames after `mel`), all of `mel` is vocoded now, `ahead` standing in for what follows."""
-        self._mel = torch.cat([self._mel, mel.float().cpu()], dim=1)
+        self._append(mel)
         end = self._first + self._mel.shape[1]
         if ahead is None:
             return self._emit(end - self._context)
         return self._emit(end, ahead[:, : self._context].float().cpu())
 
-    def finish(self) -> torch.Tensor:
+    def finish(self, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """The audio of everything pushed and of `mel`, the utterance's last frames, in one call."""
+        if mel is not None:
+            self._append(mel)
         return self._emit(self._first + self._mel.shape[1])
+
+    def _append(self, mel: torch.Tensor) -> None:
+        self._mel = torch.cat([self._mel, mel.float().cpu()], dim=1)
 
     def _emit(self, end: int, ahead: torch.Tensor | None = None) -> torch.Tensor:
         if end <= self._emitted:
             return torch.zeros(0)
         start = max(self._first, self._emitted - self._context)
+        width = self._first + self._mel.shape[1] - start + (0 if ahead is None else ahead.shape[1])
+        start = max(self._first, start - (-width) % self._step)
         weight = self._vocoder.conv_pre.weight
         window = self._mel[:, start - self._first :]
         if ahead is not None:
@@ -164,7 +183,7 @@ class ChunkedVocoder:
             wave = self._vocoder(window.unsqueeze(0))[0].float().cpu()
         audio = wave[(self._emitted - start) * self._hop : (end - start) * self._hop]
         self._emitted = end
-        keep_from = max(self._first, end - self._context)
+        keep_from = max(self._first, end - self._context - (self._step - 1))
         self._mel = self._mel[:, keep_from - self._first :]
         self._first = keep_from
         return audio
@@ -250,7 +269,7 @@ class StreamingSynthesizer:
         context = options.vocoder_context_frames
         if context is None:
             context = receptive_field_frames(t2w.vocoder.cfg)
-        self._vocoder = ChunkedVocoder(t2w.vocoder, context)
+        self._vocoder = ChunkedVocoder(t2w.vocoder, context, width_step=t2w.block_codes * t2w.dit.cfg.repeats)
         self._lookahead = options.vocoder_lookahead
 
     def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
@@ -271,8 +290,7 @@ class StreamingSynthesizer:
         """The vocoder's half: the audio of `mel` that is ready (all of it when `last`). On the
         vocoder's thread (one thread may do both halves)."""
         if last:
-            audio = self._vocoder.push(mel.final) if mel.frames else torch.zeros(0)
-            return torch.cat([audio, self._vocoder.finish()])
+            return self._vocoder.finish(mel.final)
         if not mel.frames:
             return torch.zeros(0)
         # With look-ahead, a chunk is vocoded to its end against what its window made after it:

@@ -290,6 +290,24 @@ class TestStreaming:
         frames = changed.nonzero().squeeze(1)
         assert frames.min() >= 2 and frames.max() <= 2 * field + 2
 
+    def test_widening_a_window_over_vocoded_frames_changes_no_sample(self, t2w):
+        """With the receptive field as context, whole-block windows (`width_step`) vocode the same."""
+        mel = torch.randn(80, 197, generator=torch.Generator().manual_seed(9)) - 4
+        field = receptive_field_frames(t2w.vocoder.cfg)
+        runs = []
+        for step in (1, 24):
+            vocoder = ChunkedVocoder(t2w.vocoder, field, width_step=step)
+            runs.append(
+                torch.cat(
+                    [
+                        *(vocoder.push(mel[:, i : i + 50]) for i in range(0, 150, 50)),
+                        vocoder.finish(mel[:, 150:]),
+                    ]
+                )
+            )
+        assert runs[0].shape == runs[1].shape == (197 * 240,)
+        assert _report("whole-block windows vs exact-width windows", runs[1], runs[0]) < 1e-6
+
 
 def _speech_mel(path: Path) -> torch.Tensor:
     """A 16-bit mono wav -> log-amplitude 80-bin mel at 24 kHz, 100 frames/s (mel_dim, frames)."""
@@ -407,6 +425,25 @@ class TestFastStreaming:
             f"(mean |mel| {whole.abs().mean():.3g})"
         )
         assert distances["growing"] <= 1.1 * distances["fixed"]
+
+    @pytest.mark.parametrize("n_codes", [113, 131])
+    def test_every_vocoder_window_is_whole_blocks_wide(self, t2w, voice, monkeypatch, n_codes):
+        """So that the widths a CPU builds kernels for recur from reply to reply, the last chunk's
+        too, which is vocoded in one call; only the first window, with nothing before it, is not
+        widened (it is two blocks: the chunk and its look-ahead)."""
+        widths, forward = [], t2w.vocoder.forward
+
+        def vocoder_width(mel):
+            widths.append(mel.shape[-1])
+            return forward(mel)
+
+        monkeypatch.setattr(t2w.vocoder, "forward", vocoder_width)
+        codes = torch.randint(0, 100, (n_codes,), generator=torch.Generator().manual_seed(n_codes))
+        audio = torch.cat(_stream(t2w, voice, codes, FAST_STREAM, piece=1))
+        block_frames = 2 * t2w.block_codes
+        assert audio.numel() == n_codes * 2 * 240
+        assert widths[0] == 2 * block_frames and all(width % block_frames == 0 for width in widths)
+        assert len(widths) == 3  # the chunks of 1 and 5 blocks, then the rest at the end
 
     def test_a_first_chunk_without_look_ahead_sounds_with_the_12th_code(self, t2w, voice):
         codes = torch.randint(0, 100, (12,), generator=torch.Generator().manual_seed(4))
