@@ -128,7 +128,10 @@ class ThreadBudget:
     takes the rest of the cores, all of them once the codes are made (`stages.SpeechThreads`): the
     Fast profile on a CPU, whose Talker costs about what Token2Wav does (measured: RTF 2.26 against
     2.31 to 2.39); where Token2Wav costs far more (Exact: 23.4 against 30.7), every speech stage
-    takes `speech_alone` and the later stages come first."""
+    takes `speech_alone` and the later stages come first;
+    first_sound_first: from the code that completes the first sound's window until that sound is
+    out, the Thinker waits between tokens and Token2Wav takes `speech_alone` (`stages.FirstSound`):
+    the Fast profile where the stages' threads outnumber the cores."""
 
     thinker: int
     thinker_prompt: int
@@ -136,6 +139,7 @@ class ThreadBudget:
     downstream_first: bool = False
     speech_alone: int = 0
     talker_first: bool = False
+    first_sound_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,10 @@ class Plan:
         )
         if self.threads is not None:
             t = self.threads
-            alone = f" (up to {t.speech_alone} once the reply is decoded)" if t.speech_alone > t.torch else ""
+            alone = ""
+            if t.speech_alone > t.torch:
+                first = f"{t.speech_alone} for the first sound, " if t.first_sound_first else ""
+                alone = f" ({first}up to {t.speech_alone} once the reply is decoded)"
             lines.append(
                 f"{'CPU threads:':15}Thinker {t.thinker} (prompt {t.thinker_prompt}), speech {t.torch}{alone}"
             )
@@ -400,7 +407,9 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
     stream = replace(QUICK_START_STREAM if quick_start else FAST_STREAM, sampler=sampler)
     if token2wav.device == "cuda":  # one CUDA graph for every window: each padded to the largest
         stream = replace(stream, fixed_windows=True, max_chunk_blocks=None)
-    threads = replace(plan.threads, talker_first=True) if plan.threads is not None else None
+    threads = plan.threads
+    if threads is not None:
+        threads = replace(threads, talker_first=True, first_sound_first=threads.downstream_first)
     return replace(
         plan,
         profile="fast",

@@ -92,11 +92,16 @@ class TurnStages:
         self.thinker = thinker
         self.describe_failure = describe_failure
         self.niceness = stage_niceness(threads) if threads is not None and threads.downstream_first else None
-        self.speech_threads = SpeechThreads(threads)
+        assert options.stream is not None, "the conversation sets the plan's stream options"
+        first_sound_codes = None  # the whole utterance's sound comes at its end: nothing to wait for
+        waits = threads is not None and threads.first_sound_first and not options.full_utterance
+        if waits and parts is not None:
+            first_sound_codes = options.stream.first_sound_codes(parts[1].block_codes)
+        self.first_sound = FirstSound(first_sound_codes, cancel)
+        self.speech_threads = SpeechThreads(threads, self.first_sound)
         self.speech_bound = speech_bound
         self.prompt_ids = prompt_ids
         self.prompt = prompt
-        assert options.stream is not None, "the conversation sets the plan's stream options"
         self.options = options
         self.stream = options.stream
         self.voice = voice
@@ -219,6 +224,7 @@ class TurnStages:
                         self._put(self.out, TextDelta(event.text))
                 elif isinstance(event, Decoded) and speaking:
                     self.feed.put(event)
+                    self.first_sound.wait()  # before the next token
                 elif isinstance(event, Finished):
                     self.thinker_finished = event
                     self.reply_ids = event.reply_ids
@@ -242,6 +248,7 @@ class TurnStages:
                 if not self.spoken:
                     self._put(self.out, self._mark("first_code"))
                 self.spoken.append(code)
+                self.first_sound.coded(len(self.spoken))
                 self._put(self.codes, code)
                 bound = self.speech_bound
                 if bound is not None and not bound.allows(len(self.spoken), len(self.text)):
@@ -297,12 +304,15 @@ class TurnStages:
     def _vocoder(self) -> None:
         """Token2Wav's second half, on a thread of its own: the DiT samples the next window meanwhile."""
         assert self.parts is not None
-        for mel, last in self._drain(self.mels):
-            self.speech_threads.apply("vocoder")
-            if self.synthesizer is None:  # the whole utterance, as the reference vocodes it
-                self._audio(self.parts[1].vocode(mel.final))
-            else:
-                self._audio(self.synthesizer.vocode(mel, last))
+        try:
+            for mel, last in self._drain(self.mels):
+                self.speech_threads.apply("vocoder")
+                if self.synthesizer is None:  # the whole utterance, as the reference vocodes it
+                    self._audio(self.parts[1].vocode(mel.final))
+                else:
+                    self._audio(self.synthesizer.vocode(mel, last))
+        finally:
+            self.first_sound.sounded()  # or never will: the Thinker waits no more
 
     def _drain(self, source: queue.Queue[Any]) -> Iterator[Any]:
         """The items of `source` up to its end, or until the turn is cancelled."""
@@ -319,6 +329,7 @@ class TurnStages:
         if samples.numel() and not self.cancel.is_set():
             if not self.heard:
                 self.heard = True
+                self.first_sound.sounded()
                 self._put(self.out, self._mark("first_audio"))
             self._put(self.out, AudioChunk(samples.detach().float().cpu().numpy()))
 
@@ -345,14 +356,16 @@ class SpeechThreads:
     `torch` instead: it is the chain all speech waits on, one small step after another, which more
     threads speed up little and whose barriers stall while other stages hold the cores; Token2Wav's
     stages take the cores the Thinker held, and all of `speech_alone` once the Talker has finished
-    too (`talker_finished`). At the turn's end `take_back` (the caller's thread) sets `torch` again,
-    so that the next turn starts with the Thinker's cores free for it.
+    too (`talker_finished`). While the Thinker waits for the first sound (`FirstSound`), Token2Wav's
+    stages take `speech_alone` too. At the turn's end `take_back` (the caller's thread) sets `torch`
+    again, so that the next turn starts with the Thinker's cores free for it.
 
     OpenMP keeps the thread count per calling thread, so each stage sets its own: it calls `apply`
     on its thread between its units of work (a DiT window, a vocoder chunk). torch also keeps the
     last count set as the one new threads start with, hence `take_back`."""
 
-    def __init__(self, budget: ThreadBudget | None) -> None:
+    def __init__(self, budget: ThreadBudget | None, first_sound: FirstSound | None = None) -> None:
+        self._first_sound = first_sound
         self._narrow = budget.torch if budget is not None else 0
         self._alone = max(self._narrow, budget.speech_alone) if budget is not None else 0
         self._talker_first = budget is not None and budget.talker_first
@@ -377,12 +390,50 @@ class SpeechThreads:
 
     def _count(self, stage: str) -> int:
         if not self._thinker_done.is_set():
-            return self._narrow
+            waiting = self._first_sound is not None and self._first_sound.pending and stage != "talker"
+            return self._alone if waiting else self._narrow
         if not self._talker_first:
             return self._alone
         if stage == "talker":
             return self._narrow
         return self._alone if self._talker_done.is_set() else max(self._narrow, self._alone - self._narrow)
+
+
+class FirstSound:
+    """The plan's `first_sound_first`: from the code that completes the first sound's window until
+    that sound is out, the Thinker waits between tokens, and Token2Wav's stages take the cores it
+    held (`SpeechThreads`). The user waits for that sound; nothing waits yet for the Thinker's next
+    tokens, which beside the window's DiT and vocoder on too few cores made it 0.2 to 0.4 s later
+    (docs/performance.md).
+
+    `coded` is called from the Talker's thread after each code, `sounded` from the vocoder's at the
+    first audio and when it ends (however it ends: the Thinker never waits for a sound that will
+    not come), `wait` from the Thinker's between tokens; it returns at once where `codes` is None
+    (no such plan), and when the turn is cancelled."""
+
+    def __init__(self, codes: int | None, cancel: threading.Event) -> None:
+        """`codes`: the codes the first sound's window needs (`StreamOptions.first_sound_codes`)."""
+        self._codes = codes
+        self._cancel = cancel
+        self._open = threading.Event()
+        self._open.set()
+        self._sounded = False
+
+    @property
+    def pending(self) -> bool:
+        return not self._open.is_set()
+
+    def coded(self, count: int) -> None:
+        if count == self._codes and not self._sounded:
+            self._open.clear()
+
+    def sounded(self) -> None:
+        self._sounded = True
+        self._open.set()
+
+    def wait(self) -> None:
+        while not self._open.wait(POLL_S) and not self._cancel.is_set():
+            pass
 
 
 class ThinkerFeed:

@@ -28,7 +28,7 @@ from model.pipeline import (
     stages,
 )
 from model.pipeline.out_of_memory import out_of_gpu_memory
-from model.placement import CPU_FLOAT32, Placement, Plan, ThreadBudget
+from model.placement import CPU_FLOAT32, FAST_STREAM, Placement, Plan, ThreadBudget
 from model.sampling import SamplingOptions
 from model.speech_bound import SpeechBound
 from model.talker import SpeechOptions, Talker
@@ -553,6 +553,89 @@ class TestCoresAfterTheReply:
                 assert torch.get_num_threads() == 1, "taken back at the turn's end"
         finally:
             torch.set_num_threads(before)
+
+
+# A reply whose first sound's codes (24, FAST_STREAM) come while the Thinker still decodes.
+LONG_REPLY = TurnOptions(
+    max_tokens=60,
+    min_tokens=60,
+    sampling=GREEDY,
+    speech=SpeechOptions(sampling=SamplingOptions(greedy=True), min_codes=80, max_codes=80),
+    seed=3,
+)
+
+
+class TestFirstSoundFirst:
+    @pytest.mark.parametrize("first_sound_first", [False, True])
+    def test_the_thinker_waits_while_the_first_sound_is_made_on_its_cores(
+        self, conversation, monkeypatch, first_sound_first
+    ):
+        """Between the code that completes the first sound's window and that sound, the Thinker
+        decodes at most the token it was decoding, and the DiT and the vocoder take `speech_alone`;
+        after it, they go back to `torch` while the Thinker decodes. Without the plan's
+        `first_sound_first` the Thinker decodes on meanwhile."""
+        timeline: list[tuple[str, int]] = []
+        generate, apply, audio_out = (
+            conversation.thinker.generate,
+            stages.SpeechThreads.apply,
+            stages.TurnStages._audio,
+        )
+        talker = conversation._speech_parts()[0]
+        speak = talker.speak
+
+        def noted_generate(*args, **kwargs):  # a Thinker slower than the tiny Talker, as a CPU's is
+            for event in generate(*args, **kwargs):
+                if isinstance(event, Decoded):
+                    time.sleep(0.01)
+                    timeline.append(("token", 0))
+                yield event
+
+        def noted_speak(*args, **kwargs):
+            for count, code in enumerate(speak(*args, **kwargs), 1):
+                timeline.append(("code", count))
+                yield code
+
+        def noted_apply(self, stage: str) -> None:
+            apply(self, stage)
+            timeline.append((threading.current_thread().name, torch.get_num_threads()))
+
+        def noted_audio(self, samples) -> None:
+            if samples.numel():
+                timeline.append(("audio", 0))
+            audio_out(self, samples)
+
+        budget = ThreadBudget(
+            thinker=1, thinker_prompt=2, torch=1, speech_alone=2, first_sound_first=first_sound_first
+        )
+        monkeypatch.setattr(conversation.thinker, "generate", noted_generate)
+        monkeypatch.setattr(talker, "speak", noted_speak)
+        monkeypatch.setattr(stages.SpeechThreads, "apply", noted_apply)
+        monkeypatch.setattr(stages.TurnStages, "_audio", noted_audio)
+        monkeypatch.setattr(
+            conversation, "plan", replace(conversation.plan, threads=budget, stream=FAST_STREAM)
+        )
+        before = torch.get_num_threads()
+        try:
+            finished = run(conversation, "Hi", LONG_REPLY)[-1]
+        finally:
+            torch.set_num_threads(before)
+        assert len(finished.reply_ids) == 60 and len(finished.codes) == 80
+        complete = timeline.index(("code", FAST_STREAM.first_sound_codes(12)))
+        heard = timeline.index(("audio", 0))
+        while_made = timeline[complete:heard]
+        tokens = sum(what == "token" for what, _ in while_made)
+        print(
+            f"\nfirst_sound_first={first_sound_first}: {tokens} tokens decoded while the first sound was made"
+        )
+        if not first_sound_first:
+            assert tokens > 1
+            return
+        assert tokens <= 1  # the one in flight
+        assert {count for name, count in while_made if name in ("dit", "vocoder")} == {2}
+        after = timeline[heard:]
+        last_token = max(i for i, (what, _) in enumerate(after) if what == "token")
+        counts = [count for name, count in after[:last_token] if name in ("dit", "vocoder")]
+        assert counts and set(counts[1:]) == {1}  # (the first may have been set as the sound went out)
 
 
 class TestSpeechBound:
