@@ -487,15 +487,20 @@ class TestSharedCores:
         assert seen == [before + 2] and os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
+def forced(tokens: int, codes: int) -> TurnOptions:
+    """A greedy turn of exactly `tokens` text tokens and `codes` codes."""
+    return TurnOptions(
+        max_tokens=tokens,
+        min_tokens=tokens,
+        sampling=GREEDY,
+        speech=SpeechOptions(sampling=SamplingOptions(greedy=True), min_codes=codes, max_codes=codes),
+        seed=3,
+    )
+
+
 # The Thinker stops after 4 tokens; the Talker may not stop before 150 codes (what a Talker that missed
 # its stop would do), so speech goes on long after the Thinker has finished.
-SPEECH_PAST_THE_TEXT = TurnOptions(
-    max_tokens=4,
-    min_tokens=4,
-    sampling=GREEDY,
-    speech=SpeechOptions(sampling=SamplingOptions(greedy=True), min_codes=150, max_codes=150),
-    seed=3,
-)
+SPEECH_PAST_THE_TEXT = forced(4, 150)
 
 
 class TestCoresAfterTheReply:
@@ -556,13 +561,7 @@ class TestCoresAfterTheReply:
 
 
 # A reply whose first sound's codes (24, FAST_STREAM) come while the Thinker still decodes.
-LONG_REPLY = TurnOptions(
-    max_tokens=60,
-    min_tokens=60,
-    sampling=GREEDY,
-    speech=SpeechOptions(sampling=SamplingOptions(greedy=True), min_codes=80, max_codes=80),
-    seed=3,
-)
+LONG_REPLY = forced(60, 80)
 
 
 class TestFirstSoundFirst:
