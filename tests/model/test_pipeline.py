@@ -579,7 +579,7 @@ class TestFirstSoundFirst:
             stages.SpeechThreads.apply,
             stages.TurnStages._audio,
         )
-        talker = conversation._speech_parts()[0]
+        talker, token2wav = conversation._speech_parts()
         speak = talker.speak
 
         def noted_generate(*args, **kwargs):  # a Thinker slower than the tiny Talker, as a CPU's is
@@ -619,7 +619,7 @@ class TestFirstSoundFirst:
         finally:
             torch.set_num_threads(before)
         assert len(finished.reply_ids) == 60 and len(finished.codes) == 80
-        complete = timeline.index(("code", FAST_STREAM.first_sound_codes(12)))
+        complete = timeline.index(("code", FAST_STREAM.first_sound_codes(token2wav.block_codes)))
         heard = timeline.index(("audio", 0))
         while_made = timeline[complete:heard]
         tokens = sum(what == "token" for what, _ in while_made)

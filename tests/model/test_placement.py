@@ -266,7 +266,8 @@ class TestChoices:
         plan = make_plan(CPU_ONLY, NEEDS_3B)
         assert plan.threads is not None and plan.threads.speech_alone == CPU_ONLY.cpu_count
         assert plan.profile == "fast" and plan.threads.talker_first  # its Talker costs what Token2Wav does
-        exact = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact")).threads
+        exact_plan = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact"))
+        exact = exact_plan.threads
         assert exact is not None and not exact.talker_first  # Token2Wav costs far more there
         assert plan.threads.first_sound_first and not exact.first_sound_first  # Exact's first window is long
         described = "\n".join(plan.describe())
@@ -274,7 +275,6 @@ class TestChoices:
             "Thinker 6 (prompt 8), speech 2 (8 for the first sound, up to 8 once the reply is decoded)"
             in described
         )
-        exact_plan = make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact"))
         assert "speech 2 (up to 8 once the reply is decoded)" in "\n".join(exact_plan.describe())
 
     def test_speech_is_bounded_by_its_text_where_the_talkers_weights_are_quantized(self):
