@@ -5,7 +5,7 @@ Layout as in the checkpoint (`token2wav.code2wav_dit_model.*`), adapted once at 
 during sampling are projected once per utterance), and head 0 of q/k is de-interleaved
 (the checkpoint's RoPE layout) so the standard half-split rotation applies.
 
-Attention is block-local: frames form blocks of `block_size` (24 mel frames, 240 ms); in
+Attention is block-local (`block_attention`): frames form blocks of `block_size` (24 mel frames, 240 ms); in
 most layers a frame sees its own block only, in `look_backward_layers` also the block before
 and in `look_ahead_layers` also the block after. Rotary positions (head 0 only) and block
 indices are absolute, so a window that starts on a block boundary at frame `first_frame`
@@ -82,6 +82,10 @@ class DiTConfig:
             out_dim=self.enc_dim,
         )
 
+    def span(self, layer: int) -> tuple[int, int]:
+        """Blocks before and after its own that a frame of `layer` attends to."""
+        return int(layer in self.look_backward_layers), int(layer in self.look_ahead_layers)
+
     @property
     def num_codes(self) -> int:
         """Rows of the codec table: codes 0..num_embeds (row 0 doubles as the 'dropped code')."""
@@ -94,7 +98,9 @@ class Conditioning:
 
     static: (2, frames, hidden): input projection of speaker vector, codes and voice vector, plus bias.
     cos, sin: (frames, head_dim) rotary tables at the window's absolute positions.
-    masks: layer index -> (frames, frames) bool, True where attention is allowed.
+    masks: layer index -> (heads x blocks, block_size, span) bool: for each head and block of the
+    window (its last block padded to whole), True where a frame of the block may attend to a frame of
+    the layer's span of blocks (`block_attention`).
     """
 
     static: torch.Tensor
@@ -148,12 +154,16 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """x: (batch, frames, hidden) -> same; RoPE on head 0 only, as the checkpoint was trained."""
+    """x: (batch, frames, hidden) -> same; RoPE on head 0 only, as the checkpoint was trained.
 
-    def __init__(self, hidden: int, heads: int, head_dim: int) -> None:
+    Each frame attends to the frames of its layer's span of blocks (`back` blocks before its own to
+    `ahead` after it) where the window's mask allows."""
+
+    def __init__(self, hidden: int, heads: int, head_dim: int, block: int, back: int, ahead: int) -> None:
         super().__init__()
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
+        self.block, self.back, self.ahead = block, back, ahead
         self.to_q = nn.Linear(hidden, inner)
         self.to_k = nn.Linear(hidden, inner)
         self.to_v = nn.Linear(hidden, inner)
@@ -170,8 +180,38 @@ class Attention(nn.Module):
         q0, k0 = q[:, :1], k[:, :1]
         q = torch.cat([q0 * cos + _rotate_half(q0) * sin, q[:, 1:]], dim=1)
         k = torch.cat([k0 * cos + _rotate_half(k0) * sin, k[:, 1:]], dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = block_attention(q, k, v, mask, self.block, self.back, self.ahead)
         return self.to_out(out.transpose(1, 2).reshape(batch, frames, -1))
+
+
+def block_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, block: int, back: int, ahead: int
+) -> torch.Tensor:
+    """q, k, v: (batch, heads, frames, head_dim); mask: (heads x blocks, block, span) bool, as
+    `DiT.conditioning` makes it -> (batch, heads, frames, head_dim).
+
+    The attention a (frames, frames) mask of the same blocks gives, with the work of the span only:
+    each block's queries meet the keys of blocks i - back .. i + ahead (the window's ends filled with
+    frames the mask hides), so a long window costs its span per block instead of every frame, and
+    the whole utterance no longer costs the square of its length."""
+    batch, heads, frames, dim = q.shape
+    blocks = -(-frames // block)
+    tail = blocks * block - frames
+    span = (back + 1 + ahead) * block
+    if tail:
+        q = F.pad(q, (0, 0, 0, tail))
+    # each block's keys and values: a view of the sequence, padded by the span's blocks beyond its ends
+    k, v = (
+        F.pad(t, (0, 0, back * block, ahead * block + tail))
+        .unfold(2, span, block)
+        .transpose(-1, -2)
+        .reshape(batch, heads * blocks, span, dim)
+        for t in (k, v)
+    )
+    # a mask given for each row runs several times faster than one broadcast over rows (torch 2.13, CPU)
+    mask = mask.expand(batch, *mask.shape)
+    out = F.scaled_dot_product_attention(q.reshape(batch, heads * blocks, block, dim), k, v, attn_mask=mask)
+    return out.reshape(batch, heads, blocks * block, dim)[:, :, :frames]
 
 
 class FeedForward(nn.Module):
@@ -187,10 +227,13 @@ class FeedForward(nn.Module):
 class DiTBlock(nn.Module):
     """AdaLN-zero transformer block: gated attention then gated MLP, both modulated by time."""
 
-    def __init__(self, cfg: DiTConfig) -> None:
+    def __init__(self, cfg: DiTConfig, layer: int) -> None:
         super().__init__()
+        back, ahead = cfg.span(layer)
         self.attn_norm = AdaLayerNormZero(cfg.hidden_size)
-        self.attn = Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim)
+        self.attn = Attention(
+            cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.block_size, back, ahead
+        )
         self.ff = FeedForward(cfg.hidden_size, cfg.ff_mult)
 
     def forward(
@@ -224,7 +267,7 @@ class DiT(nn.Module):
         self.input_speaker = nn.Linear(cfg.enc_dim, hidden, bias=False)
         self.input_code = nn.Linear(cfg.emb_dim, hidden, bias=False)
         self.input_voice = nn.Linear(cfg.enc_emb_dim, hidden, bias=False)
-        self.transformer_blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_hidden_layers))
+        self.transformer_blocks = nn.ModuleList(DiTBlock(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm_out = nn.Linear(hidden, hidden * 2)
         self.proj_out = nn.Linear(hidden, cfg.mel_dim)
         inv_freq = 1.0 / (
@@ -248,7 +291,7 @@ class DiT(nn.Module):
         """codes: (n_codes,) int64; speaker: (2, enc_dim) ECAPA outputs for the conditional and
         unconditional rows; voice: (enc_emb_dim,); first_frame: absolute mel frame of codes[0]
         (a multiple of block_size); real_codes: with fewer than n_codes, the codes after them are
-        padding (a window made to a fixed shape), which real frames never attend to (see `_masks`)."""
+        padding (a window made to a fixed shape), which real frames never attend to (see `block_masks`)."""
         cfg = self.cfg
         frames = codes.shape[0] * cfg.repeats
         code_emb = self.codec_embed(torch.stack([codes, torch.zeros_like(codes)]))
@@ -265,31 +308,40 @@ class DiT(nn.Module):
             static=static,
             cos=angles.cos().to(dtype),
             sin=angles.sin().to(dtype),
-            masks=self._masks(
+            masks=self.block_masks(
                 first_frame, frames, codes.device, frames if real_codes is None else real_codes * cfg.repeats
             ),
         )
 
-    def _masks(
+    def block_masks(
         self, first_frame: int, frames: int, device: torch.device, real_frames: int
     ) -> tuple[torch.Tensor, ...]:
-        """Block attention; frames from `real_frames` on are padding: real and padded frames never
-        attend to each other, so the real frames compute what they would without the padding (every
-        other operation is per frame), and each padded frame still sees itself (no empty row)."""
+        """Each layer's `block_attention` mask: a frame sees the frames of its layer's span of blocks
+        that are in the window and of its own kind: real (before `real_frames`), padding (a window made
+        to a fixed shape: real and padded frames never attend to each other, so the real frames compute
+        what they would without it, every other operation being per frame), or the fill that makes the
+        last block whole. Each frame sees at least itself (no empty row)."""
         cfg = self.cfg
-        block = (torch.arange(frames, device=device) + first_frame) // cfg.block_size
-        diff = block[None, :] - block[:, None]  # key block - query block
-        if real_frames < frames:
-            real = torch.arange(frames, device=device) < real_frames
-            diff = diff.masked_fill(real[None, :] != real[:, None], frames)  # beyond any look-ahead
+        size = cfg.block_size
+        if first_frame % size:
+            raise ValueError(f"a DiT window starts on a block boundary, not at frame {first_frame}")
+        blocks = -(-frames // size)
+        index = torch.arange(blocks * size, device=device)
+        kind = (index >= real_frames).long() + (index >= frames).long()
+        query_kind = kind.view(blocks, size, 1)
         cache: dict[tuple[int, int], torch.Tensor] = {}
         masks = []
         for layer in range(cfg.num_hidden_layers):
-            back = int(layer in cfg.look_backward_layers)
-            ahead = int(layer in cfg.look_ahead_layers)
-            if (back, ahead) not in cache:
-                cache[back, ahead] = (diff >= -back) & (diff <= ahead)
-            masks.append(cache[back, ahead])
+            span = cfg.span(layer)
+            if span not in cache:
+                back, ahead = span
+                first_key = (torch.arange(blocks, device=device) - back) * size  # (blocks,)
+                keys = first_key[:, None] + torch.arange((back + 1 + ahead) * size, device=device)
+                inside = (keys >= 0) & (keys < blocks * size)
+                key_kind = kind[keys.clamp(0, blocks * size - 1)]
+                allowed = inside[:, None, :] & (key_kind[:, None, :] == query_kind)
+                cache[span] = allowed.repeat(cfg.num_attention_heads, 1, 1)
+            masks.append(cache[span])
         return tuple(masks)
 
     def forward(

@@ -4,7 +4,7 @@ A window is `SamplerOptions.evaluations` DiT calls (36 for the reference's RK4),
 kernels (22 blocks of norms, modulations, projections, rotary and block attention); on a GPU their
 launches cost more than their work, about 0.2 s a window. With windows at one fixed shape
 (`StreamOptions.fixed_windows`) the integration reads only buffers whose shapes never change: the
-window's conditioning (static projection, rotary tables, attention masks) and its noise. So it is
+window's conditioning (static projection, rotary tables, block attention masks) and its noise. So it is
 captured once per window size and sampler on first use, and each window is then one replay.
 
 The window's conditioning is computed outside the graph (`DiT.conditioning`) and copied in, so the
@@ -44,10 +44,8 @@ class WindowGraph:
             return torch.zeros(*shape, dtype=dtype, device=weight.device)
 
         self.noise = buffer(frames, cfg.mel_dim, dtype=torch.float32)  # the ODE's state stays float32
-        # every frame attends to all until a window's masks come in: no empty row while capturing
-        masks = tuple(
-            buffer(frames, frames, dtype=torch.bool).logical_not_() for _ in range(cfg.num_hidden_layers)
-        )
+        # a window of real frames until a window's masks come in: no empty row while capturing
+        masks = tuple(mask.clone() for mask in dit.block_masks(0, frames, weight.device, frames))
         self.cond = Conditioning(
             static=buffer(2, frames, cfg.hidden_size),
             cos=buffer(frames, cfg.head_dim),

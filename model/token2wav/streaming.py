@@ -76,7 +76,7 @@ class StreamOptions:
     vocoder_context_frames: mel frames either side of a vocoder chunk; None: the receptive field.
     fixed_windows: every DiT window padded to the largest one's shape (`window_codes`), so that on
     CUDA each window's ODE is one CUDA graph replay (`graph.WindowGraph`); the padding changes no
-    real frame (`DiT._masks`) but costs work, up to twice the first window's on a CPU, so the plan
+    real frame (`DiT.block_masks`) but costs work, up to twice the first window's on a CPU, so the plan
     sets it on CUDA only."""
 
     first_chunk_blocks: int = 2

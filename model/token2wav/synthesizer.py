@@ -160,7 +160,7 @@ class Token2Wav:
         float32 -> mel (2 n_codes, mel_dim). Raises Cancelled between DiT evaluations once `cancel` is set.
 
         pad_to: run the DiT on a window of this many codes (a fixed shape), the codes after `codes`
-        padding that the real frames never see (`DiT._masks`); on CUDA such a window's whole ODE is
+        padding that the real frames never see (`DiT.block_masks`); on CUDA such a window's whole ODE is
         one CUDA graph (`graph.WindowGraph`), captured on first use."""
         n_codes, repeats = codes.numel(), self.dit.cfg.repeats
         padding = max(0, pad_to - n_codes)

@@ -23,6 +23,7 @@ from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
 from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
+from model.token2wav.dit import DiTConfig, block_attention
 from model.token2wav.graph import WindowGraph, captured_window
 from model.token2wav.sampler import EULER_3, FAST, REFERENCE, UNGUIDED
 from model.token2wav.streaming import (
@@ -351,6 +352,42 @@ def test_listening_check_chunked_vocoding_is_inaudible(t2w, tmp_path):
         )
         if context >= receptive_field_frames(t2w.vocoder.cfg):  # the default; smaller ones shown for contrast
             assert diff.abs().max() < 1 / 32768
+
+
+class TestBlockAttention:
+    """`block_attention` gives what attention over the whole window with a (frames, frames) mask of the
+    same blocks gives: the reference's way, which costs the square of the window's length."""
+
+    @staticmethod
+    def _full_mask(cfg: DiTConfig, layer: int, frames: int, real_frames: int) -> torch.Tensor:
+        back, ahead = cfg.span(layer)
+        block = torch.arange(frames) // cfg.block_size
+        diff = block[None, :] - block[:, None]  # key block - query block
+        real = torch.arange(frames) < real_frames
+        return (diff >= -back) & (diff <= ahead) & (real[None, :] == real[:, None])
+
+    @pytest.mark.parametrize(
+        ("frames", "real_frames"), [(24, 24), (48, 48), (61, 61), (144, 144), (144, 80), (113, 60)]
+    )
+    def test_it_equals_attention_over_the_whole_window(self, t2w, frames, real_frames):
+        cfg = t2w.dit.cfg
+        heads, dim = cfg.num_attention_heads, cfg.head_dim
+        generator = torch.Generator().manual_seed(frames)
+        q, k, v = (torch.randn(2, heads, frames, dim, generator=generator) for _ in range(3))
+        masks = t2w.dit.block_masks(0, frames, torch.device("cpu"), real_frames)
+        spans = {cfg.span(layer): layer for layer in range(cfg.num_hidden_layers)}
+        assert len(spans) == 3  # its own block only, one block back, one ahead
+        for (back, ahead), layer in spans.items():
+            ours = block_attention(q, k, v, masks[layer], cfg.block_size, back, ahead)
+            whole = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=self._full_mask(cfg, layer, frames, real_frames)
+            )
+            assert v.abs().max() > 1
+            assert _report(f"{frames} frames, span {back} back {ahead} ahead", ours, whole) < 1e-5
+
+    def test_a_window_starts_on_a_block_boundary(self, t2w):
+        with pytest.raises(ValueError, match="block boundary"):
+            t2w.dit.block_masks(12, 48, torch.device("cpu"), 48)
 
 
 class TestBadInput:
