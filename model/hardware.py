@@ -39,6 +39,7 @@ class Hardware:
     torch_gpu: Gpu | None = None  # the GPU torch computes on, as torch sees it
     torch_bf16: bool = False  # torch's GPU computes bfloat16 natively (CUDA compute capability >= 8.0)
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX)
+    cpu_int8: bool = False  # the CPU has int8 dot products (VNNI or AMX) that torch's oneDNN uses
 
     @property
     def unified_memory(self) -> bool:
@@ -83,6 +84,7 @@ def probe() -> Hardware:
         torch_gpu=torch_gpu,
         torch_bf16=torch_bf16,
         cpu_bf16=cpu_bf16,
+        cpu_int8=_int8_support(),
     )
 
 
@@ -186,6 +188,16 @@ def _torch_gpu(torch_device: str, ram_total: int) -> Gpu | None:
     if torch_device == "mps":
         return Gpu(name="Apple silicon GPU", memory_bytes=ram_total, api="Metal")
     return None
+
+
+def _int8_support() -> bool:
+    """The CPU has int8 dot-product instructions and torch has oneDNN's quantized linear for them."""
+    import torch
+
+    from model.token2wav.int8_dit import available
+
+    checks = ("_is_vnni_supported", "_is_amx_tile_supported")
+    return available() and any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
 
 
 def _bfloat16_support(torch_device: str) -> tuple[bool, bool]:

@@ -182,6 +182,8 @@ class Plan:
     quality: Literal["auto", "exact", "fast"] = "exact"  # what was chosen (auto: by where speech runs)
     gpu: str = ""  # the GPU the stages placed on it use, e.g. "NVIDIA GeForce RTX 4070, 12 GB"
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
+    cpu_int8: bool = False  # the CPU has int8 dot products (the Fast profile's DiT uses them)
+    int8_dit: bool = False  # the DiT's block projections as int8 products (token2wav/int8_dit.py)
     talker_weights: Literal["float", "int8", "int4"] = "float"  # weight-only quantization (talker/quantize)
     talker_copy_fits: bool = False  # the RAM holds a bfloat16 copy of the Talker's weights for prompts
     stream: StreamOptions = EXACT_STREAM
@@ -229,7 +231,9 @@ class Plan:
         lines = []
         for stage in STAGES:
             placement = self.placement(stage)
-            label = self.talker_label if stage == "talker" else placement.label
+            label = {"talker": self.talker_label, "token2wav": self.token2wav_label}.get(
+                stage, placement.label
+            )
             where = f" ({self.gpu})" if placement.device != "cpu" and self.gpu else ""
             lines.append(f"{_title(STAGE_NAMES[stage]) + ':':15}{label}{where}")
         lines.append(f"{'Vision:':15}{self.vision.label}")
@@ -269,10 +273,15 @@ class Plan:
         return self.talker.label + weights + prompts
 
     @property
+    def token2wav_label(self) -> str:
+        """Where Token2Wav runs, e.g. "CPU bfloat16, int8 DiT"."""
+        return self.token2wav.label + (", int8 DiT" if self.int8_dit else "")
+
+    @property
     def speech_label(self) -> str:
         """Where speech is made, e.g. "Talker CUDA bfloat16, Token2Wav CUDA bfloat16 (Exact)" or
         "Talker CPU float32, int4 weights, Token2Wav CPU bfloat16 (Fast)"."""
-        return f"Talker {self.talker_label}, Token2Wav {self.token2wav.label} ({self.profile.capitalize()})"
+        return f"Talker {self.talker_label}, Token2Wav {self.token2wav_label} ({self.profile.capitalize()})"
 
     @property
     def first_sound_codes(self) -> int:
@@ -367,6 +376,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         quality=choice.quality,
         gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
         cpu_bf16=hardware.cpu_bf16,
+        cpu_int8=hardware.cpu_int8,
         talker_copy_fits=copy_fits,
         compile_talker=placements["talker"].device == "cuda",
         stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
@@ -418,6 +428,8 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
         talker_weights=talker_weights,
         speech_bound=SpeechBound() if talker_weights != "float" else None,
         token2wav=token2wav,
+        # int8 products: the DiT's windows 1.2x to 1.3x faster on 2 Zen 4 cores (docs/performance.md)
+        int8_dit=token2wav.device == "cpu" and plan.cpu_int8,
         audio_encoder=audio_encoder,
     )
 

@@ -240,7 +240,7 @@ def _our_turn(
 
 def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], plan: Plan) -> float:
     """Real-time factor of streaming synthesis on its own, the codes pushed one by one as they come."""
-    t2w = Token2Wav.load(bundle, plan.token2wav.device, plan.token2wav.dtype)
+    t2w = Token2Wav.load(bundle, plan.token2wav.device, plan.token2wav.dtype, plan.int8_dit)
     voice = load_voices(bundle)[voice_name]
     t2w.voice_features(voice)
     synth = StreamingSynthesizer(t2w, voice, SEED, plan.stream)

@@ -5,8 +5,9 @@ BigVGAN 115 M parameters) and ours loads the very same tensors through our check
 `--codes` codes (50 codes = 1 s of speech) it times: the reference's whole-utterance run
 (`--reference-repeats` times), and our whole-utterance run and our streaming run in each speech
 profile: Exact (float32, the reference's RK4 sampler, 36 evaluations, exact chunk joins) and Fast
-(the plan's precision for this machine, `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks
-vocoded against the DiT's look-ahead), and Fast's streaming with three named changes
+(the plan's precision for this machine, with int8 DiT projections where the plan has them,
+`int8_dit.py`; `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks vocoded against the DiT's
+look-ahead), Fast's streaming without the int8 projections where it has them, and with three named changes
 (`NAMED_STREAMS`: the samplers `sampler.EULER_3` and `sampler.UNGUIDED`, in no plan, and Settings'
 Start speaking sooner, `placement.QUICK_START_STREAM`: the first chunk without look-ahead, whose
 sound needs 12 codes instead of 24). Streaming gets the codes one at a time as fast as it takes
@@ -49,6 +50,7 @@ from model.placement import (
 from model.sizing import SIZES
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
+from model.token2wav.int8_dit import int8_projections
 from model.token2wav.sampler import EULER_3, FAST, UNGUIDED
 from model.token2wav.speaker_encoder import SpeakerEncoder
 from model.token2wav.synthesizer import CODE_RATE, Token2Wav
@@ -58,6 +60,7 @@ from model.voices import Voice
 REF_MEL_FRAMES = 300  # the bench voice's reference mel (3 s)
 SAMPLES_PER_CODE = OUTPUT_SAMPLE_RATE // CODE_RATE  # 480
 NO_AHEAD = "first chunk without look-ahead"
+FLOAT_DIT = "DiT projections not int8"
 NAMED_STREAMS = {  # Fast's streaming with one change each: two samplers in no plan, and Start speaking sooner
     "Euler in 3": replace(FAST_STREAM, sampler=EULER_3),
     "unguided": replace(FAST_STREAM, sampler=UNGUIDED),
@@ -129,11 +132,13 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    fast_dtype = DTYPES[args.fast_dtype] if args.fast_dtype else _plan_dtype(device)
+    plan_dtype, int8_dit = _fast_plan(device)
+    fast_dtype = DTYPES[args.fast_dtype] if args.fast_dtype else plan_dtype
     seconds_of_speech = args.codes / CODE_RATE
     print(
         f"token2wav bench: {args.codes} codes = {seconds_of_speech:.1f} s of speech, {device}, "
         f"{torch.get_num_threads()} threads; Exact in float32, Fast in {str(fast_dtype)[6:]}"
+        + (", its DiT's projections int8" if int8_dit else "")
     )
     if args.codes < 500:
         print("(shorter than the issue's 10 s / 500 codes, to keep the run near 6 minutes; pass --codes 500)")
@@ -144,6 +149,10 @@ def main(argv: list[str]) -> int:
         copy.deepcopy(exact.speaker_encoder).to(device, fast_dtype),
         copy.deepcopy(exact.vocoder).to(device, fast_dtype),
     )
+    variants = {}  # Fast's streaming with another Token2Wav
+    if int8_dit:
+        variants[FLOAT_DIT] = fast
+        fast = Token2Wav(int8_projections(copy.deepcopy(fast.dit)), fast.speaker_encoder, fast.vocoder)
     generator = torch.Generator().manual_seed(SEED)
     codes = torch.randint(0, 8192, (args.codes,), generator=generator)
     cond = torch.randn(DiTConfig().enc_emb_dim, generator=generator)
@@ -151,7 +160,7 @@ def main(argv: list[str]) -> int:
     voice = Voice(name="bench", cond=cond, ref_mel=ref_mel, bos_token=0)
     rows: list[tuple[str, float, float, int]] = []  # name, seconds, first chunk, peak bytes
 
-    for t2w in (exact, fast):
+    for t2w in (exact, fast, *variants.values()):
         t2w.voice_features(voice)  # once per voice, as in use
     _warm_up(reference, exact, fast, voice, codes, device)
     audio: dict[str, torch.Tensor] = {}
@@ -168,9 +177,11 @@ def main(argv: list[str]) -> int:
             first, secs, audio[profile] = stream_one_by_one(t2w, voice, codes, stream, SEED)
         rows.append((f"{profile}, streaming ({sampler.evaluations} evals)", secs, first, peaks[0]))
         print(f"  done: {rows[-2][0]}; {rows[-1][0]}", flush=True)
-    for name, stream in NAMED_STREAMS.items():  # named options, in no plan
+    streams = [(name, fast, stream) for name, stream in NAMED_STREAMS.items()]  # named options, in no plan
+    streams += [(name, t2w, FAST_STREAM) for name, t2w in variants.items()]
+    for name, t2w, stream in streams:
         with peak_memory(device) as peaks:
-            first, secs, audio[f"Fast, {name}"] = stream_one_by_one(fast, voice, codes, stream, SEED)
+            first, secs, audio[f"Fast, {name}"] = stream_one_by_one(t2w, voice, codes, stream, SEED)
         rows.append((f"Fast, {name} ({stream.sampler.evaluations} evals)", secs, first, peaks[0]))
 
     ref_seconds = float("nan")
@@ -204,7 +215,7 @@ def main(argv: list[str]) -> int:
         ("Fast whole utterance vs Exact whole utterance", audio["Fast whole"], audio["Exact whole"]),
         ("Exact streaming vs Exact whole utterance", audio["Exact"], audio["Exact whole"]),
     ]
-    for name in NAMED_STREAMS:
+    for name, _, _ in streams:
         named = audio[f"Fast, {name}"]
         pairs += [
             (f"Fast, {name} vs Exact streaming", named, audio["Exact"]),
@@ -220,9 +231,11 @@ def main(argv: list[str]) -> int:
     )
     samplers = {"Fast": FAST}  # and each named stream's own sampler (the others' whole mel is Fast's)
     samplers |= {f"Fast, {n}": s.sampler for n, s in NAMED_STREAMS.items() if s.sampler != FAST}
+    models = {name: fast for name in samplers} | {f"Fast, {name}": t2w for name, t2w in variants.items()}
+    samplers |= {f"Fast, {name}": FAST for name in variants}
     exact_mel = exact.mel(codes, voice, SEED).float()
     for name, sampler in samplers.items():
-        distance = (fast.mel(codes, voice, SEED, sampler).float() - exact_mel).abs().mean().item()
+        distance = (models[name].mel(codes, voice, SEED, sampler).float() - exact_mel).abs().mean().item()
         print(
             f"{name} whole-utterance mel vs Exact's: L1 {distance:.4f} "
             f"(mean |mel| {exact_mel.abs().mean().item():.3f})"
@@ -230,10 +243,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _plan_dtype(device: torch.device) -> torch.dtype:
-    """The precision the plan gives Token2Wav in the Fast profile on this machine."""
+def _fast_plan(device: torch.device) -> tuple[torch.dtype, bool]:
+    """The precision the plan gives Token2Wav in the Fast profile on this machine, and whether its DiT's
+    projections are int8."""
     plan = make_plan(probe(), estimated_needs(SIZES["3b"], "Q4_K_M"), PlanChoice(quality="fast"))
-    return plan.token2wav.dtype if device.type == plan.token2wav.device else torch.float16
+    if device.type != plan.token2wav.device:
+        return torch.float16, False
+    return plan.token2wav.dtype, plan.int8_dit
 
 
 def _snr_db(ours: torch.Tensor, base: torch.Tensor) -> float:

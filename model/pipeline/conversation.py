@@ -182,7 +182,9 @@ class Conversation:
                 )
         if self._token2wav is None:
             with gpu_stage("token2wav"):
-                self._token2wav = Token2Wav.load(self.bundle, plan.token2wav.device, plan.token2wav.dtype)
+                self._token2wav = Token2Wav.load(
+                    self.bundle, plan.token2wav.device, plan.token2wav.dtype, plan.int8_dit
+                )
         return self._talker, self._token2wav
 
     def _without_gpu(self, stage: Stage, then: str = "; ask again.") -> str:

@@ -164,10 +164,11 @@ class Attention(nn.Module):
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
         self.block, self.back, self.ahead = block, back, ahead
-        self.to_q = nn.Linear(hidden, inner)
-        self.to_k = nn.Linear(hidden, inner)
-        self.to_v = nn.Linear(hidden, inner)
-        self.to_out = nn.Linear(inner, hidden)
+        # nn.Module: the Fast profile may make them int8 products (int8_dit.py)
+        self.to_q: nn.Module = nn.Linear(hidden, inner)
+        self.to_k: nn.Module = nn.Linear(hidden, inner)
+        self.to_v: nn.Module = nn.Linear(hidden, inner)
+        self.to_out: nn.Module = nn.Linear(inner, hidden)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
@@ -217,8 +218,8 @@ def block_attention(
 class FeedForward(nn.Module):
     def __init__(self, hidden: int, mult: int) -> None:
         super().__init__()
-        self.up = nn.Linear(hidden, hidden * mult)
-        self.down = nn.Linear(hidden * mult, hidden)
+        self.up: nn.Module = nn.Linear(hidden, hidden * mult)  # nn.Module: as Attention's projections
+        self.down: nn.Module = nn.Linear(hidden * mult, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(x), approximate="tanh"))

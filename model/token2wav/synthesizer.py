@@ -20,6 +20,7 @@ from model.files.bundle import Bundle
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.graph import WindowGraph, captured_window
+from model.token2wav.int8_dit import int8_projections
 from model.token2wav.sampler import REFERENCE, SamplerOptions, Velocity, guided_velocity, integrate
 from model.token2wav.speaker_encoder import SpeakerEncoder
 from model.token2wav.weights import load_token2wav
@@ -78,12 +79,18 @@ class Token2Wav:
         self._windows: dict[tuple[int, SamplerOptions], WindowGraph | None] = {}  # see `mel_window`
 
     @classmethod
-    def load(cls, bundle: Bundle, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Token2Wav:
+    def load(
+        cls, bundle: Bundle, device: str = "cpu", dtype: torch.dtype = torch.float32, int8_dit: bool = False
+    ) -> Token2Wav:
+        """`int8_dit`: the DiT's block projections as int8 products (`int8_dit.int8_projections`)."""
         config = bundle.config["token2wav_config"]
         dit_cfg = DiTConfig.from_dict(config.get("dit_config") or {})
         vocoder_cfg = BigVGANConfig.from_dict(config.get("bigvgan_config") or {})
         dit, speaker, vocoder = load_token2wav(bundle.file("token2wav"), dit_cfg, vocoder_cfg)
-        return cls(dit.to(device, dtype), speaker.to(device, dtype), vocoder.to(device, dtype))
+        dit = dit.to(device, dtype)
+        if int8_dit:
+            int8_projections(dit)
+        return cls(dit, speaker.to(device, dtype), vocoder.to(device, dtype))
 
     @property
     def device(self) -> torch.device:

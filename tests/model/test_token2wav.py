@@ -25,6 +25,7 @@ from model.placement import FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.dit import DiTConfig, block_attention
 from model.token2wav.graph import WindowGraph, captured_window
+from model.token2wav.int8_dit import DynamicInt8Linear, available, int8_projections
 from model.token2wav.sampler import EULER_3, FAST, REFERENCE, UNGUIDED
 from model.token2wav.streaming import (
     ChunkedVocoder,
@@ -171,6 +172,39 @@ class TestParity:
             f"mel L1 {distance:.4f} (mean |mel| {level:.3f})"
         )
         assert 0 < distance < 0.3 * level
+
+
+@pytest.mark.skipif(not available(), reason="torch has no oneDNN quantized linear here")
+class TestInt8DiT:
+    """The Fast profile's int8 DiT projections (token2wav/int8_dit.py)."""
+
+    def test_a_projection_errs_by_its_rounding(self):
+        """Weights rounded to 1/254 of each row's largest, inputs to 1/255 of their range: a product
+        of 64 terms errs by about 1% of the largest output."""
+        generator = torch.Generator().manual_seed(5)
+        linear = torch.nn.Linear(64, 48)
+        x = torch.randn(3, 40, 64, generator=generator)
+        ours = DynamicInt8Linear(linear)(x)
+        with torch.no_grad():
+            exact = linear(x)
+        assert ours.shape == exact.shape and ours.dtype == x.dtype
+        assert _report("int8 projection", ours, exact) < 0.03 * exact.abs().max().item()
+        zeros = torch.zeros(2, 64)
+        with torch.no_grad():
+            assert torch.allclose(DynamicInt8Linear(linear)(zeros), linear(zeros), atol=1e-6)
+
+    def test_its_mel_stays_near_the_fast_profiles(self, tiny_bundle, t2w, voice, codes):
+        """Against the float DiT with the same sampler: the tiny random DiT rounds at every one of its
+        blocks' projections, so this is a ceiling; `omnidesk bench token2wav` gives the real size."""
+        int8 = Token2Wav(int8_projections(copy.deepcopy(t2w.dit)), t2w.speaker_encoder, t2w.vocoder)
+        plain = t2w.mel(codes, voice, seed=SEED, options=FAST)
+        ours = int8.mel(codes, voice, seed=SEED, options=FAST)
+        distance = (ours - plain).abs().mean().item()
+        level = plain.abs().mean().item()
+        print(f"int8 DiT vs float32 DiT, FAST: mel L1 {distance:.4f} (mean |mel| {level:.3f})")
+        assert 0 < distance < 0.03 * level
+        loaded = Token2Wav.load(tiny_bundle, int8_dit=True)
+        assert torch.equal(loaded.mel(codes, voice, seed=SEED, options=FAST), ours)
 
 
 def _stream(t2w, voice, codes, options, piece=5):
