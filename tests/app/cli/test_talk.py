@@ -98,7 +98,7 @@ def test_where_speech_runs_is_said_with_why_it_is_not_on_the_gpu(conversation, c
     said = capsys.readouterr().err.splitlines()
     plan = conversation.plan
     assert (
-        said[0] == f"omnidesk: speech on Talker {plan.talker_label}, Token2Wav {plan.token2wav.label} (Fast)"
+        said[0] == f"omnidesk: speech on Talker {plan.talker_label}, Token2Wav {plan.token2wav_label} (Fast)"
     )
     assert said[1:] == [f"omnidesk: {cpu_torch}", f"omnidesk: {moved}"]
 
