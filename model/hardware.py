@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 GIB = 1024**3
 
@@ -196,8 +197,7 @@ def _int8_support() -> bool:
 
     from model.token2wav.int8_dit import available
 
-    checks = ("_is_vnni_supported", "_is_amx_tile_supported")
-    return available() and any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
+    return available() and _torch_cpu_has(torch, "_is_vnni_supported", "_is_amx_tile_supported")
 
 
 def _bfloat16_support(torch_device: str) -> tuple[bool, bool]:
@@ -205,6 +205,9 @@ def _bfloat16_support(torch_device: str) -> tuple[bool, bool]:
     import torch
 
     gpu = torch_device == "cuda" and torch.cuda.get_device_capability(0) >= (8, 0)
-    cpu_checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    cpu = any(bool(getattr(torch.cpu, check, lambda: False)()) for check in cpu_checks)
-    return gpu, cpu
+    return gpu, _torch_cpu_has(torch, "_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def _torch_cpu_has(torch: ModuleType, *checks: str) -> bool:
+    """Any of torch.cpu's instruction-set `checks` is true (a torch without one reads as false)."""
+    return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
