@@ -1,7 +1,8 @@
 """A llama.cpp batch over numpy buffers: token ids or embeddings, with explicit positions.
 
 llama.cpp reads the buffers during `llama_decode`; a `LlamaBatch` keeps them alive until it is
-dropped. Every position outputs its logits and hidden state (the Talker needs them all).
+dropped. Every position outputs its logits and hidden state (the Talker needs them all), unless
+only the last one's logits are asked for (the Talker's own decoder in llama.cpp).
 """
 
 from __future__ import annotations
@@ -13,9 +14,17 @@ import numpy as np
 
 
 class LlamaBatch:
-    """A llama_batch over numpy buffers it keeps alive; every position outputs logits and hidden state."""
+    """A llama_batch over numpy buffers it keeps alive; every position outputs logits and hidden state
+    (the last one only, with `last_logits_only`)."""
 
-    def __init__(self, n: int, token: np.ndarray | None, embd: np.ndarray | None, pos: np.ndarray) -> None:
+    def __init__(
+        self,
+        n: int,
+        token: np.ndarray | None,
+        embd: np.ndarray | None,
+        pos: np.ndarray,
+        last_logits_only: bool = False,
+    ) -> None:
         self._arrays = [a for a in (token, embd, pos) if a is not None]
         self._seq0 = (ctypes.c_int32 * 1)(0)
         self._seq_ids = (ctypes.POINTER(ctypes.c_int32) * n)(
@@ -23,6 +32,8 @@ class LlamaBatch:
         )
         self._n_seq = np.ones(n, dtype=np.int32)
         self._logits = np.ones(n, dtype=np.int8)
+        if last_logits_only:
+            self._logits[:-1] = 0
         self.struct = llama_cpp.llama_batch(
             n_tokens=n,
             token=_pointer(token, ctypes.c_int32),
@@ -43,12 +54,13 @@ class LlamaBatch:
         )
 
     @classmethod
-    def embeddings(cls, embd: np.ndarray, pos4: np.ndarray) -> LlamaBatch:
+    def embeddings(cls, embd: np.ndarray, pos4: np.ndarray, last_logits_only: bool = False) -> LlamaBatch:
         return cls(
             len(embd),
             None,
             np.ascontiguousarray(embd, dtype=np.float32),
             np.ascontiguousarray(pos4, dtype=np.int32),
+            last_logits_only,
         )
 
 

@@ -41,12 +41,13 @@ from model.hardware import GIB, Hardware
 from model.sizing import BITS_PER_WEIGHT, ModelSize
 from model.speech_bound import SpeechBound
 from model.talker import SpeechOptions
+from model.talker.gguf_file import runs_in_llama
 from model.talker.network import TalkerConfig
 from model.thinker_types import DEFAULT_CONTEXT, ThinkerOptions
 from model.token2wav.sampler import FAST, REFERENCE
 from model.token2wav.streaming import StreamOptions
 from model.vision import VisionOptions
-from model.vision_plan import AUDIO_BLOCK_S, VisionPlan, plan_vision, prompt_seconds
+from model.vision_plan import AUDIO_BLOCK_S, TalkerPrompt, VisionPlan, plan_vision, prompt_seconds
 
 F16_BYTES = 2
 F32_BYTES = 4
@@ -164,6 +165,7 @@ class MemoryNeeds:
     mmproj_bytes: int
     params: dict[Stage, int]  # native stages: parameter counts
     talker_kv_elements: int  # the Talker's KV cache, in elements of its dtype
+    talker_in_llama: bool = False  # the Talker's layout runs as llama.cpp's qwen2vl (talker/gguf_file.py)
 
     def stage_bytes(self, stage: Stage, dtype: torch.dtype) -> int:
         """Weights, KV cache (the Talker's) and working memory of a native stage in `dtype`."""
@@ -184,7 +186,10 @@ class Plan:
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
     cpu_int8: bool = False  # the CPU has int8 dot products (the Fast profile's DiT uses them)
     int8_dit: bool = False  # the DiT's block projections as int8 products (token2wav/int8_dit.py)
-    talker_weights: Literal["float", "int8", "int4"] = "float"  # weight-only quantization (talker/quantize)
+    # "int8", "int4": torch's weight-only quantization (talker/quantize.py); "iq4_nl": the decoder in
+    # llama.cpp (talker/llama_network.py), where its layout allows (`talker_in_llama`)
+    talker_weights: Literal["float", "int8", "int4", "iq4_nl"] = "float"
+    talker_in_llama: bool = False  # the bundle's Talker runs in llama.cpp (MemoryNeeds.talker_in_llama)
     talker_copy_fits: bool = False  # the RAM holds a bfloat16 copy of the Talker's weights for prompts
     stream: StreamOptions = EXACT_STREAM
     compile_talker: bool = False  # the decode step at static shapes (a CUDA graph on CUDA)
@@ -259,7 +264,7 @@ class Plan:
         the CPU has bfloat16 matrix instructions and the memory holds it (talker/quantize.py: a
         prompt several times faster, more exact than the quantized weights)."""
         return (
-            self.talker_weights != "float"
+            self.talker_weights in ("int8", "int4")
             and self.talker.device == "cpu"
             and self.cpu_bf16
             and self.talker_copy_fits
@@ -267,7 +272,10 @@ class Plan:
 
     @property
     def talker_label(self) -> str:
-        """Where the Talker runs and its weights, e.g. "CUDA bfloat16", "CPU float32, int4 weights"."""
+        """Where the Talker runs and its weights, e.g. "CUDA bfloat16", "CPU float32, int4 weights",
+        "CPU llama.cpp, iq4_nl weights"."""
+        if self.talker_weights == "iq4_nl":
+            return "CPU llama.cpp, iq4_nl weights"
         weights = "" if self.talker_weights == "float" else f", {self.talker_weights} weights"
         prompts = " (bfloat16 for prompts)" if self.talker_prompt_copy else ""
         return self.talker.label + weights + prompts
@@ -352,11 +360,15 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         )
     threads = _threads(hardware, choice)
     copy_fits = _talker_copy_fits(hardware, needs)
+    talker_prompt: TalkerPrompt = "quantized"
+    if needs.talker_in_llama:
+        talker_prompt = "llama.cpp"
+    elif hardware.cpu_bf16 and copy_fits:
+        talker_prompt = "bfloat16 copy"
     prompt_s = prompt_seconds(
         needs.thinker_bytes,
         thinker_on_cpu=hardware.llama_backend == "CPU" or layers == 0,
-        talker_on_cpu=placements["talker"].device == "cpu",
-        talker_copy=hardware.cpu_bf16 and copy_fits,
+        talker_prompt=talker_prompt if placements["talker"].device == "cpu" else None,
     )
     vision = plan_vision(
         choice.detail,
@@ -377,6 +389,7 @@ def make_plan(hardware: Hardware, needs: MemoryNeeds, choice: PlanChoice = PlanC
         gpu=f"{gpu.name}, {gpu.memory_bytes / GIB:.0f} GB" if gpu else "",
         cpu_bf16=hardware.cpu_bf16,
         cpu_int8=hardware.cpu_int8,
+        talker_in_llama=needs.talker_in_llama,
         talker_copy_fits=copy_fits,
         compile_talker=placements["talker"].device == "cuda",
         stream=replace(EXACT_STREAM, fixed_windows=placements["token2wav"].device == "cuda"),
@@ -413,7 +426,7 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
     sampler = FAST if token2wav.device == "cpu" or plan.quality == "fast" else REFERENCE
     talker_weights = plan.talker_weights
     if plan.talker.device == "cpu":
-        talker_weights = _cpu_talker_weights(plan.cpu_bf16)
+        talker_weights = _cpu_talker_weights(plan.cpu_bf16, plan.talker_in_llama)
     stream = replace(QUICK_START_STREAM if quick_start else FAST_STREAM, sampler=sampler)
     if token2wav.device == "cuda":  # one CUDA graph for every window: each padded to the largest
         stream = replace(stream, fixed_windows=True, max_chunk_blocks=None)
@@ -434,10 +447,14 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
     )
 
 
-def _cpu_talker_weights(cpu_bf16: bool) -> Literal["int8", "int4"]:
-    """The faster weight-only kernels of this CPU (docs/performance.md: the Talker at the 7B layout,
-    one thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with
-    AVX2 alone int8 is 2.3x and int4 only 2.0x)."""
+def _cpu_talker_weights(cpu_bf16: bool, in_llama: bool) -> Literal["int8", "int4", "iq4_nl"]:
+    """The fastest quantized Talker for this CPU and layout (docs/performance.md): llama.cpp's where
+    the layout runs there (the 3B Talker's step on one Zen 4 core: 14 ms against torch int4's 32, and
+    16 ms against 57 with AVX2 kernels only); else torch's weight-only kernels (the 7B layout, one
+    thread: int4 is 5.3x float32 and int8 3.0x where the CPU has bfloat16 instructions; with AVX2
+    alone int8 is 2.3x and int4 only 2.0x)."""
+    if in_llama:
+        return "iq4_nl"
     return "int4" if cpu_bf16 else "int8"
 
 
@@ -512,6 +529,7 @@ def bundle_needs(bundle: Bundle, n_ctx: int) -> MemoryNeeds:
         * talker.num_key_value_heads
         * talker.head_dim
         * talker_cache_positions(n_ctx),
+        talker_in_llama=runs_in_llama(talker),
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
@@ -99,17 +100,24 @@ NEEDS_BF16 = ("torch-bfloat16", "torch-int8")  # their kernels take bfloat16 act
 # What one embedding costs in the prompt on the CPU, at 2 threads of the same Xeon, quiet: the
 # Thinker's prefill per gigabyte of its GGUF (`omnidesk bench look --size 3b`: 10.31 s for the
 # 570-position prompt, a 1.93 GB Q4_K_M file, llama-cpp-python's AVX2 wheel) and the Talker's
-# prefill per row (`omnidesk bench talker --prompt 570`: 1.46 s with the bfloat16 prompt copy,
-# talker/quantize.py; 9.70 s with the int4 kernel alone).
+# prefill per row, as the Fast plan runs it: torch's bfloat16 prompt copy or its int4 kernel alone
+# (`omnidesk bench talker --prompt 570`, the 7B layout: 1.46 s and 9.70 s, talker/quantize.py), or
+# llama.cpp at iq4_nl (the 3B layout on 2 Zen 4 cores: 2.11 s, where the copy took 1.54 s).
 THINKER_PROMPT_S_PER_GB = 10.31 / 570 / 1.93
-TALKER_PROMPT_S = {True: 1.46 / 570, False: 9.70 / 570}  # with the bfloat16 copy, without
+TalkerPrompt = Literal["bfloat16 copy", "quantized", "llama.cpp"]
+TALKER_PROMPT_S: dict[TalkerPrompt, float] = {
+    "bfloat16 copy": 1.46 / 570,
+    "quantized": 9.70 / 570,
+    "llama.cpp": 2.11 / 570,
+}
 
 
-def prompt_seconds(thinker_bytes: int, thinker_on_cpu: bool, talker_on_cpu: bool, talker_copy: bool) -> float:
+def prompt_seconds(thinker_bytes: int, thinker_on_cpu: bool, talker_prompt: TalkerPrompt | None) -> float:
     """Seconds one embedding costs the prompt on the CPU at 2 threads, besides encoding it: the Thinker's
-    and the Talker's prefill, where they run on the CPU (a GPU's share is left out: it is far less)."""
+    and the Talker's prefill, where they run on the CPU (`talker_prompt`: how the CPU Talker decodes a
+    prompt; None: it runs on a GPU, whose share is left out, as the Thinker's: it is far less)."""
     thinker = THINKER_PROMPT_S_PER_GB * thinker_bytes / 1e9 if thinker_on_cpu else 0.0
-    return thinker + (TALKER_PROMPT_S[talker_copy] if talker_on_cpu else 0.0)
+    return thinker + (TALKER_PROMPT_S[talker_prompt] if talker_prompt is not None else 0.0)
 
 
 @dataclass(frozen=True)

@@ -127,13 +127,21 @@ def write_thinker_gguf(
 
 
 def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = None) -> None:
-    """Quantize a float GGUF with llama.cpp's own quantizer."""
+    """Quantize a float GGUF of the Thinker with llama.cpp's own quantizer."""
+    if quant not in QUANT_TYPES:
+        raise ValueError(f"unknown quantization {quant}; choose one of {', '.join(QUANT_TYPES)}")
+    llama_quantize(in_path, out_path, quant, _GET_THINKER, n_threads)
+
+
+def llama_quantize(
+    in_path: Path, out_path: Path, quant: str, advice: str, n_threads: int | None = None
+) -> None:
+    """Quantize a float GGUF to llama.cpp's type `quant` (e.g. "Q4_K_M", "IQ4_NL"); `advice`: what to
+    do if llama.cpp cannot."""
     import llama_cpp
 
     from model.llama_logs import route_llama_logs
 
-    if quant not in QUANT_TYPES:
-        raise ValueError(f"unknown quantization {quant}; choose one of {', '.join(QUANT_TYPES)}")
     route_llama_logs()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
@@ -142,9 +150,7 @@ def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = 
         str(in_path).encode(), str(out_path).encode(), ctypes.byref(params)
     )
     if status != 0:
-        raise ModelFileError(
-            in_path, f"llama.cpp could not quantize it to {quant} (status {status})", _GET_THINKER
-        )
+        raise ModelFileError(in_path, f"llama.cpp could not quantize it to {quant} (status {status})", advice)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,7 +31,9 @@ from model.errors import OmnideskError
 from model.files.bundle import Bundle
 from model.float16 import check_finite
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
+from model.talker.gguf_file import GGUF_WEIGHTS, GgufWeights
 from model.talker.graph import static_step
+from model.talker.llama_network import LlamaTalkerNetwork, load_llama_talker
 from model.talker.network import TalkerConfig, TalkerModel, talker_positions
 from model.talker.quantize import Weights
 from model.talker.weights import load_talker
@@ -106,7 +109,7 @@ class Talker:
 
     def __init__(
         self,
-        model: TalkerModel,
+        model: TalkerModel | LlamaTalkerNetwork,
         ids: SpeechIds,
         embed_text: TextEmbedder,
         max_positions: int = 8192,
@@ -129,7 +132,9 @@ class Talker:
         self._text_rows = dict(zip(special, rows, strict=True))
         self._prompt_keys: tuple[object, ...] = ()  # what the cache's first slots hold (see `prime`)
         graphs = self.device.type == "cuda"
-        self._static_step = static_step(model, max_positions, graphs) if compile else None
+        self._static_step = None
+        if compile and isinstance(model, TalkerModel):  # llama.cpp's decoder needs no compiling
+            self._static_step = static_step(model, max_positions, graphs)
 
     @classmethod
     def load(
@@ -140,13 +145,23 @@ class Talker:
         dtype: torch.dtype = torch.float32,
         max_positions: int = 8192,
         compile: bool = False,
-        weights: Weights | None = None,
+        weights: Weights | GgufWeights | None = None,
         prompt_copy: bool = False,
     ) -> Talker:
-        """`weights`: weight-only quantization; `prompt_copy`: the quantized layers also keep a
-        bfloat16 copy, which decodes the prompt several times faster (talker/quantize.py)."""
+        """`weights`: weight-only quantization in torch ("int8", "int4"; talker/quantize.py), or the
+        decoder in llama.cpp on the CPU ("iq4_nl", or "f32" as the checkpoint has it;
+        talker/llama_network.py); `prompt_copy`: torch's quantized layers also keep a bfloat16 copy,
+        which decodes the prompt several times faster."""
         config = TalkerConfig.from_dict(bundle.config["talker_config"])
-        model = load_talker(bundle.file("talker"), config, device, dtype, weights, prompt_copy)
+        model: TalkerModel | LlamaTalkerNetwork
+        if weights in GGUF_WEIGHTS:
+            if torch.device(device).type != "cpu":
+                raise ValueError(f"the Talker's llama.cpp decoder runs on the CPU, not on {device}")
+            model = load_llama_talker(bundle, config, cast(GgufWeights, weights))
+        else:
+            model = load_talker(
+                bundle.file("talker"), config, device, dtype, cast(Weights | None, weights), prompt_copy
+            )
         return cls(model, SpeechIds.from_bundle(bundle), embed_text, max_positions, compile)
 
     def speak(

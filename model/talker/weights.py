@@ -7,7 +7,7 @@ made as the file is read, one layer at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -134,25 +134,7 @@ def _assemble(
     """The network, every name and shape checked before a byte is read, then filled module by module."""
     with torch.device("meta"):
         model = TalkerModel(config)
-    expected = {checkpoint_name(name): (name, tuple(p.shape)) for name, p in model.state_dict().items()}
-    present = tensors.names()
-    missing = sorted(set(expected) - present)
-    if missing:
-        raise ModelFileError(source, f"tensor {missing[0]} is missing ({len(missing)} in all)", _REBUILD)
-    unexpected = sorted(present - set(expected))
-    if unexpected:
-        raise ModelFileError(
-            source,
-            f"unexpected tensor {unexpected[0]} for this talker config ({len(unexpected)} in all)",
-            _REBUILD,
-        )
-    for key, (_, shape) in expected.items():
-        if tensors.shape(key) != shape:
-            raise ModelFileError(
-                source,
-                f"tensor {key} has shape {tensors.shape(key)} but the manifest's talker config needs {shape}",
-                "The talker file and the bundle manifest come from different checkpoints; " + _REBUILD,
-            )
+    _check(tensors, model, source)
     for name, module in list(model.named_modules()):
         own = [leaf for leaf, _ in module.named_parameters(recurse=False)]
         if not own:
@@ -164,3 +146,41 @@ def _assemble(
             parent, _, attribute = name.rpartition(".")
             setattr(model.get_submodule(parent), attribute, quantized(module, weights, prompt_copy))
     return model.eval()
+
+
+def float_tensors(path: Path, config: TalkerConfig, names: Iterable[str]) -> Iterator[torch.Tensor]:
+    """The float32 tensors of `talker.safetensors` under our parameter `names`, one at a time, in
+    their order, after every name and shape of the file is checked against `config`."""
+    with torch.device("meta"):
+        model = TalkerModel(config)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            tensors = _OnDisk(file)
+            _check(tensors, model, path)
+            for name in names:
+                yield tensors.tensor(checkpoint_name(name)).float()
+    except (OSError, SafetensorError) as exc:
+        raise ModelFileError(path, f"unreadable talker file ({exc})", _REBUILD) from None
+
+
+def _check(tensors: _Tensors, model: TalkerModel, source: Path | str) -> None:
+    """Every tensor `model` (on the meta device) needs is in `tensors` with its shape, and no other."""
+    expected = {checkpoint_name(name): tuple(p.shape) for name, p in model.state_dict().items()}
+    present = tensors.names()
+    missing = sorted(set(expected) - present)
+    if missing:
+        raise ModelFileError(source, f"tensor {missing[0]} is missing ({len(missing)} in all)", _REBUILD)
+    unexpected = sorted(present - set(expected))
+    if unexpected:
+        raise ModelFileError(
+            source,
+            f"unexpected tensor {unexpected[0]} for this talker config ({len(unexpected)} in all)",
+            _REBUILD,
+        )
+    for key, shape in expected.items():
+        if tensors.shape(key) != shape:
+            raise ModelFileError(
+                source,
+                f"tensor {key} has shape {tensors.shape(key)} but the manifest's talker config needs {shape}",
+                "The talker file and the bundle manifest come from different checkpoints; " + _REBUILD,
+            )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model import hardware as hardware_module
+from model.bench.parts.random_bundle import talker_config
 from model.files.bundle import Bundle
 from model.hardware import GIB, Gpu, Hardware, probe
 from model.placement import (
@@ -26,6 +27,8 @@ from model.placement import (
 )
 from model.sizing import SIZES
 from model.speech_bound import SpeechBound
+from model.talker.gguf_file import runs_in_llama
+from model.talker.network import TalkerConfig
 from model.token2wav.sampler import REFERENCE
 
 CPU_ONLY = Hardware(
@@ -90,6 +93,35 @@ class TestTalkerPromptCopy:
         assert not make_plan(machine, NEEDS_3B, PlanChoice(quality="exact")).talker_prompt_copy
         on_gpu = make_plan(replace(cuda_machine(24), cpu_bf16=True), NEEDS_3B)
         assert on_gpu.talker.device == "cuda" and not on_gpu.talker_prompt_copy
+
+
+class TestTalkerInLlama:
+    """A Talker whose layout llama.cpp's qwen2vl takes (the 3B's) decodes there on a CPU, at iq4_nl."""
+
+    NEEDS = replace(NEEDS_3B, talker_in_llama=True)
+
+    def test_the_fast_cpu_talker_decodes_in_llama_cpp_without_a_prompt_copy(self):
+        for machine in (replace(CPU_ONLY, cpu_bf16=True), replace(CPU_ONLY, cpu_bf16=False)):
+            plan = make_plan(machine, self.NEEDS)
+            show(plan)
+            assert plan.talker_weights == "iq4_nl" and not plan.talker_prompt_copy
+            assert plan.talker_label == "CPU llama.cpp, iq4_nl weights"
+            assert "Talker:        CPU llama.cpp, iq4_nl weights" in plan.describe()
+            assert plan.speech_bound == SpeechBound()  # its weights are quantized
+
+    def test_exact_speech_and_a_gpu_talker_keep_torchs_float_talker(self):
+        assert make_plan(CPU_ONLY, self.NEEDS, PlanChoice(quality="exact")).talker_weights == "float"
+        assert make_plan(cuda_machine(24), self.NEEDS).talker_weights == "float"
+
+    def test_a_talker_moved_off_the_gpu_decodes_in_llama_cpp(self):
+        moved = make_plan(cuda_machine(24), self.NEEDS).without_gpu("talker", "full")
+        assert moved.talker.device == "cpu" and moved.talker_weights == "iq4_nl"
+
+    def test_the_layouts_llama_cpp_takes_come_from_the_talker_config(self, tiny_bundle: Bundle):
+        assert bundle_needs(tiny_bundle, 4096).talker_in_llama  # 2 heads of 16 in 32
+        assert runs_in_llama(TalkerConfig.from_dict(talker_config("3b", 2048)))
+        assert not runs_in_llama(TalkerConfig.from_dict(talker_config("7b", 3584)))  # 12 heads of 128 in 896
+        assert make_plan(CPU_ONLY, NEEDS_7B).talker_weights == "int8"  # torch's kernels, as before
 
 
 class TestDevicesAndPrecision:

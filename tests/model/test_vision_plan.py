@@ -88,7 +88,7 @@ class TestBudget:
         """On a CPU the Thinker's and the Talker's prefill of an embedding cost more than encoding it:
         Automatic gives what encoding and prefilling both fit in LOOK_SECONDS."""
         speed = CPU_SPEEDS["torch-bfloat16"]
-        prompt_s = prompt_seconds(NEEDS_3B.thinker_bytes, True, True, talker_copy=True)
+        prompt_s = prompt_seconds(NEEDS_3B.thinker_bytes, True, talker_prompt="bfloat16 copy")
         plan = cpu(threads=16, prompt_s=prompt_s)
         assert QUICK_EMBEDDINGS < plan.embeddings < cpu(threads=16).embeddings
         assert speed.seconds(plan.embeddings, 16, prompt_s) <= LOOK_SECONDS
@@ -96,11 +96,12 @@ class TestBudget:
         print(f"\n16 threads, the 3B's prompt {prompt_s * 1e3:.1f} ms per embedding: {plan.embeddings}")
 
     def test_the_plan_counts_the_prompt_only_where_it_runs_on_the_cpu(self):
-        assert prompt_seconds(4 * 10**9, thinker_on_cpu=False, talker_on_cpu=False, talker_copy=False) == 0
-        slower_talker = prompt_seconds(0, False, True, talker_copy=False)
-        assert slower_talker > prompt_seconds(0, False, True, talker_copy=True) > 0
-        bigger = prompt_seconds(4 * 10**9, True, False, False)
-        assert bigger == 2 * prompt_seconds(2 * 10**9, True, False, False)
+        assert prompt_seconds(4 * 10**9, thinker_on_cpu=False, talker_prompt=None) == 0
+        slower_talker = prompt_seconds(0, False, talker_prompt="quantized")
+        assert slower_talker > prompt_seconds(0, False, talker_prompt="llama.cpp") > 0
+        assert prompt_seconds(0, False, "llama.cpp") > prompt_seconds(0, False, "bfloat16 copy") > 0
+        bigger = prompt_seconds(4 * 10**9, True, None)
+        assert bigger == 2 * prompt_seconds(2 * 10**9, True, None)
         two_cores = make_plan(replace(TWO_CORES, cpu_bf16=True), NEEDS_3B)
         print(f"\ntwo cores, 3B: {two_cores.vision.label}")
         assert two_cores.vision.embeddings == QUICK_EMBEDDINGS  # encoding alone would fit 461

@@ -313,7 +313,10 @@ def _turn(shapes: Shapes, plan: Plan, device: torch.device, args: argparse.Names
     thinker = Thinker(path, special_tokens(), options)
     talker_config = next(c for c in shapes.talkers.values() if c.embedding_size == shapes.thinker.hidden)
     model = _random_talker(talker_config, device, plan.talker.dtype)
-    if plan.talker_weights != "float":
+    if plan.talker_weights == "iq4_nl":  # a llama.cpp file needs a bundle: torch's int4 stands in
+        print("  (the Talker planned in llama.cpp runs here as torch's int4: this bench has no bundle)")
+        quantize(model, "int4")
+    elif plan.talker_weights != "float":
         quantize(model, plan.talker_weights)
     talker = Talker(
         model,
