@@ -286,13 +286,16 @@ class TurnStages:
             pending.append(code)
             if self.codes.empty():  # push what has arrived; the synthesizer waits for whole blocks
                 self.speech_threads.apply("dit")
-                self._to_vocoder(synthesizer.mel(pending))
+                for chunk in synthesizer.mel_chunks(pending):  # each to the vocoder as it is made
+                    self._to_vocoder(chunk)
+                    self.speech_threads.apply("dit")
                 pending = []
         self.speech_threads.apply("dit")
-        if pending:
-            self._to_vocoder(synthesizer.mel(pending))
+        for chunk in synthesizer.mel_chunks(pending) if pending else ():
+            self._to_vocoder(chunk)
         if self.spoken and not self.cancel.is_set():
-            self._to_vocoder(synthesizer.mel_end(), last=True)
+            for chunk, last in synthesizer.last_mel_chunks():
+                self._to_vocoder(chunk, last)
 
     def _to_vocoder(self, mel: MelChunk, last: bool = False) -> None:
         """Hands `mel` to the vocoder's thread, marking the first mel the DiT finished."""

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -190,7 +191,7 @@ class ChunkedVocoder:
 
 
 class MelStream:
-    """Codes in, mel chunks out: push/finish return a MelChunk (possibly of 0 frames)."""
+    """Codes in, mel chunks out: `chunks` and `last_chunks` yield each MelChunk as it is made."""
 
     def __init__(
         self,
@@ -208,20 +209,23 @@ class MelStream:
         self._codes = torch.empty(0, dtype=torch.int64, device=t2w.device)
         self._next_block = 0  # first block not yet made
 
-    def push(self, codes: torch.Tensor | list[int]) -> MelChunk:
+    def chunks(self, codes: torch.Tensor | list[int]) -> Iterator[MelChunk]:
+        """Add `codes`; yield each chunk they complete as soon as it is made, so that a caller behind
+        (codes come faster than the DiT samples) hands each to the vocoder at once instead of all of
+        them at the end, in one wide call."""
         self._codes = torch.cat([self._codes, self._t2w.check_codes(codes)])
         return self._run(finished=False)
 
-    def finish(self) -> MelChunk:
+    def last_chunks(self) -> Iterator[MelChunk]:
+        """The chunks of the rest of the mel, now that no more codes come."""
         if self._codes.numel() == 0:
             raise OmnideskError("no speech codes to turn into sound")
         return self._run(finished=True)
 
-    def _run(self, finished: bool) -> MelChunk:
+    def _run(self, finished: bool) -> Iterator[MelChunk]:
         opts, per_block = self._options, self._t2w.block_codes
         n_codes = self._codes.numel()
         total_blocks = -(-n_codes // per_block)
-        chunks, ahead = [], torch.empty(self._t2w.dit.cfg.mel_dim, 0)
         while self._next_block < total_blocks:
             first = self._next_block
             last = first + opts.blocks_from(first)
@@ -229,11 +233,8 @@ class MelStream:
             if not finished and (last + future) * per_block > n_codes:
                 break
             final, ahead = self._chunk(first, min(last, total_blocks), future)
-            chunks.append(final)
             self._next_block = last
-        if not chunks:
-            return MelChunk(ahead, ahead)
-        return MelChunk(torch.cat(chunks, dim=1), ahead)
+            yield MelChunk(final, ahead)
 
     def _chunk(self, first: int, last: int, future: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mel of blocks [first, last) and the window's provisional mel of the `future` blocks after
@@ -266,6 +267,7 @@ class StreamingSynthesizer:
         """With `cancel`, push/finish raise synthesizer.Cancelled soon after it is set."""
         options = options or StreamOptions()
         self._mel = MelStream(t2w, voice, seed, options, cancel)
+        self._mel_dim = t2w.dit.cfg.mel_dim
         context = options.vocoder_context_frames
         if context is None:
             context = receptive_field_frames(t2w.vocoder.cfg)
@@ -273,18 +275,28 @@ class StreamingSynthesizer:
         self._lookahead = options.vocoder_lookahead
 
     def push(self, codes: torch.Tensor | list[int]) -> torch.Tensor:
-        return self.vocode(self.mel(codes))
+        """The audio that `codes` complete, each chunk vocoded on its own as the pipeline does."""
+        return torch.cat([torch.zeros(0), *(self.vocode(chunk) for chunk in self.mel_chunks(codes))])
 
     def finish(self) -> torch.Tensor:
-        return self.vocode(self.mel_end(), last=True)
+        return torch.cat([torch.zeros(0), *(self.vocode(c, last) for c, last in self.last_mel_chunks())])
 
-    def mel(self, codes: torch.Tensor | list[int]) -> MelChunk:
-        """The DiT's half of `push`: the mel that `codes` complete. On the DiT's thread."""
-        return self._mel.push(codes)
+    def mel_chunks(self, codes: torch.Tensor | list[int]) -> Iterator[MelChunk]:
+        """The DiT's half of `push`: the mel chunks that `codes` complete, each as it is made
+        (`MelStream.chunks`), each to go to `vocode` alone. On the DiT's thread."""
+        return self._mel.chunks(codes)
 
-    def mel_end(self) -> MelChunk:
-        """The DiT's half of `finish`: the rest of the mel, now that no more codes come."""
-        return self._mel.finish()
+    def last_mel_chunks(self) -> Iterator[tuple[MelChunk, bool]]:
+        """The DiT's half of `finish`: the rest of the mel chunk by chunk, now that no more codes come,
+        each with whether it is the last (to `vocode` with `last`, which vocodes all that is left: an
+        empty last chunk where the codes made no more mel)."""
+        held: MelChunk | None = None
+        for chunk in self._mel.last_chunks():
+            if held is not None:
+                yield held, False
+            held = chunk
+        empty = torch.empty(self._mel_dim, 0)
+        yield held if held is not None else MelChunk(empty, empty), True
 
     def vocode(self, mel: MelChunk, last: bool = False) -> torch.Tensor:
         """The vocoder's half: the audio of `mel` that is ready (all of it when `last`). On the

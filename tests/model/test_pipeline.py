@@ -273,7 +273,7 @@ class TestBadInput:
         if stage == "talker":
             monkeypatch.setattr(talker, "speak", broken)
         else:
-            monkeypatch.setattr("model.pipeline.stages.StreamingSynthesizer.mel", broken)
+            monkeypatch.setattr("model.pipeline.stages.StreamingSynthesizer.mel_chunks", broken)
         threads_before = threading.active_count()
         finished = run(conversation, "Hi", SPOKEN)[-1]
         assert finished.reason == "error" and f"injected {stage} failure" in finished.error
@@ -321,7 +321,7 @@ class TestOutOfMemory:
         ("stage", "where", "said"),
         [
             ("talker", "model.talker.speech.Talker.speak", "the Talker"),
-            ("token2wav", "model.token2wav.streaming.StreamingSynthesizer.mel", "Token2Wav"),
+            ("token2wav", "model.token2wav.streaming.StreamingSynthesizer.mel_chunks", "Token2Wav"),
             ("audio_encoder", "model.audio_encoder.AudioEncoder.encode", "the audio encoder"),
             ("talker", "model.talker.speech.Talker.load", "the Talker"),  # while loading it
         ],

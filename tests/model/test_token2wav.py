@@ -21,7 +21,7 @@ import torch
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
-from model.placement import FAST_STREAM
+from model.placement import EXACT_STREAM, FAST_STREAM
 from model.token2wav.bigvgan import receptive_field_frames
 from model.token2wav.dit import DiTConfig, block_attention
 from model.token2wav.graph import WindowGraph, captured_window
@@ -215,7 +215,8 @@ def _stream(t2w, voice, codes, options, piece=5):
 
 def _streamed_mel(t2w, voice, codes, options):
     stream = MelStream(t2w, voice, SEED, options)
-    return torch.cat([stream.push(codes).final, stream.finish().final], dim=1)
+    chunks = [*stream.chunks(codes), *stream.last_chunks()]
+    return torch.cat([chunk.final for chunk in chunks], dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +248,23 @@ class TestStreaming:
             f"signal's largest step {steps.max():.4g}"
         )
         assert seam_steps.max() <= steps.max()
+
+    @pytest.mark.parametrize("profile", ["exact", "fast"])
+    def test_codes_that_come_faster_than_the_dit_give_the_same_sound(self, t2w, voice, profile):
+        """Where the Talker is ahead, one push completes several chunks: each goes to the vocoder on
+        its own, as made (no wide call over all of them at the end), and the sound is the very sound
+        of codes pushed one by one."""
+        options = FAST_STREAM if profile == "fast" else EXACT_STREAM
+        codes = torch.randint(0, 100, (400,), generator=torch.Generator().manual_seed(8))
+        one_by_one = StreamingSynthesizer(t2w, voice, seed=SEED, options=options)
+        expected = torch.cat([*(one_by_one.push(codes[i : i + 1]) for i in range(400)), one_by_one.finish()])
+        behind = StreamingSynthesizer(t2w, voice, seed=SEED, options=options)
+        widest = 24 * max(options.first_chunk_blocks, options.chunk_blocks, options.max_chunk_blocks or 0)
+        chunks = list(behind.mel_chunks(codes))
+        assert len(chunks) > 2 and all(0 < chunk.frames <= widest for chunk in chunks)
+        sound = [behind.vocode(chunk) for chunk in chunks]
+        sound += [behind.vocode(chunk, last) for chunk, last in behind.last_mel_chunks()]
+        assert torch.equal(torch.cat(sound), expected)
 
     def test_first_chunk_comes_with_the_36th_code(self, t2w, voice):
         synth = StreamingSynthesizer(t2w, voice, seed=SEED, options=StreamOptions(sampler=FAST))
