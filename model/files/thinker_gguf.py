@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -82,15 +82,18 @@ def write_thinker_gguf(
     writer = gguf.GGUFWriter(str(out_path), ARCHITECTURE)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_context_length(int(cfg["max_position_embeddings"]))
-    writer.add_embedding_length(int(cfg["hidden_size"]))
-    writer.add_block_count(int(cfg["num_hidden_layers"]))
-    writer.add_feed_forward_length(int(cfg["intermediate_size"]))
-    writer.add_head_count(int(cfg["num_attention_heads"]))
-    writer.add_head_count_kv(int(cfg["num_key_value_heads"]))
-    writer.add_rope_freq_base(theta)
-    writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
-    writer.add_rope_dimension_sections([*sections, 0][:4])
+    add_qwen2vl_layout(
+        writer,
+        context=int(cfg["max_position_embeddings"]),
+        hidden=int(cfg["hidden_size"]),
+        layers=int(cfg["num_hidden_layers"]),
+        ffn=int(cfg["intermediate_size"]),
+        heads=int(cfg["num_attention_heads"]),
+        kv_heads=int(cfg["num_key_value_heads"]),
+        theta=theta,
+        eps=float(cfg["rms_norm_eps"]),
+        sections=sections,
+    )
 
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
@@ -124,6 +127,37 @@ def write_thinker_gguf(
     for _, tensor in checkpoint.tensors(names):
         writer.write_tensor_data(convert(tensor))
     writer.close()
+
+
+def add_qwen2vl_layout(
+    writer: gguf.GGUFWriter,
+    *,
+    context: int,
+    hidden: int,
+    layers: int,
+    ffn: int,
+    heads: int,
+    kv_heads: int,
+    theta: float,
+    eps: float,
+    sections: Sequence[int],
+    head_dim: int | None = None,
+) -> None:
+    """The `qwen2vl` hyperparameters llama.cpp reads (`head_dim`: written where given; llama.cpp
+    otherwise takes hidden / heads)."""
+    writer.add_context_length(context)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    if head_dim is not None:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(theta)
+    writer.add_layer_norm_rms_eps(eps)
+    writer.add_rope_dimension_sections([*sections, 0][:4])
 
 
 def quantize(in_path: Path, out_path: Path, quant: str, n_threads: int | None = None) -> None:

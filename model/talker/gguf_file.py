@@ -26,7 +26,7 @@ import torch
 
 from model.errors import ModelFileError
 from model.files.bundle import Bundle
-from model.files.thinker_gguf import ARCHITECTURE, llama_quantize
+from model.files.thinker_gguf import ARCHITECTURE, add_qwen2vl_layout, llama_quantize
 from model.talker.network import TalkerConfig, TalkerModel
 from model.talker.weights import float_tensors
 
@@ -114,18 +114,19 @@ def write_talker_gguf(
     writer = gguf.GGUFWriter(str(out_path), ARCHITECTURE)
     writer.add_name("Qwen2.5-Omni Talker")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_context_length(32768)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_key_length(config.head_dim)
-    writer.add_value_length(config.head_dim)
-    writer.add_rope_dimension_count(config.head_dim)
-    writer.add_rope_freq_base(config.rope_theta)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_sections([*config.mrope_section, 0])
+    add_qwen2vl_layout(
+        writer,
+        context=32768,
+        hidden=config.hidden_size,
+        layers=config.num_hidden_layers,
+        ffn=config.intermediate_size,
+        heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads,
+        theta=config.rope_theta,
+        eps=config.rms_norm_eps,
+        sections=config.mrope_section,
+        head_dim=config.head_dim,
+    )
     # Placeholder tokens: llama.cpp loads a vocabulary with every model; nothing is tokenized.
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")

@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from model.files.thinker_gguf import ARCHITECTURE, quantize
+from model.files.thinker_gguf import ARCHITECTURE, add_qwen2vl_layout, quantize
 from model.prompt_layout import SPEECH_SYSTEM_PROMPT
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -115,15 +115,18 @@ def _write_f16(shape: ThinkerShape, path: Path, seed: int) -> None:
     writer = gguf.GGUFWriter(str(path), ARCHITECTURE)
     writer.add_name(f"random Qwen2.5-Omni-{shape.name.upper()} Thinker")
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_context_length(32768)
-    writer.add_embedding_length(shape.hidden)
-    writer.add_block_count(shape.layers)
-    writer.add_feed_forward_length(shape.ffn)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
-    writer.add_rope_freq_base(1e6)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_dimension_sections([*shape.mrope_sections, 0])
+    add_qwen2vl_layout(
+        writer,
+        context=32768,
+        hidden=shape.hidden,
+        layers=shape.layers,
+        ffn=shape.ffn,
+        heads=shape.heads,
+        kv_heads=shape.kv_heads,
+        theta=1e6,
+        eps=1e-6,
+        sections=shape.mrope_sections,
+    )
     ids = special_tokens()
     by_id = {i: t for t, i in zip(SPECIAL, ids.values(), strict=True)}
     byte_tokens = byte_level_alphabet()
