@@ -6,10 +6,13 @@ One Talker step reads every weight once for one row: llama.cpp's 4-bit CPU kerne
 twice as fast as torch's (docs/performance.md). Its threads follow the calling thread's torch
 thread count (what `pipeline.stages.SpeechThreads` sets for the Talker's stage).
 
-Cache slots are the context's positions in order: a forward at slot s first drops what the context
-holds from s on, so a prompt that starts as the cached one decodes only the rest (`Talker.prime`).
-llama.cpp's causal mask compares M-RoPE positions rather than slots, as it does for the Thinker
-(model/thinker.py): the same for text, whose positions rise with its slots.
+Cache slots are the context's cells in order: a forward at slot s first drops what the context holds
+from s on, so a prompt that starts as the cached one decodes only the rest (`Talker.prime`).
+llama.cpp removes cells by time position, not by slot, and an image's rows share theirs: where slot s
+falls inside such a run, the rows of the run before s are decoded again, from the projected rows kept
+for each slot (the same inputs: the same keys and values). llama.cpp's causal mask compares M-RoPE
+positions rather than slots, as it does for the Thinker (model/thinker.py): the same for text, whose
+positions rise with its slots.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class LlamaTalkerNetwork(nn.Module):
         self._model: ctypes.c_void_p | None = None
         self._ctx: ctypes.c_void_p | None = None
         self._filled = 0  # slots the context holds
+        self._rows = np.zeros((0, config.hidden_size), np.float32)  # each slot's projected row
+        self._positions = np.zeros((3, 0), np.int32)  # each slot's M-RoPE positions
         self._threads = 0
 
     def setup_caches(self, max_positions: int) -> None:
@@ -79,6 +84,8 @@ class LlamaTalkerNetwork(nn.Module):
             self.close()
             raise OmnideskError(f"llama.cpp could not make the Talker a context of {max_positions} positions")
         self.max_positions = max_positions
+        self._rows = np.zeros((max_positions, self.config.hidden_size), np.float32)
+        self._positions = np.zeros((3, max_positions), np.int32)
 
     def forward(
         self, x: torch.Tensor, index: torch.Tensor, positions: torch.Tensor, span: int
@@ -90,13 +97,19 @@ class LlamaTalkerNetwork(nn.Module):
         first, n = int(index[0]), len(index)
         if first > self._filled or not torch.equal(index.cpu(), torch.arange(first, first + n)):
             raise ValueError(f"slots {index.tolist()} do not follow the {self._filled} the Talker holds")
-        if first < self._filled:
-            memory = llama_cpp.llama_get_memory(self._ctx)
-            llama_cpp.llama_memory_seq_rm(memory, 0, first, -1)
-        self._filled = first
         self._follow_torch_threads()
         rows = self.proj(x.float()).numpy()
         pos = positions.cpu().numpy().astype(np.int32)
+        if first + n > self.max_positions:
+            raise OmnideskError(f"the Talker holds {self.max_positions} positions, not {first + n}")
+        if first < self._filled:
+            keep = self._drop_from(first)
+            rows = np.concatenate([self._rows[keep:first], rows])
+            pos = np.concatenate([self._positions[:, keep:first], pos], axis=1)
+            first, n = keep, len(rows)
+        self._rows[first : first + n] = rows
+        self._positions[:, first : first + n] = pos
+        self._filled = first
         for lo in range(0, n, BATCH):
             hi = min(n, lo + BATCH)
             pos4 = np.concatenate([pos[:, lo:hi], np.zeros((1, hi - lo), np.int32)]).reshape(-1)
@@ -107,6 +120,22 @@ class LlamaTalkerNetwork(nn.Module):
             self._filled = first + hi
         logits = llama_cpp.llama_get_logits_ith(self._ctx, -1)
         return torch.from_numpy(np.ctypeslib.as_array(logits, shape=(self.config.vocab_size,)).copy())[None]
+
+    def _drop_from(self, slot: int) -> int:
+        """Drop the cells of slots `slot` on, and before them those that share a time position with
+        them (llama.cpp removes by position); return the first slot dropped."""
+        assert self._ctx is not None
+        times = self._positions[0, : self._filled]
+        keep = slot
+        while keep > 0 and times[:keep].max() >= times[keep:].min():
+            keep -= 1
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        if keep == 0:
+            llama_cpp.llama_memory_clear(memory, True)
+        else:
+            llama_cpp.llama_memory_seq_rm(memory, 0, int(times[keep:].min()), -1)
+        self._filled = keep
+        return keep
 
     def _follow_torch_threads(self) -> None:
         threads = max(1, torch.get_num_threads())

@@ -9,6 +9,7 @@ import shutil
 import time
 
 import llama_cpp
+import numpy as np
 import pytest
 import torch
 
@@ -83,6 +84,26 @@ class TestParity:
         reused = torch.stack([s.logits for s in talker.steps([keyed, *reply], options)])
         error = (reused - expected).abs().max()
         print(f"\nllama.cpp Talker, cached prompt start of 5/{PROMPT_LEN}: logit error {error:.1e}")
+        assert error < 1e-5
+
+    def test_a_cut_inside_an_image_run_decodes_the_runs_start_again(self, tiny_bundle, thinker_embeddings):
+        """llama.cpp drops cells by time position, and an image's rows share theirs: a prompt that
+        leaves the cached one inside such a run (slots 3 to 7 at time 3 here) must still speak as a
+        fresh Talker does (the run's cached rows before the cut are decoded again)."""
+        prompt, reply = random_states(thinker_embeddings.shape[1], seed=9)
+        positions = np.array(
+            [[0, 1, 2, 3, 3, 3, 3, 3, 6], [0, 1, 2, 3, 3, 4, 4, 5, 6], [0, 1, 2, 3, 4, 3, 4, 5, 6]]
+        )
+        keyed = dataclasses.replace(prompt, positions=positions, keys=tuple(int(i) for i in prompt.token_ids))
+        options = SpeechOptions(sampling=GREEDY, max_codes=8, embeddable_only=False)
+        fresh = load(tiny_bundle, thinker_embeddings, "f32")
+        expected = torch.stack([s.logits for s in fresh.steps([keyed, *reply], options)])
+        talker = load(tiny_bundle, thinker_embeddings, "f32")
+        other = dataclasses.replace(keyed, keys=(*keyed.keys[:5], *(-1 - i for i in range(4))))
+        list(talker.speak([other, *reply], options))  # caches a prompt that differs from slot 5 on
+        reused = torch.stack([s.logits for s in talker.steps([keyed, *reply], options)])
+        error = (reused - expected).abs().max()
+        print(f"\nllama.cpp Talker, a cut inside an image run: logit error {error:.1e}")
         assert error < 1e-5
 
     def test_its_threads_follow_the_calling_threads_torch_count(self, tiny_bundle, thinker_embeddings):
