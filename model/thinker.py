@@ -28,6 +28,7 @@ from model.errors import ComputeError, ModelFileError, OmnideskError
 from model.files.thinker_gguf import check_thinker_gguf
 from model.hardware import default_threads
 from model.llama_batch import LlamaBatch
+from model.llama_kv_cache import set_kv_cache_type
 from model.llama_logs import route_llama_logs
 from model.sampling import NeverSample, NoStopBefore, Sampler, SamplingOptions
 from model.thinker_types import (
@@ -40,8 +41,6 @@ from model.thinker_types import (
     ThinkerOptions,
     TokenRun,
 )
-
-_KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 
 
 class Thinker:
@@ -74,9 +73,7 @@ class Thinker:
         threads = options.n_threads or default_threads()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = options.n_threads_batch or threads
-        ctx_params.type_k = ctx_params.type_v = _KV_TYPES[options.kv_cache_type]
-        if options.kv_cache_type == "f32":  # flash attention rounds to f16 on the CPU
-            ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        set_kv_cache_type(ctx_params, options.kv_cache_type)
         ctx_params.embeddings = True
         ctx_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)

@@ -28,13 +28,13 @@ from torch import nn
 from model.errors import ComputeError, OmnideskError
 from model.files.bundle import Bundle
 from model.llama_batch import LlamaBatch
+from model.llama_kv_cache import set_kv_cache_type
 from model.llama_logs import route_llama_logs
 from model.talker.gguf_file import GgufWeights, talker_gguf
 from model.talker.network import TalkerConfig
 from model.talker.weights import float_tensors
 
 BATCH = 512  # rows per llama_decode call (a prompt is cut into batches of this many)
-_KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 
 
 class LlamaTalkerNetwork(nn.Module):
@@ -75,9 +75,7 @@ class LlamaTalkerNetwork(nn.Module):
         params.n_ctx = max_positions
         params.n_batch = params.n_ubatch = BATCH
         params.n_seq_max = 1
-        params.type_k = params.type_v = _KV_TYPES[self._kv_cache_type]
-        if self._kv_cache_type == "f32":  # flash attention rounds to f16 on the CPU
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        set_kv_cache_type(params, self._kv_cache_type)
         self._threads = params.n_threads = params.n_threads_batch = max(1, torch.get_num_threads())
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not self._ctx:
