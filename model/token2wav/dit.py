@@ -164,20 +164,22 @@ class Attention(nn.Module):
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
         self.block, self.back, self.ahead = block, back, ahead
-        # nn.Module: the Fast profile may make them int8 products (int8_dit.py)
+        # nn.Module: the Fast profile may make them int8 products (int8_dit.py), which read x once for
+        # the three in `to_qkv`
         self.to_q: nn.Module = nn.Linear(hidden, inner)
         self.to_k: nn.Module = nn.Linear(hidden, inner)
         self.to_v: nn.Module = nn.Linear(hidden, inner)
+        self.to_qkv: nn.Module | None = None
         self.to_out: nn.Module = nn.Linear(inner, hidden)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         batch, frames, _ = x.shape
-        q, k, v = (
-            proj(x).view(batch, frames, self.heads, self.head_dim).transpose(1, 2)
-            for proj in (self.to_q, self.to_k, self.to_v)
+        projected = (
+            (self.to_q(x), self.to_k(x), self.to_v(x)) if self.to_qkv is None else self.to_qkv(x).chunk(3, -1)
         )
+        q, k, v = (p.view(batch, frames, self.heads, self.head_dim).transpose(1, 2) for p in projected)
         q0, k0 = q[:, :1], k[:, :1]
         q = torch.cat([q0 * cos + _rotate_half(q0) * sin, q[:, 1:]], dim=1)
         k = torch.cat([k0 * cos + _rotate_half(k0) * sin, k[:, 1:]], dim=1)
@@ -219,10 +221,11 @@ class FeedForward(nn.Module):
     def __init__(self, hidden: int, mult: int) -> None:
         super().__init__()
         self.up: nn.Module = nn.Linear(hidden, hidden * mult)  # nn.Module: as Attention's projections
+        self.activation: nn.Module = nn.GELU(approximate="tanh")  # an int8 `up` may apply it itself
         self.down: nn.Module = nn.Linear(hidden * mult, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        return self.down(self.activation(self.up(x)))
 
 
 class DiTBlock(nn.Module):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model.audio_rates import OUTPUT_SAMPLE_RATE
 from model.errors import OmnideskError
@@ -192,6 +193,26 @@ class TestInt8DiT:
         zeros = torch.zeros(2, 64)
         with torch.no_grad():
             assert torch.allclose(DynamicInt8Linear(linear)(zeros), linear(zeros), atol=1e-6)
+
+    def test_products_of_one_input_made_as_one_give_the_same_numbers(self):
+        """q, k and v as one product: each output row keeps its own scale, the input its quantization."""
+        generator = torch.Generator().manual_seed(6)
+        linears = [torch.nn.Linear(64, 48) for _ in range(3)]
+        x = torch.randn(2, 30, 64, generator=generator).bfloat16()
+        together = DynamicInt8Linear(*linears)(x)
+        assert together.shape == (2, 30, 144)
+        assert torch.equal(together, torch.cat([DynamicInt8Linear(linear)(x) for linear in linears], -1))
+
+    def test_a_product_with_its_gelu_rounds_once(self):
+        """The GELU on the float32 sums, then one rounding to bfloat16, against the product rounded
+        to bfloat16 and the GELU on that: within the two roundings of the latter."""
+        generator = torch.Generator().manual_seed(7)
+        linear = torch.nn.Linear(64, 48)
+        x = torch.randn(3, 40, 64, generator=generator).bfloat16()
+        fused = DynamicInt8Linear(linear, gelu=True)(x).float()
+        separate = F.gelu(DynamicInt8Linear(linear)(x).float(), approximate="tanh")
+        assert (separate < -0.1).any()  # the GELU's bend is in play, not only its identity-like half
+        assert (fused - separate).abs().max().item() <= 2 * 2**-8 * separate.abs().max().item()
 
     def test_its_mel_stays_near_the_fast_profiles(self, tiny_bundle, t2w, voice, codes):
         """Against the float DiT with the same sampler: the tiny random DiT rounds at every one of its
