@@ -20,6 +20,7 @@ import torch
 from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
+from model.memory_reuse import keep_freed_memory
 from model.perception import EncodedMedia, Perception, pictures_shrunk, recording_cuts
 from model.pipeline.call import CallTurn, Look
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
@@ -116,13 +117,15 @@ class Conversation:
     ) -> Conversation:
         """A conversation placed for this machine: the plan from the hardware, the bundle and the
         user's `choice` (what every entry point uses). The native stages' CPU threads are set here,
-        for the process: torch has one pool of them."""
+        for the process: torch has one pool of them; and so is the reuse of freed memory, before the
+        stages' threads start (`memory_reuse`)."""
         # The memory for the context asked for, or for the default's (at most: a model trained on fewer
         # tokens gets its own, smaller context).
         n_ctx = thinker_options.n_ctx or DEFAULT_CONTEXT
         plan = make_plan(probe(), bundle_needs(bundle, n_ctx), choice)
         if plan.threads is not None:
             torch.set_num_threads(plan.threads.torch)
+        keep_freed_memory()
         return cls(bundle, thinker_options, plan, **kwargs)
 
     # -- lazily loaded speech parts --
