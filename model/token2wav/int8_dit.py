@@ -50,16 +50,12 @@ class DynamicInt8Linear(nn.Module):
         weight = torch.cat([linear.weight.detach().float() for linear in linears])
         scales = weight.abs().amax(dim=1).clamp_min(TINY) / INT8_MAX
         quantized = torch.round(weight / scales[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        biases = [linear.bias for linear in linears]
+        # a linear without a bias adds zeros beside those with one
+        biases = [torch.zeros(f.out_features) if f.bias is None else f.bias.detach().float() for f in linears]
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(quantized, None))
         self.register_buffer("scales", scales)
         self.register_buffer("zero_points", torch.zeros(len(scales), dtype=torch.long))
-        self.register_buffer(
-            "bias",
-            None
-            if any(b is None for b in biases)
-            else torch.cat([cast(torch.Tensor, b).detach().float() for b in biases]),
-        )
+        self.register_buffer("bias", None if all(f.bias is None for f in linears) else torch.cat(biases))
         self.post_op, self.algorithm = ("gelu", "tanh") if gelu else ("none", "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

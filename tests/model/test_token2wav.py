@@ -202,6 +202,9 @@ class TestInt8DiT:
         together = DynamicInt8Linear(*linears)(x)
         assert together.shape == (2, 30, 144)
         assert torch.equal(together, torch.cat([DynamicInt8Linear(linear)(x) for linear in linears], -1))
+        linears[1] = torch.nn.Linear(64, 48, bias=False)  # one without a bias keeps the others' biases
+        mixed = DynamicInt8Linear(*linears)(x)
+        assert torch.equal(mixed, torch.cat([DynamicInt8Linear(linear)(x) for linear in linears], -1))
 
     def test_a_product_with_its_gelu_rounds_once(self):
         """The GELU on the float32 sums, then one rounding to bfloat16, against the product rounded
