@@ -186,6 +186,7 @@ class Plan:
     cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (the Fast profile uses them)
     cpu_int8: bool = False  # the CPU has int8 dot products (the Fast profile's DiT uses them)
     int8_dit: bool = False  # the DiT's block projections as int8 products (token2wav/int8_dit.py)
+    fused_vocoder: bool = False  # the vocoder's activations by the native kernel (token2wav/fused_snake.py)
     # "int8", "int4": torch's weight-only quantization (talker/quantize.py); "iq4_nl": the decoder in
     # llama.cpp (talker/llama_network.py), where its layout allows (`talker_in_llama`)
     talker_weights: Literal["float", "int8", "int4", "iq4_nl"] = "float"
@@ -282,8 +283,9 @@ class Plan:
 
     @property
     def token2wav_label(self) -> str:
-        """Where Token2Wav runs, e.g. "CPU bfloat16, int8 DiT"."""
-        return self.token2wav.label + (", int8 DiT" if self.int8_dit else "")
+        """Where Token2Wav runs, e.g. "CPU bfloat16, int8 DiT, fused activations"."""
+        int8 = ", int8 DiT" if self.int8_dit else ""
+        return self.token2wav.label + int8 + (", fused activations" if self.fused_vocoder else "")
 
     @property
     def speech_label(self) -> str:
@@ -443,6 +445,8 @@ def _fast_on_cpu(plan: Plan, quick_start: bool = False) -> Plan:
         token2wav=token2wav,
         # int8 products: the DiT's windows 1.2x to 1.3x faster on 2 Zen 4 cores (docs/performance.md)
         int8_dit=token2wav.device == "cpu" and plan.cpu_int8,
+        # the vocoder's anti-aliased activations in one native pass: the vocoder 1.3x (fused_snake.py)
+        fused_vocoder=token2wav.device == "cpu",
         audio_encoder=audio_encoder,
     )
 

@@ -19,6 +19,12 @@ def _own_log_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Native kernels (model/native_library.py) are built in the session's folder, as on a new machine."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _quiet_llama_cpp() -> None:
     logging.getLogger("llama.cpp").setLevel(logging.ERROR)
 

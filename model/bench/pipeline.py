@@ -189,7 +189,7 @@ def _run_ours(
         "turns": turns,
         "prompt_ids": list(finished[-1].prompt_ids),
         "codes": list(finished[-1].codes),
-        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), plan),
+        "token2wav_rtf": _token2wav_alone(bundle, voice, list(finished[-1].codes), conversation.plan),
         "peak_rss": peak_rss(),
         "peak_vram": _peak_vram(plan.talker.device),
     }
@@ -240,7 +240,9 @@ def _our_turn(
 
 def _token2wav_alone(bundle: Bundle, voice_name: str, codes: list[int], plan: Plan) -> float:
     """Real-time factor of streaming synthesis on its own, the codes pushed one by one as they come."""
-    t2w = Token2Wav.load(bundle, plan.token2wav.device, plan.token2wav.dtype, plan.int8_dit)
+    t2w = Token2Wav.load(
+        bundle, plan.token2wav.device, plan.token2wav.dtype, plan.int8_dit, plan.fused_vocoder
+    )
     voice = load_voices(bundle)[voice_name]
     t2w.voice_features(voice)
     synth = StreamingSynthesizer(t2w, voice, SEED, plan.stream)

@@ -7,7 +7,9 @@ BigVGAN 115 M parameters) and ours loads the very same tensors through our check
 profile: Exact (float32, the reference's RK4 sampler, 36 evaluations, exact chunk joins) and Fast
 (the plan's precision for this machine, with int8 DiT projections where the plan has them,
 `int8_dit.py`; `placement.FAST_STREAM`: Euler in 5 steps, 5-block chunks vocoded against the DiT's
-look-ahead), Fast's streaming without the int8 projections where it has them, and with three named changes
+look-ahead; the vocoder's activations fused where the plan fuses them, `fused_snake.py`), Fast's
+streaming without the int8 projections and without the fused activations where it has them, and with
+three named changes
 (`NAMED_STREAMS`: the samplers `sampler.EULER_3` and `sampler.UNGUIDED`, in no plan, and Settings'
 Start speaking sooner, `placement.QUICK_START_STREAM`: the first chunk without look-ahead, whose
 sound needs 12 codes instead of 24). Streaming gets the codes one at a time as fast as it takes
@@ -48,6 +50,7 @@ from model.placement import (
     make_plan,
 )
 from model.sizing import SIZES
+from model.token2wav import fused_snake
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.int8_dit import int8_projections
@@ -61,6 +64,7 @@ REF_MEL_FRAMES = 300  # the bench voice's reference mel (3 s)
 SAMPLES_PER_CODE = OUTPUT_SAMPLE_RATE // CODE_RATE  # 480
 NO_AHEAD = "first chunk without look-ahead"
 FLOAT_DIT = "DiT projections not int8"
+TORCH_ACTIVATIONS = "vocoder's activations not fused"
 NAMED_STREAMS = {  # Fast's streaming with one change each: two samplers in no plan, and Start speaking sooner
     "Euler in 3": replace(FAST_STREAM, sampler=EULER_3),
     "unguided": replace(FAST_STREAM, sampler=UNGUIDED),
@@ -132,13 +136,14 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    plan_dtype, int8_dit = _fast_plan(device)
+    plan_dtype, int8_dit, fused_vocoder = _fast_plan(device)
     fast_dtype = DTYPES[args.fast_dtype] if args.fast_dtype else plan_dtype
     seconds_of_speech = args.codes / CODE_RATE
     print(
         f"token2wav bench: {args.codes} codes = {seconds_of_speech:.1f} s of speech, {device}, "
         f"{torch.get_num_threads()} threads; Exact in float32, Fast in {str(fast_dtype)[6:]}"
         + (", its DiT's projections int8" if int8_dit else "")
+        + (", its vocoder's activations fused" if fused_vocoder else "")
     )
     if args.codes < 500:
         print("(shorter than the issue's 10 s / 500 codes, to keep the run near 6 minutes; pass --codes 500)")
@@ -149,10 +154,16 @@ def main(argv: list[str]) -> int:
         copy.deepcopy(exact.speaker_encoder).to(device, fast_dtype),
         copy.deepcopy(exact.vocoder).to(device, fast_dtype),
     )
-    variants = {}  # Fast's streaming with another Token2Wav
+    variants = {}  # Fast's streaming with another Token2Wav: without one of the plan's faster paths
+    torch_vocoder = fast.vocoder
+    if fused_vocoder:
+        fast.vocoder = copy.deepcopy(torch_vocoder)
+        fast.vocoder.fuse_activations(fused_snake.load())
     if int8_dit:
         variants[FLOAT_DIT] = fast
         fast = Token2Wav(int8_projections(copy.deepcopy(fast.dit)), fast.speaker_encoder, fast.vocoder)
+    if fused_vocoder:
+        variants[TORCH_ACTIVATIONS] = Token2Wav(fast.dit, fast.speaker_encoder, torch_vocoder)
     generator = torch.Generator().manual_seed(SEED)
     codes = torch.randint(0, 8192, (args.codes,), generator=generator)
     cond = torch.randn(DiTConfig().enc_emb_dim, generator=generator)
@@ -231,8 +242,10 @@ def main(argv: list[str]) -> int:
     )
     samplers = {"Fast": FAST}  # and each named stream's own sampler (the others' whole mel is Fast's)
     samplers |= {f"Fast, {n}": s.sampler for n, s in NAMED_STREAMS.items() if s.sampler != FAST}
-    models = {name: fast for name in samplers} | {f"Fast, {name}": t2w for name, t2w in variants.items()}
-    samplers |= {f"Fast, {name}": FAST for name in variants}
+    models = {name: fast for name in samplers}
+    if FLOAT_DIT in variants:  # the other variant's mel is Fast's: only its vocoder differs
+        models[f"Fast, {FLOAT_DIT}"] = variants[FLOAT_DIT]
+        samplers[f"Fast, {FLOAT_DIT}"] = FAST
     exact_mel = exact.mel(codes, voice, SEED).float()
     for name, sampler in samplers.items():
         distance = (models[name].mel(codes, voice, SEED, sampler).float() - exact_mel).abs().mean().item()
@@ -243,13 +256,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _fast_plan(device: torch.device) -> tuple[torch.dtype, bool]:
-    """The precision the plan gives Token2Wav in the Fast profile on this machine, and whether its DiT's
-    projections are int8."""
+def _fast_plan(device: torch.device) -> tuple[torch.dtype, bool, bool]:
+    """The precision the plan gives Token2Wav in the Fast profile on this machine, whether its DiT's
+    projections are int8, and whether its vocoder's activations are fused."""
     plan = make_plan(probe(), estimated_needs(SIZES["3b"], "Q4_K_M"), PlanChoice(quality="fast"))
     if device.type != plan.token2wav.device:
-        return torch.float16, False
-    return plan.token2wav.dtype, plan.int8_dit
+        return torch.float16, False, False
+    return plan.token2wav.dtype, plan.int8_dit, plan.fused_vocoder
 
 
 def _snr_db(ours: torch.Tensor, base: torch.Tensor) -> float:

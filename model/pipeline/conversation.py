@@ -21,6 +21,7 @@ from model.files.bundle import Bundle
 from model.hardware import probe
 from model.media import Question
 from model.memory_reuse import keep_freed_memory
+from model.native_library import NativeBuildError
 from model.perception import EncodedMedia, Perception, pictures_shrunk, recording_cuts
 from model.pipeline.call import CallTurn, Look
 from model.pipeline.events import ContextTrimmed, Event, Mark, TurnFinished
@@ -140,11 +141,13 @@ class Conversation:
         """Do now what every turn needs, so that the first question does not wait for it: decode the
         system prompt; with a `voice`, also load the Talker and Token2Wav, put the system prompt in
         the Talker's cache and compute the voice's speaker features. A stage that runs out of GPU
-        memory here moves to the CPU at once; returns what to tell the user of such moves."""
+        memory here moves to the CPU at once; returns what to tell the user of such moves, and of the
+        plan's other changes (the vocoder's fused activations that could not be built)."""
         self.thinker.prefill([TokenRun(tuple(self._system))])
         moves: list[str] = []
         if voice is None:
             return moves
+        noted = len(self.plan.notes)
         for _ in STAGES:  # each stage moves at most once; after that it runs on the CPU
             try:
                 talker, token2wav = self._speech_parts()
@@ -157,7 +160,7 @@ class Conversation:
                 break
             except StageOutOfMemory as exc:
                 moves.append(self._without_gpu(cast(Stage, exc.stage), then="."))
-        return moves
+        return list(dict.fromkeys((*moves, *self.plan.notes[noted:])))
 
     def _warm(self, token2wav: Token2Wav, voice: Voice) -> None:
         """Capture the window graph the plan's stream replays (the Talker's are captured as it loads);
@@ -185,10 +188,23 @@ class Conversation:
                 )
         if self._token2wav is None:
             with gpu_stage("token2wav"):
-                self._token2wav = Token2Wav.load(
-                    self.bundle, plan.token2wav.device, plan.token2wav.dtype, plan.int8_dit
-                )
+                self._token2wav = self._load_token2wav()
         return self._talker, self._token2wav
+
+    def _load_token2wav(self) -> Token2Wav:
+        """Token2Wav as the plan says; where the vocoder's fused activations cannot be built here, with
+        torch's, the plan noting why and what to install."""
+        plan = self.plan
+        placed = plan.token2wav
+        load = partial(Token2Wav.load, self.bundle, placed.device, placed.dtype, plan.int8_dit)
+        if plan.fused_vocoder:
+            try:
+                return load(fused_vocoder=True)
+            except NativeBuildError as exc:
+                why = f"Speech is made more slowly than it could be here: {exc}."
+                log.warning(why)
+                self.plan = replace(plan, fused_vocoder=False, notes=(*plan.notes, why))
+        return load()
 
     def _without_gpu(self, stage: Stage, then: str = "; ask again.") -> str:
         """After `stage` ran out of GPU memory: the next turns run it on the CPU (the plan without it on

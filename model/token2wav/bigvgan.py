@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from model.token2wav.fused_snake import FusedSnake
 
 MEL_FRAME_RATE = 100  # mel frames per second
 MIN_DB, DB_OFFSET = -115.0, 20.0  # the mel's dB floor and offset, as the checkpoint was trained
@@ -78,8 +81,11 @@ class AntiAliasedSnake(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.fused: FusedSnake | None = None  # the native kernel, where BigVGAN.fuse_activations set it
 
     def forward(self, x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None and self.fused.handles(x):
+            return self.fused(x, filt, self.alpha, self.beta)
         if x.dtype == torch.bfloat16 and x.device.type == "cpu":
             # A CPU's depthwise filters in bfloat16 leave oneDNN's fast path: in float32 the
             # activation takes less than half the time, and it rounds less (docs/performance.md).
@@ -182,6 +188,17 @@ class BigVGAN(nn.Module):
         self.conv_post = nn.Conv1d(out_ch, 1, 7, padding=3, bias=False)
         filt = kaiser_sinc_filter(0.5 / AA_RATIO, 0.6 / AA_RATIO, AA_TAPS)
         self.register_buffer("aa_filter", filt.view(1, 1, -1), persistent=False)
+
+    def fuse_activations(self, kernel: FusedSnake | None) -> None:
+        """Make the anti-aliased activations with `kernel` (fused_snake.py) where it handles the signal
+        (on the CPU), or with torch's operations again (None)."""
+        for module in self.modules():
+            if isinstance(module, AntiAliasedSnake):
+                module.fused = kernel
+
+    @property
+    def fused(self) -> bool:
+        return self.activation_post.fused is not None
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         # The 1-D layers run as 2-D ones of height 1 (what torch does inside a conv1d), and on a CPU in

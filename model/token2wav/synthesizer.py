@@ -17,6 +17,7 @@ import torch
 
 from model.errors import OmnideskError
 from model.files.bundle import Bundle
+from model.token2wav import fused_snake
 from model.token2wav.bigvgan import BigVGAN, BigVGANConfig
 from model.token2wav.dit import DiT, DiTConfig
 from model.token2wav.graph import WindowGraph, captured_window
@@ -80,9 +81,17 @@ class Token2Wav:
 
     @classmethod
     def load(
-        cls, bundle: Bundle, device: str = "cpu", dtype: torch.dtype = torch.float32, int8_dit: bool = False
+        cls,
+        bundle: Bundle,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        int8_dit: bool = False,
+        fused_vocoder: bool = False,
     ) -> Token2Wav:
-        """`int8_dit`: the DiT's block projections as int8 products (`int8_dit.int8_projections`)."""
+        """`int8_dit`: the DiT's block projections as int8 products (`int8_dit.int8_projections`);
+        `fused_vocoder`: the vocoder's activations by the native kernel (`fused_snake`), built first, so
+        that where it cannot be (NativeBuildError) no weights were loaded in vain."""
+        kernel = fused_snake.load() if fused_vocoder else None
         config = bundle.config["token2wav_config"]
         dit_cfg = DiTConfig.from_dict(config.get("dit_config") or {})
         vocoder_cfg = BigVGANConfig.from_dict(config.get("bigvgan_config") or {})
@@ -90,7 +99,9 @@ class Token2Wav:
         dit = dit.to(device, dtype)
         if int8_dit:
             int8_projections(dit)
-        return cls(dit, speaker.to(device, dtype), vocoder.to(device, dtype))
+        vocoder = vocoder.to(device, dtype)
+        vocoder.fuse_activations(kernel)
+        return cls(dit, speaker.to(device, dtype), vocoder)
 
     @property
     def device(self) -> torch.device:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import native_library
 from model.files.bundle import Bundle
 from model.media import Audio, Image, Question
 from model.pipeline import (
@@ -33,6 +34,7 @@ from model.sampling import SamplingOptions
 from model.speech_bound import SpeechBound
 from model.talker import SpeechOptions, Talker
 from model.thinker_types import Decoded, ThinkerOptions, TokenRun
+from model.token2wav import fused_snake
 from model.token2wav.streaming import StreamingSynthesizer
 from model.token2wav.synthesizer import Token2Wav
 from tests.helpers import (
@@ -377,6 +379,49 @@ class TestOutOfMemory:
         assert out_of_gpu_memory(RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"))
         assert not out_of_gpu_memory(RuntimeError("CUDA error: device-side assert triggered"))
         assert not out_of_gpu_memory(MemoryError())
+
+
+class TestFusedVocoder:
+    """The Fast profile's fused vocoder activations (token2wav/fused_snake.py), built by this machine's
+    compiler, and what a machine without one gets: torch's, and a line that says what to install."""
+
+    @pytest.fixture
+    def fresh_builds(self):
+        """Builds are looked up again, as in a new process (each module keeps what it loaded)."""
+        fused_snake.load.cache_clear()
+        native_library.load.cache_clear()
+        yield
+        fused_snake.load.cache_clear()
+        native_library.load.cache_clear()
+
+    def _speaks(self, tiny_bundle: Bundle) -> tuple[Conversation, list[str]]:
+        plan = Plan(fused_vocoder=True, quality="exact")
+        conversation = Conversation(tiny_bundle, ThinkerOptions(n_ctx=2048), plan)
+        notes = conversation.prepare("Chelsie")
+        spoken = run(conversation, "Hi", SPOKEN)
+        assert spoken[-1].reason in ("end", "length") and len(audio(spoken)) > 0
+        return conversation, notes
+
+    def test_the_plan_speaks_with_them(self, tiny_bundle: Bundle, fresh_builds):
+        conversation, notes = self._speaks(tiny_bundle)
+        try:
+            assert notes == [] and conversation.plan.fused_vocoder
+            assert conversation._speech_parts()[1].vocoder.fused
+        finally:
+            conversation.close()
+
+    def test_without_a_compiler_speech_uses_torchs_and_says_what_to_install(
+        self, tiny_bundle: Bundle, fresh_builds, monkeypatch
+    ):
+        monkeypatch.setenv("CC", "/nonexistent/cc")
+        conversation, notes = self._speaks(tiny_bundle)
+        try:
+            assert len(notes) == 1 and notes[0].startswith("Speech is made more slowly than it could be here")
+            assert "install a C compiler" in notes[0] and notes[0] in conversation.plan.notes
+            assert not conversation.plan.fused_vocoder
+            assert not conversation._speech_parts()[1].vocoder.fused
+        finally:
+            conversation.close()
 
 
 class TestEndToEnd:

@@ -158,14 +158,24 @@ class TestDevicesAndPrecision:
         tests/model/test_token2wav.py's int8 test."""
         int8_cpu = replace(CPU_ONLY, cpu_bf16=True, cpu_int8=True)
         fast = make_plan(int8_cpu, NEEDS_3B)
-        assert fast.int8_dit and "Token2Wav:     CPU bfloat16, int8 DiT" in fast.describe()
-        assert fast.speech_label.endswith("Token2Wav CPU bfloat16, int8 DiT (Fast)")
+        assert fast.int8_dit and "Token2Wav:     CPU bfloat16, int8 DiT, fused activations" in fast.describe()
+        assert fast.speech_label.endswith("Token2Wav CPU bfloat16, int8 DiT, fused activations (Fast)")
         assert not make_plan(int8_cpu, NEEDS_3B, PlanChoice(quality="exact")).int8_dit
         assert not make_plan(replace(CPU_ONLY, cpu_int8=False), NEEDS_3B).int8_dit
         on_gpu = make_plan(replace(cuda_machine(24), cpu_int8=True), NEEDS_7B, PlanChoice(quality="fast"))
         assert on_gpu.token2wav.device == "cuda" and not on_gpu.int8_dit
         moved = on_gpu.without_gpu("token2wav", "out of GPU memory")
         assert moved.token2wav.device == "cpu" and moved.int8_dit
+
+    def test_fast_fuses_the_vocoders_activations_where_token2wav_runs_on_the_cpu(self):
+        """The vocoder 1.3x on one Zen 4 core (token2wav/fused_snake.py); its bound against torch's
+        activation is tests/model/test_fused_snake.py's."""
+        assert make_plan(CPU_ONLY, NEEDS_3B).fused_vocoder
+        assert make_plan(replace(CPU_ONLY, cpu_bf16=False), NEEDS_3B).fused_vocoder  # float32 too
+        assert not make_plan(CPU_ONLY, NEEDS_3B, PlanChoice(quality="exact")).fused_vocoder
+        on_gpu = make_plan(cuda_machine(24), NEEDS_7B, PlanChoice(quality="fast"))
+        assert on_gpu.token2wav.device == "cuda" and not on_gpu.fused_vocoder
+        assert on_gpu.without_gpu("token2wav", "out of GPU memory").fused_vocoder
 
     def test_starting_sooner_is_chosen_for_fast_speech_only(self):
         quick = PlanChoice(quick_start=True)

@@ -358,7 +358,10 @@ class TestStreaming:
             assert captured_window(t2w.dit, 144, FAST) is None
         assert "runs eagerly" in caplog.text
 
-    def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w):
+    @pytest.mark.parametrize("fused", [False, True], ids=["torch's activations", "fused activations"])
+    def test_vocoder_reads_no_further_than_its_receptive_field(self, t2w, tiny_bundle, fused):
+        if fused:  # the Fast profile's kernel (token2wav/fused_snake.py) reads as far as torch's
+            t2w = Token2Wav.load(tiny_bundle, fused_vocoder=True)
         field = receptive_field_frames(t2w.vocoder.cfg)
         mel = torch.randn(80, 2 * field + 5, generator=torch.Generator().manual_seed(8)) - 4
         moved = mel.clone()
