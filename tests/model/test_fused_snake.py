@@ -93,10 +93,11 @@ def test_threads_split_the_samples_without_changing_one(kernel, filt):
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
 
 
-def test_an_autograd_or_gpu_signal_is_left_to_torch(kernel):
+def test_a_signal_of_another_kind_is_left_to_torch(kernel):
     x = torch.zeros(1, 4, 1, 8)
     assert kernel.handles(x) and kernel.handles(x.bfloat16())
     assert not kernel.handles(x.requires_grad_()) and not kernel.handles(x.half())
+    assert not kernel.handles(torch.zeros(1, 4, 2, 8)) and not kernel.handles(torch.zeros(4, 8))
 
 
 @pytest.fixture(scope="module")
