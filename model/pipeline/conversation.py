@@ -144,10 +144,9 @@ class Conversation:
         memory here moves to the CPU at once; returns what to tell the user of such moves, and of the
         plan's other changes (the vocoder's fused activations that could not be built)."""
         self.thinker.prefill([TokenRun(tuple(self._system))])
-        moves: list[str] = []
         if voice is None:
-            return moves
-        noted = len(self.plan.notes)
+            return []
+        noted = len(self.plan.notes)  # each move, or change, is noted in the plan
         for _ in STAGES:  # each stage moves at most once; after that it runs on the CPU
             try:
                 talker, token2wav = self._speech_parts()
@@ -159,8 +158,8 @@ class Conversation:
                     self._warm(token2wav, chosen)
                 break
             except StageOutOfMemory as exc:
-                moves.append(self._without_gpu(cast(Stage, exc.stage), then="."))
-        return list(dict.fromkeys((*moves, *self.plan.notes[noted:])))
+                self._without_gpu(cast(Stage, exc.stage), then=".")
+        return list(self.plan.notes[noted:])
 
     def _warm(self, token2wav: Token2Wav, voice: Voice) -> None:
         """Capture the window graph the plan's stream replays (the Talker's are captured as it loads);

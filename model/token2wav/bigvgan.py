@@ -68,6 +68,16 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, taps: int) -> torch.Ten
     return filt / filt.sum()
 
 
+def anti_aliasing_filter() -> torch.Tensor:
+    """(1, 1, AA_TAPS): the activations' up- and down-sampling filter (BigVGAN's `aa_filter`)."""
+    return kaiser_sinc_filter(0.5 / AA_RATIO, 0.6 / AA_RATIO, AA_TAPS).view(1, 1, -1)
+
+
+def snake_factors(log_alpha: torch.Tensor, log_beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SnakeBeta's alpha and 1 / beta, (channels,), from the logs the checkpoint stores."""
+    return torch.exp(log_alpha), 1.0 / (torch.exp(log_beta) + SNAKE_EPS)
+
+
 # The up-sampler's output is cropped by as many samples on each side (conv_transpose's `padding`).
 AA_PAD = AA_TAPS // AA_RATIO - 1
 AA_CROP = AA_PAD * AA_RATIO + (AA_TAPS - AA_RATIO) // 2
@@ -107,8 +117,7 @@ class AntiAliasedSnake(nn.Module):
             padding=(0, AA_CROP),
             groups=channels,
         )
-        alpha = torch.exp(log_alpha)[None, :, None, None]
-        inv_beta = 1.0 / (torch.exp(log_beta)[None, :, None, None] + SNAKE_EPS)
+        alpha, inv_beta = (f[None, :, None, None] for f in snake_factors(log_alpha, log_beta))
         wave = up * alpha  # up + sin^2(up * alpha) / beta, in the reference's order, in place
         up.add_(wave.sin_().pow_(2).mul_(inv_beta))
         down = F.pad(up, (AA_TAPS // 2 - 1, AA_TAPS // 2, 0, 0), mode="replicate")
@@ -186,8 +195,7 @@ class BigVGAN(nn.Module):
         out_ch = ch // 2 ** len(cfg.upsample_rates)
         self.activation_post = AntiAliasedSnake(out_ch)
         self.conv_post = nn.Conv1d(out_ch, 1, 7, padding=3, bias=False)
-        filt = kaiser_sinc_filter(0.5 / AA_RATIO, 0.6 / AA_RATIO, AA_TAPS)
-        self.register_buffer("aa_filter", filt.view(1, 1, -1), persistent=False)
+        self.register_buffer("aa_filter", anti_aliasing_filter(), persistent=False)
 
     def fuse_activations(self, kernel: FusedSnake | None) -> None:
         """Make the anti-aliased activations with `kernel` (fused_snake.py) where it handles the signal
